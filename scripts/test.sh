@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Installs napari-ilat with its test extras and runs the whole test suite under a
+# virtual X server (napari's canvas needs a real X display; offscreen Qt cannot draw it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+exec xvfb-run -a -s "-screen 0 1280x1024x24" python3 -m pytest "$@"

@@ -1,0 +1,170 @@
+"""``napari-ilat bench speed``: how edit time grows with the masked area.
+
+Measures, in one process and on one device, medians over repeated runs of
+- the sampler alone: tokens/s of the cached sampler vs the no-cache reference
+  (the whole sequence recomputed for every token, as the official code does);
+- ``edit()`` end to end in ``ilat`` (cached), ``ilat`` no-cache and ``taming`` mode,
+  at several masked rates, masks being token-aligned boxes at seeded random positions.
+Random weights are fine for speed: the work per token does not depend on the values.
+These are benchmarks, never unit tests: the machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from .edit import edit, resolve_device
+from .model import ILATModel, ModelConfig
+from .sampler import SamplingOptions, sample_tokens
+from .transformer import TransformerConfig
+from .vqgan import VQGANConfig
+
+PRESETS = {
+    "tiny": lambda: ILATModel.tiny(resolution=32),
+    # the size we plan to ship: 128 px, f = 8, 16x16 tokens
+    "default": lambda: ILATModel(ModelConfig()),
+    # the paper's: taming f16 first stage at 256 px, 12 x 768 transformer, 256 image tokens
+    "paper": lambda: ILATModel(ModelConfig(
+        VQGANConfig.taming_f16(),
+        TransformerConfig(vocab_size=1024, grid=16, n_layer=12, n_head=12, n_embd=768),
+        name="paper-size",
+    )),
+}
+
+
+def token_box_mask(res: int, factor: int, rate: float, rng) -> tuple[np.ndarray, float]:
+    """A pixel mask covering a box of whole tokens, ~``rate`` of the grid, at a random place.
+    Returns the mask and the exact masked-token rate."""
+    grid = res // factor
+    n = max(1, round(rate * grid * grid))
+    h = max(1, min(grid, round(np.sqrt(n))))
+    w = max(1, min(grid, round(n / h)))
+    r, c = rng.integers(0, grid - h + 1), rng.integers(0, grid - w + 1)
+    mask = np.zeros((res, res), bool)
+    mask[r * factor : (r + h) * factor, c * factor : (c + w) * factor] = True
+    return mask, h * w / grid**2
+
+
+def _median_time(fn, repeats: int, sync) -> float:
+    times = []
+    for i in range(repeats + 1):  # the first run warms up and is dropped
+        sync()
+        t = time.perf_counter()
+        fn(i)
+        sync()
+        if i:
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def speed(preset="default", rates=(0.066, 0.3), repeats=5, device="cpu", threads=None) -> dict:
+    dev = resolve_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    model = PRESETS[preset]().to(dev).eval()
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    res, f = model.resolution, model.config.vqgan.factor
+    n_tokens = model.config.transformer.n_tokens
+    image = (np.random.default_rng(0).random((res, res, 3)) * 255).astype(np.uint8)
+
+    rows = []
+    for rate in rates:
+        masks = [token_box_mask(res, f, rate, np.random.default_rng(i)) for i in range(repeats + 1)]
+        actual = masks[0][1]
+        row = {"rate": actual, "masked_tokens": round(actual * n_tokens)}
+        for name, kw in (("ilat", {}), ("ilat_nocache", {"cache": False}), ("taming", {"mode": "taming"})):
+            row[name] = _median_time(
+                lambda i, kw=kw: edit(image, masks[i][0], model=model, seed=i, device=dev, **kw),
+                repeats, sync,
+            )
+        rows.append(row)
+
+    # sampler alone, tokens/s, at the largest rate
+    t = model.transformer
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, t.config.vocab_size, (n_tokens,), generator=g).to(dev)
+    known = torch.from_numpy(
+        ~token_box_mask(t.config.grid, 1, max(rates), np.random.default_rng(0))[0].flatten()
+    ).to(dev)
+    steps = int((~known).sum())
+    tps = {}
+    for cache in (True, False):
+        secs = _median_time(
+            lambda i, cache=cache: sample_tokens(
+                t, tokens, known, cache=cache, options=SamplingOptions(greedy=True)
+            ),
+            repeats, sync,
+        )
+        tps["cached" if cache else "nocache"] = steps / secs
+    return {
+        "preset": preset,
+        "device": str(dev) if dev.type != "cuda" else torch.cuda.get_device_name(dev),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "params_transformer": sum(p.numel() for p in t.parameters()),
+        "params_vqgan": sum(p.numel() for p in model.vqgan.parameters()),
+        "repeats": repeats,
+        "rows": rows,
+        "sampler_tokens_per_s": tps,
+        "sampler_steps": steps,
+    }
+
+
+def speed_markdown(r: dict) -> str:
+    lines = [
+        f"Preset `{r['preset']}` ({r['params_vqgan'] / 1e6:.1f} M first-stage, "
+        f"{r['params_transformer'] / 1e6:.1f} M transformer parameters, random weights), "
+        f"device {r['device']} ({r['cpu']}, {r['threads']} threads), torch {r['torch']}, "
+        f"median of {r['repeats']} runs after one warm-up.",
+        "",
+        "| masked (tokens) | iLAT cached (s) | iLAT no-cache (s) | Taming (s) | Taming / iLAT | no-cache / cached |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        lines.append(
+            f"| {row['rate']:.1%} ({row['masked_tokens']}) | {row['ilat']:.3f} | "
+            f"{row['ilat_nocache']:.3f} | {row['taming']:.3f} | "
+            f"{row['taming'] / row['ilat']:.1f}x | {row['ilat_nocache'] / row['ilat']:.1f}x |"
+        )
+    tps = r["sampler_tokens_per_s"]
+    lines += [
+        "",
+        f"Sampler alone ({r['sampler_steps']} masked tokens, greedy, batch 1): cached "
+        f"{tps['cached']:.0f} tokens/s, no-cache {tps['nocache']:.0f} tokens/s "
+        f"({tps['cached'] / tps['nocache']:.1f}x).",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser):
+    sub = parser.add_subparsers(dest="what", required=True, metavar="WHAT")
+    p = sub.add_parser("speed", help="edit time vs masked rate, cached vs no-cache vs taming")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    p.add_argument("--rates", default="0.066,0.3",
+                   help="comma-separated masked-token rates (default: 0.066,0.3)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--out", help="also write the markdown table to this file")
+
+
+def run(args) -> int:
+    if args.what == "speed":
+        rates = tuple(float(x) for x in args.rates.split(","))
+        if not all(0 < x <= 1 for x in rates):
+            raise ValueError("--rates must be fractions in (0, 1]")
+        md = speed_markdown(speed(args.preset, rates, args.repeats, args.device, args.threads))
+        print(md)
+        if args.out:
+            with open(args.out, "w") as fh:
+                fh.write(md + "\n")
+    return 0

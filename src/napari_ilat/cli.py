@@ -1,0 +1,54 @@
+"""The ``napari-ilat`` command line: one subcommand per module, imported only when used.
+
+Each subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``; adding a
+command is one line in COMMANDS. Nothing here imports Qt or napari (``demo`` does so itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS = {
+    "bench": ("napari_ilat.bench", "measure speed / quality; write docs/benchmarks.md"),
+    "data": ("napari_ilat.data.cli", "inspect the offline training data (contact sheet)"),
+}
+
+
+def build_parser(argv) -> tuple[argparse.ArgumentParser, object]:
+    parser = argparse.ArgumentParser(
+        prog="napari-ilat", description="Local image editing with iLAT / ImageBART."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_) in COMMANDS.items():
+        sub.add_parser(name, help=help_, add_help=False)
+    # Only the chosen command's module is imported (torch start-up is slow enough).
+    name = next((a for a in argv if a in COMMANDS), None)
+    module = None
+    if name is not None:
+        module = importlib.import_module(COMMANDS[name][0])
+        sub.choices[name] = p = argparse.ArgumentParser(
+            prog=f"napari-ilat {name}", description=COMMANDS[name][1]
+        )
+        module.add_arguments(p)
+    return parser, module
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, module = build_parser(argv)
+    args = parser.parse_args(argv)
+    if module is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(module.run(args) or 0)
+    except (ValueError, FileNotFoundError) as e:  # user errors: a message, not a traceback
+        print(f"napari-ilat {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Condition encoders: how pose keypoints and sketches become transformer tokens.
+
+Both map a condition to a short sequence of ``n_embd`` vectors that is prepended to the image
+tokens (the C part of the sequence). Conditions see only conditions (C2T = 0 in the paper's
+mask), so their tokens never depend on the image being edited.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+# COCO/OpenPose order used by the paper's synthetic pose set (DESIGN.md section 3).
+KEYPOINT_NAMES = (
+    "nose", "neck",
+    "r_shoulder", "r_elbow", "r_wrist",
+    "l_shoulder", "l_elbow", "l_wrist",
+    "r_hip", "r_knee", "r_ankle",
+    "l_hip", "l_knee", "l_ankle",
+    "r_eye", "l_eye", "r_ear", "l_ear",
+)
+N_KEYPOINTS = len(KEYPOINT_NAMES)
+
+
+class PoseEncoder(nn.Module):
+    """(B, 18, 3) keypoints (x, y in [0, 1] of the window, visible in {0, 1}) -> (B, 18, d).
+
+    A small shared MLP per keypoint, as in the reference pose model ((x,y,v) -> 64 -> 256 -> d),
+    plus a learned per-joint embedding so the network knows *which* joint a token is.
+    Invisible keypoints arrive as (-1, -1, 0).
+    """
+
+    def __init__(self, n_embd: int, n_keypoints: int = N_KEYPOINTS):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(3, 64), nn.GELU(), nn.Linear(64, 256), nn.GELU(), nn.Linear(256, n_embd)
+        )
+        self.joint = nn.Parameter(torch.zeros(n_keypoints, n_embd))
+        nn.init.normal_(self.joint, std=0.02)
+
+    def forward(self, keypoints: torch.Tensor) -> torch.Tensor:
+        return self.mlp(keypoints) + self.joint
+
+
+class SketchEncoder(nn.Module):
+    """(B, 1, H, W) edge map in [0, 1] -> (B, (H/p)*(W/p), d) by patch embedding to the token grid."""
+
+    def __init__(self, n_embd: int, patch: int, grid: int):
+        super().__init__()
+        self.patch = patch
+        self.proj = nn.Conv2d(1, n_embd, kernel_size=patch, stride=patch)
+        self.pos = nn.Parameter(torch.zeros(grid * grid, n_embd))
+        nn.init.normal_(self.pos, std=0.02)
+
+    def forward(self, sketch: torch.Tensor) -> torch.Tensor:
+        return self.proj(sketch).flatten(2).transpose(1, 2) + self.pos
+
+
+def normalize_keypoints(keypoints, window: tuple[int, int, int, int]) -> np.ndarray:
+    """Image-coordinate keypoints -> the (x, y, v) the PoseEncoder expects.
+
+    ``keypoints``: (18, 2) or (18, 3) array of (x = column, y = row[, visible]) in image pixels;
+    ``window``: (row0, col0, height, width) of the region the model sees. Keypoints with
+    visible == 0 or negative coordinates are invisible and become (-1, -1, 0).
+    """
+    kp = np.asarray(keypoints, dtype=np.float64)
+    vis = kp[:, 2] > 0 if kp.shape[1] == 3 else np.ones(len(kp), bool)
+    vis &= (kp[:, 0] >= 0) & (kp[:, 1] >= 0)
+    r0, c0, h, w = window
+    out = np.full((len(kp), 3), -1.0)
+    out[:, 0] = (kp[:, 0] - c0 + 0.5) / w
+    out[:, 1] = (kp[:, 1] - r0 + 0.5) / h
+    out[:, 2] = 1.0
+    out[~vis] = (-1.0, -1.0, 0.0)
+    return out

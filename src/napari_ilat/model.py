@@ -1,0 +1,165 @@
+"""An iLAT model = a TS-VQGAN first stage + an LA transformer, saved as safetensors + JSON.
+
+Files: ``NAME.safetensors`` (all weights, prefixed ``vqgan.`` / ``transformer.``) and
+``NAME.json`` (the configs and the sha256 of the weights file). Loading never unpickles:
+safetensors holds raw tensors only, and the checksum is verified before the bytes are parsed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save_file
+
+from .transformer import LATransformer, TransformerConfig
+from .vqgan import VQGANConfig, VQModel
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelConfig:
+    vqgan: VQGANConfig = field(default_factory=VQGANConfig)
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    name: str = "custom"
+    description: str = ""
+
+    def __post_init__(self):
+        v, t = self.vqgan, self.transformer
+        if t.vocab_size != v.n_embed:
+            raise ValueError(f"transformer vocab {t.vocab_size} != codebook size {v.n_embed}")
+        if t.grid != v.grid:
+            raise ValueError(f"transformer grid {t.grid} != first-stage grid {v.grid}")
+        if t.cond == "sketch" and t.sketch_patch != v.factor:
+            raise ValueError(f"sketch_patch {t.sketch_patch} != first-stage factor {v.factor}")
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "vqgan": self.vqgan.to_dict(),
+            "transformer": self.transformer.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        return cls(
+            vqgan=VQGANConfig.from_dict(d["vqgan"]),
+            transformer=TransformerConfig.from_dict(d["transformer"]),
+            name=d.get("name", "custom"),
+            description=d.get("description", ""),
+        )
+
+
+class ILATModel(nn.Module):
+    """First stage + transformer. ``resolution`` px square windows, ``grid`` tokens a side."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.vqgan = VQModel(config.vqgan)
+        self.transformer = LATransformer(config.transformer)
+
+    @property
+    def resolution(self) -> int:
+        return self.config.vqgan.resolution
+
+    @property
+    def cond(self) -> str:
+        return self.config.transformer.cond
+
+    @classmethod
+    def tiny(cls, cond: str = "none", resolution: int = 32, seed: int = 0, **tf) -> "ILATModel":
+        """A small randomly initialised model (tests, speed scripts)."""
+        torch.manual_seed(seed)
+        vq = VQGANConfig(
+            resolution=resolution, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
+            attn_resolutions=(resolution // 4,), z_channels=16, embed_dim=16, n_embed=64,
+        )
+        t = dict(vocab_size=vq.n_embed, grid=vq.grid, n_layer=2, n_head=2, n_embd=32,
+                 cond=cond, sketch_patch=vq.factor)
+        t.update(tf)
+        return cls(ModelConfig(vq, TransformerConfig(**t), name="tiny")).eval()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_model(model: ILATModel, path) -> Path:
+    """Write ``path.safetensors`` and ``path.json``; returns the JSON path."""
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
+    weights = stem.with_suffix(".safetensors")
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(weights))
+    meta = {
+        "format": "napari-ilat",
+        "format_version": FORMAT_VERSION,
+        "config": model.config.to_dict(),
+        "weights": weights.name,
+        "sha256": _sha256(weights.read_bytes()),
+    }
+    cfg_path = stem.with_suffix(".json")
+    cfg_path.write_text(json.dumps(meta, indent=2) + "\n")
+    return cfg_path
+
+
+def bundled_models() -> list[str]:
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.json"))
+
+
+def _resolve(name_or_path) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".json", ".safetensors") or p.exists() or p.with_suffix(".json").exists():
+        p = p.with_suffix(".json") if p.suffix != ".json" else p
+        if not p.exists():
+            raise FileNotFoundError(f"model config {p} not found (expected NAME.json next to NAME.safetensors)")
+        return p
+    p = WEIGHTS_DIR / f"{name_or_path}.json"
+    if not p.exists():
+        have = ", ".join(bundled_models()) or "none installed in this build"
+        raise FileNotFoundError(
+            f"no bundled model named {name_or_path!r} (bundled: {have}); pass the path to a "
+            "NAME.json/NAME.safetensors pair written by `napari-ilat train` or save_model()"
+        )
+    return p
+
+
+def load_model(name_or_path, device="cpu", dtype=torch.float32) -> ILATModel:
+    """Load a bundled model by name or a saved model by path; verifies the sha256 first."""
+    cfg_path = _resolve(name_or_path)
+    try:
+        meta = json.loads(cfg_path.read_text())
+        config = ModelConfig.from_dict(meta["config"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{cfg_path} is not a napari-ilat model config: {e}") from e
+    weights = cfg_path.parent / meta.get("weights", cfg_path.with_suffix(".safetensors").name)
+    if not weights.exists():
+        raise FileNotFoundError(f"weights file {weights} is missing")
+    data = weights.read_bytes()
+    if data[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or data[:4] == b"PK\x03\x04":
+        raise ValueError(f"{weights} is a pickle/zip checkpoint; only safetensors files are loaded")
+    if "sha256" in meta and _sha256(data) != meta["sha256"]:
+        raise ValueError(
+            f"{weights} does not match the checksum in {cfg_path.name} (truncated or modified "
+            "file?); re-copy or re-train it"
+        )
+    try:
+        state = load_safetensors_bytes(data)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{weights} is not a valid safetensors file: {e}") from e
+    model = ILATModel(config)
+    model.load_state_dict(state, strict=True)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+__all__ = ["ILATModel", "ModelConfig", "load_model", "save_model", "bundled_models"]

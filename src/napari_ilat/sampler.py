@@ -1,0 +1,172 @@
+"""Sampling masked tokens from the LA transformer: the cached sampler and its reference.
+
+Why the cached sampler is fast: in the permuted sequence [C, S, known, stream] nothing in
+the prefix depends on generated tokens, so its keys/values are computed once (one batched
+forward) and every one of the |U| steps is a single-token forward against that cache. Cost
+grows with the masked area, not with the image. The reference sampler does what the
+official code did (recompute the whole sequence for every token) and exists for tests and
+benchmarks.
+
+Modes:
+- ``ilat``: known tokens form the prefix, masked tokens are generated in raster order.
+- ``taming``: vanilla raster AR on the same network (empty known set): tokens before the
+  first masked one are teacher-forced, every token after it is sampled with context from
+  above/left only; the caller composites the masked ones into the image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .transformer import KVCache, LATransformer, permutation, permuted_mask
+
+MODES = ("ilat", "taming")
+
+
+class EditCancelled(Exception):
+    """Raised when the cancel signal is set; nothing partial is returned."""
+
+
+@dataclass
+class SamplingOptions:
+    temperature: float = 1.0
+    top_k: int | None = None  # keep the k most likely codes
+    top_p: float | None = None  # nucleus: smallest set with probability mass >= top_p
+    greedy: bool = False  # argmax; ignores temperature / top-k / top-p
+
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1] or None, got {self.top_p}")
+
+
+def pick(logits: torch.Tensor, opts: SamplingOptions, generator: torch.Generator | None):
+    """(B, V) logits -> (B,) token ids."""
+    if opts.greedy:
+        return logits.argmax(-1)
+    logits = logits.float() / opts.temperature
+    if opts.top_k is not None and opts.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, opts.top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if opts.top_p is not None and opts.top_p < 1:
+        sorted_logits, idx = torch.sort(logits, descending=True, dim=-1)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) >= opts.top_p  # always keeps the top code
+        logits = logits.masked_fill(drop.scatter(-1, idx, drop), float("-inf"))
+    probs = logits.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@dataclass
+class _Plan:
+    order: torch.Tensor  # (N,) raster positions: known first, then the stream's targets
+    n_known: int  # prefix length in image tokens
+    n_forced: int  # stream entries whose targets are given (teacher forcing, taming mode)
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.order) - self.n_known - self.n_forced
+
+
+def _plan(known: torch.Tensor, mode: str) -> _Plan:
+    if mode == "ilat":
+        order, n_known = permutation(known[None])
+        return _Plan(order[0], int(n_known[0]), 0)
+    if mode == "taming":
+        masked = (~known).nonzero()
+        first = int(masked[0]) if len(masked) else len(known)
+        return _Plan(torch.arange(len(known), device=known.device), 0, first)
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def _is_cancelled(cancel) -> bool:
+    if cancel is None:
+        return False
+    return cancel.is_set() if hasattr(cancel, "is_set") else bool(cancel())
+
+
+@torch.inference_mode()
+def sample_tokens(
+    model: LATransformer,
+    tokens: torch.Tensor,
+    known: torch.Tensor,
+    cond: torch.Tensor | None = None,
+    *,
+    mode: str = "ilat",
+    samples: int = 1,
+    options: SamplingOptions | None = None,
+    generator: torch.Generator | None = None,
+    cache: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+    cancel=None,
+    return_logits: bool = False,
+):
+    """Fill the masked tokens of one image, ``samples`` candidates in one batch.
+
+    ``tokens``: (N,) ids (values at masked positions are ignored); ``known``: (N,) bool;
+    ``cond``: condition tensor with batch 1 (or None). ``progress(done, total)`` is called
+    after every generated token; ``cancel`` (a threading.Event or a callable returning bool)
+    is checked before every step and raises :class:`EditCancelled`.
+    Returns (samples, N) ids with known tokens unchanged in ``ilat`` mode (in ``taming`` mode
+    every token after the first masked one is resampled); with ``return_logits`` also the
+    (samples, steps, V) logits that produced them.
+    """
+    opts = options or SamplingOptions()
+    tokens, known = tokens.flatten(), known.flatten().bool()
+    plan = _plan(known, mode)
+    order = plan.order
+    out = tokens.clone()[None].repeat(samples, 1)
+    cond_tokens = model.encode_condition(cond, 1)
+    n_cond = cond_tokens.shape[1]
+    stream0 = n_cond + 1 + plan.n_known  # index of the first stream entry in the sequence
+    n_known = torch.tensor([plan.n_known], device=tokens.device)
+    step_logits = []
+
+    def emit(j, logits):
+        if return_logits:
+            step_logits.append(logits)
+        out[:, order[plan.n_known + j]] = pick(logits, opts, generator)
+        if progress is not None:
+            progress(j - plan.n_forced + 1, plan.n_steps)
+
+    first = plan.n_forced  # first stream entry whose target we sample
+    if cache:
+        # One forward over the prompt (prefix + teacher-forced stream entries) fills the cache.
+        length = stream0 + first + 1
+        kv = KVCache(model.config, samples, length + plan.n_steps - 1, cond_tokens)
+        if plan.n_steps and not _is_cancelled(cancel):
+            x = model.embed_sequence(out[:1], order[None], n_known, cond_tokens)[:, :length]
+            hidden = model.run(x, permuted_mask(n_known, n_cond, length), kv)
+            emit(first, model.logits(hidden[:, -1]).expand(samples, -1))
+        for j in range(first + 1, first + plan.n_steps):
+            if _is_cancelled(cancel):
+                raise EditCancelled()
+            prev, query = order[plan.n_known + j - 1], order[plan.n_known + j]
+            x = model.stream_input(out[:, prev], prev.expand(samples), query.expand(samples))
+            hidden = model.run(x[:, None], None, kv)  # a stream row may see all before it
+            emit(j, model.logits(hidden[:, -1]))
+    else:
+        # Reference: the whole sequence is recomputed for every generated token.
+        orders = order[None].expand(samples, -1)
+        full = stream0 + len(order) - plan.n_known
+        mask = permuted_mask(n_known, n_cond, full)
+        conds = cond_tokens.expand(samples, -1, -1)
+        for j in range(first, first + plan.n_steps):
+            if _is_cancelled(cancel):
+                raise EditCancelled()
+            x = model.embed_sequence(out, orders, n_known.expand(samples), conds)
+            hidden = model.run(x, mask)
+            emit(j, model.logits(hidden[:, stream0 + j]))
+    if _is_cancelled(cancel):
+        raise EditCancelled()
+    if return_logits:
+        v = model.config.vocab_size
+        return out, (torch.stack(step_logits, 1) if step_logits else out.new_zeros(samples, 0, v))
+    return out

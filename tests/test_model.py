@@ -1,0 +1,85 @@
+"""Saving and loading models: safetensors + JSON, checksums, and no unpickling ever."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from napari_ilat import edit, load_model, save_model
+from napari_ilat.model import ILATModel, ModelConfig
+from napari_ilat.transformer import TransformerConfig
+from napari_ilat.vqgan import VQGANConfig
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model = ILATModel.tiny(cond="sketch", seed=1)
+    return model, save_model(model, tmp_path / "tiny")
+
+
+def test_roundtrip_gives_identical_edits(saved):
+    model, path = saved
+    assert path.name == "tiny.json" and path.with_suffix(".safetensors").exists()
+    loaded = load_model(path)
+    for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)
+    img = np.random.default_rng(0).random((32, 32, 3))
+    mask = np.zeros((32, 32), bool)
+    mask[10:20, 5:25] = True
+    assert np.array_equal(edit(img, mask, model=model, seed=3), edit(img, mask, model=loaded, seed=3))
+    assert load_model(path.with_suffix("")).config.to_dict() == model.config.to_dict()
+
+
+def test_truncated_file_is_a_clear_error(saved):
+    _, path = saved
+    w = path.with_suffix(".safetensors")
+    w.write_bytes(w.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="checksum"):
+        load_model(path)
+    meta = json.loads(path.read_text())
+    del meta["sha256"]  # even without a checksum, a truncated file is refused cleanly
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="not a valid safetensors"):
+        load_model(path)
+
+
+def test_modified_file_fails_the_checksum(saved):
+    _, path = saved
+    w = path.with_suffix(".safetensors")
+    data = bytearray(w.read_bytes())
+    data[-1] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="checksum"):
+        load_model(path)
+
+
+class Boom:
+    def __reduce__(self):
+        return (exec, ("raise SystemExit('pickle code ran')",))
+
+
+@pytest.mark.parametrize("kind", ["pickle", "torch-zip"])
+def test_pickles_are_refused_without_running_code(saved, kind):
+    _, path = saved
+    w = path.with_suffix(".safetensors")
+    if kind == "pickle":
+        w.write_bytes(pickle.dumps({"x": Boom()}, protocol=4))
+    else:
+        torch.save({"x": torch.zeros(2)}, w)
+    meta = json.loads(path.read_text())
+    del meta["sha256"]
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="pickle"):
+        load_model(path)
+
+
+def test_bad_config_is_a_clear_error(tmp_path):
+    (tmp_path / "x.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a napari-ilat model config"):
+        load_model(tmp_path / "x.json")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_model(tmp_path / "missing.json")
+    with pytest.raises(ValueError, match="codebook"):
+        ModelConfig(VQGANConfig(n_embed=64), TransformerConfig(vocab_size=32))

@@ -78,6 +78,19 @@ def test_no_leakage_with_pose_condition(pose_model64):
         assert np.abs(a - b).max() == 0
 
 
+def test_no_leakage_with_sketch_condition():
+    """The sketch outside the mask is XDoG of the unmasked pixels only."""
+    model = ILATModel.tiny(cond="sketch", resolution=32, seed=5).double()
+    shape = (40, 40)
+    img, mask = photo(shape, 3), blob_mask(shape, 3)
+    strokes = np.zeros(shape)
+    strokes[15:17, 5:35] = 1
+    other = with_noise_under(img, mask)
+    a = edit(img, mask, sketch=strokes, model=model, seed=4)
+    b = edit(other, mask, sketch=strokes, model=model, seed=4)
+    assert np.abs(a - b).max() == 0
+
+
 @pytest.mark.parametrize(
     "make",
     [

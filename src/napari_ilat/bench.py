@@ -50,16 +50,19 @@ def token_box_mask(res: int, factor: int, rate: float, rng) -> tuple[np.ndarray,
     return mask, h * w / grid**2
 
 
-def _median_time(fn, repeats: int, sync) -> float:
-    times = []
-    for i in range(repeats + 1):  # the first run warms up and is dropped
-        sync()
-        t = time.perf_counter()
-        fn(i)
-        sync()
-        if i:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def _median_times(fns: dict, repeats: int, sync) -> dict:
+    """Median seconds of each fn(i), i = 1..repeats, after one warm-up call each. The fns
+    run round-robin so that a slow spell on a shared machine hits all of them alike."""
+    times = {name: [] for name in fns}
+    for i in range(repeats + 1):
+        for name, fn in fns.items():
+            sync()
+            t = time.perf_counter()
+            fn(i)
+            sync()
+            if i:
+                times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 def speed(preset="default", rates=(0.066, 0.3), repeats=5, device="cpu", threads=None) -> dict:
@@ -77,11 +80,11 @@ def speed(preset="default", rates=(0.066, 0.3), repeats=5, device="cpu", threads
         masks = [token_box_mask(res, f, rate, np.random.default_rng(i)) for i in range(repeats + 1)]
         actual = masks[0][1]
         row = {"rate": actual, "masked_tokens": round(actual * n_tokens)}
-        for name, kw in (("ilat", {}), ("ilat_nocache", {"cache": False}), ("taming", {"mode": "taming"})):
-            row[name] = _median_time(
-                lambda i, kw=kw: edit(image, masks[i][0], model=model, seed=i, device=dev, **kw),
-                repeats, sync,
-            )
+        modes = {"ilat": {}, "ilat_nocache": {"cache": False}, "taming": {"mode": "taming"}}
+        row.update(_median_times({
+            name: lambda i, kw=kw: edit(image, masks[i][0], model=model, seed=i, device=dev, **kw)
+            for name, kw in modes.items()
+        }, repeats, sync))
         rows.append(row)
 
     # sampler alone, tokens/s, at the largest rate
@@ -92,15 +95,12 @@ def speed(preset="default", rates=(0.066, 0.3), repeats=5, device="cpu", threads
         ~token_box_mask(t.config.grid, 1, max(rates), np.random.default_rng(0))[0].flatten()
     ).to(dev)
     steps = int((~known).sum())
-    tps = {}
-    for cache in (True, False):
-        secs = _median_time(
-            lambda i, cache=cache: sample_tokens(
-                t, tokens, known, cache=cache, options=SamplingOptions(greedy=True)
-            ),
-            repeats, sync,
-        )
-        tps["cached" if cache else "nocache"] = steps / secs
+    secs = _median_times({
+        name: lambda i, cache=cache: sample_tokens(
+            t, tokens, known, cache=cache, options=SamplingOptions(greedy=True))
+        for name, cache in (("cached", True), ("nocache", False))
+    }, repeats, sync)
+    tps = {name: steps / s for name, s in secs.items()}
     return {
         "preset": preset,
         "device": str(dev) if dev.type != "cuda" else torch.cuda.get_device_name(dev),
@@ -156,6 +156,13 @@ def add_arguments(parser):
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", help="also write the markdown table to this file")
 
+    q = sub.add_parser("quality", help="PSNR/SSIM/MAE of ilat, ilat*, taming, biharmonic on held-out data")
+    q.add_argument("--pose-model", default="pose", help="bundled name or path; 'none' to skip")
+    q.add_argument("--natural-model", default="natural", help="bundled name or path; 'none' to skip")
+    q.add_argument("--n", type=int, default=200, help="cases per test set (default 200)")
+    q.add_argument("--examples", help="write example grids to PREFIX_{pose,natural,sketch}.png")
+    q.add_argument("--out", help="also write the markdown tables to this file")
+
 
 def run(args) -> int:
     if args.what == "speed":
@@ -163,8 +170,16 @@ def run(args) -> int:
         if not all(0 < x <= 1 for x in rates):
             raise ValueError("--rates must be fractions in (0, 1]")
         md = speed_markdown(speed(args.preset, rates, args.repeats, args.device, args.threads))
-        print(md)
-        if args.out:
-            with open(args.out, "w") as fh:
-                fh.write(md + "\n")
+    else:
+        from .bench_quality import quality
+
+        def model(name):
+            return None if name == "none" else name
+
+        md = quality(model(args.pose_model), model(args.natural_model), args.n, args.n,
+                     examples=args.examples)
+    print(md)
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(md + "\n")
     return 0

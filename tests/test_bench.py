@@ -1,0 +1,44 @@
+"""The bench commands run end to end (tiny configurations; the numbers are not checked)."""
+
+import numpy as np
+
+from napari_ilat import save_model
+from napari_ilat.bench import token_box_mask
+from napari_ilat.cli import main
+from napari_ilat.model import ILATModel
+
+
+def test_token_box_mask_hits_the_rate_on_whole_tokens():
+    mask, rate = token_box_mask(128, 8, 0.3, np.random.default_rng(0))
+    assert abs(rate - 0.3) < 0.03
+    assert mask.mean() == rate
+    blocks = mask.reshape(16, 8, 16, 8).any((1, 3))
+    assert np.array_equal(blocks.repeat(8, 0).repeat(8, 1), mask)  # token aligned
+
+
+def test_bench_speed_cli(tmp_path, capsys):
+    out = tmp_path / "speed.md"
+    assert main(["bench", "speed", "--preset", "tiny", "--repeats", "1", "--rates", "0.1,0.5",
+                 "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| iLAT cached (s) |" in text and text.count("\n|") >= 4
+    assert "tokens/s" in capsys.readouterr().out
+
+
+def test_bench_quality_cli(tmp_path):
+    pose = save_model(ILATModel.tiny(cond="pose", resolution=32), tmp_path / "pose")
+    natural = save_model(ILATModel.tiny(cond="sketch", resolution=32, seed=1), tmp_path / "nat")
+    out = tmp_path / "quality.md"
+    assert main(["bench", "quality", "--pose-model", str(pose), "--natural-model", str(natural),
+                 "--n", "2", "--out", str(out), "--examples", str(tmp_path / "ex")]) == 0
+    text = out.read_text()
+    for method in ("ilat", "ilat*", "taming", "biharmonic"):
+        assert f"| {method} |" in text
+    assert text.count("held-out cases") == 3
+    for name in ("pose", "natural", "sketch"):
+        assert (tmp_path / f"ex_{name}.png").exists()
+
+
+def test_bench_rejects_bad_rates(capsys):
+    assert main(["bench", "speed", "--rates", "0,2"]) == 2
+    assert "--rates" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from napari_ilat import EditCancelled, edit
-from napari_ilat.edit import edit_window, feather_alpha
+from napari_ilat.editing import edit_window, feather_alpha
 from napari_ilat.model import ILATModel
 
 

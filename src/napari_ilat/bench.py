@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from .edit import edit, resolve_device
+from .editing import edit, resolve_device
 from .model import ILATModel, ModelConfig
 from .sampler import SamplingOptions, sample_tokens
 from .transformer import TransformerConfig

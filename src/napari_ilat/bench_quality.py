@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from .edit import edit
+from .editing import edit
 from .metrics import all_metrics
 
 LEARNED = ("ilat", "ilat*", "taming")
@@ -122,7 +122,7 @@ def examples_png(rows: list[dict], methods, path) -> None:
 
 def quality(pose_model, natural_model, n_pose=200, n_natural=200, examples=None) -> str:
     """Run both test sets; returns the markdown (and writes example grids if asked)."""
-    from .edit import _load_cached
+    from .editing import _load_cached
     from .model import ILATModel
 
     parts = []

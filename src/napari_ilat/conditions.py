@@ -11,16 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-# COCO/OpenPose order used by the paper's synthetic pose set (DESIGN.md section 3).
-KEYPOINT_NAMES = (
-    "nose", "neck",
-    "r_shoulder", "r_elbow", "r_wrist",
-    "l_shoulder", "l_elbow", "l_wrist",
-    "r_hip", "r_knee", "r_ankle",
-    "l_hip", "l_knee", "l_ankle",
-    "r_eye", "l_eye", "r_ear", "l_ear",
-)
-N_KEYPOINTS = len(KEYPOINT_NAMES)
+from .data.skeleton import KEYPOINT_NAMES, NUM_KEYPOINTS as N_KEYPOINTS  # noqa: F401  (COCO/OpenPose order)
 
 
 class PoseEncoder(nn.Module):

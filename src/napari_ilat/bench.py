@@ -163,6 +163,14 @@ def add_arguments(parser):
     q.add_argument("--examples", help="write example grids to PREFIX_{pose,natural,sketch}.png")
     q.add_argument("--out", help="also write the markdown tables to this file")
 
+    g = sub.add_parser("gui", help="longest Qt event-loop stall during a threaded generation (needs a display)")
+    g.add_argument("--model", default=None, help="'default' (random), 'tiny', or a path to NAME.json")
+    g.add_argument("--size", type=int, default=128)
+    g.add_argument("--mask-fraction", type=float, default=0.3)
+    g.add_argument("--threads", type=int, default=None)
+    g.add_argument("--repeats", type=int, default=3)
+    g.add_argument("--out", help="also write the JSON result to this file")
+
 
 def run(args) -> int:
     if args.what == "speed":
@@ -170,6 +178,14 @@ def run(args) -> int:
         if not all(0 < x <= 1 for x in rates):
             raise ValueError("--rates must be fractions in (0, 1]")
         md = speed_markdown(speed(args.preset, rates, args.repeats, args.device, args.threads))
+    elif args.what == "gui":
+        import json
+
+        from ._bench_gui import run_gui_benchmark
+
+        result = run_gui_benchmark(args.model, args.size, args.mask_fraction,
+                                   threads=args.threads, repeats=args.repeats)
+        md = json.dumps(result, indent=2)
     else:
         from .bench_quality import quality
 

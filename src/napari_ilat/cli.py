@@ -12,8 +12,11 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS = {
-    "bench": ("napari_ilat.bench", "measure speed / quality; write docs/benchmarks.md"),
+    "bench": ("napari_ilat.bench", "measure speed, quality, GUI responsiveness"),
     "data": ("napari_ilat.data.cli", "inspect the offline training data (contact sheet)"),
+    "train": ("napari_ilat.train.cli", "train the VQGAN / transformer, evaluate, export a model"),
+    "edit": ("napari_ilat._cli_edit", "edit an image (or a folder) where a mask is painted"),
+    "demo": ("napari_ilat._cli_demo", "open napari with the pose sample (headless: write PNGs)"),
 }
 
 

@@ -1,0 +1,139 @@
+"""How responsive napari stays while the widget generates (DESIGN.md section 8: no Qt event
+loop stall over 100 ms).
+
+A QTimer ticks every ``interval_ms`` on the main thread; the longest gap between ticks,
+minus the interval, is the longest stall. The edit runs exactly as in the GUI: the dock
+widget, its threaded napari worker, its progress polling, and the result layer being added
+(and drawn) on the main thread. Needs a display (xvfb-run is fine).
+
+    from napari_ilat._bench_gui import run_gui_benchmark
+    run_gui_benchmark()              # default-size random model, 128 px, 30% masked
+    run_gui_benchmark(model="tiny")  # ILATModel.tiny at 32 px
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def _model(model, size: int):
+    from .model import ILATModel, ModelConfig, load_model
+
+    if model is None or model == "default":
+        return ILATModel(ModelConfig()).eval(), "random ILATModel(ModelConfig())"
+    if model == "tiny":
+        return ILATModel.tiny(resolution=32), "ILATModel.tiny(resolution=32)"
+    if isinstance(model, ILATModel):
+        return model, getattr(model.config, "name", "model")
+    return load_model(model), str(model)
+
+
+def _scene(size: int, mask_fraction: float):
+    from ._sample_data import pose_sample_pair
+
+    pair = pose_sample_pair(resolution=size)
+    mask = np.zeros((size, size), np.uint8)
+    side = int(round(size * np.sqrt(mask_fraction)))
+    r0 = (size - side) // 2
+    mask[r0 : r0 + side, r0 : r0 + side] = 1
+    return pair.source, mask
+
+
+def run_gui_benchmark(
+    model=None,
+    size: int = 128,
+    mask_fraction: float = 0.3,
+    interval_ms: int = 10,
+    samples: int = 1,
+    seed: int = 0,
+    threads: int | None = None,
+    repeats: int = 1,
+) -> dict:
+    """Longest Qt event-loop stall (ms) during real threaded generations with the widget.
+
+    ``model``: None / "default" (random default-size model), "tiny", an ILATModel or a path.
+    ``threads``: torch threads in the worker (default: all cores but one).
+    Returns a dict of numbers (stall max / p99 / mean, ticks, generation seconds, tokens).
+    """
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise RuntimeError("the GUI benchmark needs a display; run it under xvfb-run")
+    import napari
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    from . import _widget
+    from ._widget import ILATWidget
+
+    mdl, model_label = _model(model, size)
+    image, mask = _scene(size, mask_fraction)
+    viewer = napari.Viewer(show=True)
+    try:
+        viewer.add_image(image, name="image")
+        viewer.add_labels(mask, name="mask")
+        widget = ILATWidget(viewer)
+        viewer.window.add_dock_widget(widget)
+        widget.add_model(mdl, "bench")
+        widget.seed.value, widget.samples.value, widget.device.value = seed, samples, "cpu"
+        if threads is not None:
+            _widget.worker_threads = lambda: threads  # noqa: E731  (this process only)
+        app_loop = QEventLoop()
+        runs = []
+        for _ in range(repeats):
+            gaps: list[float] = []
+            stamps: list[float] = []
+            last = [time.perf_counter()]
+            done_at = [None]
+            n_layers = len(viewer.layers)
+
+            def tick():
+                now = time.perf_counter()
+                gaps.append(now - last[0])
+                stamps.append(now)
+                last[0] = now
+                if not widget.running and done_at[0] is None:
+                    done_at[0] = now
+                if done_at[0] is not None and now - done_at[0] > 0.5:  # result drawn, loop idle
+                    app_loop.quit()
+
+            timer = QTimer()
+            timer.setInterval(interval_ms)
+            timer.timeout.connect(tick)
+            t0 = time.perf_counter()
+            timer.start()
+            widget.generate()  # returns at once: the worker thread does the work
+            app_loop.exec()
+            timer.stop()
+            if len(viewer.layers) == n_layers:
+                raise RuntimeError(f"generation produced no layer: {widget.status.value}")
+            stalls = np.maximum(np.array(gaps) * 1000 - interval_ms, 0)
+            # ticks that arrived before the result was handed back = the generation proper
+            t_ret = done_at[0] - widget.last_timing.get("add_layer_s", 0.0)
+            gen = stalls[np.array(stamps) <= t_ret]
+            runs.append({
+                "max_stall_while_generating_ms": float(gen.max()) if len(gen) else 0.0,
+                "add_result_layer_ms": 1000 * widget.last_timing.get("add_layer_s", float("nan")),
+                "max_stall_ms": float(stalls.max()),
+                "p99_stall_ms": float(np.percentile(stalls, 99)),
+                "mean_tick_ms": float(np.mean(gaps) * 1000),
+                "ticks": len(gaps),
+                "stalls_over_100ms": int((stalls > 100).sum()),
+                "generate_s": float(done_at[0] - t0),
+            })
+        worst = max(runs, key=lambda r: r["max_stall_ms"])
+        return {
+            "model": model_label,
+            "size": size,
+            "mask_fraction": mask_fraction,
+            "tokens": int(widget.progress.max),
+            "samples": samples,
+            "interval_ms": interval_ms,
+            "threads": threads if threads is not None else _widget.worker_threads(),
+            "cpu_count": os.cpu_count(),
+            **worst,
+            "runs": runs,
+        }
+    finally:
+        viewer.close()

@@ -1,0 +1,461 @@
+"""napari layers <-> the arrays :func:`napari_ilat.edit` takes, and back. No Qt here.
+
+Shared by the dock widget (:mod:`._widget`) and the console helper (:mod:`.console`):
+
+- :func:`gather_inputs` reads the image / mask / pose / sketch layers at the displayed 2D
+  slice and returns plain numpy arrays (checked, with messages meant for the user);
+- :func:`points_to_pose` turns a Points layer into (18, 3) keypoints (x = col, y = row, v)
+  in the *image's* data pixels, going through world coordinates so layers with different
+  scale / translate still line up;
+- :func:`shapes_to_sketch` rasterises a Shapes layer's lines / paths / outlines into a
+  stroke map;
+- :func:`moved_joint_mask` builds a mask from the keypoints that moved (auto mask);
+- :func:`result_layer_data` places an edited array as a new layer exactly over its source.
+
+Every function reads layers and never writes to them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .conditions import KEYPOINT_NAMES, N_KEYPOINTS
+
+__all__ = [
+    "EditInputs",
+    "InputError",
+    "gather_inputs",
+    "points_to_pose",
+    "shapes_to_sketch",
+    "moved_joint_mask",
+    "result_layer_data",
+    "pose_names",
+    "SKELETON",
+]
+
+#: Bones between keypoints (index pairs, COCO/OpenPose order), for skeletons and auto masks.
+SKELETON: tuple[tuple[int, int], ...] = (
+    (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10),
+    (1, 11), (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17),
+)
+#: Mode labels in the order the widget shows them. Only modes the engine offers
+#: (``edit.MODES``) appear, so ImageBART shows up by itself once the engine supports it.
+MODE_LABELS = {"ilat": "iLAT", "ilat*": "iLAT*", "taming": "Taming", "imagebart": "ImageBART"}
+_FACE = frozenset({0, 14, 15, 16, 17})
+_NAME_COLUMNS = ("name", "keypoint", "label")
+
+
+class InputError(ValueError):
+    """Inputs the user must fix (shown as a notification, never a traceback)."""
+
+
+@dataclass
+class EditInputs:
+    """What :func:`napari_ilat.edit` needs, cut from the layers, plus where it came from."""
+
+    image: np.ndarray  # (H, W) or (H, W, C): the displayed 2D slice of the image layer
+    mask: np.ndarray  # (H, W) bool
+    pose: np.ndarray | None = None  # (18, 3) (x, y, visible) in image pixels
+    sketch: np.ndarray | None = None  # (H, W) float in [0, 1]
+    index: tuple[int, ...] = ()  # indices along the image layer's leading (not shown) axes
+    notes: list[str] = field(default_factory=list)  # things to tell the user
+
+
+# --------------------------------------------------------------------------- slices
+
+
+def _spatial_ndim(layer) -> int:
+    return int(layer.ndim)
+
+
+def _check_2d_view(dims) -> None:
+    if dims is None:
+        return
+    if dims.ndisplay != 2:
+        raise InputError("switch the viewer to 2D (the 2D/3D button) to edit: iLAT edits one 2D slice")
+    nd = dims.ndim
+    if tuple(dims.displayed) != (nd - 2, nd - 1):
+        raise InputError(
+            "the displayed axes are transposed; reset the axis order (the 'transpose' button) "
+            "so the image's last two axes are shown"
+        )
+
+
+def _slice_index(layer, world_point, what: str) -> tuple[int, ...]:
+    """Integer indices of ``layer``'s leading axes at the viewer's current position."""
+    nd = _spatial_ndim(layer)
+    if nd <= 2:
+        return ()
+    if world_point is None:
+        return tuple(0 for _ in range(nd - 2))
+    data = np.asarray(layer.world_to_data(np.asarray(world_point, float)))
+    shape = _layer_shape(layer)
+    idx = []
+    for ax in range(nd - 2):
+        i = int(np.floor(data[ax] + 0.5))
+        if not 0 <= i < shape[ax]:
+            raise InputError(
+                f"the current slice is outside the {what} layer {layer.name!r} (axis {ax} index "
+                f"{i}, size {shape[ax]}); move the slider onto it"
+            )
+        idx.append(i)
+    return tuple(idx)
+
+
+def _layer_shape(layer) -> tuple[int, ...]:
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    return tuple(data.shape)
+
+
+def _slice_data(layer, index: tuple[int, ...]) -> np.ndarray:
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    return np.asarray(data[index] if index else data)
+
+
+def _world_point(viewer) -> np.ndarray | None:
+    if viewer is None:
+        return None
+    return np.asarray(viewer.dims.point, float)
+
+
+# --------------------------------------------------------------------------- pose
+
+
+def pose_names(points) -> list[str] | None:
+    """The keypoint names of a Points layer (feature 'name', 'keypoint' or 'label'), or None."""
+    feats = getattr(points, "features", None)
+    if feats is not None:
+        for col in _NAME_COLUMNS:
+            if col in feats.columns:
+                return [str(v) for v in feats[col]]
+    props = getattr(points, "properties", {}) or {}
+    for col in _NAME_COLUMNS:
+        if col in props:
+            return [str(v) for v in props[col]]
+    return None
+
+
+def _to_image_pixels(layer, coords: np.ndarray, image, world_point) -> np.ndarray:
+    """(N, layer.ndim) data coords of ``layer`` -> (N, 2) (row, col) data coords of ``image``."""
+    out = np.empty((len(coords), 2))
+    lead = None if world_point is None else np.asarray(world_point, float)
+    for i, c in enumerate(coords):
+        w = np.asarray(layer.data_to_world(c), float)
+        if image is None:
+            out[i] = w[-2:]
+            continue
+        if lead is not None and len(lead) >= image.ndim:
+            full = lead[-image.ndim :].copy()
+            full[-2:] = w[-2:]
+            w = full
+        out[i] = np.asarray(image.world_to_data(w), float)[-2:]
+    return out
+
+
+def points_to_pose(points, image=None, world_point=None) -> np.ndarray:
+    """A Points layer -> (18, 3) keypoints (x = column, y = row, visible) in ``image`` pixels.
+
+    Named points (a feature column 'name' / 'keypoint' / 'label' holding the names in
+    :data:`~napari_ilat.conditions.KEYPOINT_NAMES`) may be any subset, in any order; missing
+    ones are invisible. Unnamed points must be exactly 18, in COCO/OpenPose order. A boolean
+    feature 'visible' (if present) marks invisible points. napari stores points as (row, col);
+    the conversion goes through world coordinates, so the Points and Image layers may have
+    different scale / translate.
+    """
+    data = np.asarray(points.data, float).reshape(len(points.data), -1)
+    rc = _to_image_pixels(points, data, image, world_point) if len(data) else np.zeros((0, 2))
+    visible = np.ones(len(data), bool)
+    feats = getattr(points, "features", None)
+    if feats is not None and "visible" in feats.columns:
+        visible = np.asarray(feats["visible"], dtype=bool)
+
+    pose = np.tile(np.array([-1.0, -1.0, 0.0]), (N_KEYPOINTS, 1))
+    names = pose_names(points)
+    if names is not None and any(n in KEYPOINT_NAMES for n in names):
+        seen = set()
+        for k, name in enumerate(names):
+            if name in ("", "nan", "None"):
+                continue
+            if name not in KEYPOINT_NAMES:
+                raise InputError(
+                    f"pose layer {points.name!r}: point {k} is named {name!r}, not a keypoint name; "
+                    f"use one of: {', '.join(KEYPOINT_NAMES)}"
+                )
+            if name in seen:
+                raise InputError(f"pose layer {points.name!r}: keypoint {name!r} appears twice")
+            seen.add(name)
+            j = KEYPOINT_NAMES.index(name)
+            if visible[k]:
+                pose[j] = (rc[k, 1], rc[k, 0], 1.0)
+        if not seen:
+            raise InputError(f"pose layer {points.name!r} has no named keypoints")
+        return pose
+    if len(data) != N_KEYPOINTS:
+        raise InputError(
+            f"pose layer {points.name!r} has {len(data)} points; a pose needs exactly {N_KEYPOINTS} "
+            f"in COCO/OpenPose order ({', '.join(KEYPOINT_NAMES)}), or points named with a "
+            "'name' feature"
+        )
+    pose[visible, 0] = rc[visible, 1]
+    pose[visible, 1] = rc[visible, 0]
+    pose[visible, 2] = 1.0
+    return pose
+
+
+def world_pose_to_image(pose_world, image, world_point=None) -> np.ndarray:
+    """(18, 3) pose in world (x, y, v) -> the same in ``image`` data pixels."""
+    pose = np.array(pose_world, float)
+    vis = pose[:, 2] > 0 if pose.shape[1] > 2 else np.ones(len(pose), bool)
+    out = np.tile(np.array([-1.0, -1.0, 0.0]), (len(pose), 1))
+    for k in np.flatnonzero(vis):
+        w = np.array([pose[k, 1], pose[k, 0]])
+        if world_point is not None and len(world_point) >= image.ndim:
+            full = np.asarray(world_point, float)[-image.ndim :].copy()
+            full[-2:] = w
+            w = full
+        r, c = np.asarray(image.world_to_data(w), float)[-2:]
+        out[k] = (c, r, 1.0)
+    return out
+
+
+# --------------------------------------------------------------------------- sketch
+
+
+def draw_polyline(canvas: np.ndarray, rc: np.ndarray, width: float, closed: bool = False) -> None:
+    """Max-composite an anti-aliased polyline of ``width`` px through (row, col) ``rc``."""
+    rc = np.asarray(rc, float)
+    if closed and len(rc) > 2:
+        rc = np.vstack([rc, rc[:1]])
+    if len(rc) == 1:
+        rc = np.vstack([rc, rc])
+    r = max(width, 0.5) / 2.0
+    h, w = canvas.shape
+    for a, b in zip(rc[:-1], rc[1:]):
+        lo = np.floor(np.minimum(a, b) - r - 1).astype(int)
+        hi = np.ceil(np.maximum(a, b) + r + 1).astype(int) + 1
+        r0, c0 = max(lo[0], 0), max(lo[1], 0)
+        r1, c1 = min(hi[0], h), min(hi[1], w)
+        if r0 >= r1 or c0 >= c1:
+            continue
+        yy, xx = np.mgrid[r0:r1, c0:c1].astype(float)
+        d = b - a
+        L2 = float(d @ d)
+        t = np.zeros_like(yy) if L2 == 0 else np.clip(((yy - a[0]) * d[0] + (xx - a[1]) * d[1]) / L2, 0, 1)
+        dist = np.hypot(yy - (a[0] + t * d[0]), xx - (a[1] + t * d[1]))
+        val = np.clip(r + 0.5 - dist, 0.0, 1.0)
+        np.maximum(canvas[r0:r1, c0:c1], val, out=canvas[r0:r1, c0:c1])
+
+
+def _ellipse_outline(corners: np.ndarray, n: int = 64) -> np.ndarray:
+    c = corners.mean(0)
+    u = (corners[1] - corners[0]) / 2.0
+    v = (corners[3] - corners[0]) / 2.0
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)[:, None]
+    return c + np.cos(t) * u + np.sin(t) * v
+
+
+def shapes_to_sketch(shapes, shape: tuple[int, int], width: float = 3.0, image=None, world_point=None) -> np.ndarray:
+    """Rasterise a Shapes layer into an (H, W) float stroke map in [0, 1] in ``image`` pixels.
+
+    Lines and paths are drawn as strokes of ``width`` pixels; rectangles, polygons and
+    ellipses as their outlines (a sketch is edges, not filled regions).
+    """
+    canvas = np.zeros(tuple(shape), np.float64)
+    for verts, kind in zip(shapes.data, shapes.shape_type):
+        verts = np.asarray(verts, float)
+        if kind == "ellipse":
+            verts = _ellipse_outline(verts)
+        rc = _to_image_pixels(shapes, verts, image, world_point)
+        draw_polyline(canvas, rc, width, closed=kind in ("rectangle", "polygon", "ellipse"))
+    return canvas
+
+
+# --------------------------------------------------------------------------- auto mask
+
+
+def default_mask_radius(shape) -> float:
+    """Half-width of a limb capsule for auto masks: ~6% of the image's shorter side, >= 3 px."""
+    return max(3.0, 0.06 * min(shape[:2]))
+
+
+def moved_joint_mask(old_pose, new_pose, shape, radius: float | None = None, tol: float = 0.5) -> np.ndarray:
+    """Bool (H, W) mask: the union of the limb capsules, at the old and the new positions, of
+    every bone with a keypoint that moved more than ``tol`` px (or appeared / disappeared).
+
+    Poses are (18, 2|3) (x, y[, v]) in image pixels. Face keypoints (nose, eyes, ears) mark
+    the whole head: a disc of twice the radius around each old and new position.
+    """
+    old, new = np.asarray(old_pose, float), np.asarray(new_pose, float)
+    h, w = shape[:2]
+    if radius is None or radius <= 0:
+        radius = default_mask_radius(shape)
+
+    def vis(p):
+        v = (p[:, 0] >= 0) & (p[:, 1] >= 0)
+        return v & (p[:, 2] > 0) if p.shape[1] > 2 else v
+
+    vo, vn = vis(old), vis(new)
+    moved = (vo != vn) | (vo & vn & (np.hypot(*(old[:, :2] - new[:, :2]).T) > tol))
+    canvas = np.zeros((h, w), np.float64)
+    for pose, v in ((old, vo), (new, vn)):
+        for a, b in SKELETON:
+            if (moved[a] or moved[b]) and v[a] and v[b] and not ({a, b} <= _FACE):
+                draw_polyline(canvas, pose[[a, b]][:, 1::-1], 2 * radius)
+        for k in np.flatnonzero(moved & v):
+            rad = 2 * radius if k in _FACE else radius
+            draw_polyline(canvas, pose[[k]][:, 1::-1], 2 * rad)
+    return canvas > 0
+
+
+# --------------------------------------------------------------------------- gather
+
+
+def gather_inputs(
+    image, mask, pose=None, sketch=None, *, viewer=None, sketch_width: float = 3.0
+) -> EditInputs:
+    """Cut the arrays for one edit out of the layers at the viewer's displayed 2D slice."""
+    from napari.layers import Image, Labels, Points, Shapes
+
+    if image is None:
+        raise InputError("no image layer: open an image (or File > Open Sample > napari-ilat)")
+    if not isinstance(image, Image):
+        raise InputError(f"{getattr(image, 'name', image)!r} is not an Image layer")
+    if mask is None:
+        raise InputError("no mask layer: add a Labels layer and paint the region to regenerate")
+    if not isinstance(mask, Labels):
+        raise InputError(f"{getattr(mask, 'name', mask)!r} is not a Labels layer")
+    if pose is not None and not isinstance(pose, Points):
+        raise InputError(f"{pose.name!r} is not a Points layer")
+    if sketch is not None and not isinstance(sketch, Shapes):
+        raise InputError(f"{sketch.name!r} is not a Shapes layer")
+
+    dims = getattr(viewer, "dims", None)
+    point = _world_point(viewer)
+    notes: list[str] = []
+    if image.ndim > 2:
+        _check_2d_view(dims)
+    index = _slice_index(image, point, "image")
+    img = _slice_data(image, index)
+    if getattr(image, "multiscale", False):
+        notes.append("multiscale image: edited at full resolution (level 0)")
+    if index:
+        where = ", ".join(f"axis {ax} = {i}" for ax, i in enumerate(index))
+        notes.append(f"edited the displayed slice only ({where})")
+    if img.ndim == 3 and not image.rgb:
+        raise InputError(f"image layer {image.name!r} has an unexpected slice shape {img.shape}")
+
+    m_index = _slice_index(mask, point, "mask") if mask.ndim > 2 else ()
+    m = _slice_data(mask, m_index)
+    if m.shape != img.shape[:2]:
+        raise InputError(
+            f"mask {mask.name!r} is {m.shape[0]}x{m.shape[1]} pixels but image {image.name!r} is "
+            f"{img.shape[0]}x{img.shape[1]}; paint the mask on a Labels layer of the image's size "
+            "(e.g. the 'new labels' button with the image selected)"
+        )
+    m = m != 0
+    if not m.any():
+        raise InputError(f"mask {mask.name!r} is empty on this slice: paint the region to regenerate")
+
+    kp = points_to_pose(pose, image, point) if pose is not None else None
+    sk = None
+    if sketch is not None:
+        sk = shapes_to_sketch(sketch, img.shape[:2], sketch_width, image, point)
+        if not (sk[m] > 0).any():
+            notes.append(f"no sketch strokes inside the mask ({sketch.name!r}); the sketch only guides the masked region")
+    return EditInputs(image=img, mask=m, pose=kp, sketch=sk, index=index, notes=notes)
+
+
+# --------------------------------------------------------------------------- result
+
+
+def result_name(source_name: str, mode: str, seed: int, samples: int, index: tuple[int, ...]) -> str:
+    bits = [f"{MODE_LABELS.get(mode, mode)} seed {seed}"]
+    if samples > 1:
+        bits.append(f"{samples} candidates")
+    if index:
+        bits.append("slice " + ",".join(map(str, index)))
+    return f"{source_name} [{', '.join(bits)}]"
+
+
+
+def _embed(matrix: np.ndarray, n_lead: int) -> np.ndarray:
+    n = matrix.shape[0]
+    out = np.eye(n + n_lead)
+    out[n_lead:, n_lead:] = matrix
+    return out
+
+
+def placement(source, index: tuple[int, ...] = (), candidates: bool = False) -> dict:
+    """scale / translate / rotate / shear / affine that put a 2D array exactly over the slice
+    ``index`` of ``source`` (one slice thick, so it shows on that slice only), with an
+    optional leading candidate axis of unit scale."""
+    from napari.utils.transforms import CompositeAffine
+    from napari.utils.transforms.transform_utils import expand_upper_triangular
+
+    nd = int(source.ndim)
+    scale = np.asarray(source.scale, float)
+    translate = np.asarray(source.translate, float)
+    rotate = np.asarray(source.rotate, float)
+    shear = np.asarray(source.shear, float)
+    shear_m = expand_upper_triangular(shear) if shear.ndim == 1 else shear
+    affine = np.asarray(source.affine.affine_matrix, float)
+    if index:
+        comp = CompositeAffine(scale=scale, translate=translate, rotate=rotate, shear=shear_m, ndim=nd)
+        offset = np.zeros(nd)
+        offset[: len(index)] = index
+        translate = np.asarray(comp(offset), float)
+    if candidates:
+        scale = np.concatenate([[1.0], scale])
+        translate = np.concatenate([[0.0], translate])
+        rotate, shear_m, affine = _embed(rotate, 1), _embed(shear_m, 1), _embed(affine, 1)
+    return dict(scale=scale, translate=translate, rotate=rotate, shear=shear_m, affine=affine)
+
+
+def as_slice_data(array: np.ndarray, index: tuple[int, ...], candidates: bool) -> np.ndarray:
+    """Insert one singleton axis per leading index (after the candidate axis, if any)."""
+    if not index:
+        return array
+    c = 1 if candidates else 0
+    return array.reshape(array.shape[:c] + (1,) * len(index) + array.shape[c:])
+
+
+def result_layer_data(result: np.ndarray, source, inputs: EditInputs, name: str, candidates: bool, metadata=None):
+    """(data, kwargs) for ``viewer.add_image``: the result exactly over its source.
+
+    2D source: the result as is, or (N, H, W[, C]) for N candidates (a slider). nD source:
+    the edited slice as a layer one slice thick at the slice's position, so it shows on
+    that slice only. Scale, translate, rotate, shear and affine are the source's (the
+    candidate axis is prepended with unit scale).
+    """
+    kwargs = dict(name=name, rgb=bool(source.rgb), blending=source.blending, metadata=dict(metadata or {}))
+    kwargs.update(placement(source, inputs.index, candidates))
+    if not source.rgb:
+        kwargs.update(
+            colormap=source.colormap.name,
+            contrast_limits=list(source.contrast_limits),
+            gamma=source.gamma,
+        )
+    return as_slice_data(result, inputs.index, candidates), kwargs
+
+
+def add_below_annotations(viewer, add):
+    """Call ``add()`` (which appends a layer) and move the new layer down to just below the
+    lowest Points / Shapes layer that sits above every image, so keypoints and strokes stay
+    on top (and draggable) while results and masks cover the image."""
+    from napari.layers import Image, Labels
+
+    layers = viewer.layers
+    layer = add()
+    here = len(layers) - 1  # napari appends; compare by index (a proxied viewer wraps layers)
+    below = [i for i, lay in enumerate(layers) if i != here and isinstance(lay, (Image, Labels))]
+    target = (below[-1] + 1) if below else 0
+    if target < here:
+        layers.move(here, target)
+    return layer
+
+
+def add_result_layer(viewer, data, kwargs):
+    """Add the result as an Image layer above the images / masks, below points and shapes."""
+    return add_below_annotations(viewer, lambda: viewer.add_image(data, **kwargs))

@@ -1,0 +1,487 @@
+"""The iLAT dock widget: pick layers and options, press Generate (or Shift-G).
+
+The Qt side is thin. On Generate the main thread cuts numpy arrays out of the layers
+(:func:`._layers.gather_inputs`), a napari worker thread runs :func:`napari_ilat.edit` on
+them (:func:`run_job`: arrays in, array out, no Qt), and the main thread adds the result
+as a new layer. Progress is a pair of integers the worker writes and a 50 ms QTimer on
+the main thread reads, so a fast model cannot flood the event loop with signals. Cancel
+sets a ``threading.Event`` that the sampler checks after every token.
+
+``ILATWidget(viewer, synchronous=True)`` runs the job in the calling thread (tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+import time
+import traceback
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+from napari.layers import Image, Labels, Points, Shapes
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QTimer
+
+from . import _layers
+from ._layers import MODE_LABELS, EditInputs, InputError, result_name
+
+log = logging.getLogger(__name__)
+
+LOAD_FILE = "load file..."
+AUTO_MODEL = "auto"
+GENERATE_KEY = "Shift-G"
+POLL_MS = 50
+
+
+def available_modes() -> list[tuple[str, str]]:
+    from .editing import MODES
+
+    return [(MODE_LABELS.get(m, m), m) for m in MODE_LABELS if m in MODES] + [
+        (m, m) for m in MODES if m not in MODE_LABELS
+    ]
+
+
+def available_devices() -> list[tuple[str, str]]:
+    """("auto", "cpu", "cuda:N (GPU name)", "mps") as (label, device) pairs."""
+    import torch
+
+    out = [("auto", "auto"), ("cpu", "cpu")]
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            out.append((f"cuda:{i} ({torch.cuda.get_device_name(i)})", f"cuda:{i}"))
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append(("mps", "mps"))
+    return out
+
+
+# --------------------------------------------------------------------------- the job
+
+
+@dataclass
+class JobState:
+    """Shared between the worker (writes) and the main thread (reads)."""
+
+    done: int = 0
+    total: int = 0
+    cancel: threading.Event = field(default_factory=threading.Event)
+    started: float = field(default_factory=time.perf_counter)
+
+    def progress(self, done: int, total: int) -> None:
+        self.done, self.total = int(done), int(total)
+
+
+@dataclass
+class JobResult:
+    status: str  # "ok" | "cancelled" | "error"
+    array: np.ndarray | None = None
+    message: str = ""
+    seconds: float = 0.0
+
+
+def run_job(inputs: EditInputs, params: dict, state: JobState, threads: int | None = None) -> JobResult:
+    """Run one edit on plain arrays; never raises, never touches Qt (runs in the worker)."""
+    from .editing import EditCancelled, edit
+
+    t0 = time.perf_counter()
+    old_threads = None
+    try:
+        if threads:
+            import torch
+
+            old_threads = torch.get_num_threads()
+            torch.set_num_threads(threads)
+        out = edit(
+            inputs.image, inputs.mask, inputs.pose, inputs.sketch,
+            progress=state.progress, cancel=state.cancel, **params,
+        )
+        return JobResult("ok", out, seconds=time.perf_counter() - t0)
+    except EditCancelled:
+        return JobResult("cancelled", seconds=time.perf_counter() - t0)
+    except (ValueError, FileNotFoundError) as e:
+        return JobResult("error", message=str(e), seconds=time.perf_counter() - t0)
+    except Exception as e:  # a bug: say so, keep the traceback in the log, never a dialog
+        log.error("napari-ilat: edit failed\n%s", traceback.format_exc())
+        return JobResult("error", message=f"edit failed ({type(e).__name__}: {e}); details in the log")
+    finally:
+        if old_threads is not None:
+            import torch
+
+            torch.set_num_threads(old_threads)
+
+
+def worker_threads() -> int:
+    """Torch threads for a GUI edit: leave one core to Qt / napari."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+# --------------------------------------------------------------------------- the widget
+
+
+class ILATWidget(Container):
+    """Dock widget for local editing with iLAT."""
+
+    def __init__(self, napari_viewer: "napari.viewer.Viewer", synchronous: bool = False):  # noqa: F821
+        super().__init__(labels=True)
+        # napari hands plugins a PublicOnlyProxy; keep the real viewer so layers compare by
+        # identity (the proxy wraps every layer in a new proxy object on each access)
+        self.viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
+        self.synchronous = synchronous
+        self._models: dict[str, object] = {}  # extra choices: label -> ILATModel or path
+        self._reference: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+        self._state: JobState | None = None
+        self._worker = None
+        self._pending: dict | None = None
+        self.last_result = None  # the layer added by the last successful run
+        self.last_timing: dict = {}  # seconds: the edit (worker), adding the layer (main thread)
+
+        self.image = ComboBox(label="image", choices=self._choices(Image), tooltip="Image layer to edit")
+        self.mask = ComboBox(label="mask", choices=self._choices(Labels),
+                             tooltip="Labels layer: non-zero = region to regenerate")
+        self.pose = ComboBox(label="pose", choices=self._choices(Points, optional=True),
+                             tooltip="Points layer with the 18 keypoints (named, or in COCO/OpenPose order)")
+        self.sketch = ComboBox(label="sketch", choices=self._choices(Shapes, optional=True),
+                               tooltip="Shapes layer: lines/paths are the strokes the edit follows")
+        self.sketch_width = FloatSpinBox(label="stroke width", value=3.0, min=0.5, max=50, step=0.5,
+                                         tooltip="width in image pixels of the sketch strokes")
+        self.model = ComboBox(label="model", choices=self._model_choices,
+                              tooltip="'auto': the bundled 'pose' model with a pose, else 'natural'")
+        self.mode = ComboBox(label="mode", choices=available_modes(),
+                             tooltip="iLAT: two-stream VQGAN + local AR (the product); iLAT*: plain "
+                             "encoder (ablation); Taming: raster AR with context from above/left")
+        self.device = ComboBox(label="device", choices=available_devices())
+        self.samples = SpinBox(label="candidates", value=1, min=1, max=16,
+                               tooltip="N candidates become one layer with a slider")
+        self.seed = SpinBox(label="seed", value=-1, min=-1, max=2**31 - 1,
+                            tooltip="-1: a new random seed each run (the seed used is in the layer name)")
+        self.temperature = FloatSpinBox(label="temperature", value=1.0, min=0.05, max=5.0, step=0.05)
+        self.top_k = SpinBox(label="top-k", value=0, min=0, max=65536, tooltip="0 = off")
+        self.generate_btn = PushButton(text=f"Generate ({GENERATE_KEY})")
+        self.cancel_btn = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="tokens", value=0, min=0, max=1)
+        self.status = Label(label="", value="")
+        self.mask_radius = FloatSpinBox(label="limb radius", value=0.0, min=0.0, max=500, step=0.5,
+                                        tooltip="auto mask capsule half-width in pixels (0 = 6% of the image)")
+        self.auto_mask_btn = PushButton(text="Auto mask from moved keypoints")
+        self.extend([
+            self.image, self.mask, self.pose, self.sketch, self.sketch_width,
+            self.model, self.mode, self.device, self.samples, self.seed, self.temperature,
+            self.top_k, self.generate_btn, self.cancel_btn, self.progress, self.status,
+            self.mask_radius, self.auto_mask_btn,
+        ])
+        self.status.native.setWordWrap(True)
+
+        self._last_model = self.model.value
+        self.model.changed.connect(self._on_model_changed)
+        self.generate_btn.changed.connect(self.generate)
+        self.cancel_btn.changed.connect(self.cancel)
+        self.auto_mask_btn.changed.connect(self.auto_mask)
+        self._timer = QTimer()
+        self._timer.setInterval(POLL_MS)
+        self._timer.timeout.connect(self._poll)
+
+        from ._sample_data import install_skeleton_autolink
+
+        install_skeleton_autolink(self.viewer)
+        layers = self.viewer.layers.events
+        for ev in (layers.inserted, layers.removed, layers.moved):
+            ev.connect(self._refresh)
+        layers.inserted.connect(self._on_inserted)
+        for layer in self.viewer.layers:
+            self._watch(layer)
+        self._bind_key()
+        self._refresh()
+        self._autoselect()
+
+    # ---------------------------------------------------------------- choices
+
+    def _choices(self, kind, optional: bool = False):
+        def get(widget=None):
+            layers = [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, kind)]
+            return ([("none", None)] if optional else []) + layers[::-1]  # top layer first
+
+        return get
+
+    def _model_choices(self, widget=None):
+        from .model import bundled_models
+
+        out = [(AUTO_MODEL, AUTO_MODEL)] if bundled_models() else []
+        out += [(name, name) for name in bundled_models()]
+        out += [(label, value) for label, value in self._models.items()]
+        return out + [(LOAD_FILE, LOAD_FILE)]
+
+    def _refresh(self, event=None):
+        self.reset_choices()
+
+    def _watch(self, layer):
+        layer.events.name.connect(self._refresh)
+        if isinstance(layer, Points) and layer not in self._reference:
+            self._remember_pose(layer)
+
+    def _on_inserted(self, event):
+        layer = event.value
+        self._watch(layer)
+        self._autoselect(layer)
+
+    def _autoselect(self, layer=None):
+        """Pick a freshly added pose-like Points layer (18 points or named keypoints)."""
+        candidates = [layer] if layer is not None else list(self.viewer.layers)[::-1]
+        for lay in candidates:
+            if isinstance(lay, Points) and self.pose.value is None and self._looks_like_pose(lay):
+                self.pose.value = lay
+            if isinstance(lay, Labels) and lay.name == "auto mask":
+                self.mask.value = lay
+        img = [lay for lay in candidates if isinstance(lay, Image)
+               and "source" not in (lay.metadata or {}).get("napari_ilat", {})]
+        if layer is not None and img:
+            self.image.value = img[0]  # a newly opened image, not one of our results
+
+    @staticmethod
+    def _looks_like_pose(layer) -> bool:
+        from .conditions import KEYPOINT_NAMES
+
+        names = _layers.pose_names(layer)
+        return len(layer.data) == len(KEYPOINT_NAMES) or bool(names and set(names) & set(KEYPOINT_NAMES))
+
+    def add_model(self, model, label: str | None = None) -> str:
+        """Offer a model (ILATModel or a path to NAME.json) in the model list and select it."""
+        if isinstance(model, (str, Path)):
+            path = Path(model)
+            label = label or f"{path.stem} ({path.parent.name}/)"
+            model = str(path)
+        else:
+            label = label or getattr(getattr(model, "config", None), "name", "model")
+        self._models[label] = model
+        self.model.reset_choices()
+        self.model.value = model
+        self._last_model = model
+        return label
+
+    def _on_model_changed(self, value):
+        if value != LOAD_FILE:
+            self._last_model = value
+            return
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getOpenFileName(
+            self.native, "Load an iLAT model", str(Path.home()), "napari-ilat model (*.json)"
+        )
+        if path:
+            self.add_model(path)
+        else:
+            with self.model.changed.blocked():
+                self.model.value = self._last_model
+
+    def _bind_key(self):
+        ref = weakref.ref(self)
+
+        def generate(viewer):
+            me = ref()
+            if me is not None:
+                me.generate()
+
+        try:
+            self.viewer.bind_key(GENERATE_KEY, generate, overwrite=True)
+        except Exception:  # another plugin's binding: the button still works
+            log.info("napari-ilat: could not bind %s", GENERATE_KEY)
+
+    # ---------------------------------------------------------------- generate
+
+    def _params(self) -> dict:
+        model = self.model.value
+        if model == LOAD_FILE:
+            raise InputError("no model selected: choose a bundled model or 'load file...' a NAME.json")
+        seed = int(self.seed.value)
+        return dict(
+            model=None if model == AUTO_MODEL else model,
+            mode=self.mode.value,
+            samples=int(self.samples.value),
+            seed=secrets.randbelow(2**31) if seed < 0 else seed,
+            temperature=float(self.temperature.value),
+            top_k=int(self.top_k.value) or None,
+            device=self.device.value,
+        )
+
+    @property
+    def running(self) -> bool:
+        return self._state is not None
+
+    def generate(self, event=None) -> None:
+        """Start an edit of the current slice (errors become notifications)."""
+        if self.running:
+            show_warning("napari-ilat: an edit is already running (Cancel it first)")
+            return
+        image = self.image.value
+        try:
+            inputs = _layers.gather_inputs(
+                image, self.mask.value, self.pose.value, self.sketch.value,
+                viewer=self.viewer, sketch_width=float(self.sketch_width.value),
+            )
+            params = self._params()
+        except InputError as e:
+            show_error(f"napari-ilat: {e}")
+            return
+        for note in inputs.notes:
+            show_info(f"napari-ilat: {note}")
+        self._pending = dict(inputs=inputs, params=params, source=image,
+                             pose_layer=self.pose.value, mask_name=self.mask.value.name)
+        self._state = state = JobState()
+        self._set_running(True)
+        self.status.value = "generating..."
+        if self.synchronous:
+            self._finish(run_job(inputs, params, state))
+            return
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(run_job, inputs, params, state, worker_threads(), _start_thread=False)
+        worker.returned.connect(self._finish)
+        worker.errored.connect(self._on_worker_error)
+        self._worker = worker
+        self._timer.start()
+        worker.start()
+
+    def cancel(self, event=None) -> None:
+        """Stop the running edit after the current token; nothing is added."""
+        if self._state is not None:
+            self._state.cancel.set()
+            self.status.value = "cancelling..."
+
+    def _set_running(self, running: bool):
+        self.generate_btn.enabled = not running
+        self.cancel_btn.enabled = running
+        if running:
+            self.progress.max, self.progress.value = 1, 0
+
+    def _poll(self):
+        state = self._state
+        if state is None:
+            return
+        if state.total:
+            if self.progress.max != state.total:
+                self.progress.max = state.total
+            self.progress.value = state.done
+            if not state.cancel.is_set():
+                self.status.value = f"token {state.done}/{state.total}  ({time.perf_counter() - state.started:.1f} s)"
+
+    def _on_worker_error(self, exc):  # run_job never raises; belt and braces
+        self._finish(JobResult("error", message=f"edit failed: {exc}"))
+
+    def _finish(self, result: JobResult):
+        self._timer.stop()
+        pending, self._pending = self._pending, None
+        self._state, self._worker = None, None
+        self._set_running(False)
+        if result.status == "cancelled":
+            self.status.value = "cancelled: nothing added"
+            show_info("napari-ilat: edit cancelled; no layer added")
+            return
+        if result.status == "error":
+            self.status.value = f"error: {result.message}"
+            show_error(f"napari-ilat: {result.message}")
+            return
+        self._poll_done()
+        t0 = time.perf_counter()
+        try:
+            self.last_result = self._add_result(result.array, pending)
+            self.last_timing = {"edit_s": result.seconds, "add_layer_s": time.perf_counter() - t0}
+        except Exception as e:  # e.g. the source layer was deleted while generating
+            log.error("napari-ilat: adding the result failed\n%s", traceback.format_exc())
+            show_error(f"napari-ilat: could not add the result ({e})")
+            return
+        self.status.value = f"done in {result.seconds:.1f} s: {self.last_result.name}"
+        pose_layer = pending["pose_layer"]
+        if pose_layer is not None:
+            self._remember_pose(pose_layer)
+
+    def _poll_done(self):
+        self.progress.value = self.progress.max
+
+    def _add_result(self, array, pending):
+        source, params, inputs = pending["source"], pending["params"], pending["inputs"]
+        samples = params["samples"]
+        name = result_name(source.name, params["mode"], params["seed"], samples, inputs.index)
+        meta = {"napari_ilat": {
+            "source": source.name, "mask": pending["mask_name"], "slice": list(inputs.index),
+            **{k: (v if isinstance(v, (int, float, str, type(None))) else str(v)) for k, v in params.items()},
+        }}
+        data, kwargs = _layers.result_layer_data(array, source, inputs, name, samples > 1, meta)
+        active = self.viewer.layers.selection.active  # keep e.g. the keypoints selected
+        layer = _layers.add_result_layer(self.viewer, data, kwargs)
+        if active is not None and active in self.viewer.layers:
+            self.viewer.layers.selection.active = active
+        if samples > 1:
+            self.viewer.dims.set_current_step(0, 0)
+        return layer
+
+    # ---------------------------------------------------------------- auto mask
+
+    def _remember_pose(self, points):
+        """Keep ``points``' keypoints (world x, y, v) as the reference for the auto mask."""
+        meta = (points.metadata or {}).get("napari_ilat", {})
+        if points not in self._reference and "reference_pose" in meta:
+            self._reference[points] = np.asarray(meta["reference_pose"], float)
+            return
+        try:
+            self._reference[points] = _layers.points_to_pose(points)
+        except InputError:
+            pass  # not a pose (yet)
+
+    def auto_mask(self, event=None):
+        """Paint the 'auto mask' Labels layer from the keypoints that moved since load /
+        the last Generate (limb capsules at the old and new positions)."""
+        image, points = self.image.value, self.pose.value
+        try:
+            if image is None:
+                raise InputError("no image layer")
+            if points is None:
+                raise InputError("choose the pose (Points) layer whose keypoints you moved")
+            inputs_index = _layers._slice_index(image, _layers._world_point(self.viewer), "image")
+            shape = _layers._slice_data(image, inputs_index).shape[:2]
+            point = _layers._world_point(self.viewer)
+            new = _layers.points_to_pose(points)
+            old = self._reference.get(points)
+            if old is None:
+                self._reference[points] = new
+                raise InputError("remembered the current keypoints: move some, then press again")
+            mask = _layers.moved_joint_mask(
+                _layers.world_pose_to_image(old, image, point),
+                _layers.world_pose_to_image(new, image, point),
+                shape, radius=float(self.mask_radius.value) or None,
+            )
+        except InputError as e:
+            show_error(f"napari-ilat: {e}")
+            return None
+        if not mask.any():
+            show_warning("napari-ilat: no keypoint has moved since the last Generate; nothing to mask")
+            return None
+        data = _layers.as_slice_data(mask.astype(np.uint8), inputs_index, False)
+        place = _layers.placement(image, inputs_index)
+        existing = [lay for lay in self.viewer.layers if isinstance(lay, Labels)
+                    and (lay.metadata or {}).get("napari_ilat", {}).get("kind") == "auto_mask"]
+        if existing and existing[0].data.shape == data.shape:
+            layer = existing[0]
+            layer.data = data
+            for k, v in place.items():
+                setattr(layer, k, v)
+        else:
+            layer = _layers.add_below_annotations(self.viewer, lambda: self.viewer.add_labels(
+                data, name="auto mask", opacity=0.4, metadata={"napari_ilat": {"kind": "auto_mask"}}, **place
+            ))
+        self.mask.value = layer
+        self.status.value = f"auto mask: {int(mask.sum())} px ({100 * mask.mean():.1f}% of the image)"
+        return layer

@@ -1,0 +1,92 @@
+"""Run an edit on the current viewer's layers from napari's console (or any script).
+
+>>> from napari_ilat.console import edit_layers
+>>> layer = edit_layers(image="pose scene", mask="suggested mask", pose="pose", seed=3)
+
+The same conversions as the dock widget (displayed 2D slice, points -> keypoints through
+world coordinates, shapes -> strokes) and the same placement of the result over its source.
+It runs in the calling thread (the console waits for it); the layers given are not modified.
+"""
+
+from __future__ import annotations
+
+from . import _layers
+from ._layers import result_name
+
+__all__ = ["edit_layers"]
+
+
+def _layer(viewer, ref, what: str, optional: bool = False):
+    if ref is None:
+        if optional:
+            return None
+        raise ValueError(f"give the {what} layer (a name or a layer)")
+    if isinstance(ref, str):
+        if ref not in viewer.layers:
+            names = ", ".join(repr(layer.name) for layer in viewer.layers) or "none"
+            raise ValueError(f"no layer named {ref!r} in the viewer (layers: {names})")
+        return viewer.layers[ref]
+    return ref
+
+
+def edit_layers(
+    viewer=None,
+    image=None,
+    mask=None,
+    pose=None,
+    sketch=None,
+    *,
+    sketch_width: float = 3.0,
+    add: bool = True,
+    **edit_kwargs,
+):
+    """Edit ``image`` where ``mask`` is painted; add and return the result as a new Image layer.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer, default ``napari.current_viewer()``.
+    image, mask : layer names (or layers): an Image and a Labels layer (non-zero = regenerate).
+    pose : optional Points layer with the 18 keypoints (named via a 'name' feature, or in
+        COCO/OpenPose order).
+    sketch : optional Shapes layer; lines / paths / outlines are rasterised ``sketch_width``
+        pixels wide into the stroke map.
+    add : False returns ``(data, layer_kwargs)`` instead of adding a layer.
+    **edit_kwargs : passed to :func:`napari_ilat.edit` (model, mode, samples, seed,
+        temperature, top_k, top_p, greedy, device, feather, progress, cancel).
+
+    Raises ``ValueError`` with a message for the user on bad input.
+    """
+    import secrets
+
+    from .editing import edit
+
+    if viewer is None:
+        import napari
+
+        viewer = napari.current_viewer()
+        if viewer is None:
+            raise ValueError("no napari viewer is open; pass viewer=... or open one with napari.Viewer()")
+    img = _layer(viewer, image, "image")
+    inputs = _layers.gather_inputs(
+        img,
+        _layer(viewer, mask, "mask"),
+        _layer(viewer, pose, "pose", optional=True),
+        _layer(viewer, sketch, "sketch", optional=True),
+        viewer=viewer,
+        sketch_width=sketch_width,
+    )
+    for note in inputs.notes:
+        print(f"napari-ilat: {note}")
+    kwargs = dict(edit_kwargs)
+    if kwargs.get("seed") is None:
+        kwargs["seed"] = secrets.randbelow(2**31)
+    out = edit(inputs.image, inputs.mask, inputs.pose, inputs.sketch, **kwargs)
+    mode, samples = kwargs.get("mode", "ilat"), int(kwargs.get("samples", 1))
+    name = result_name(img.name, mode, kwargs["seed"], samples, inputs.index)
+    meta = {"napari_ilat": {"source": img.name, "mode": mode, "seed": kwargs["seed"],
+                            "samples": samples, "slice": list(inputs.index)}}
+    data, layer_kwargs = _layers.result_layer_data(out, img, inputs, name, samples > 1, meta)
+    if not add:
+        return data, layer_kwargs
+    return _layers.add_result_layer(viewer, data, layer_kwargs)
+

@@ -1,0 +1,119 @@
+"""`napari-ilat edit` / `napari-ilat demo`, and the npe2 manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import skimage.io
+
+from napari_ilat.cli import main
+
+
+def test_manifest_is_valid():
+    from npe2 import PluginManifest
+
+    pm = PluginManifest._from_package_or_name("napari-ilat")  # what `npe2 validate` does
+    pm.validate_imports()
+    assert {w.display_name for w in pm.contributions.widgets} == {"iLAT editor"}
+    assert {s.key for s in pm.contributions.sample_data} == {"pose", "photo"}
+
+
+def test_sample_data_layers():
+    from napari_ilat._sample_data import photo_sample, pose_sample
+
+    kinds = [t[2] for t in pose_sample()]
+    assert kinds == ["image", "labels", "shapes", "points"]
+    image, mask = (t[0] for t in photo_sample())
+    assert image.shape[:2] == mask.shape and mask.any()
+
+
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(0)
+    img = (rng.random((48, 40, 3)) * 255).astype(np.uint8)
+    mask = np.zeros((48, 40), np.uint8)
+    mask[10:20, 8:30] = 255
+    skimage.io.imsave(tmp_path / "img.png", img, check_contrast=False)
+    skimage.io.imsave(tmp_path / "mask.png", mask, check_contrast=False)
+    return tmp_path, img, mask
+
+
+def test_edit_one_image(files, tiny_model_path, capsys):
+    d, img, mask = files
+    rc = main(["edit", str(d / "img.png"), "--mask", str(d / "mask.png"), "--model", str(tiny_model_path),
+               "--seed", "1", "-o", str(d / "out.png")])
+    assert rc == 0
+    out = skimage.io.imread(d / "out.png")
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert np.array_equal(out[:5], img[:5]) and not np.array_equal(out[10:20, 8:30], img[10:20, 8:30])
+    assert "wrote" in capsys.readouterr().err
+
+
+def test_edit_folder_with_candidates_and_pose(files, tiny_pose_model_path):
+    d, img, mask = files
+    for sub in ("imgs", "masks", "poses"):
+        (d / sub).mkdir()
+    for stem in ("a", "b"):
+        skimage.io.imsave(d / "imgs" / f"{stem}.png", img, check_contrast=False)
+        skimage.io.imsave(d / "masks" / f"{stem}.tif", mask, check_contrast=False)
+        (d / "poses" / f"{stem}.json").write_text(json.dumps({"nose": [20, 10], "neck": [20, 15, 1]}))
+    rc = main(["edit", str(d / "imgs"), "--mask", str(d / "masks"), "--pose", str(d / "poses"),
+               "--model", str(tiny_pose_model_path), "--samples", "2", "--seed", "0", "-o", str(d / "out"), "-q"])
+    assert rc == 0
+    assert sorted(p.name for p in (d / "out").iterdir()) == ["a_0.png", "a_1.png", "b_0.png", "b_1.png"]
+
+
+def test_edit_user_errors_exit_2(files, tiny_model_path, capsys):
+    d, img, _ = files
+    skimage.io.imsave(d / "empty.png", np.zeros((48, 40), np.uint8), check_contrast=False)
+    rc = main(["edit", str(d / "img.png"), "--mask", str(d / "empty.png"), "--model", str(tiny_model_path),
+               "-o", str(d / "o.png")])
+    assert rc == 2 and "mask is empty" in capsys.readouterr().err
+    rc = main(["edit", str(d / "img.png"), "--mask", str(d / "nope.png"), "-o", str(d / "o.png")])
+    assert rc == 2 and "not found" in capsys.readouterr().err
+
+
+def test_demo_headless_writes_pngs(tmp_path, tiny_pose_model_path, capsys):
+    rc = main(["demo", "--headless", "--model", str(tiny_pose_model_path), "-o", str(tmp_path / "demo")])
+    assert rc == 0
+    names = sorted(p.name for p in (tmp_path / "demo").iterdir())
+    assert names == ["after.png", "before.png", "mask.png", "pose.json", "side_by_side.png"]
+    assert str(tmp_path / "demo" / "after.png") in capsys.readouterr().out
+
+
+def test_demo_without_bundled_model_exits_2(tmp_path, capsys):
+    from napari_ilat.model import bundled_models
+
+    if "pose" in bundled_models():
+        pytest.skip("the bundled pose model is installed")
+    assert main(["demo", "--headless", "-o", str(tmp_path)]) == 2
+    assert "not installed" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")),
+    reason="needs a display (run under xvfb-run)",
+)
+def test_demo_window_quits(tmp_path, tiny_pose_model_path):
+    env = dict(os.environ, NAPARI_ILAT_DEMO_QUIT_AFTER="0", NAPARI_ILAT_DEMO_SCREENSHOT=str(tmp_path / "shot.png"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_ilat.cli", "demo", "--model", str(tiny_pose_model_path)],
+        env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "shot.png").stat().st_size > 10_000
+
+
+def test_api_doc_example_runs():
+    """The runnable example in docs/api.md runs as written."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "api.md").read_text()
+    block = text.split("## A runnable example", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    exec(compile(block, "docs/api.md", "exec"), {})

@@ -1,0 +1,35 @@
+"""napari_ilat.console.edit_layers on a real viewer."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")),
+    reason="needs a display (run under xvfb-run)",
+)
+
+
+def test_edit_layers_by_name(make_napari_viewer, tiny_pose_model):
+    from napari_ilat.console import edit_layers
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-ilat", "pose")
+    source = viewer.layers["pose scene"].data.copy()
+    layer = edit_layers(viewer, image="pose scene", mask="suggested mask", pose="pose",
+                        model=tiny_pose_model, seed=2)
+    assert layer.name == "pose scene [iLAT seed 2]"
+    assert layer.data.shape == source.shape
+    np.testing.assert_array_equal(viewer.layers["pose scene"].data, source)
+
+    with pytest.raises(ValueError, match="no layer named 'nope'"):
+        edit_layers(viewer, image="nope", mask="suggested mask")
+    with pytest.raises(ValueError, match="not pose-conditioned"):
+        from napari_ilat import ILATModel
+
+        edit_layers(viewer, image="pose scene", mask="suggested mask", pose="pose",
+                    model=ILATModel.tiny(resolution=32))

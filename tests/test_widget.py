@@ -1,0 +1,260 @@
+"""The dock widget in a real napari viewer (needs a display: scripts/test.sh uses xvfb-run)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")),
+    reason="needs a display (run under xvfb-run)",
+)
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Messages the widget sends to napari's error / warning notifications."""
+    import napari_ilat._widget as w
+
+    got = {"error": [], "warning": [], "info": []}
+    monkeypatch.setattr(w, "show_error", lambda m: got["error"].append(m))
+    monkeypatch.setattr(w, "show_warning", lambda m: got["warning"].append(m))
+    monkeypatch.setattr(w, "show_info", lambda m: got["info"].append(m))
+    return got
+
+
+def _snapshot(viewer):
+    out = {}
+    for layer in viewer.layers:
+        data = layer.data
+        out[layer.name] = [np.array(d, copy=True) for d in data] if isinstance(data, list) else np.array(data, copy=True)
+    return out
+
+
+def _unchanged(before, viewer):
+    for name, data in before.items():
+        now = viewer.layers[name].data
+        if isinstance(data, list):
+            assert len(now) == len(data) and all(np.array_equal(a, b) for a, b in zip(data, now)), name
+        else:
+            assert np.array_equal(np.asarray(now), data), name
+
+
+@pytest.fixture
+def pose_viewer(make_napari_viewer, tiny_pose_model):
+    """The pose sample with the widget docked (through the plugin manifest), synchronous mode."""
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-ilat", "pose")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-ilat", "iLAT editor")
+    widget.synchronous = True
+    widget.add_model(tiny_pose_model, "tiny pose")
+    widget.seed.value = 3
+    return viewer, widget
+
+
+def test_sample_generate_adds_layer_and_keeps_inputs(pose_viewer, errors):
+    viewer, widget = pose_viewer
+    assert [type(la).__name__ for la in viewer.layers] == ["Image", "Labels", "Shapes", "Points"]
+    assert widget.image.value.name == "pose scene"
+    assert widget.mask.value.name == "suggested mask"
+    assert widget.pose.value.name == "pose"  # picked automatically: named keypoints
+    before = _snapshot(viewer)
+    source = viewer.layers["pose scene"].data
+    mask = viewer.layers["suggested mask"].data != 0
+
+    widget.generate()
+
+    assert errors["error"] == []
+    assert len(viewer.layers) == 5
+    result = widget.last_result
+    assert result.name == "pose scene [iLAT seed 3]"
+    assert result.data.shape == source.shape and result.data.dtype == source.dtype
+    assert result.rgb
+    np.testing.assert_array_equal(result.scale, viewer.layers["pose scene"].scale)
+    # above images and labels, below the keypoints / skeleton (they stay draggable)
+    assert [la.name for la in viewer.layers][2] == result.name
+    from scipy import ndimage
+
+    far = ndimage.distance_transform_edt(~mask) > 3
+    np.testing.assert_array_equal(result.data[far], source[far])  # outside the mask: untouched
+    assert (result.data[mask] != source[mask]).any()
+    _unchanged(before, viewer)
+    assert widget.progress.value == widget.progress.max > 0
+    assert result.metadata["napari_ilat"]["seed"] == 3
+
+    # N candidates: one layer with a slider; the first uses the same seed as before
+    widget.samples.value = 2
+    widget.generate()
+    stacked = widget.last_result
+    assert errors["error"] == []
+    assert stacked.data.shape == (2, 128, 128, 3) and "2 candidates" in stacked.name
+    assert len(stacked.scale) == 3  # candidate axis + 2 spatial (rgb is not an axis)
+    _unchanged(before, viewer)
+
+
+def test_skeleton_follows_points_and_auto_mask(pose_viewer, errors):
+    from napari_ilat._cli_demo import move_points_to
+    from napari_ilat._sample_data import pose_sample_pair
+
+    viewer, widget = pose_viewer
+    points, skeleton = viewer.layers["pose"], viewer.layers["skeleton"]
+    pair = pose_sample_pair()
+    n_bones = len(skeleton.data)
+
+    data = points.data.copy()
+    data[0] += (5, -3)
+    points.data = data
+    first = points.features["name"][0]
+    assert any(np.allclose(line, data[0]) for line in np.concatenate(skeleton.data))
+    assert len(skeleton.data) == n_bones, first
+
+    move_points_to(points, pair.target_pose)  # the demo's "drag"
+    layer = widget.auto_mask()
+    assert errors["error"] == []
+    assert layer is not None and layer.name == "auto mask"
+    assert widget.mask.value is layer
+    auto = layer.data != 0
+    covered = (auto & pair.mask).sum() / pair.mask.sum()
+    assert covered > 0.95, covered  # the moved arm, old and new, is inside the auto mask
+    assert auto.mean() < 0.2
+
+    widget.generate()
+    assert errors["error"] == []
+    # after Generate the moved pose is the new reference: nothing moved, nothing to mask
+    assert widget.auto_mask() is None and errors["warning"]
+
+
+def test_cancel_stops_and_adds_nothing(make_napari_viewer, qtbot, tiny_pose_model, monkeypatch, errors):
+    import time
+
+    import napari_ilat.editing as edit_mod
+
+    real_edit = edit_mod.edit
+
+    def slow_edit(*args, progress=None, **kwargs):
+        def slow_progress(done, total):
+            progress(done, total)
+            time.sleep(0.05)  # long enough for the test to press Cancel mid-run
+
+        return real_edit(*args, progress=slow_progress, **kwargs)
+
+    monkeypatch.setattr(edit_mod, "edit", slow_edit)
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-ilat", "pose")
+    from napari_ilat._widget import ILATWidget
+
+    widget = ILATWidget(viewer)  # threaded, as in the GUI
+    viewer.window.add_dock_widget(widget)
+    widget.add_model(tiny_pose_model, "tiny pose")
+    n = len(viewer.layers)
+    before = _snapshot(viewer)
+
+    widget.generate_btn.native.click()
+    assert widget.running and widget.cancel_btn.enabled
+    qtbot.waitUntil(lambda: widget._state is not None and widget._state.done >= 2, timeout=20000)
+    done_at_cancel = widget._state.done
+    widget.cancel_btn.native.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=20000)
+
+    assert len(viewer.layers) == n
+    assert widget.status.value.startswith("cancelled")
+    assert errors["error"] == []
+    assert widget.progress.value < widget.progress.max
+    assert done_at_cancel < widget.progress.max
+    assert widget.generate_btn.enabled and not widget.cancel_btn.enabled
+    _unchanged(before, viewer)
+
+
+def test_threaded_generate_adds_layer(make_napari_viewer, qtbot, tiny_model, errors):
+    from napari_ilat._widget import ILATWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-ilat", "photo")
+    widget = ILATWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.add_model(tiny_model)
+    widget.seed.value = 1
+    widget.generate()
+    qtbot.waitUntil(lambda: not widget.running, timeout=30000)
+    assert errors["error"] == []
+    assert widget.last_result.data.shape == viewer.layers["chelsea"].data.shape
+    assert widget.last_result.name == "chelsea [iLAT seed 1]"
+
+
+def test_errors_are_notifications(make_napari_viewer, tiny_model, errors):
+    from napari_ilat._widget import LOAD_FILE, ILATWidget
+
+    viewer = make_napari_viewer()
+    widget = ILATWidget(viewer, synchronous=True)
+    viewer.window.add_dock_widget(widget)
+
+    widget.generate()  # no image at all
+    assert "no image layer" in errors["error"][-1]
+
+    viewer.add_image(np.random.rand(40, 40), name="img")
+    widget.generate()  # no mask
+    assert "no mask layer" in errors["error"][-1]
+
+    empty = viewer.add_labels(np.zeros((40, 40), np.uint8), name="empty")
+    widget.add_model(tiny_model)
+    widget.mask.value = empty
+    widget.generate()
+    assert "empty" in errors["error"][-1]
+
+    small = np.zeros((30, 40), np.uint8)
+    small[5:10, 5:10] = 1
+    widget.mask.value = viewer.add_labels(small, name="small")
+    widget.generate()
+    assert "30x40" in errors["error"][-1] and "40x40" in errors["error"][-1]
+
+    good = np.zeros((40, 40), np.uint8)
+    good[5:15, 5:15] = 1
+    widget.mask.value = viewer.add_labels(good, name="good")
+    widget.pose.value = viewer.add_points(np.random.rand(5, 2) * 40, name="pts")
+    widget.generate()
+    assert "5 points" in errors["error"][-1]
+
+    widget.pose.value = None
+    with widget.model.changed.blocked():
+        widget.model.value = LOAD_FILE
+    widget.generate()
+    assert "no model selected" in errors["error"][-1]
+
+    n = len(viewer.layers)
+    widget.add_model(tiny_model)
+    viewer.add_points(np.random.rand(18, 2) * 40, name="pose18")
+    widget.pose.value = viewer.layers["pose18"]
+    widget.generate()  # an unconditional model with a pose: the engine's message, as a notification
+    assert "not pose-conditioned" in errors["error"][-1]
+    assert len(viewer.layers) == n + 1  # only the points layer we added
+    assert not widget.running
+
+
+def test_stack_edits_displayed_slice(make_napari_viewer, tiny_model, errors):
+    from napari_ilat._widget import ILATWidget
+
+    viewer = make_napari_viewer()
+    stack = np.random.default_rng(0).random((4, 40, 48)).astype(np.float32)
+    img = viewer.add_image(stack, name="stack", scale=(2, 0.5, 0.5), translate=(10, 3, 4))
+    mask = np.zeros((40, 48), np.uint8)
+    mask[10:20, 10:25] = 1
+    viewer.add_labels(mask, name="m", scale=(0.5, 0.5), translate=(3, 4))
+    widget = ILATWidget(viewer, synchronous=True)
+    viewer.window.add_dock_widget(widget)
+    widget.add_model(tiny_model)
+    widget.seed.value = 0
+    viewer.dims.set_current_step(0, 2)
+
+    widget.generate()
+
+    assert errors["error"] == []
+    assert any("axis 0 = 2" in m for m in errors["info"])
+    out = widget.last_result
+    assert out.data.shape == (1, 40, 48) and "slice 2" in out.name
+    np.testing.assert_allclose(out.translate, (14, 3, 4))  # 10 + 2 * scale 2
+    np.testing.assert_allclose(out.scale, img.scale)
+    assert (out.data[0] != stack[2]).any() and np.array_equal(out.data[0][mask == 0][:10], stack[2][mask == 0][:10])
+    np.testing.assert_array_equal(img.data, stack)

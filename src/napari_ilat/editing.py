@@ -76,15 +76,21 @@ def _check_image(image) -> np.ndarray:
     return image
 
 
-def _check_mask(mask, image_shape) -> np.ndarray:
-    mask = np.asarray(mask)
-    if mask.ndim == 3 and mask.shape[2] == 1:
-        mask = mask[..., 0]
-    if mask.shape != tuple(image_shape[:2]):
+def _plane(a, image_shape, what: str) -> np.ndarray:
+    """A per-pixel (H, W) input (a trailing channel of 1 is dropped) of the image's size."""
+    a = np.asarray(a)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.shape != tuple(image_shape[:2]):
         raise ValueError(
-            f"mask shape {mask.shape} does not match the image's {tuple(image_shape[:2])}; "
-            "paint the mask on a layer of the same size as the image"
+            f"{what} shape {a.shape} does not match the image's {tuple(image_shape[:2])}; "
+            f"draw the {what} on a layer of the same size as the image"
         )
+    return a
+
+
+def _check_mask(mask, image_shape) -> np.ndarray:
+    mask = _plane(mask, image_shape, "mask")
     if np.issubdtype(mask.dtype, np.floating) and not np.isfinite(mask).all():
         raise ValueError("mask contains NaN or inf; use 0 for keep and 1 (or any label) for regenerate")
     mask = mask != 0
@@ -106,11 +112,7 @@ def _check_pose(pose) -> np.ndarray:
 
 
 def _check_sketch(sketch, image_shape) -> np.ndarray:
-    s = np.asarray(sketch)
-    if s.ndim == 3 and s.shape[2] == 1:
-        s = s[..., 0]
-    if s.shape != tuple(image_shape[:2]):
-        raise ValueError(f"sketch shape {s.shape} does not match the image's {tuple(image_shape[:2])}")
+    s = _plane(sketch, image_shape, "sketch")
     if s.dtype == bool:
         return s.astype(np.float64)
     s = s.astype(np.float64)

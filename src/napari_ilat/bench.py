@@ -1,16 +1,16 @@
 """``napari-ilat bench speed``: how edit time grows with the masked area.
 
 Measures, in one process and on one device, medians over repeated runs of
-- the sampler alone: tokens/s of the cached sampler vs the no-cache reference
-  (the whole sequence recomputed for every token, as the official code does);
-- ``edit()`` end to end in ``ilat`` (cached), ``ilat`` no-cache and ``taming`` mode,
-  at several masked rates, masks being token-aligned boxes at seeded random positions.
+``edit()`` end to end and the sampler alone, in ``ilat`` (cached), ``ilat`` no-cache (the
+whole sequence recomputed for every token, as the official code does) and ``taming`` mode,
+at several masked rates, masks being token-aligned boxes at seeded random positions.
 Random weights are fine for speed: the work per token does not depend on the values.
 These are benchmarks, never unit tests: the machines are shared and noisy.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import time
@@ -65,6 +65,13 @@ def _median_times(fns: dict, repeats: int, sync) -> dict:
     return {name: statistics.median(v) for name, v in times.items()}
 
 
+MODES = {  # name -> (edit() keywords, sample_tokens() keywords)
+    "ilat": ({}, {}),
+    "ilat_nocache": ({"cache": False}, {"cache": False}),
+    "taming": ({"mode": "taming"}, {"mode": "taming"}),
+}
+
+
 def speed(preset="default", rates=(0.066, 0.3), repeats=5, device="cpu", threads=None) -> dict:
     dev = resolve_device(device)
     if threads:
@@ -72,35 +79,29 @@ def speed(preset="default", rates=(0.066, 0.3), repeats=5, device="cpu", threads
     model = PRESETS[preset]().to(dev).eval()
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     res, f = model.resolution, model.config.vqgan.factor
-    n_tokens = model.config.transformer.n_tokens
+    t = model.transformer
+    n_tokens = t.config.n_tokens
     image = (np.random.default_rng(0).random((res, res, 3)) * 255).astype(np.uint8)
+    tokens = torch.randint(0, t.config.vocab_size, (n_tokens,),
+                           generator=torch.Generator().manual_seed(0)).to(dev)
+    greedy = SamplingOptions(greedy=True)
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
     rows = []
     for rate in rates:
         masks = [token_box_mask(res, f, rate, np.random.default_rng(i)) for i in range(repeats + 1)]
-        actual = masks[0][1]
-        row = {"rate": actual, "masked_tokens": round(actual * n_tokens)}
-        modes = {"ilat": {}, "ilat_nocache": {"cache": False}, "taming": {"mode": "taming"}}
-        row.update(_median_times({
+        known = [torch.from_numpy(~m.reshape(res // f, f, res // f, f).any((1, 3)).flatten()).to(dev)
+                 for m, _ in masks]
+        row = {"rate": masks[0][1], "masked_tokens": round(masks[0][1] * n_tokens)}
+        row["edit"] = _median_times({
             name: lambda i, kw=kw: edit(image, masks[i][0], model=model, seed=i, device=dev, **kw)
-            for name, kw in modes.items()
-        }, repeats, sync))
+            for name, (kw, _) in MODES.items()
+        }, repeats, sync)
+        row["sample"] = _median_times({
+            name: lambda i, kw=kw: sample_tokens(t, tokens, known[i], options=greedy, **kw)
+            for name, (_, kw) in MODES.items()
+        }, repeats, sync)
         rows.append(row)
-
-    # sampler alone, tokens/s, at the largest rate
-    t = model.transformer
-    g = torch.Generator().manual_seed(0)
-    tokens = torch.randint(0, t.config.vocab_size, (n_tokens,), generator=g).to(dev)
-    known = torch.from_numpy(
-        ~token_box_mask(t.config.grid, 1, max(rates), np.random.default_rng(0))[0].flatten()
-    ).to(dev)
-    steps = int((~known).sum())
-    secs = _median_times({
-        name: lambda i, cache=cache: sample_tokens(
-            t, tokens, known, cache=cache, options=SamplingOptions(greedy=True))
-        for name, cache in (("cached", True), ("nocache", False))
-    }, repeats, sync)
-    tps = {name: steps / s for name, s in secs.items()}
     return {
         "preset": preset,
         "device": str(dev) if dev.type != "cuda" else torch.cuda.get_device_name(dev),
@@ -110,9 +111,8 @@ def speed(preset="default", rates=(0.066, 0.3), repeats=5, device="cpu", threads
         "params_transformer": sum(p.numel() for p in t.parameters()),
         "params_vqgan": sum(p.numel() for p in model.vqgan.parameters()),
         "repeats": repeats,
+        "load": (load_before, os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")),
         "rows": rows,
-        "sampler_tokens_per_s": tps,
-        "sampler_steps": steps,
     }
 
 
@@ -121,24 +121,24 @@ def speed_markdown(r: dict) -> str:
         f"Preset `{r['preset']}` ({r['params_vqgan'] / 1e6:.1f} M first-stage, "
         f"{r['params_transformer'] / 1e6:.1f} M transformer parameters, random weights), "
         f"device {r['device']} ({r['cpu']}, {r['threads']} threads), torch {r['torch']}, "
-        f"median of {r['repeats']} runs after one warm-up.",
-        "",
-        "| masked (tokens) | iLAT cached (s) | iLAT no-cache (s) | Taming (s) | Taming / iLAT | no-cache / cached |",
-        "|---|---|---|---|---|---|",
+        f"median of {r['repeats']} runs after one warm-up, modes interleaved; 1-min load "
+        f"average {r['load'][0]:.1f} before, {r['load'][1]:.1f} after.",
     ]
-    for row in r["rows"]:
-        lines.append(
-            f"| {row['rate']:.1%} ({row['masked_tokens']}) | {row['ilat']:.3f} | "
-            f"{row['ilat_nocache']:.3f} | {row['taming']:.3f} | "
-            f"{row['taming'] / row['ilat']:.1f}x | {row['ilat_nocache'] / row['ilat']:.1f}x |"
-        )
-    tps = r["sampler_tokens_per_s"]
-    lines += [
-        "",
-        f"Sampler alone ({r['sampler_steps']} masked tokens, greedy, batch 1): cached "
-        f"{tps['cached']:.0f} tokens/s, no-cache {tps['nocache']:.0f} tokens/s "
-        f"({tps['cached'] / tps['nocache']:.1f}x).",
-    ]
+    for what, title in (("edit", "Whole edit (`edit()`: encode, sample, decode, composite)"),
+                        ("sample", "Sampling only (`sample_tokens`, greedy, batch 1)")):
+        lines += [
+            "", f"{title}:", "",
+            "| masked (tokens) | iLAT cached (s) | iLAT no-cache (s) | Taming (s) "
+            "| Taming / iLAT | no-cache / cached | iLAT tokens/s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in r["rows"]:
+            m = row[what]
+            lines.append(
+                f"| {row['rate']:.1%} ({row['masked_tokens']}) | {m['ilat']:.3f} | "
+                f"{m['ilat_nocache']:.3f} | {m['taming']:.3f} | {m['taming'] / m['ilat']:.1f}x | "
+                f"{m['ilat_nocache'] / m['ilat']:.1f}x | {row['masked_tokens'] / m['ilat']:.0f} |"
+            )
     return "\n".join(lines)
 
 

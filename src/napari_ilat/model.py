@@ -1,8 +1,16 @@
 """An iLAT model = a TS-VQGAN first stage + an LA transformer, saved as safetensors + JSON.
 
-Files: ``NAME.safetensors`` (all weights, prefixed ``vqgan.`` / ``transformer.``) and
-``NAME.json`` (the configs and the sha256 of the weights file). Loading never unpickles:
-safetensors holds raw tensors only, and the checksum is verified before the bytes are parsed.
+Two layouts, both read by :func:`load_model`:
+
+* one file (format 1): ``NAME.safetensors`` (all weights, prefixed ``vqgan.`` /
+  ``transformer.``) and ``NAME.json`` (the configs and the sha256 of the weights file);
+* two files (format 2, the bundled models): ``NAME.stage1.safetensors`` (first stage, keys
+  without prefix), ``NAME.stage2.safetensors`` (transformer) and one ``NAME.json`` with the
+  configs and both checksums. Weights may be stored in float16 (half the size; the bundled
+  models must stay under 16 MiB a file) and are loaded back as float32.
+
+Loading never unpickles: safetensors holds raw tensors only, and each checksum is verified
+before the bytes are parsed.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ from .vqgan import VQGANConfig, VQModel
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 FORMAT_VERSION = 1
+SPLIT_FORMAT_VERSION = 2
+_PARTS = (("stage1", "vqgan"), ("stage2", "transformer"))
 
 
 @dataclass
@@ -94,12 +104,18 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def save_model(model: ILATModel, path) -> Path:
-    """Write ``path.safetensors`` and ``path.json``; returns the JSON path."""
+def save_model(model: ILATModel, path, *, split: bool = False, dtype: torch.dtype | None = None) -> Path:
+    """Write ``path.safetensors`` and ``path.json``; returns the JSON path.
+
+    ``split=True`` writes the two-file layout (``path.stage1.safetensors``,
+    ``path.stage2.safetensors``); ``dtype`` (e.g. torch.float16) is the storage precision of
+    floating-point weights (default: as they are)."""
     path = Path(path)
     stem = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
+    if split:
+        return _save_split(model, stem, dtype)
     weights = stem.with_suffix(".safetensors")
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: _stored(v, dtype) for k, v in model.state_dict().items()}
     save_file(state, str(weights))
     meta = {
         "format": "napari-ilat",
@@ -111,6 +127,50 @@ def save_model(model: ILATModel, path) -> Path:
     cfg_path = stem.with_suffix(".json")
     cfg_path.write_text(json.dumps(meta, indent=2) + "\n")
     return cfg_path
+
+
+def _stored(t: torch.Tensor, dtype) -> torch.Tensor:
+    t = t.detach().cpu()
+    if dtype is not None and t.is_floating_point():
+        t = t.to(dtype)
+    return t.contiguous()
+
+
+def _save_split(model: ILATModel, stem: Path, dtype) -> Path:
+    files = {}
+    for part, module_name in _PARTS:
+        module = getattr(model, module_name)
+        f = stem.with_name(f"{stem.name}.{part}.safetensors")
+        save_file({k: _stored(v, dtype) for k, v in module.state_dict().items()}, str(f))
+        files[part] = {"file": f.name, "module": module_name, "sha256": _sha256(f.read_bytes()),
+                       "dtype": str(dtype or "as saved").replace("torch.", "")}
+    meta = {
+        "format": "napari-ilat",
+        "format_version": SPLIT_FORMAT_VERSION,
+        "config": model.config.to_dict(),
+        "files": files,
+    }
+    cfg_path = stem.with_name(stem.name + ".json")
+    cfg_path.write_text(json.dumps(meta, indent=2) + "\n")
+    return cfg_path
+
+
+def _read_weights(weights: Path, cfg_path: Path, sha256: str | None) -> dict:
+    """Checked bytes -> tensors: refuses pickles, checks the sha256, then parses."""
+    if not weights.exists():
+        raise FileNotFoundError(f"weights file {weights} is missing")
+    data = weights.read_bytes()
+    if data[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or data[:4] == b"PK\x03\x04":
+        raise ValueError(f"{weights} is a pickle/zip checkpoint; only safetensors files are loaded")
+    if sha256 is not None and _sha256(data) != sha256:
+        raise ValueError(
+            f"{weights} does not match the checksum in {cfg_path.name} (truncated or modified "
+            "file?); re-copy or re-train it"
+        )
+    try:
+        return load_safetensors_bytes(data)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{weights} is not a valid safetensors file: {e}") from e
 
 
 def bundled_models() -> list[str]:
@@ -142,22 +202,23 @@ def load_model(name_or_path, device="cpu", dtype=torch.float32) -> ILATModel:
         config = ModelConfig.from_dict(meta["config"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{cfg_path} is not a napari-ilat model config: {e}") from e
-    weights = cfg_path.parent / meta.get("weights", cfg_path.with_suffix(".safetensors").name)
-    if not weights.exists():
-        raise FileNotFoundError(f"weights file {weights} is missing")
-    data = weights.read_bytes()
-    if data[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or data[:4] == b"PK\x03\x04":
-        raise ValueError(f"{weights} is a pickle/zip checkpoint; only safetensors files are loaded")
-    if "sha256" in meta and _sha256(data) != meta["sha256"]:
-        raise ValueError(
-            f"{weights} does not match the checksum in {cfg_path.name} (truncated or modified "
-            "file?); re-copy or re-train it"
-        )
-    try:
-        state = load_safetensors_bytes(data)
-    except (SafetensorError, ValueError, RuntimeError) as e:
-        raise ValueError(f"{weights} is not a valid safetensors file: {e}") from e
+    if "files" in meta:  # two-file layout (format 2)
+        state = {}
+        try:
+            parts = [(meta["files"][part], module) for part, module in _PARTS]
+            names = [(p["file"], p.get("sha256")) for p, _ in parts]
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{cfg_path} is not a napari-ilat model config: bad 'files' entry {e}") from e
+        for (name, sha), (_, module) in zip(names, parts):
+            if Path(name).name != name:  # the JSON may only name files beside it
+                raise ValueError(f"{cfg_path}: weights file name {name!r} must not contain a directory")
+            part_state = _read_weights(cfg_path.parent / name, cfg_path, sha)
+            state.update({f"{module}.{k}": v for k, v in part_state.items()})
+    else:
+        weights = cfg_path.parent / meta.get("weights", cfg_path.with_suffix(".safetensors").name)
+        state = _read_weights(weights, cfg_path, meta.get("sha256"))
     model = ILATModel(config)
+    # float16-stored weights are cast to the model's float32 here (load_state_dict copies)
     model.load_state_dict(state, strict=True)
     return model.to(device=device, dtype=dtype).eval()
 

@@ -1,0 +1,209 @@
+"""``napari-ilat train``: train the two stages, evaluate, and export a model.
+
+    napari-ilat train vqgan        --data pose --out runs/pose-vq ...
+    napari-ilat train transformer  --data pose --first-stage runs/pose-vq --out runs/pose-tf ...
+    napari-ilat train export       --first-stage runs/pose-vq --transformer runs/pose-tf --out NAME
+    napari-ilat train eval         --model NAME --data pose
+
+Multi-GPU / multi-node: launch the same command with torchrun, e.g.
+``torchrun --nproc_per_node 8 -m napari_ilat.cli train vqgan ...`` (DistributedDataParallel;
+--batch-size is per process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in str(text).replace(" ", "").split(",") if v)
+
+
+def _common(p: argparse.ArgumentParser):
+    p.add_argument("--out", required=True, help="run directory (checkpoints, samples, log)")
+    p.add_argument("--data", default=None,
+                   help="'pose', 'natural', or a folder of your own images (PNG/JPEG/TIFF)")
+    p.add_argument("--steps", type=int, default=None, help="total optimisation steps")
+    p.add_argument("--batch-size", type=int, default=None, help="images per process and step")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None, help="DataLoader worker processes")
+    p.add_argument("--log-every", type=int, default=None)
+    p.add_argument("--val-every", type=int, default=None)
+    p.add_argument("--sample-every", type=int, default=None)
+    p.add_argument("--save-every", type=int, default=None)
+    p.add_argument("--val-size", type=int, default=None, help="validation images")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="start over even if --out holds a checkpoint")
+    p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto = bf16 (or fp16 + loss scaling) autocast on CUDA, fp32 elsewhere")
+    p.add_argument("--stop-at", type=int, default=None,
+                   help="save and exit at this step (the schedule still runs to --steps); resume later")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="save and exit after this many minutes (for time-limited jobs); resume later")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (on a busy machine 1 is often fastest)")
+
+
+def add_arguments(parser: argparse.ArgumentParser):
+    sub = parser.add_subparsers(dest="train_command", metavar="STAGE", required=True)
+
+    p = sub.add_parser("vqgan", help="stage 1: the two-stream VQGAN")
+    _common(p)
+    p.add_argument("--resolution", type=int, default=128)
+    p.add_argument("--ch", type=int, default=64)
+    p.add_argument("--ch-mult", type=_ints, default=(1, 1, 2, 2), help="e.g. 1,1,2,2 (f = 2**(n-1))")
+    p.add_argument("--num-res-blocks", type=int, default=1)
+    p.add_argument("--attn-resolutions", type=_ints, default=(16,))
+    p.add_argument("--z-channels", type=int, default=64)
+    p.add_argument("--embed-dim", type=int, default=64)
+    p.add_argument("--n-embed", type=int, default=512, help="codebook size")
+    p.add_argument("--crop", type=int, default=None, help="train on random crops of this size")
+    p.add_argument("--mask-prob", type=float, default=None, help="fraction of two-stream (masked) steps")
+    p.add_argument("--plain", action="store_true", help="never train with two-stream masks (iLAT* ablation)")
+    p.add_argument("--perceptual-weight", type=float, default=None)
+    p.add_argument("--disc-start", type=int, default=None, help="step at which the PatchGAN loss starts")
+    p.add_argument("--disc-weight", type=float, default=None)
+    p.add_argument("--restart-every", type=int, default=None,
+                   help="re-initialise codebook entries unused for this many steps (0 = never)")
+    p.add_argument("--init", default=None,
+                   help="start from these first-stage weights (taming .ckpt, .safetensors or a run directory)")
+
+    p = sub.add_parser("transformer", help="stage 2: the LA transformer on a frozen first stage")
+    _common(p)
+    p.add_argument("--first-stage", required=False, default=None,
+                   help="stage-1 run directory, a taming-transformers VQGAN .ckpt, or a .safetensors "
+                        "(+ --first-stage-config JSON when it is not a run directory)")
+    p.add_argument("--first-stage-config", default=None,
+                   help="JSON VQGANConfig for a .ckpt/.safetensors first stage (default: taming f16)")
+    p.add_argument("--cond", default=None, choices=["none", "pose", "sketch"])
+    p.add_argument("--n-layer", type=int, default=6)
+    p.add_argument("--n-head", type=int, default=8)
+    p.add_argument("--n-embd", type=int, default=256)
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--cond-dropout", type=float, default=None, help="fraction of unconditional steps")
+    p.add_argument("--causal-frac", type=float, default=None, help="fraction of plain raster sequences")
+    p.add_argument("--token-pool", type=int, default=None,
+                   help="pre-encode this many training samples once and cycle over them "
+                        "(0 = encode every batch; a pool saves first-stage time on CPUs)")
+    p.add_argument("--plain", action="store_true", help="encode with the plain encoder (iLAT* ablation)")
+
+    p = sub.add_parser("export", help="bundle a stage-1 + stage-2 run pair as a loadable model")
+    p.add_argument("--transformer", required=True, help="stage-2 run directory")
+    p.add_argument("--out", required=True, help="output path (NAME -> NAME.json + NAME.stage{1,2}.safetensors)")
+    p.add_argument("--name", default=None)
+    p.add_argument("--description", default="")
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32"],
+                   help="storage precision (weights load back as float32)")
+    p.add_argument("--single-file", action="store_true", help="the older one-file format")
+
+    p = sub.add_parser("eval", help="held-out metrics of a model (PSNR, perplexity, pose following, speed)")
+    p.add_argument("--model", required=True, help="bundled model name or NAME.json path")
+    p.add_argument("--data", default=None, help="'pose' or 'natural' (default: from the model's condition)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--n-recon", type=int, default=100, help="images for the reconstruction PSNR")
+    p.add_argument("--n-ppl", type=int, default=200, help="samples for the masked-token perplexity")
+    p.add_argument("--n-pose", type=int, default=200, help="pairs for the pose-following check (pose models)")
+    p.add_argument("--wrong-pose", default="source,other",
+                   help="wrong poses to compare against: source, other (another pair's), or both")
+    p.add_argument("--n-speed", type=int, default=11, help="timed edits (128x128, 30%% masked)")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _set(cfg, args, names):
+    for n in names:
+        v = getattr(args, n, None)
+        if v is not None:
+            setattr(cfg, n, v)
+
+
+_COMMON = ("data", "steps", "batch_size", "lr", "warmup", "seed", "workers", "log_every", "val_every",
+           "sample_every", "save_every", "val_size")
+
+
+def _check_out(args):
+    from .common import has_checkpoint
+
+    out = Path(args.out)
+    if args.resume and not has_checkpoint(out):
+        raise FileNotFoundError(f"--resume: no checkpoint in {out}")
+    if not args.resume and has_checkpoint(out) and not args.overwrite:
+        raise ValueError(f"{out} already holds a checkpoint; pass --resume to continue it or --overwrite")
+
+
+def run(args) -> int:
+    cmd = args.train_command
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if cmd == "vqgan":
+        from ..vqgan import VQGANConfig
+        from .first_stage import load_first_stage_weights
+        from .stage1 import Stage1Config, train
+
+        _check_out(args)
+        cfg = Stage1Config()
+        _set(cfg, args, _COMMON + ("crop", "mask_prob", "perceptual_weight", "disc_start", "disc_weight",
+                              "restart_every"))
+        cfg.plain = cfg.plain or args.plain
+        mc = VQGANConfig(resolution=args.resolution, ch=args.ch, ch_mult=args.ch_mult,
+                         num_res_blocks=args.num_res_blocks, attn_resolutions=args.attn_resolutions,
+                         z_channels=args.z_channels, embed_dim=args.embed_dim, n_embed=args.n_embed)
+        init = None
+        if args.init and not args.resume:
+            mc, init = load_first_stage_weights(args.init, None)
+        rec = train(cfg, mc, args.out, resume=args.resume, device=args.device, precision=args.precision,
+                    stop_at=args.stop_at, time_limit=args.time_limit, init_weights=init, quiet=args.quiet)
+        _summary(rec)
+        return 0
+    if cmd == "transformer":
+        from .stage2 import Stage2Config, train
+
+        _check_out(args)
+        cfg = Stage2Config()
+        _set(cfg, args, _COMMON + ("cond", "cond_dropout", "causal_frac", "token_pool"))
+        cfg.plain = cfg.plain or args.plain
+        if not args.resume and not args.first_stage:
+            raise ValueError("--first-stage is required (a stage-1 run directory or a VQGAN checkpoint)")
+        arch = dict(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout)
+        rec = train(cfg, arch, args.out, first_stage=args.first_stage, first_stage_config=args.first_stage_config,
+                    resume=args.resume, device=args.device, precision=args.precision, stop_at=args.stop_at,
+                    time_limit=args.time_limit, quiet=args.quiet)
+        _summary(rec)
+        return 0
+    if cmd == "export":
+        from .export import export
+
+        paths = export(args.transformer, args.out, name=args.name, description=args.description,
+                       dtype=args.dtype, single_file=args.single_file)
+        for p in paths:
+            print(f"{p}  ({Path(p).stat().st_size / 2**20:.2f} MiB)")
+        return 0
+    if cmd == "eval":
+        from .evaluate import evaluate
+
+        res = evaluate(args.model, data=args.data, split=args.split, n_recon=args.n_recon, n_ppl=args.n_ppl,
+                       n_pose=args.n_pose, n_speed=args.n_speed, device=args.device, seed=args.seed,
+                       wrong=tuple(w for w in args.wrong_pose.split(",") if w))
+        text = json.dumps(res, indent=2)
+        print(text)
+        if args.json:
+            Path(args.json).write_text(text + "\n")
+        return 0
+    raise ValueError(f"unknown train command {cmd!r}")
+
+
+def _summary(rec: dict):
+    last = rec["history"][-1] if rec.get("history") else {}
+    extra = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "step" and isinstance(v, float))
+    print(f"{rec['stage']}: step {rec['step']}, {rec['elapsed_s'] / 60:.1f} min"
+          + (f"; validation at step {last['step']}: {extra}" if last else ""), file=sys.stderr)

@@ -1,0 +1,376 @@
+"""Plumbing shared by both training stages: devices, precision, distributed set-up,
+checkpoints (safetensors + JSON, never pickle), progress and image grids.
+
+Checkpoint layout of a run directory (``--out DIR``)::
+
+    DIR/run.json             stage, model config, training config, step, metrics history
+    DIR/model.safetensors    the weights being trained (float32)
+    DIR/state.safetensors    optimizer state + RNG states (raw tensors only)
+    DIR/samples/*.png        periodic sample grids
+    DIR/log.jsonl            one JSON line per logged step
+
+Both files are written to a temporary name and renamed, so a run killed while saving
+keeps its previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+
+# --------------------------------------------------------------------------- device / precision
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """'auto' -> cuda (this rank's GPU under torchrun), then mps, then cpu."""
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device} asked for, but torch sees no CUDA GPU")
+    return dev
+
+
+def pick_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> bf16 on CUDA GPUs that support it, else fp16 on CUDA, fp32 elsewhere.
+    Mixed precision is only used on CUDA (CPU autocast is slower than fp32 here)."""
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"--precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    if device.type != "cuda":
+        if precision not in ("auto", "fp32"):
+            raise ValueError(f"--precision {precision} needs a CUDA device (got {device})")
+        return "fp32"
+    if precision == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return precision
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def grad_scaler(precision: str) -> torch.amp.GradScaler:
+    # fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range
+    return torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+class Dist:
+    """Rank / world size; initialises torch.distributed when launched by torchrun."""
+
+    def __init__(self, device: torch.device):
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        self.rank = int(os.environ.get("RANK", 0))
+        self.enabled = self.world > 1
+        # a group set up by the caller (tests, notebooks) is left for the caller to close
+        self.owner = self.enabled and not dist.is_initialized()
+        if self.owner:
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            dist.init_process_group(backend=backend)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self):
+        if self.enabled:
+            dist.barrier()
+
+    def mean(self, value: float, device) -> float:
+        """Average a Python float over ranks (for logging)."""
+        if not self.enabled:
+            return float(value)
+        t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        return float(t.item()) / self.world
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            dist.all_reduce(t)
+        return t
+
+    def close(self):
+        if self.owner and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def seed_everything(seed: int, rank: int = 0) -> torch.Generator:
+    """Seed torch's global RNG (dropout) per rank and return the training-loop generator
+    (masks, crops, condition dropout), also per rank so ranks see different batches."""
+    torch.manual_seed(seed * 1000 + rank)
+    g = torch.Generator()
+    g.manual_seed(seed * 1000 + rank + 1)
+    return g
+
+
+# --------------------------------------------------------------------------- data order
+
+
+def epoch_indices(n: int, epoch: int, seed: int, rank: int, world: int) -> list[int]:
+    """This rank's shuffled indices for ``epoch`` (torch's DistributedSampler, so ranks get
+    disjoint shards of the same permutation)."""
+    from torch.utils.data import DistributedSampler
+
+    sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True,
+                                 seed=seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+def batch_indices(n: int, batch: int, seed: int, rank: int, world: int, start_step: int):
+    """Endless stream of index batches; step s always gets the same batch, so a resumed run
+    continues exactly where the interrupted one stopped (nothing is generated to skip)."""
+    per_epoch = (n // world) // batch
+    if per_epoch < 1:
+        raise ValueError(f"dataset of {n} items is too small for batch {batch} x {world} ranks")
+    step = start_step
+    while True:
+        epoch, k = divmod(step, per_epoch)
+        idx = epoch_indices(n, epoch, seed, rank, world)
+        for j in range(k, per_epoch):
+            yield idx[j * batch : (j + 1) * batch]
+        step = (epoch + 1) * per_epoch
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _atomic_save_file(tensors: dict, path: Path, metadata=None):
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(text: str, path: Path):
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _optimizer_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Optimizer state -> flat {name: tensor} plus a JSON-able description of the rest."""
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for key, val in st.items():
+            name = f"{prefix}.{pid}.{key}"
+            if torch.is_tensor(val):
+                tensors[name] = val.detach().cpu().contiguous()
+            else:
+                scalars[name] = val
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _load_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict, meta: dict):
+    state: dict = {}
+    for name, val in tensors.items():
+        if not name.startswith(prefix + "."):
+            continue
+        pid, key = name[len(prefix) + 1 :].split(".", 1)
+        state.setdefault(int(pid), {})[key] = val
+    for name, val in meta["scalars"].items():
+        pid, key = name[len(prefix) + 1 :].split(".", 1)
+        state.setdefault(int(pid), {})[key] = val
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(out: Path, *, modules: dict, optimizers: dict, generator: torch.Generator,
+                    scaler, run: dict):
+    """Write DIR/model.safetensors (modules' weights, prefixed by their key), DIR/state.safetensors
+    (optimizers, RNG) and DIR/run.json (``run`` plus the optimizers' hyper-parameters)."""
+    out = Path(out)
+    weights = {}
+    for key, module in modules.items():
+        for k, v in module.state_dict().items():
+            weights[f"{key}.{k}"] = v.detach().float().cpu().contiguous()
+    state, opt_meta = {}, {}
+    for key, opt in optimizers.items():
+        t, m = _optimizer_tensors(f"opt.{key}", opt)
+        state.update(t)
+        opt_meta[key] = m
+    state["rng.torch"] = torch.get_rng_state()
+    state["rng.loop"] = generator.get_state()
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            state[f"rng.cuda.{i}"] = s
+    run = dict(run)
+    run["optimizers"] = opt_meta
+    run["scaler"] = scaler.state_dict() if scaler is not None and scaler.is_enabled() else None
+    _atomic_save_file(weights, out / "model.safetensors")
+    _atomic_save_file(state, out / "state.safetensors")
+    _atomic_write_text(json.dumps(run, indent=1) + "\n", out / "run.json")
+
+
+def has_checkpoint(out) -> bool:
+    out = Path(out)
+    return all((out / f).exists() for f in ("run.json", "model.safetensors", "state.safetensors"))
+
+
+def read_run(out) -> dict:
+    return json.loads((Path(out) / "run.json").read_text())
+
+
+def load_weights(out, key: str) -> dict:
+    """The ``key.`` weights of a run directory's model.safetensors, prefix stripped."""
+    sd = load_file(str(Path(out) / "model.safetensors"))
+    p = key + "."
+    return {k[len(p) :]: v for k, v in sd.items() if k.startswith(p)}
+
+
+def load_checkpoint(out, *, modules: dict, optimizers: dict, generator: torch.Generator, scaler) -> dict:
+    out = Path(out)
+    run = read_run(out)
+    for key, module in modules.items():
+        module.load_state_dict(load_weights(out, key), strict=True)
+    state = load_file(str(out / "state.safetensors"))
+    for key, opt in optimizers.items():
+        _load_optimizer(f"opt.{key}", opt, state, run["optimizers"][key])
+    torch.set_rng_state(state["rng.torch"])
+    generator.set_state(state["rng.loop"])
+    if torch.cuda.is_available():
+        cuda = [state[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count()) if f"rng.cuda.{i}" in state]
+        if cuda:
+            torch.cuda.set_rng_state_all(cuda)
+    if scaler is not None and run.get("scaler"):
+        scaler.load_state_dict(run["scaler"])
+    return run
+
+
+def config_from_dict(cls, d: dict):
+    """Dataclass from a dict, ignoring unknown keys (older/newer run.json files)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def config_to_dict(cfg) -> dict:
+    return cfg.to_dict() if hasattr(cfg, "to_dict") else asdict(cfg)
+
+
+# --------------------------------------------------------------------------- learning rate
+
+
+def lr_at(step: int, base: float, warmup: int, total: int, min_ratio: float = 0.1) -> float:
+    """Linear warm-up, then cosine decay to ``min_ratio * base`` at ``total`` steps."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float):
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+# --------------------------------------------------------------------------- progress / output
+
+
+class Progress:
+    """A one-line text progress bar on stderr with the running (EMA) loss; plain lines when
+    stderr is not a terminal (log files), so logs stay readable."""
+
+    def __init__(self, total: int, start: int = 0, enabled: bool = True, every: int = 10):
+        self.total, self.step, self.enabled, self.every = total, start, enabled, every
+        self.t0, self.s0 = time.time(), start
+        self.ema: dict[str, float] = {}
+        self.tty = sys.stderr.isatty()
+
+    def update(self, step: int, **losses):
+        self.step = step
+        for k, v in losses.items():
+            self.ema[k] = v if k not in self.ema else 0.9 * self.ema[k] + 0.1 * v
+        if not self.enabled or (not self.tty and step % self.every and step != self.total):
+            return
+        done = step - self.s0
+        rate = done / max(1e-9, time.time() - self.t0)
+        eta = (self.total - step) / rate if rate > 0 else float("inf")
+        frac = step / max(1, self.total)
+        bar = "#" * int(24 * frac) + "-" * (24 - int(24 * frac))
+        loss = " ".join(f"{k} {v:.4f}" for k, v in self.ema.items())
+        line = f"[{bar}] {step}/{self.total} {loss} | {rate:.2f} it/s eta {eta / 60:.1f} min"
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def message(self, text: str):
+        if self.enabled:
+            print(("\n" if self.tty else "") + text, file=sys.stderr, flush=True)
+
+    def close(self):
+        if self.enabled and self.tty:
+            print(file=sys.stderr)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(B,C,H,W) in [-1,1] (C = 1 or 3) -> (B,H,W,3) uint8."""
+    x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    if x.shape[1] == 1:
+        x = x.repeat(1, 3, 1, 1)
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def save_grid(rows: list[np.ndarray], path: Path, gap: int = 2):
+    """Rows of (B,H,W,3) uint8 images -> one PNG (rows stacked vertically)."""
+    from PIL import Image
+
+    h, w = rows[0].shape[1:3]
+    n = max(len(r) for r in rows)
+    canvas = np.full((len(rows) * (h + gap) - gap, n * (w + gap) - gap, 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            canvas[i * (h + gap) : i * (h + gap) + h, j * (w + gap) : j * (w + gap) + w] = img
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(canvas).save(path)
+
+
+def log_line(out: Path, record: dict):
+    with open(Path(out) / "log.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def save_rank_rng(out, D: Dist, generator: torch.Generator):
+    """Every rank's own RNG states (they differ per rank), beside the checkpoint."""
+    state = {"loop": generator.get_state(), "torch": torch.get_rng_state()}
+    _atomic_save_file(state, Path(out) / f"rng.rank{D.rank}.safetensors")
+
+
+def load_rank_rng(out, rank: int, default: torch.Tensor) -> torch.Tensor:
+    """Restore this rank's global RNG; returns its loop-generator state (``default`` when the
+    run was saved with a different number of processes)."""
+    p = Path(out) / f"rng.rank{rank}.safetensors"
+    if not p.exists():
+        return default
+    state = load_file(str(p))
+    torch.set_rng_state(state["torch"])
+    return state["loop"]
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """sha256 over a module's state (to check that DDP ranks ended identical)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in module.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -1,0 +1,197 @@
+"""Training data for both stages: synthetic pose scenes, natural patches, or a folder of
+the user's own images. Every item is a pure function of its index (seeded generators, no
+hidden state), so batches are the same with any number of DataLoader workers and a resumed
+run sees exactly the batches the uninterrupted run would have seen.
+
+Stage 1 items: ``{"image": 3xRxR float in [-1, 1]}``.
+Stage 2 items: ``{"image", "mask" (1xRxR bool), "causal" (bool), "pose" (18x3, normalised)
+or "sketch" (1xRxR in [0, 1])}`` — ``image`` is the edit *target*, the tokens to learn.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..conditions import normalize_keypoints
+from ..data import (
+    MASK_KINDS,
+    compose_sketch,
+    make_edit_pair,
+    make_natural_sample,
+    make_scene,
+    natural_patch,
+    random_mask,
+    split_seeds,
+    xdog,
+)
+from ..data.datasets import image_to_tensor
+
+SOURCES = ("pose", "natural")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+# random stream ids for our own per-item choices (distinct from the data package's)
+_STREAM_STAGE2 = 41
+_STREAM_FOLDER = 42
+
+
+def _seed(split: str, index: int) -> int:
+    return int(split_seeds(split, 1, offset=int(index))[0])
+
+
+# --------------------------------------------------------------------------- user images
+
+
+class ImageFolder:
+    """The user's own images (PNG/JPEG/TIFF, any size, grey/RGB/RGBA), split 90/10 by a
+    hash of the file name so the validation images are stable when files are added."""
+
+    def __init__(self, root, split: str = "train"):
+        import zlib
+
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"image folder {root} does not exist")
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {root}")
+        is_val = [zlib.crc32(p.name.encode()) % 10 == 0 for p in files]
+        if split == "train":
+            chosen = [p for p, v in zip(files, is_val) if not v]
+        else:
+            chosen = [p for p, v in zip(files, is_val) if v] or files[-1:]
+        self.files = chosen or files
+        self._cache: dict[int, np.ndarray] = {}
+
+    def image(self, i: int) -> np.ndarray:
+        from PIL import Image
+
+        i = i % len(self.files)
+        if i not in self._cache:
+            with Image.open(self.files[i]) as im:
+                self._cache[i] = np.asarray(im.convert("RGB"))
+            if len(self._cache) > 256:  # bounded memory for big folders
+                self._cache.pop(next(iter(self._cache)))
+        return self._cache[i]
+
+    def crop(self, index: int, resolution: int) -> np.ndarray:
+        """A random square crop (scale jitter 1x-2x, flip) of image ``index % n``."""
+        from PIL import Image
+
+        img = self.image(index)
+        rng = np.random.default_rng([index, _STREAM_FOLDER])
+        h, w = img.shape[:2]
+        side = min(h, w, int(resolution * rng.uniform(1.0, 2.0)))
+        r0 = int(rng.integers(0, h - side + 1))
+        c0 = int(rng.integers(0, w - side + 1))
+        patch = img[r0 : r0 + side, c0 : c0 + side]
+        if side != resolution:
+            patch = np.asarray(Image.fromarray(patch).resize((resolution, resolution), Image.BICUBIC))
+        if rng.random() < 0.5:
+            patch = patch[:, ::-1]
+        return np.ascontiguousarray(patch)
+
+
+def _source(source: str, split: str):
+    if source in SOURCES:
+        return source
+    return ImageFolder(source, split)
+
+
+# --------------------------------------------------------------------------- stage 1
+
+
+class Stage1Images(Dataset):
+    """Single images for the autoencoder: pose scenes, natural patches or folder crops."""
+
+    def __init__(self, source: str, split: str, resolution: int, length: int):
+        self.source = _source(source, split)
+        self.split, self.resolution, self.length = split, resolution, length
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, i):
+        if self.source == "pose":
+            img = make_scene(_seed(self.split, i), self.resolution).image
+        elif self.source == "natural":
+            img = natural_patch(_seed(self.split, i), self.resolution)[0]
+        else:
+            img = self.source.crop(i, self.resolution)
+        return {"image": image_to_tensor(img)}
+
+
+# --------------------------------------------------------------------------- stage 2
+
+
+class Stage2Pairs(Dataset):
+    """Edit targets with a mask and the condition the transformer is trained with.
+
+    Masks (DESIGN section 3): for pose, the pair's edit mask (60%) or a random brush / box /
+    limb mask; natural and folder images use random masks of all three kinds. ``causal``
+    marks the ~``causal_frac`` plain raster (Taming-style) sequences: no known tokens.
+    """
+
+    def __init__(self, source: str, split: str, resolution: int, length: int,
+                 cond: str, causal_frac: float = 0.15, rate_range=(0.05, 0.5)):
+        self.source = _source(source, split)
+        self.split, self.resolution, self.length = split, resolution, length
+        self.cond, self.causal_frac, self.rate_range = cond, causal_frac, rate_range
+        if cond == "pose" and self.source != "pose":
+            raise ValueError("a pose-conditioned transformer needs --data pose")
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, i):
+        R = self.resolution
+        seed = _seed(self.split, i) if isinstance(self.source, str) else int(i)
+        rng = np.random.default_rng([seed, _STREAM_STAGE2])
+        item = {}
+        if self.source == "pose":
+            p = make_edit_pair(seed, R)
+            image = p.target
+            if rng.random() < 0.6:
+                mask = p.mask
+            else:
+                mask = random_mask(rng, (R, R), None, rng.uniform(*self.rate_range))
+            item["pose"] = torch.from_numpy(
+                normalize_keypoints(p.target_pose, (0, 0, R, R)).astype(np.float32))
+            sketch_mask = mask
+        elif self.source == "natural":
+            s = make_natural_sample(seed, R, MASK_KINDS, self.rate_range)
+            image, mask = s.image, s.mask
+            sketch_mask = mask
+        else:
+            image = self.source.crop(i, R)
+            mask = random_mask(rng, (R, R), None, rng.uniform(*self.rate_range))
+            sketch_mask = mask
+        if self.cond == "sketch":
+            # the edit-time condition: XDoG of the known pixels outside the mask, the target's
+            # own XDoG (standing in for the user's strokes) inside it
+            sk = compose_sketch(image, sketch_mask, xdog(image))
+            item["sketch"] = torch.from_numpy(sk)[None]
+        item["image"] = image_to_tensor(image)
+        item["mask"] = torch.from_numpy(np.ascontiguousarray(mask))[None]
+        item["causal"] = torch.tensor(bool(rng.random() < self.causal_frac))
+        return item
+
+
+def collate(items: list[dict]) -> dict:
+    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+def loader(dataset, index_batches, workers: int):
+    """Iterate batches in the given order; a DataLoader with a batch sampler when
+    ``workers`` > 0 (items are pure functions of their index, so the order is unaffected)."""
+    if workers <= 0:
+        for b in index_batches:
+            yield collate([dataset[i] for i in b])
+        return
+    from torch.utils.data import DataLoader
+
+    yield from DataLoader(dataset, batch_sampler=index_batches, num_workers=workers,
+                          collate_fn=collate, persistent_workers=False, prefetch_factor=2)

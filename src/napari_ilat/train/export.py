@@ -1,0 +1,60 @@
+"""Turn a finished stage-2 run (which carries its frozen first stage) into a loadable model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..model import ILATModel, ModelConfig, save_model
+from ..transformer import TransformerConfig
+from ..vqgan import VQGANConfig
+from . import common as C
+
+
+def model_from_run(run_dir, name: str | None = None, description: str = "") -> tuple[ILATModel, dict]:
+    run_dir = Path(run_dir)
+    if not C.has_checkpoint(run_dir):
+        raise FileNotFoundError(f"{run_dir} is not a training run directory")
+    run = C.read_run(run_dir)
+    if run.get("stage") != "transformer":
+        raise ValueError(f"{run_dir} is a {run.get('stage')!r} run; export needs the stage-2 (transformer) run")
+    cfg = ModelConfig(VQGANConfig.from_dict(run["first_stage"]["config"]), TransformerConfig.from_dict(run["model"]),
+                      name=name or run_dir.name, description=description)
+    model = ILATModel(cfg)
+    model.vqgan.load_state_dict(C.load_weights(run_dir, "first_stage"), strict=True)
+    model.transformer.load_state_dict(C.load_weights(run_dir, "transformer"), strict=True)
+    return model.eval(), run
+
+
+def _provenance(run: dict) -> dict:
+    info = {"steps": run["step"], "train_minutes": round(run.get("elapsed_s", 0) / 60, 1),
+            "device": run.get("device"), "world_size": run.get("world_size"),
+            "validation": run["history"][-1] if run.get("history") else None}
+    src = run["first_stage"].get("source")
+    if src and Path(src).is_dir() and C.has_checkpoint(src):
+        r1 = C.read_run(src)
+        info["first_stage"] = {"steps": r1["step"], "train_minutes": round(r1.get("elapsed_s", 0) / 60, 1),
+                               "validation": r1["history"][-1] if r1.get("history") else None}
+    return info
+
+
+def export(run_dir, out, *, name=None, description="", dtype="float16", single_file=False) -> list[Path]:
+    """Write the model; returns the paths written (JSON first)."""
+    out = Path(out)
+    stem = out.with_suffix("") if out.suffix in (".json", ".safetensors") else out
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    model, run = model_from_run(run_dir, name or stem.name, description)
+    torch_dtype = {"float16": torch.float16, "float32": None}[dtype]
+    cfg_path = save_model(model, stem, split=not single_file, dtype=torch_dtype)
+    meta = json.loads(cfg_path.read_text())
+    meta["training"] = _provenance(run)  # informational; the checksums cover the weights
+    cfg_path.write_text(json.dumps(meta, indent=2) + "\n")
+    if single_file:
+        paths = [cfg_path, cfg_path.with_suffix(".safetensors")]
+    else:
+        paths = [cfg_path] + [cfg_path.parent / f["file"] for f in meta["files"].values()]
+    for p in paths:  # safetensors writes 0600; files that ship in a wheel must be world-readable
+        p.chmod(0o644)
+    return paths

@@ -1,0 +1,259 @@
+"""Stage 1: train the two-stream VQGAN (DESIGN.md section 2).
+
+loss = L1 + w_p * structural ("perceptual", see losses.py) + codebook/commitment (beta 0.25,
+returned by the quantizer) + w_d * hinge PatchGAN generator loss (from ``disc_start`` on).
+
+A fraction ``mask_prob`` of the steps runs the encoder in two-stream mode with random masks
+(``VQModel.forward(x, mask)``), so the decoder learns to decode tokens computed without the
+masked pixels (the tokens that survive an edit). ``--plain`` never passes a mask (for the
+iLAT* ablation's first stage).
+
+Dead codebook entries (unused over ``restart_every`` steps) are re-initialised from encoder
+outputs of the current batch: short runs otherwise end with a few dozen live codes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from ..data import random_mask
+from ..vqgan import VQGANConfig, VQModel
+from . import common as C
+from .data import Stage1Images, loader
+from .losses import PatchDiscriminator, hinge_d_loss, structural_loss
+
+
+@dataclass
+class Stage1Config:
+    data: str = "pose"  # "pose", "natural" or a folder of images
+    steps: int = 20000
+    batch_size: int = 16  # per process
+    lr: float = 2e-4
+    warmup: int = 200
+    crop: int = 0  # train on random crops of this size (0 = whole images): cheaper steps
+    mask_prob: float = 0.5  # fraction of steps with two-stream random masks
+    plain: bool = False  # never pass masks (first stage for the iLAT* ablation)
+    perceptual_weight: float = 1.0
+    disc_start: int = 10000  # step at which the PatchGAN loss starts (taming starts late too)
+    disc_weight: float = 0.1
+    restart_every: int = 200  # 0 = never re-initialise dead codes
+    log_every: int = 10
+    val_every: int = 500
+    sample_every: int = 500
+    save_every: int = 200
+    val_size: int = 64
+    seed: int = 0
+    workers: int = 0
+    train_length: int = 1_000_000  # items per epoch (generated on the fly)
+
+
+def _batch_masks(gen: torch.Generator, n: int, size: int) -> torch.Tensor:
+    """Random brush / box / limb masks covering 5-50% each, from the loop's generator."""
+    out = np.zeros((n, 1, size, size), bool)
+    for i in range(n):
+        rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=gen)))
+        out[i, 0] = random_mask(rng, (size, size), None, rng.uniform(0.05, 0.5))
+    return torch.from_numpy(out)
+
+
+def _random_crop(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
+    if size <= 0 or size >= x.shape[-1]:
+        return x
+    out = []
+    for img in x:
+        r, c = (int(v) for v in torch.randint(0, x.shape[-1] - size + 1, (2,), generator=gen))
+        out.append(img[:, r : r + size, c : c + size])
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def evaluate_reconstruction(vq: VQModel, data: str, resolution: int, n: int, split="validation",
+                            batch: int = 16, device="cpu") -> dict:
+    """Mean PSNR (dB, [0,1] images, 10 log10(1/MSE)) of full quantized reconstructions,
+    and the fraction of codebook entries used."""
+    ds = Stage1Images(data, split, resolution, n)
+    vq.eval()
+    psnrs, used = [], torch.zeros(vq.config.n_embed, dtype=torch.bool)
+    for i in range(0, n, batch):
+        x = torch.stack([ds[j]["image"] for j in range(i, min(n, i + batch))]).to(device)
+        xrec, _, idx = vq(x)
+        mse = (((xrec.clamp(-1, 1) - x) / 2) ** 2).flatten(1).mean(1)
+        psnrs += (10 * torch.log10(1 / mse.clamp_min(1e-10))).tolist()
+        used[idx.flatten().cpu()] = True
+    return {"psnr": float(np.mean(psnrs)), "codebook_usage": float(used.float().mean())}
+
+
+@torch.no_grad()
+def sample_grid(vq: VQModel, data: str, resolution: int, path: Path, device, n: int = 8):
+    """Rows: input, plain reconstruction, masked input, two-stream edit-style decode
+    (codebook entries inside the mask, continuous latents outside)."""
+    ds = Stage1Images(data, "validation", resolution, n)
+    x = torch.stack([ds[i]["image"] for i in range(n)]).to(device)
+    g = torch.Generator().manual_seed(0)
+    m = _batch_masks(g, n, resolution).to(device)
+    vq.eval()
+    rec = vq(x)[0]
+    z = vq.encode(x, m)
+    _, idx, _ = vq.quantize_latents(z)
+    ts = vq.decode_tokens(idx, z, vq.token_mask(m))
+    rows = [C.to_uint8(x), C.to_uint8(rec), C.to_uint8(torch.where(m, 0.0, x)), C.to_uint8(ts)]
+    C.save_grid(rows, path)
+
+
+def train(cfg: Stage1Config, model_cfg: VQGANConfig, out, *, resume=False, device="auto",
+          precision="auto", stop_at: int | None = None, time_limit: float | None = None,
+          init_weights: dict | None = None, quiet=False) -> dict:
+    """Train (or resume) a first stage in ``out``; returns the final run record."""
+    out = Path(out)
+    dev = C.pick_device(device)
+    prec = C.pick_precision(precision, dev)
+    D = C.Dist(dev)
+    out.mkdir(parents=True, exist_ok=True)
+    if resume:
+        run = C.read_run(out)
+        if run.get("stage") != "vqgan":
+            raise ValueError(f"{out} holds a {run.get('stage')!r} run, not a vqgan run")
+        model_cfg = VQGANConfig.from_dict(run["model"])
+        steps = cfg.steps
+        cfg = C.config_from_dict(Stage1Config, run["train"])
+        cfg.steps = steps  # the one thing a resume may change: train longer
+    gen = C.seed_everything(cfg.seed, D.rank)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    vq = VQModel(model_cfg).to(dev)
+    disc = PatchDiscriminator(model_cfg.out_ch, ndf=max(32, model_cfg.ch), n_layers=2).to(dev)
+    C.seed_everything(cfg.seed, D.rank)  # per-rank global RNG for anything stochastic
+    if init_weights is not None:
+        vq.load_state_dict(init_weights, strict=True)
+    betas = (0.5, 0.9)  # taming's VQGAN betas
+    opt = torch.optim.Adam(vq.parameters(), lr=cfg.lr, betas=betas)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=betas)
+    scaler = C.grad_scaler(prec)
+    start, history, elapsed = 0, [], 0.0
+    if resume:
+        run = C.load_checkpoint(out, modules={"vqgan": vq, "disc": disc},
+                                optimizers={"vqgan": opt, "disc": opt_d}, generator=gen, scaler=scaler)
+        start, history, elapsed = run["step"], run.get("history", []), run.get("elapsed_s", 0.0)
+        gen.set_state(C.load_rank_rng(out, D.rank, gen.get_state()))
+    vq_ddp = DDP(vq, device_ids=[dev.index] if dev.type == "cuda" else None) if D.enabled else vq
+    disc_ddp = DDP(disc, device_ids=[dev.index] if dev.type == "cuda" else None) if D.enabled else disc
+
+    ds = Stage1Images(cfg.data, "train", model_cfg.resolution, cfg.train_length)
+    batches = loader(ds, C.batch_indices(len(ds), cfg.batch_size, cfg.seed, D.rank, D.world, start), cfg.workers)
+    bar = C.Progress(cfg.steps, start, enabled=D.main and not quiet, every=cfg.log_every)
+    usage = torch.zeros(model_cfg.n_embed, device=dev)
+    t0 = time.time()
+    step = start
+
+    def run_record():
+        return {"stage": "vqgan", "step": step, "model": model_cfg.to_dict(), "train": asdict(cfg),
+                "world_size": D.world, "device": str(dev), "precision": prec, "history": history,
+                "elapsed_s": elapsed + time.time() - t0}
+
+    def save():
+        C.save_rank_rng(out, D, gen)
+        if D.main:
+            C.save_checkpoint(out, modules={"vqgan": vq, "disc": disc}, optimizers={"vqgan": opt, "disc": opt_d},
+                              generator=gen, scaler=scaler, run=run_record())
+        D.barrier()
+
+    stop = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+    while step < stop:
+        vq.train()
+        x = next(batches)["image"].to(dev)
+        x = _random_crop(x, cfg.crop, gen)
+        use_mask = not cfg.plain and torch.rand((), generator=gen).item() < cfg.mask_prob
+        mask = _batch_masks(gen, x.shape[0], x.shape[-1]).to(dev) if use_mask else None
+        lr = C.lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
+        C.set_lr(opt, lr)
+        C.set_lr(opt_d, lr)
+        use_disc = cfg.disc_weight > 0 and step >= cfg.disc_start
+
+        with C.autocast(dev, prec):
+            xrec, qloss, idx = vq_ddp(x, mask)
+        xrec = xrec.float()
+        rec = (xrec - x).abs().mean()
+        perc = structural_loss(xrec, x)
+        loss = rec + cfg.perceptual_weight * perc + qloss.float()
+        gloss = torch.zeros((), device=dev)
+        if use_disc:
+            disc.requires_grad_(False)  # the generator's loss must not train D
+            with C.autocast(dev, prec):
+                gloss = -disc(xrec).float().mean()
+            loss = loss + cfg.disc_weight * gloss
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(vq.parameters(), 1.0)
+        scaler.step(opt)
+        dloss = torch.zeros((), device=dev)
+        if use_disc:
+            disc.requires_grad_(True)
+            with C.autocast(dev, prec):
+                # one forward over real and fake: a DDP module wants one forward per backward
+                logits = disc_ddp(torch.cat([x, xrec.detach()])).float()
+            dloss = hinge_d_loss(*logits.chunk(2))
+            opt_d.zero_grad(set_to_none=True)
+            scaler.scale(dloss).backward()
+            scaler.step(opt_d)
+        scaler.update()
+        usage += torch.bincount(idx.flatten(), minlength=model_cfg.n_embed)
+        step += 1
+
+        # the first restarts are a data-dependent codebook init: the uniform(+-1/K) init sits
+        # far from the encoder's outputs and most codes would never be picked
+        if cfg.restart_every and (step % cfg.restart_every == 0 or step in (1, 10, 30, 60, 100)):
+            _restart_dead_codes(vq, usage, x, D, gen)
+            usage.zero_()
+        bar.update(step, loss=loss.item(), l1=rec.item(), q=qloss.item())
+        if step % cfg.log_every == 0 and D.main:
+            C.log_line(out, {"step": step, "lr": lr, "loss": loss.item(), "l1": rec.item(),
+                             "structural": perc.item(), "codebook": qloss.item(), "g": gloss.item(),
+                             "d": dloss.item(), "masked": use_mask, "time": time.time() - t0 + elapsed})
+        if D.main and cfg.sample_every and step % cfg.sample_every == 0:
+            sample_grid(vq, cfg.data, model_cfg.resolution, out / "samples" / f"step_{step:07d}.png", dev)
+        if D.main and cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
+            m = evaluate_reconstruction(vq, cfg.data, model_cfg.resolution, cfg.val_size, device=dev)
+            history.append({"step": step, **m})
+            bar.message(f"step {step}: validation PSNR {m['psnr']:.2f} dB, codebook usage {m['codebook_usage']:.0%}")
+        timed_out = time_limit is not None and (time.time() - t0) > time_limit * 60
+        if D.enabled:  # every rank must agree to stop, or the others hang in all-reduce
+            t = torch.tensor([float(timed_out)], device=dev)
+            dist.all_reduce(t)
+            timed_out = t.item() > 0
+        if step % cfg.save_every == 0 or step == stop or timed_out:
+            save()
+        if timed_out:
+            bar.message(f"time limit reached at step {step}; resume with --resume")
+            break
+    bar.close()
+    record = run_record()
+    record["weights_sha256"] = C.weights_digest(vq)  # per rank: equal on every rank under DDP
+    D.close()
+    return record
+
+
+@torch.no_grad()
+def _restart_dead_codes(vq: VQModel, usage: torch.Tensor, x: torch.Tensor, D: C.Dist, gen):
+    """Codes no rank used since the last restart get a random encoder output (+ noise) of
+    rank 0's batch; the new codebook is broadcast so ranks stay identical."""
+    usage = D.sum(usage.clone())
+    dead = (usage == 0).nonzero().flatten()
+    if len(dead) == 0:
+        return
+    emb = vq.quantize.embedding.weight
+    if D.rank == 0:
+        was = vq.training
+        vq.eval()
+        z = vq.encode(x).permute(0, 2, 3, 1).reshape(-1, emb.shape[1]).to(emb.dtype)
+        vq.train(was)
+        pick = torch.randint(len(z), (len(dead),), generator=gen).to(z.device)
+        emb[dead] = z[pick] + 0.01 * z.std() * torch.randn(len(dead), emb.shape[1], generator=gen).to(z.device)
+    if D.enabled:
+        dist.broadcast(emb.data, 0)

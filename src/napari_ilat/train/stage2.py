@@ -1,0 +1,287 @@
+"""Stage 2: train the LA transformer on tokens of a frozen first stage (DESIGN.md section 3).
+
+For each training item (an edit *target* image, its edit mask, its condition):
+
+    z_hat  = vqgan.encode(target, mask)        two-stream: known tokens never saw masked pixels
+    tokens = quantize(z_hat) indices           (B, N)
+    known  = ~token_mask(mask)                 M_q = maxpool_f(mask)
+    loss   = masked_token_loss(transformer(tokens, known, cond))   CE on masked tokens only
+
+~``causal_frac`` of the sequences have no known tokens (plain raster AR, the Taming
+baseline uses the same network) and are encoded with the plain encoder, as that mode does at
+edit time. With probability ``cond_dropout`` a step runs without condition (cond=None), so a
+conditional model also edits without one.
+
+Validation: perplexity exp(mean CE) over the masked tokens of a fixed validation set
+(conditional, and unconditional for conditional models).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from ..transformer import LATransformer, TransformerConfig, masked_token_loss
+from ..vqgan import VQGANConfig, VQModel
+from . import common as C
+from .data import Stage2Pairs, collate, loader
+from .first_stage import load_first_stage_weights
+
+
+@dataclass
+class Stage2Config:
+    data: str = "pose"  # "pose", "natural" or a folder of images
+    cond: str | None = None  # None: "pose" for pose data, "sketch" otherwise
+    steps: int = 20000
+    batch_size: int = 16
+    lr: float = 3e-4
+    warmup: int = 200
+    weight_decay: float = 0.01
+    cond_dropout: float = 0.2
+    causal_frac: float = 0.15
+    token_pool: int = 0  # > 0: pre-encode this many items once and cycle over them
+    plain: bool = False  # encode with the plain encoder (iLAT* ablation)
+    log_every: int = 10
+    val_every: int = 500
+    sample_every: int = 500
+    save_every: int = 200
+    val_size: int = 64
+    seed: int = 0
+    workers: int = 0
+    train_length: int = 1_000_000
+
+    def resolved_cond(self) -> str:
+        return self.cond or ("pose" if self.data == "pose" else "sketch")
+
+
+def _cond_key(cond: str):
+    return {"pose": "pose", "sketch": "sketch"}.get(cond)
+
+
+@torch.no_grad()
+def tokenize(vq: VQModel, batch: dict, plain: bool, device) -> dict:
+    """Batch of items -> tokens (B, N) long, known (B, N) bool (+ the condition tensors)."""
+    x = batch["image"].to(device)
+    m = batch["mask"].to(device).bool()
+    causal = batch["causal"].to(device).bool()
+    # causal (Taming-style) rows are encoded as that mode does at edit time: plain encoder.
+    # An all-False mask makes the two-stream encoder compute exactly that.
+    enc_mask = None if plain else m & ~causal[:, None, None, None]
+    z = vq.encode(x, enc_mask)
+    _, idx, _ = vq.quantize_latents(z)
+    known = ~vq.token_mask(m).flatten(1)
+    known[causal] = False
+    out = {"tokens": idx.flatten(1), "known": known}
+    for k in ("pose", "sketch"):
+        if k in batch:
+            out[k] = batch[k].to(device)
+    return out
+
+
+def _tokenize_items(vq, ds, indices, plain, device, batch=16) -> dict:
+    parts = []
+    for i in range(0, len(indices), batch):
+        b = collate([ds[j] for j in indices[i : i + batch]])
+        t = tokenize(vq, b, plain, device)
+        parts.append({k: v.cpu() for k, v in t.items()})
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+@torch.no_grad()
+def perplexity(tf: LATransformer, data: dict, cond_key, device, batch=32) -> float:
+    """exp(mean cross-entropy over every masked token of ``data``)."""
+    tf.eval()
+    total, count = 0.0, 0
+    n = len(data["tokens"])
+    for i in range(0, n, batch):
+        tok = data["tokens"][i : i + batch].to(device)
+        known = data["known"][i : i + batch].to(device)
+        cond = data[cond_key][i : i + batch].to(device) if cond_key else None
+        logits, order, n_known = tf(tok, known, cond)
+        target = tok.gather(1, order)
+        stream = torch.arange(tok.shape[1], device=device)[None] >= n_known[:, None]
+        total += F.cross_entropy(logits[stream].float(), target[stream], reduction="sum").item()
+        count += int(stream.sum())
+    return math.exp(total / max(1, count))
+
+
+def _build_transformer(vq_cfg: VQGANConfig, cond: str, arch: dict) -> TransformerConfig:
+    return TransformerConfig(vocab_size=vq_cfg.n_embed, grid=vq_cfg.grid, cond=cond,
+                             sketch_patch=vq_cfg.factor, **arch)
+
+
+def _optimizer(tf: LATransformer, cfg: Stage2Config):
+    # nanoGPT: decay matrices (Linear / conv weights), not biases, norms, embeddings
+    decay, no_decay = [], []
+    for name, p in tf.named_parameters():
+        is_matrix = p.ndim >= 2 and not name.endswith(("tok_emb.weight", "pos_emb", "query_emb", "joint", ".pos"))
+        (decay if is_matrix else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+
+
+@torch.no_grad()
+def sample_grid(vq, tf, val_items: list[dict], cond: str, path: Path, device):
+    """Rows: target, masked input, one sample (temperature 1) decoded as an edit would be."""
+    from ..sampler import sample_tokens
+
+    tf.eval()
+    rows = [[], [], []]
+    g = torch.Generator(device=device).manual_seed(0)
+    for item in val_items:
+        x = item["image"][None].to(device)
+        m = item["mask"][None].to(device).bool()
+        z = vq.encode(x, m)
+        _, idx, _ = vq.quantize_latents(z)
+        mq = vq.token_mask(m)
+        known = ~mq.flatten()
+        c = item[cond][None].to(device) if cond in ("pose", "sketch") else None
+        out = sample_tokens(tf, idx.flatten(), known, c, generator=g)
+        rec = vq.decode_tokens(out.view(1, *mq.shape[1:]), z, mq)
+        rows[0].append(C.to_uint8(x)[0])
+        rows[1].append(C.to_uint8(torch.where(m, 0.0, x))[0])
+        rows[2].append(C.to_uint8(rec)[0])
+    C.save_grid([np.stack(r) for r in rows], path)
+
+
+def train(cfg: Stage2Config, arch: dict, out, *, first_stage=None, first_stage_config=None, resume=False,
+          device="auto", precision="auto", stop_at=None, time_limit=None, quiet=False) -> dict:
+    out = Path(out)
+    dev = C.pick_device(device)
+    prec = C.pick_precision(precision, dev)
+    D = C.Dist(dev)
+    out.mkdir(parents=True, exist_ok=True)
+    if resume:
+        run = C.read_run(out)
+        if run.get("stage") != "transformer":
+            raise ValueError(f"{out} holds a {run.get('stage')!r} run, not a transformer run")
+        steps = cfg.steps
+        cfg = C.config_from_dict(Stage2Config, run["train"])
+        cfg.steps = steps
+        vq_cfg = VQGANConfig.from_dict(run["first_stage"]["config"])
+        vq_sd = C.load_weights(out, "first_stage")
+        tf_cfg = TransformerConfig.from_dict(run["model"])
+        first_stage_source = run["first_stage"].get("source")
+    else:
+        vq_cfg, vq_sd = load_first_stage_weights(first_stage, first_stage_config)
+        tf_cfg = _build_transformer(vq_cfg, cfg.resolved_cond(), arch)
+        first_stage_source = str(first_stage)
+    cfg.cond = tf_cfg.cond
+    vq = VQModel(vq_cfg)
+    vq.load_taming_state_dict(vq_sd, strict=True)
+    vq.to(dev).eval().requires_grad_(False)  # frozen
+
+    gen = C.seed_everything(cfg.seed, D.rank)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    tf = LATransformer(tf_cfg).to(dev)
+    C.seed_everything(cfg.seed, D.rank)
+    opt = _optimizer(tf, cfg)
+    scaler = C.grad_scaler(prec)
+    start, history, elapsed = 0, [], 0.0
+    if resume:
+        run = C.load_checkpoint(out, modules={"transformer": tf}, optimizers={"transformer": opt},
+                                generator=gen, scaler=scaler)
+        start, history, elapsed = run["step"], run.get("history", []), run.get("elapsed_s", 0.0)
+        gen.set_state(C.load_rank_rng(out, D.rank, gen.get_state()))
+    # condition-dropout steps leave the condition encoder unused: DDP must be told
+    tf_ddp = (DDP(tf, device_ids=[dev.index] if dev.type == "cuda" else None,
+                  find_unused_parameters=tf_cfg.cond != "none") if D.enabled else tf)
+    cond_key = _cond_key(tf_cfg.cond)
+
+    R = vq_cfg.resolution
+    val_ds = Stage2Pairs(cfg.data, "validation", R, max(cfg.val_size, 4), tf_cfg.cond, causal_frac=0.0)
+    val = _tokenize_items(vq, val_ds, list(range(cfg.val_size)), cfg.plain, dev) if D.main else None
+    val_items = [val_ds[i] for i in range(4)] if D.main else None
+    train_ds = Stage2Pairs(cfg.data, "train", R, cfg.train_length, tf_cfg.cond, causal_frac=cfg.causal_frac)
+    pool = None
+    if cfg.token_pool > 0:
+        pool_path = out / "token_pool.safetensors"
+        if D.main and not pool_path.exists():
+            from .common import _atomic_save_file
+
+            t0 = time.time()
+            pool = _tokenize_items(vq, train_ds, list(range(cfg.token_pool)), cfg.plain, dev)
+            _atomic_save_file(pool, pool_path)
+            if not quiet:
+                print(f"token pool: {cfg.token_pool} items encoded in {time.time() - t0:.0f} s", flush=True)
+        D.barrier()
+        pool = load_file(str(pool_path))
+        index_batches = C.batch_indices(cfg.token_pool, cfg.batch_size, cfg.seed, D.rank, D.world, start)
+        batches = ({k: v[b] for k, v in pool.items()} for b in index_batches)
+    else:
+        index_batches = C.batch_indices(len(train_ds), cfg.batch_size, cfg.seed, D.rank, D.world, start)
+        batches = (tokenize(vq, b, cfg.plain, dev) for b in loader(train_ds, index_batches, cfg.workers))
+
+    bar = C.Progress(cfg.steps, start, enabled=D.main and not quiet, every=cfg.log_every)
+    t0 = time.time()
+    step = start
+
+    def run_record():
+        return {"stage": "transformer", "step": step, "model": tf_cfg.to_dict(), "train": asdict(cfg),
+                "first_stage": {"config": vq_cfg.to_dict(), "source": first_stage_source},
+                "world_size": D.world, "device": str(dev), "precision": prec, "history": history,
+                "elapsed_s": elapsed + time.time() - t0}
+
+    def save():
+        C.save_rank_rng(out, D, gen)
+        if D.main:
+            C.save_checkpoint(out, modules={"transformer": tf, "first_stage": vq}, optimizers={"transformer": opt},
+                              generator=gen, scaler=scaler, run=run_record())
+        D.barrier()
+
+    stop = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+    while step < stop:
+        tf.train()
+        b = next(batches)
+        tokens, known = b["tokens"].to(dev).long(), b["known"].to(dev).bool()
+        drop = torch.rand((), generator=gen).item() < cfg.cond_dropout
+        cond = b[cond_key].to(dev) if cond_key and not drop else None
+        lr = C.lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
+        C.set_lr(opt, lr)
+        with C.autocast(dev, prec):
+            logits, order, n_known = tf_ddp(tokens, known, cond)
+        loss = masked_token_loss(logits.float(), tokens, order, n_known)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(tf.parameters(), 1.0)
+        scaler.step(opt)
+        scaler.update()
+        step += 1
+        bar.update(step, loss=loss.item())
+        if step % cfg.log_every == 0 and D.main:
+            C.log_line(out, {"step": step, "lr": lr, "loss": loss.item(), "cond": cond is not None,
+                             "time": time.time() - t0 + elapsed})
+        if D.main and cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
+            rec = {"step": step, "perplexity": perplexity(tf, val, cond_key, dev)}
+            if cond_key:
+                rec["perplexity_uncond"] = perplexity(tf, val, None, dev)
+            history.append(rec)
+            bar.message(f"step {step}: validation masked-token perplexity "
+                        + ", ".join(f"{k} {v:.1f}" for k, v in rec.items() if k != "step"))
+        if D.main and cfg.sample_every and step % cfg.sample_every == 0:
+            sample_grid(vq, tf, val_items, tf_cfg.cond, out / "samples" / f"step_{step:07d}.png", dev)
+        timed_out = time_limit is not None and (time.time() - t0) > time_limit * 60
+        if D.enabled:
+            t = torch.tensor([float(timed_out)], device=dev)
+            dist.all_reduce(t)
+            timed_out = t.item() > 0
+        if step % cfg.save_every == 0 or step == stop or timed_out:
+            save()
+        if timed_out:
+            bar.message(f"time limit reached at step {step}; resume with --resume")
+            break
+    bar.close()
+    record = run_record()
+    record["weights_sha256"] = C.weights_digest(tf)  # per rank: equal on every rank under DDP
+    D.close()
+    return record

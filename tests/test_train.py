@@ -1,0 +1,261 @@
+"""Training: a few steps of each stage on tiny 32 px models, exact resume, two-process DDP
+(gloo on CPU), taming checkpoints as first stage, and the exported two-file model format."""
+
+import json
+import os
+import pickle
+import socket
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from napari_ilat import edit, load_model
+from napari_ilat.train import common as C
+from napari_ilat.train.export import export
+from napari_ilat.train.first_stage import load_first_stage_weights
+from napari_ilat.train.stage1 import Stage1Config
+from napari_ilat.train.stage1 import train as train1
+from napari_ilat.train.stage2 import Stage2Config
+from napari_ilat.train.stage2 import train as train2
+from napari_ilat.vqgan import VQGANConfig, VQModel
+
+TINY_VQ = VQGANConfig(resolution=32, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,),
+                      z_channels=16, embed_dim=16, n_embed=64)
+TINY_TF = dict(n_layer=2, n_head=2, n_embd=32)
+QUIET = dict(log_every=1, val_every=0, sample_every=0, save_every=1000, val_size=4)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # tiny models on a shared CPU: one thread avoids OpenMP spin-waiting against other jobs
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def s1cfg(**kw):
+    # disc_start 2 and restart_every 2: the adversarial and codebook-restart paths run too
+    d = dict(data="pose", steps=4, batch_size=2, mask_prob=0.5, disc_start=2, restart_every=2, **QUIET)
+    d.update(kw)
+    return Stage1Config(**d)
+
+
+def s2cfg(**kw):
+    d = dict(data="pose", steps=4, batch_size=2, cond_dropout=0.5, causal_frac=0.3, **QUIET)
+    d.update(kw)
+    return Stage2Config(**d)
+
+
+def weights(run_dir):
+    return load_file(str(run_dir / "model.safetensors"))
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.fixture(scope="module")
+def stage1_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vq")
+    rec = train1(s1cfg(steps=2, val_every=2, sample_every=2), TINY_VQ, out, device="cpu", quiet=True)
+    return out, rec
+
+
+def test_stage1_trains_and_writes_a_checkpoint(stage1_run):
+    out, rec = stage1_run
+    assert rec["step"] == 2 and C.has_checkpoint(out)
+    run = json.loads((out / "run.json").read_text())
+    assert run["stage"] == "vqgan" and VQGANConfig.from_dict(run["model"]) == TINY_VQ
+    assert np.isfinite(run["history"][-1]["psnr"])
+    assert (out / "samples" / "step_0000002.png").exists()
+    assert len((out / "log.jsonl").read_text().splitlines()) == 2
+    # nothing in a run directory is a pickle
+    for f in out.iterdir():
+        if f.is_file():
+            assert f.read_bytes()[:2] not in (b"\x80\x04", b"\x80\x02") and f.read_bytes()[:2] != b"PK"
+
+
+def test_stage1_resume_matches_uninterrupted(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    train1(s1cfg(), TINY_VQ, a, device="cpu", quiet=True)
+    train1(s1cfg(), TINY_VQ, b, device="cpu", quiet=True, stop_at=2)
+    assert json.loads((b / "run.json").read_text())["step"] == 2
+    rec = train1(s1cfg(), TINY_VQ, b, device="cpu", quiet=True, resume=True)
+    assert rec["step"] == 4
+    assert_same(weights(a), weights(b))  # vqgan and discriminator, bit for bit
+
+
+def test_stage2_resume_matches_uninterrupted(stage1_run, tmp_path):
+    vq_dir, _ = stage1_run
+    a, b = tmp_path / "a", tmp_path / "b"
+    rec = train2(s2cfg(val_every=4), TINY_TF, a, first_stage=vq_dir, device="cpu", quiet=True)
+    assert rec["history"][-1]["perplexity"] > 1 and "perplexity_uncond" in rec["history"][-1]
+    train2(s2cfg(val_every=4), TINY_TF, b, first_stage=vq_dir, device="cpu", quiet=True, stop_at=3)
+    train2(s2cfg(val_every=4), TINY_TF, b, device="cpu", quiet=True, resume=True)
+    assert_same(weights(a), weights(b))
+
+
+def test_stage2_token_pool_and_sketch(stage1_run, tmp_path):
+    vq_dir, _ = stage1_run
+    out = tmp_path / "nat"
+    rec = train2(s2cfg(data="natural", token_pool=4, sample_every=2), TINY_TF, out, first_stage=vq_dir,
+                 device="cpu", quiet=True)
+    assert rec["step"] == 4 and (out / "token_pool.safetensors").exists()
+    assert json.loads((out / "run.json").read_text())["model"]["cond"] == "sketch"
+    assert (out / "samples" / "step_0000002.png").exists()
+
+
+def test_images_folder_source(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray((rng.random((40 + i, 50, 3)) * 255).astype(np.uint8)).save(folder / f"im{i}.png")
+    rec = train1(s1cfg(data=str(folder), steps=1), TINY_VQ, tmp_path / "run", device="cpu", quiet=True)
+    assert rec["step"] == 1
+
+
+def test_export_two_files_half_precision_and_checks(stage1_run, tmp_path):
+    vq_dir, _ = stage1_run
+    run = tmp_path / "tf"
+    train2(s2cfg(steps=1), TINY_TF, run, first_stage=vq_dir, device="cpu", quiet=True)
+    paths = export(run, tmp_path / "m" / "tiny")
+    cfg_path, s1, s2 = paths
+    assert s1.name == "tiny.stage1.safetensors" and s2.name == "tiny.stage2.safetensors"
+    assert load_file(str(s1))["quantize.embedding.weight"].dtype == torch.float16
+    model = load_model(cfg_path)
+    assert next(model.parameters()).dtype == torch.float32
+    ref = C.load_weights(run, "transformer")
+    for k, v in model.transformer.state_dict().items():
+        assert torch.equal(v, ref[k].half().float()), k
+    img = np.random.default_rng(0).random((32, 32, 3))
+    mask = np.zeros((32, 32), bool)
+    mask[8:20, 8:20] = True
+    pose = np.full((18, 3), -1.0)
+    out = edit(img, mask, pose=pose, model=cfg_path, seed=0)
+    assert out.shape == img.shape and np.array_equal(out[~mask & (np.arange(32)[:, None] < 4)],
+                                                     img[~mask & (np.arange(32)[:, None] < 4)])
+
+    # a truncated, a modified, and a pickled stage file: clear errors, no code runs
+    good = s2.read_bytes()
+    s2.write_bytes(good[:500])
+    with pytest.raises(ValueError, match="checksum"):
+        load_model(cfg_path)
+    data = bytearray(good)
+    data[-1] ^= 0xFF
+    s2.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="checksum"):
+        load_model(cfg_path)
+    s2.write_bytes(good)
+    s1.write_bytes(pickle.dumps({"x": Boom()}, protocol=4))
+    with pytest.raises(ValueError, match="pickle"):
+        load_model(cfg_path)
+    meta = json.loads(cfg_path.read_text())
+    meta["files"]["stage1"]["file"] = "../elsewhere.safetensors"
+    cfg_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="directory"):
+        load_model(cfg_path)
+
+
+class Boom:
+    def __reduce__(self):
+        return (exec, ("raise SystemExit('pickle code ran')",))
+
+
+def test_taming_checkpoint_as_first_stage(tmp_path):
+    torch.manual_seed(0)
+    vq = VQModel(TINY_VQ)
+    sd = {k: v.clone() for k, v in vq.state_dict().items()}
+    sd["loss.discriminator.main.0.weight"] = torch.zeros(2)  # taming ckpts carry the loss nets
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"state_dict": sd, "global_step": 5}, ckpt)
+    cfg, loaded = load_first_stage_weights(ckpt, {"resolution": 32})
+    assert cfg == TINY_VQ
+    assert_same(loaded, vq.state_dict())
+    st = tmp_path / "vq.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(vq.state_dict(), str(st))
+    assert load_first_stage_weights(st, {"resolution": 32})[0] == TINY_VQ
+    rec = train2(s2cfg(steps=1), TINY_TF, tmp_path / "tf", first_stage=ckpt,
+                 first_stage_config={"resolution": 32}, device="cpu", quiet=True)
+    assert rec["step"] == 1
+
+    evil = tmp_path / "evil.ckpt"
+    evil.write_bytes(pickle.dumps({"state_dict": Boom()}))
+    with pytest.raises(ValueError, match="weights_only"):
+        load_first_stage_weights(evil)
+
+
+def test_cli_train_and_eval(tmp_path, capsys):
+    from napari_ilat.cli import main
+
+    vq, tf = str(tmp_path / "vq"), str(tmp_path / "tf")
+    common = ["--steps", "1", "--batch-size", "2", "--val-size", "2", "--val-every", "1", "--sample-every", "0",
+              "--quiet"]
+    assert main(["train", "vqgan", "--out", vq, "--data", "natural", "--resolution", "32", "--ch", "32",
+                 "--ch-mult", "1,2,2", "--attn-resolutions", "8", "--z-channels", "16", "--embed-dim", "16",
+                 "--n-embed", "64", "--plain"] + common) == 0
+    assert json.loads((tmp_path / "vq" / "run.json").read_text())["train"]["plain"] is True
+    # an existing run is never silently overwritten
+    assert main(["train", "vqgan", "--out", vq] + common) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "transformer", "--out", tf, "--data", "natural", "--first-stage", vq,
+                 "--n-layer", "1", "--n-head", "2", "--n-embd", "32"] + common) == 0
+    assert main(["train", "transformer", "--out", tf, "--resume", "--steps", "2", "--quiet"]) == 0
+    assert json.loads((tmp_path / "tf" / "run.json").read_text())["step"] == 2
+    assert main(["train", "export", "--transformer", tf, "--out", str(tmp_path / "nat")]) == 0
+    res_path = tmp_path / "res.json"
+    assert main(["train", "eval", "--model", str(tmp_path / "nat.json"), "--n-recon", "2", "--n-ppl", "2",
+                 "--n-speed", "1", "--json", str(res_path)]) == 0
+    res = json.loads(res_path.read_text())
+    assert res["perplexity"]["masked_tokens"] > 1 and np.isfinite(res["reconstruction"]["psnr"])
+
+
+# --------------------------------------------------------------------------- DDP
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, root, results):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        r1 = train1(s1cfg(steps=3), TINY_VQ, root / "vq", device="cpu", quiet=True)
+        r2 = train2(s2cfg(steps=3), TINY_TF, root / "tf", first_stage=root / "vq", device="cpu", quiet=True)
+        results[rank] = (r1["weights_sha256"], r2["weights_sha256"])
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_process_ddp_ranks_stay_identical(tmp_path):
+    import torch.multiprocessing as mp
+
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_ddp_worker, args=(2, _free_port(), tmp_path, results), nprocs=2, join=True)
+        results = dict(results)
+    assert results[0] == results[1]  # bit-identical weights on both ranks, both stages
+    run = json.loads((tmp_path / "vq" / "run.json").read_text())
+    assert run["world_size"] == 2 and run["step"] == 3
+    ckpt = C.load_weights(tmp_path / "tf", "transformer")
+    from napari_ilat.transformer import LATransformer, TransformerConfig
+
+    tf = LATransformer(TransformerConfig.from_dict(json.loads((tmp_path / "tf" / "run.json").read_text())["model"]))
+    tf.load_state_dict(ckpt)
+    assert C.weights_digest(tf) == results[0][1]  # and the checkpoint is what they hold

@@ -8,7 +8,7 @@ from napari.layers import Image, Labels, Points, Shapes
 
 from napari_ilat import _layers
 from napari_ilat._layers import InputError
-from napari_ilat.conditions import KEYPOINT_NAMES
+from napari_ilat.data.skeleton import KEYPOINT_NAMES
 
 
 def test_points_to_pose_through_world_coordinates():

@@ -130,7 +130,7 @@ def run_headless(model, out_dir: Path, seed: int = DEMO_SEED, device="auto") -> 
 
 def move_points_to(points, pose: np.ndarray) -> None:
     """Set a named-keypoint Points layer to ``pose`` (18, 3) (x, y, v), as if dragged."""
-    from .conditions import KEYPOINT_NAMES
+    from .data.skeleton import KEYPOINT_NAMES
 
     vis = np.flatnonzero(np.asarray(pose)[:, 2] > 0)
     names = [KEYPOINT_NAMES[k] for k in vis]

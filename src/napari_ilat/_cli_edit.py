@@ -79,7 +79,7 @@ def read_sketch(path) -> np.ndarray:
 
 
 def read_pose(path) -> np.ndarray:
-    from .conditions import KEYPOINT_NAMES
+    from .data.skeleton import KEYPOINT_NAMES
 
     path = Path(path)
     if not path.is_file():

@@ -14,7 +14,7 @@ import weakref
 import numpy as np
 
 from ._layers import SKELETON
-from .conditions import KEYPOINT_NAMES
+from .data.skeleton import KEYPOINT_NAMES
 
 #: The pose sample: a test-split scene (never trained on) where one arm is raised.
 POSE_SAMPLE_SEED = 5

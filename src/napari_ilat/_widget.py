@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import (
-    CheckBox,
     ComboBox,
     Container,
     FloatSpinBox,
@@ -253,7 +252,7 @@ class ILATWidget(Container):
 
     @staticmethod
     def _looks_like_pose(layer) -> bool:
-        from .conditions import KEYPOINT_NAMES
+        from .data.skeleton import KEYPOINT_NAMES
 
         names = _layers.pose_names(layer)
         return len(layer.data) == len(KEYPOINT_NAMES) or bool(names and set(names) & set(KEYPOINT_NAMES))

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .data.skeleton import KEYPOINT_NAMES, NUM_KEYPOINTS as N_KEYPOINTS  # noqa: F401  (COCO/OpenPose order)
+from .data.skeleton import NUM_KEYPOINTS as N_KEYPOINTS  # COCO/OpenPose order
 
 
 class PoseEncoder(nn.Module):

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from .transformer import KVCache, LATransformer, permutation, permuted_mask
 

@@ -111,6 +111,11 @@ class Dist:
             dist.all_reduce(t)
         return t
 
+    def any(self, flag: bool, device) -> bool:
+        """True on every rank if it is True on any (e.g. a time limit: every rank must agree
+        to stop, or the others hang in the next all-reduce)."""
+        return self.sum(torch.tensor([float(flag)], device=device)).item() > 0
+
     def close(self):
         if self.owner and dist.is_initialized():
             dist.destroy_process_group()

@@ -222,11 +222,7 @@ def train(cfg: Stage1Config, model_cfg: VQGANConfig, out, *, resume=False, devic
             m = evaluate_reconstruction(vq, cfg.data, model_cfg.resolution, cfg.val_size, device=dev)
             history.append({"step": step, **m})
             bar.message(f"step {step}: validation PSNR {m['psnr']:.2f} dB, codebook usage {m['codebook_usage']:.0%}")
-        timed_out = time_limit is not None and (time.time() - t0) > time_limit * 60
-        if D.enabled:  # every rank must agree to stop, or the others hang in all-reduce
-            t = torch.tensor([float(timed_out)], device=dev)
-            dist.all_reduce(t)
-            timed_out = t.item() > 0
+        timed_out = D.any(time_limit is not None and (time.time() - t0) > time_limit * 60, dev)
         if step % cfg.save_every == 0 or step == stop or timed_out:
             save()
         if timed_out:

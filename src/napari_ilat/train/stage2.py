@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -270,11 +269,7 @@ def train(cfg: Stage2Config, arch: dict, out, *, first_stage=None, first_stage_c
                         + ", ".join(f"{k} {v:.1f}" for k, v in rec.items() if k != "step"))
         if D.main and cfg.sample_every and step % cfg.sample_every == 0:
             sample_grid(vq, tf, val_items, tf_cfg.cond, out / "samples" / f"step_{step:07d}.png", dev)
-        timed_out = time_limit is not None and (time.time() - t0) > time_limit * 60
-        if D.enabled:
-            t = torch.tensor([float(timed_out)], device=dev)
-            dist.all_reduce(t)
-            timed_out = t.item() > 0
+        timed_out = D.any(time_limit is not None and (time.time() - t0) > time_limit * 60, dev)
         if step % cfg.save_every == 0 or step == stop or timed_out:
             save()
         if timed_out:

@@ -86,11 +86,10 @@ def test_demo_headless_writes_pngs(tmp_path, tiny_pose_model_path, capsys):
     assert str(tmp_path / "demo" / "after.png") in capsys.readouterr().out
 
 
-def test_demo_without_bundled_model_exits_2(tmp_path, capsys):
-    from napari_ilat.model import bundled_models
+def test_demo_without_bundled_model_exits_2(tmp_path, capsys, monkeypatch):
+    import napari_ilat.model
 
-    if "pose" in bundled_models():
-        pytest.skip("the bundled pose model is installed")
+    monkeypatch.setattr(napari_ilat.model, "WEIGHTS_DIR", tmp_path / "no-weights")
     assert main(["demo", "--headless", "-o", str(tmp_path)]) == 2
     assert "not installed" in capsys.readouterr().err
 

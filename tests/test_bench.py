@@ -1,6 +1,7 @@
 """The bench commands run end to end (tiny configurations; the numbers are not checked)."""
 
 import numpy as np
+import pytest
 
 from napari_ilat import save_model
 from napari_ilat.bench import token_box_mask
@@ -18,11 +19,16 @@ def test_token_box_mask_hits_the_rate_on_whole_tokens():
 
 def test_bench_speed_cli(tmp_path, capsys):
     out = tmp_path / "speed.md"
+    plot = tmp_path / "speed.png"
     assert main(["bench", "speed", "--preset", "tiny", "--repeats", "1", "--rates", "0.1,0.5",
-                 "--out", str(out)]) == 0
+                 "--out", str(out), "--plot", str(plot)]) == 0
     text = out.read_text()
     assert text.count("| iLAT cached (s) |") == 2 and text.count("\n|") >= 8
     assert "Sampling only" in capsys.readouterr().out
+    from skimage.io import imread
+
+    img = imread(plot)
+    assert img.shape[:2] == (400, 1000) and img.std() > 0
 
 
 def test_bench_quality_cli(tmp_path):
@@ -37,6 +43,33 @@ def test_bench_quality_cli(tmp_path):
     assert text.count("held-out cases") == 3
     for name in ("pose", "natural", "sketch"):
         assert (tmp_path / f"ex_{name}.png").exists()
+    assert "ilat* = the same weights with the plain encoder" in text
+
+
+def test_bench_quality_uses_the_separate_plain_model(tmp_path, monkeypatch):
+    import napari_ilat.bench_quality as bq
+
+    pose = save_model(ILATModel.tiny(cond="pose", resolution=32), tmp_path / "pose")
+    plain_model = ILATModel.tiny(cond="pose", resolution=32, seed=3)
+    plain_model.config.name = "tiny-plain"
+    plain = save_model(plain_model, tmp_path / "plain")
+    used = []
+    real_edit = bq.edit
+
+    def spy(*args, model, mode, **kw):
+        used.append((mode, model))
+        return real_edit(*args, model=model, mode=mode, **kw)
+
+    monkeypatch.setattr(bq, "edit", spy)
+    md = bq.quality(pose, None, n_pose=2, plain_pose_model=plain)
+    assert "`tiny-plain` (first stage trained without two-stream convolutions)" in md
+    models = dict(used)
+    assert models["ilat*"].config.name == "tiny-plain"
+    assert models["ilat"] is models["taming"] and models["ilat"].config.name == "tiny"
+
+    wrong = save_model(ILATModel.tiny(cond="sketch", resolution=32), tmp_path / "wrong")
+    with pytest.raises(ValueError, match="does not match"):
+        bq.quality(pose, None, n_pose=1, plain_pose_model=wrong)
 
 
 def test_bench_rejects_bad_rates(capsys):

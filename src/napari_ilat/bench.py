@@ -65,6 +65,8 @@ def _median_times(fns: dict, repeats: int, sync) -> dict:
     return {name: statistics.median(v) for name, v in times.items()}
 
 
+DEFAULT_RATES = "0.05,0.066,0.1,0.2,0.32,0.45,0.6"  # the paper's 6.6% and 32% among them
+
 MODES = {  # name -> (edit() keywords, sample_tokens() keywords)
     "ilat": ({}, {}),
     "ilat_nocache": ({"cache": False}, {"cache": False}),
@@ -142,6 +144,32 @@ def speed_markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
+LABELS = {"ilat": "iLAT (cached)", "ilat_nocache": "iLAT no-cache (reference code's way)",
+          "taming": "Taming (raster AR)"}
+
+
+def speed_plot(r: dict, path) -> None:
+    """Time against masked rate, one panel for the whole edit and one for sampling."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise ValueError("--plot needs matplotlib: pip install 'napari-ilat[bench]'") from e
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    rates = [100 * row["rate"] for row in r["rows"]]
+    for ax, what, title in zip(axes, ("edit", "sample"), ("whole edit", "sampling only")):
+        for mode, style in zip(MODES, ("o-", "s--", "^-")):
+            ax.plot(rates, [row[what][mode] for row in r["rows"]], style, label=LABELS[mode])
+        ax.set(xlabel="masked tokens (%)", ylabel="seconds (median)", ylim=(0, None),
+               title=f"{title}, preset '{r['preset']}', {r['device']}")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -149,16 +177,22 @@ def add_arguments(parser):
     sub = parser.add_subparsers(dest="what", required=True, metavar="WHAT")
     p = sub.add_parser("speed", help="edit time vs masked rate, cached vs no-cache vs taming")
     p.add_argument("--preset", choices=sorted(PRESETS), default="default")
-    p.add_argument("--rates", default="0.066,0.3",
-                   help="comma-separated masked-token rates (default: 0.066,0.3)")
+    p.add_argument("--rates", default=DEFAULT_RATES,
+                   help=f"comma-separated masked-token rates (default: {DEFAULT_RATES})")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", help="also write the markdown table to this file")
+    p.add_argument("--plot", help="write a PNG of time against masked rate (needs matplotlib)")
 
     q = sub.add_parser("quality", help="PSNR/SSIM/MAE of ilat, ilat*, taming, biharmonic on held-out data")
     q.add_argument("--pose-model", default="pose", help="bundled name or path; 'none' to skip")
     q.add_argument("--natural-model", default="natural", help="bundled name or path; 'none' to skip")
+    q.add_argument("--plain-pose-model", default=None,
+                   help="iLAT* ablation for pose: a model whose stage 1 was trained --plain "
+                        "(default: the pose model's weights with the plain encoder)")
+    q.add_argument("--plain-natural-model", default=None,
+                   help="iLAT* ablation for natural patches (as --plain-pose-model)")
     q.add_argument("--n", type=int, default=200, help="cases per test set (default 200)")
     q.add_argument("--examples", help="write example grids to PREFIX_{pose,natural,sketch}.png")
     q.add_argument("--out", help="also write the markdown tables to this file")
@@ -177,7 +211,10 @@ def run(args) -> int:
         rates = tuple(float(x) for x in args.rates.split(","))
         if not all(0 < x <= 1 for x in rates):
             raise ValueError("--rates must be fractions in (0, 1]")
-        md = speed_markdown(speed(args.preset, rates, args.repeats, args.device, args.threads))
+        result = speed(args.preset, rates, args.repeats, args.device, args.threads)
+        md = speed_markdown(result)
+        if args.plot:
+            speed_plot(result, args.plot)
     elif args.what == "gui":
         import json
 
@@ -193,7 +230,8 @@ def run(args) -> int:
             return None if name == "none" else name
 
         md = quality(model(args.pose_model), model(args.natural_model), args.n, args.n,
-                     examples=args.examples)
+                     examples=args.examples, plain_pose_model=args.plain_pose_model,
+                     plain_natural_model=args.plain_natural_model)
     print(md)
     if args.out:
         with open(args.out, "w") as fh:

@@ -5,8 +5,10 @@ Two test sets, both from seeds the training never sees (``napari_ilat.data.split
   ground truth = the target image (exact: it is rendered);
 - natural: photo patches from held-out photographs with free-form brush masks; input = the
   patch with the mask (unguided) or with the true XDoG sketch inside the mask (guided).
-Methods: ``ilat`` (two-stream encoder + local AR), ``ilat*`` (plain encoder at inference on
-the same weights), ``taming`` (raster AR, context above/left), and the classical
+Methods: ``ilat`` (two-stream encoder + local AR), ``ilat*`` (the ablation without two-stream
+convolutions: a model whose first stage was trained ``--plain``, run with the plain encoder;
+without such a model, the plain encoder at inference on the iLAT weights, and the table
+says so), ``taming`` (raster AR, context above/left), and the classical
 skimage.restoration.inpaint_biharmonic (plus OpenCV's Telea when cv2 is importable).
 Metrics (napari_ilat.metrics): PSNR / SSIM / MAE over the whole image and inside the mask.
 """
@@ -14,6 +16,7 @@ Metrics (napari_ilat.metrics): PSNR / SSIM / MAE over the whole image and inside
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -62,8 +65,13 @@ def natural_cases(n: int, resolution: int, guided: bool):
         yield int(seed), s.image, s.image, s.mask, cond
 
 
-def evaluate(cases, model, methods=LEARNED, classical=True, keep_examples=0) -> dict:
-    """Mean metrics per method over ``cases``; also median seconds per edit."""
+def evaluate(cases, model, methods=LEARNED, classical=True, keep_examples=0,
+             models: dict | None = None, progress=None) -> dict:
+    """Mean metrics per method over ``cases``; also median seconds per edit.
+
+    ``models`` maps a method to the model it runs with (default: ``model``), e.g. ``ilat*`` to
+    the separately trained plain-encoder model."""
+    models = models or {}
     extra = classical_methods() if classical else {}
     scores = {m: {k: [] for k in METRICS} for m in (*methods, *extra)}
     seconds = {m: [] for m in scores}
@@ -75,13 +83,15 @@ def evaluate(cases, model, methods=LEARNED, classical=True, keep_examples=0) -> 
             if m in extra:
                 out = extra[m](source, mask)
             else:
-                out = edit(source, mask, model=model, mode=m, seed=seed, **cond)
+                out = edit(source, mask, model=models.get(m, model), mode=m, seed=seed, **cond)
             seconds[m].append(time.perf_counter() - t)
             for k, v in all_metrics(out, target, mask).items():
                 scores[m][k].append(v)
             row[m] = out
         if i < keep_examples:
             examples.append(row)
+        if progress is not None:
+            progress(i + 1)
     return {
         "n": len(next(iter(seconds.values()))),
         "mean": {m: {k: float(np.mean(v)) for k, v in s.items()} for m, s in scores.items()},
@@ -120,31 +130,57 @@ def examples_png(rows: list[dict], methods, path) -> None:
     imsave(path, np.concatenate(tiles[:-1], axis=0), check_contrast=False)
 
 
-def quality(pose_model, natural_model, n_pose=200, n_natural=200, examples=None) -> str:
-    """Run both test sets; returns the markdown (and writes example grids if asked)."""
+def _model(m):
     from .editing import _load_cached
     from .model import ILATModel
 
+    return m if m is None or isinstance(m, ILATModel) else _load_cached(str(m))
+
+
+def quality(pose_model, natural_model, n_pose=200, n_natural=200, examples=None,
+            plain_pose_model=None, plain_natural_model=None) -> str:
+    """Run both test sets; returns the markdown (and writes example grids if asked).
+
+    ``plain_*_model``: the iLAT* ablation's model (first stage trained without two-stream
+    convolutions); without it ``ilat*`` runs the plain encoder on the iLAT model's weights."""
     parts = []
-    for label, model, make in (
-        ("Pose-guided editing, synthetic pose pairs", pose_model,
+    for label, model, plain, make in (
+        ("Pose-guided editing, synthetic pose pairs", pose_model, plain_pose_model,
          lambda m: pose_cases(n_pose, m.resolution)),
         ("Free-form inpainting, natural patches (no guidance)", natural_model,
-         lambda m: natural_cases(n_natural, m.resolution, guided=False)),
+         plain_natural_model, lambda m: natural_cases(n_natural, m.resolution, guided=False)),
         ("Sketch-guided inpainting, natural patches (true XDoG inside the mask)", natural_model,
-         lambda m: natural_cases(n_natural, m.resolution, guided=True)),
+         plain_natural_model, lambda m: natural_cases(n_natural, m.resolution, guided=True)),
     ):
+        model, plain = _model(model), _model(plain)
         if model is None:
             continue
-        if not isinstance(model, ILATModel):
-            model = _load_cached(str(model))
         if "Sketch" in label and model.cond != "sketch":
             continue
-        result = evaluate(make(model), model, keep_examples=4 if examples else 0)
-        parts.append(table_markdown(f"{label} — model `{model.config.name}`", result))
+        if plain is not None and (plain.resolution, plain.cond) != (model.resolution, model.cond):
+            raise ValueError(
+                f"the iLAT* model {plain.config.name!r} ({plain.resolution} px, cond "
+                f"{plain.cond}) does not match {model.config.name!r} ({model.resolution} px, "
+                f"cond {model.cond}): train it on the same data with --plain")
+        n = n_pose if label.startswith("Pose") else n_natural
+        t0 = time.perf_counter()
+
+        def progress(i, what=label.split(",")[0]):
+            if i % 10 == 0 or i == n:
+                print(f"{what}: {i}/{n} cases, {time.perf_counter() - t0:.0f} s",
+                      file=sys.stderr, flush=True)
+
+        result = evaluate(make(model), model, keep_examples=4 if examples else 0,
+                          models={"ilat*": plain} if plain is not None else None,
+                          progress=progress)
+        star = (f"`{plain.config.name}` (first stage trained without two-stream convolutions)"
+                if plain is not None else "the same weights with the plain encoder")
+        parts.append(table_markdown(
+            f"{label} — model `{model.config.name}`; ilat* = {star}", result))
         if examples:
             name = {"Pose": "pose", "Free": "natural", "Sket": "sketch"}[label[:4]]
             path = f"{examples}_{name}.png"
             examples_png(result["examples"], list(result["mean"]), path)
-            parts.append(f"![examples]({path.split('docs/')[-1]})")
+            parts.append(f"![examples]({path.split('docs/')[-1]})\n\nColumns: input (mask "
+                         f"tinted magenta), ground truth, {', '.join(result['mean'])}.")
     return "\n\n".join(parts)

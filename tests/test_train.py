@@ -217,6 +217,13 @@ def test_cli_train_and_eval(tmp_path, capsys):
                  "--n-speed", "1", "--json", str(res_path)]) == 0
     res = json.loads(res_path.read_text())
     assert res["perplexity"]["masked_tokens"] > 1 and np.isfinite(res["reconstruction"]["psnr"])
+    assert res["mode"] == "ilat"
+    # the iLAT* ablation's model is evaluated on plain-encoder tokens, editing in mode ilat*
+    assert main(["train", "eval", "--model", str(tmp_path / "nat.json"), "--n-recon", "0", "--n-ppl", "2",
+                 "--n-speed", "1", "--plain", "--json", str(res_path)]) == 0
+    plain = json.loads(res_path.read_text())
+    assert plain["mode"] == "ilat*"
+    assert plain["perplexity"]["masked_tokens"] != res["perplexity"]["masked_tokens"]
 
 
 # --------------------------------------------------------------------------- DDP

@@ -116,6 +116,9 @@ def add_arguments(parser: argparse.ArgumentParser):
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plain", action="store_true",
+                   help="an iLAT* ablation model (stage 1 trained --plain): tokens from the plain "
+                        "encoder, edits in mode ilat*")
 
 
 def _set(cfg, args, names):
@@ -193,7 +196,7 @@ def run(args) -> int:
 
         res = evaluate(args.model, data=args.data, split=args.split, n_recon=args.n_recon, n_ppl=args.n_ppl,
                        n_pose=args.n_pose, n_speed=args.n_speed, device=args.device, seed=args.seed,
-                       wrong=tuple(w for w in args.wrong_pose.split(",") if w))
+                       wrong=tuple(w for w in args.wrong_pose.split(",") if w), plain=args.plain)
         text = json.dumps(res, indent=2)
         print(text)
         if args.json:

@@ -27,7 +27,7 @@ from .stage2 import Stage2Pairs, _tokenize_items, perplexity
 
 
 def pose_following(model, n: int, split: str = "test", seed: int = 0, wrong=("source", "other"),
-                   progress=None) -> dict:
+                   progress=None, mode: str = "ilat") -> dict:
     R = model.resolution
     seeds = split_seeds(split, n)
     pairs = [make_edit_pair(int(s), R) for s in seeds]
@@ -35,7 +35,7 @@ def pose_following(model, n: int, split: str = "test", seed: int = 0, wrong=("so
     p_true, p_src, p_other = [], [], []
     for i, p in enumerate(pairs):
         other = pairs[(i + 1) % n].target_pose
-        kw = dict(model=model, seed=seed + i, device="cpu")
+        kw = dict(model=model, seed=seed + i, device="cpu", mode=mode)
         a = psnr(edit(p.source, p.mask, pose=p.target_pose, **kw), p.target, p.mask)
         p_true.append(a)
         if "source" in wrong:
@@ -56,39 +56,42 @@ def pose_following(model, n: int, split: str = "test", seed: int = 0, wrong=("so
     return out
 
 
-def edit_speed(model, n: int = 11, rate: float = 0.3) -> dict:
+def edit_speed(model, n: int = 11, rate: float = 0.3, mode: str = "ilat") -> dict:
     rng = np.random.default_rng(0)
     image = (rng.random((128, 128, 3)) * 255).astype(np.uint8)
     mask = random_mask(rng, (128, 128), "box", rate)
     pose = make_edit_pair(0, 128).target_pose if model.cond == "pose" else None
-    edit(image, mask, pose=pose, model=model, seed=0, device="cpu")  # warm-up
+    edit(image, mask, pose=pose, model=model, seed=0, device="cpu", mode=mode)  # warm-up
     times = []
     for i in range(n):
         t = time.perf_counter()
-        edit(image, mask, pose=pose, model=model, seed=i, device="cpu")
+        edit(image, mask, pose=pose, model=model, seed=i, device="cpu", mode=mode)
         times.append(time.perf_counter() - t)
     return {"median_s": float(np.median(times)), "min_s": float(np.min(times)), "n": n,
             "masked_fraction": float(mask.mean()), "threads": torch.get_num_threads()}
 
 
 def evaluate(model_name, *, data=None, split="test", n_recon=100, n_ppl=200, n_pose=200, n_speed=11,
-             device="cpu", seed=0, wrong=("source", "other")) -> dict:
+             device="cpu", seed=0, wrong=("source", "other"), plain=False) -> dict:
+    """``plain``: the model is an iLAT* ablation (first stage trained without two-stream
+    convolutions), so its tokens come from the plain encoder and it edits in mode ``ilat*``."""
     model = load_model(model_name)
+    mode = "ilat*" if plain else "ilat"
     data = data or ("pose" if model.cond == "pose" else "natural")
     R = model.resolution
-    out = {"model": str(model_name), "data": data, "split": split}
+    out = {"model": str(model_name), "data": data, "split": split, "mode": mode}
     with torch.no_grad():
         if n_recon:
             out["reconstruction"] = evaluate_reconstruction(model.vqgan, data, R, n_recon, split=split, device=device)
         if n_ppl:
             ds = Stage2Pairs(data, split, R, n_ppl, model.cond, causal_frac=0.0)
-            toks = _tokenize_items(model.vqgan, ds, list(range(n_ppl)), False, device)
+            toks = _tokenize_items(model.vqgan, ds, list(range(n_ppl)), plain, device)
             key = model.cond if model.cond in ("pose", "sketch") else None
             out["perplexity"] = {"masked_tokens": perplexity(model.transformer, toks, key, device)}
             if key:
                 out["perplexity"]["masked_tokens_uncond"] = perplexity(model.transformer, toks, None, device)
     if n_pose and model.cond == "pose":
-        out["pose_following"] = pose_following(model, n_pose, split, seed, wrong)
+        out["pose_following"] = pose_following(model, n_pose, split, seed, wrong, mode=mode)
     if n_speed:
-        out["speed_128px_30pct"] = edit_speed(model, n_speed)
+        out["speed_128px_30pct"] = edit_speed(model, n_speed, mode=mode)
     return out

@@ -359,6 +359,45 @@ def save_rank_rng(out, D: Dist, generator: torch.Generator):
     _atomic_save_file(state, Path(out) / f"rng.rank{D.rank}.safetensors")
 
 
+def read_resume(out, stage: str, cls, cfg):
+    """The saved run record of a run being resumed and its training config, in which only
+    ``steps`` is taken from ``cfg`` (the one thing a resume may change: train longer)."""
+    run = read_run(out)
+    if run.get("stage") != stage:
+        raise ValueError(f"{out} holds a {run.get('stage')!r} run, not a {stage} run")
+    resumed = config_from_dict(cls, run["train"])
+    resumed.steps = cfg.steps
+    return run, resumed
+
+
+def restore(out, D: Dist, *, modules: dict, optimizers: dict, generator: torch.Generator, scaler):
+    """Load the last checkpoint into the given objects; returns (step, history, elapsed_s)."""
+    run = load_checkpoint(out, modules=modules, optimizers=optimizers, generator=generator, scaler=scaler)
+    generator.set_state(load_rank_rng(out, D.rank, generator.get_state()))
+    return run["step"], run.get("history", []), run.get("elapsed_s", 0.0)
+
+
+def save_all(out, D: Dist, *, modules: dict, optimizers: dict, generator: torch.Generator, scaler, run: dict):
+    """One checkpoint of a (possibly distributed) run: every rank's RNG, rank 0's weights,
+    optimizer state and run record; the barrier keeps ranks from racing past a half-written save."""
+    save_rank_rng(out, D, generator)
+    if D.main:
+        save_checkpoint(out, modules=modules, optimizers=optimizers, generator=generator, scaler=scaler, run=run)
+    D.barrier()
+
+
+def end_of_step(D: Dist, device, *, step: int, stop: int, save_every: int, t0: float,
+                time_limit: float | None, save, bar: "Progress") -> bool:
+    """Checkpoint every ``save_every`` steps, at ``stop`` and when the time limit is reached
+    (decided on all ranks together, so they stop at the same step); True means stop now."""
+    timed_out = D.any(time_limit is not None and (time.time() - t0) > time_limit * 60, device)
+    if step % save_every == 0 or step == stop or timed_out:
+        save()
+    if timed_out:
+        bar.message(f"time limit reached at step {step}; resume with --resume")
+    return timed_out
+
+
 def load_rank_rng(out, rank: int, default: torch.Tensor) -> torch.Tensor:
     """Restore this rank's global RNG; returns its loop-generator state (``default`` when the
     run was saved with a different number of processes)."""

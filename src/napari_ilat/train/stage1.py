@@ -117,13 +117,8 @@ def train(cfg: Stage1Config, model_cfg: VQGANConfig, out, *, resume=False, devic
     D = C.Dist(dev)
     out.mkdir(parents=True, exist_ok=True)
     if resume:
-        run = C.read_run(out)
-        if run.get("stage") != "vqgan":
-            raise ValueError(f"{out} holds a {run.get('stage')!r} run, not a vqgan run")
+        run, cfg = C.read_resume(out, "vqgan", Stage1Config, cfg)
         model_cfg = VQGANConfig.from_dict(run["model"])
-        steps = cfg.steps
-        cfg = C.config_from_dict(Stage1Config, run["train"])
-        cfg.steps = steps  # the one thing a resume may change: train longer
     gen = C.seed_everything(cfg.seed, D.rank)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     vq = VQModel(model_cfg).to(dev)
@@ -137,10 +132,9 @@ def train(cfg: Stage1Config, model_cfg: VQGANConfig, out, *, resume=False, devic
     scaler = C.grad_scaler(prec)
     start, history, elapsed = 0, [], 0.0
     if resume:
-        run = C.load_checkpoint(out, modules={"vqgan": vq, "disc": disc},
-                                optimizers={"vqgan": opt, "disc": opt_d}, generator=gen, scaler=scaler)
-        start, history, elapsed = run["step"], run.get("history", []), run.get("elapsed_s", 0.0)
-        gen.set_state(C.load_rank_rng(out, D.rank, gen.get_state()))
+        start, history, elapsed = C.restore(out, D, modules={"vqgan": vq, "disc": disc},
+                                            optimizers={"vqgan": opt, "disc": opt_d}, generator=gen,
+                                            scaler=scaler)
     vq_ddp = DDP(vq, device_ids=[dev.index] if dev.type == "cuda" else None) if D.enabled else vq
     disc_ddp = DDP(disc, device_ids=[dev.index] if dev.type == "cuda" else None) if D.enabled else disc
 
@@ -157,11 +151,8 @@ def train(cfg: Stage1Config, model_cfg: VQGANConfig, out, *, resume=False, devic
                 "elapsed_s": elapsed + time.time() - t0}
 
     def save():
-        C.save_rank_rng(out, D, gen)
-        if D.main:
-            C.save_checkpoint(out, modules={"vqgan": vq, "disc": disc}, optimizers={"vqgan": opt, "disc": opt_d},
-                              generator=gen, scaler=scaler, run=run_record())
-        D.barrier()
+        C.save_all(out, D, modules={"vqgan": vq, "disc": disc}, optimizers={"vqgan": opt, "disc": opt_d}, generator=gen, scaler=scaler,
+                   run=run_record())
 
     stop = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     while step < stop:
@@ -222,11 +213,8 @@ def train(cfg: Stage1Config, model_cfg: VQGANConfig, out, *, resume=False, devic
             m = evaluate_reconstruction(vq, cfg.data, model_cfg.resolution, cfg.val_size, device=dev)
             history.append({"step": step, **m})
             bar.message(f"step {step}: validation PSNR {m['psnr']:.2f} dB, codebook usage {m['codebook_usage']:.0%}")
-        timed_out = D.any(time_limit is not None and (time.time() - t0) > time_limit * 60, dev)
-        if step % cfg.save_every == 0 or step == stop or timed_out:
-            save()
-        if timed_out:
-            bar.message(f"time limit reached at step {step}; resume with --resume")
+        if C.end_of_step(D, dev, step=step, stop=stop, save_every=cfg.save_every, t0=t0,
+                         time_limit=time_limit, save=save, bar=bar):
             break
     bar.close()
     record = run_record()

@@ -160,12 +160,7 @@ def train(cfg: Stage2Config, arch: dict, out, *, first_stage=None, first_stage_c
     D = C.Dist(dev)
     out.mkdir(parents=True, exist_ok=True)
     if resume:
-        run = C.read_run(out)
-        if run.get("stage") != "transformer":
-            raise ValueError(f"{out} holds a {run.get('stage')!r} run, not a transformer run")
-        steps = cfg.steps
-        cfg = C.config_from_dict(Stage2Config, run["train"])
-        cfg.steps = steps
+        run, cfg = C.read_resume(out, "transformer", Stage2Config, cfg)
         vq_cfg = VQGANConfig.from_dict(run["first_stage"]["config"])
         vq_sd = C.load_weights(out, "first_stage")
         tf_cfg = TransformerConfig.from_dict(run["model"])
@@ -187,10 +182,8 @@ def train(cfg: Stage2Config, arch: dict, out, *, first_stage=None, first_stage_c
     scaler = C.grad_scaler(prec)
     start, history, elapsed = 0, [], 0.0
     if resume:
-        run = C.load_checkpoint(out, modules={"transformer": tf}, optimizers={"transformer": opt},
-                                generator=gen, scaler=scaler)
-        start, history, elapsed = run["step"], run.get("history", []), run.get("elapsed_s", 0.0)
-        gen.set_state(C.load_rank_rng(out, D.rank, gen.get_state()))
+        start, history, elapsed = C.restore(out, D, modules={"transformer": tf}, optimizers={"transformer": opt},
+                                            generator=gen, scaler=scaler)
     # condition-dropout steps leave the condition encoder unused: DDP must be told
     tf_ddp = (DDP(tf, device_ids=[dev.index] if dev.type == "cuda" else None,
                   find_unused_parameters=tf_cfg.cond != "none") if D.enabled else tf)
@@ -231,11 +224,8 @@ def train(cfg: Stage2Config, arch: dict, out, *, first_stage=None, first_stage_c
                 "elapsed_s": elapsed + time.time() - t0}
 
     def save():
-        C.save_rank_rng(out, D, gen)
-        if D.main:
-            C.save_checkpoint(out, modules={"transformer": tf, "first_stage": vq}, optimizers={"transformer": opt},
-                              generator=gen, scaler=scaler, run=run_record())
-        D.barrier()
+        C.save_all(out, D, modules={"transformer": tf, "first_stage": vq}, optimizers={"transformer": opt}, generator=gen, scaler=scaler,
+                   run=run_record())
 
     stop = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     while step < stop:
@@ -269,11 +259,8 @@ def train(cfg: Stage2Config, arch: dict, out, *, first_stage=None, first_stage_c
                         + ", ".join(f"{k} {v:.1f}" for k, v in rec.items() if k != "step"))
         if D.main and cfg.sample_every and step % cfg.sample_every == 0:
             sample_grid(vq, tf, val_items, tf_cfg.cond, out / "samples" / f"step_{step:07d}.png", dev)
-        timed_out = D.any(time_limit is not None and (time.time() - t0) > time_limit * 60, dev)
-        if step % cfg.save_every == 0 or step == stop or timed_out:
-            save()
-        if timed_out:
-            bar.message(f"time limit reached at step {step}; resume with --resume")
+        if C.end_of_step(D, dev, step=step, stop=stop, save_every=cfg.save_every, t0=t0,
+                         time_limit=time_limit, save=save, bar=bar):
             break
     bar.close()
     record = run_record()

@@ -135,3 +135,46 @@ def test_bad_config_and_input():
     model = _tiny()
     with pytest.raises(ValueError, match="tokens per image"):
         model(torch.zeros(1, 5, dtype=torch.long), torch.ones(1, 5, dtype=torch.bool))
+
+
+def test_pose_fourier_features():
+    from napari_ilat.conditions import PoseEncoder
+
+    enc = PoseEncoder(16, 18, n_freqs=3)
+    kp = torch.rand(2, 18, 3)
+    kp[..., 2] = 1.0
+    kp[1, 4] = torch.tensor([-1.0, -1.0, 0.0])  # invisible
+    f = enc.features(kp)
+    assert f.shape == (2, 18, 3 + 4 * 3)
+    assert torch.equal(f[..., :3], kp)
+    x, y = kp[0, 0, 0], kp[0, 0, 1]
+    k = torch.pi * torch.tensor([1.0, 2.0, 4.0])
+    expect = torch.cat([torch.sin(x * k), torch.cos(x * k), torch.sin(y * k), torch.cos(y * k)])
+    # layout after the raw (x, y, v): [sin(x f), cos(x f), sin(y f), cos(y f)]
+    assert torch.allclose(f[0, 0, 3:], expect, atol=1e-6)
+    assert f[1, 4, 3:].abs().max() == 0  # invisible keypoints carry no position
+    # a moved keypoint changes its own token only
+    kp2 = kp.clone()
+    kp2[0, 7, :2] += 0.03
+    diff = (enc(kp2) - enc(kp)).abs().amax(-1)[0]
+    assert diff[7] > 0 and diff[torch.arange(18) != 7].max() == 0
+    assert PoseEncoder(16, 18).features(kp) is kp  # n_freqs=0: the reference (x, y, v) input
+
+
+def test_pose_freqs_config_round_trip(tmp_path):
+    from napari_ilat.model import ILATModel, load_model, save_model
+
+    cfg = TransformerConfig(cond="pose", pose_freqs=6)
+    assert TransformerConfig.from_dict(cfg.to_dict()) == cfg
+    old = cfg.to_dict()
+    del old["pose_freqs"]  # configs written before the option existed
+    assert TransformerConfig.from_dict(old).pose_freqs == 0
+    with pytest.raises(ValueError, match="pose_freqs"):
+        TransformerConfig(pose_freqs=-1)
+    model = ILATModel.tiny(cond="pose", pose_freqs=4)
+    assert model.transformer.cond_enc.mlp[0].in_features == 3 + 16
+    path = save_model(model, tmp_path / "four")
+    loaded = load_model(path)
+    assert loaded.config.transformer.pose_freqs == 4
+    kp = torch.rand(1, 18, 3)
+    assert torch.equal(loaded.transformer.encode_condition(kp, 1), model.transformer.encode_condition(kp, 1))

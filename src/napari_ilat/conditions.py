@@ -7,6 +7,8 @@ mask), so their tokens never depend on the image being edited.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -20,18 +22,34 @@ class PoseEncoder(nn.Module):
     A small shared MLP per keypoint, as in the reference pose model ((x,y,v) -> 64 -> 256 -> d),
     plus a learned per-joint embedding so the network knows *which* joint a token is.
     Invisible keypoints arrive as (-1, -1, 0).
+
+    ``n_freqs`` > 0 adds Fourier features sin/cos(2^k pi x), sin/cos(2^k pi y), k < n_freqs, to
+    the MLP's input (zero for invisible keypoints). Why: an MLP on raw coordinates is a smooth,
+    low-frequency function of them (spectral bias), so a token query struggles to single out
+    the keypoints that fall *on its own position*; with features up to the token pitch
+    (2^5 pi = 16 periods for 16 tokens) that match is a dot product away.
     """
 
-    def __init__(self, n_embd: int, n_keypoints: int = N_KEYPOINTS):
+    def __init__(self, n_embd: int, n_keypoints: int = N_KEYPOINTS, n_freqs: int = 0):
         super().__init__()
+        self.n_freqs = n_freqs
         self.mlp = nn.Sequential(
-            nn.Linear(3, 64), nn.GELU(), nn.Linear(64, 256), nn.GELU(), nn.Linear(256, n_embd)
+            nn.Linear(3 + 4 * n_freqs, 64), nn.GELU(), nn.Linear(64, 256), nn.GELU(), nn.Linear(256, n_embd)
         )
         self.joint = nn.Parameter(torch.zeros(n_keypoints, n_embd))
         nn.init.normal_(self.joint, std=0.02)
+        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(n_freqs, dtype=torch.float32),
+                             persistent=False)
+
+    def features(self, keypoints: torch.Tensor) -> torch.Tensor:
+        if not self.n_freqs:
+            return keypoints
+        xy = keypoints[..., :2, None] * self.freqs.to(keypoints.dtype)  # (B, K, 2, F)
+        four = torch.cat([xy.sin(), xy.cos()], dim=-1).flatten(-2) * keypoints[..., 2:3]
+        return torch.cat([keypoints, four], dim=-1)
 
     def forward(self, keypoints: torch.Tensor) -> torch.Tensor:
-        return self.mlp(keypoints) + self.joint
+        return self.mlp(self.features(keypoints)) + self.joint
 
 
 class SketchEncoder(nn.Module):

@@ -50,12 +50,15 @@ class TransformerConfig:
     dropout: float = 0.0
     cond: str = "none"  # "none" | "pose" | "sketch"
     sketch_patch: int = 8  # pixels per token side (= first-stage factor f)
+    pose_freqs: int = 0  # Fourier-feature octaves on the keypoint coordinates (0 = raw (x, y, v))
 
     def __post_init__(self):
         if self.cond not in CONDITIONS:
             raise ValueError(f"cond must be one of {CONDITIONS}, got {self.cond!r}")
         if self.n_embd % self.n_head:
             raise ValueError("n_embd must be divisible by n_head")
+        if not 0 <= self.pose_freqs <= 16:
+            raise ValueError(f"pose_freqs must be in 0..16, got {self.pose_freqs}")
 
     @property
     def n_tokens(self) -> int:
@@ -194,7 +197,7 @@ class LATransformer(nn.Module):
         # Condition encoders keep PyTorch's default (fan-in scaled) init: with the GPT-style
         # std=0.02 a 3-input MLP starts out nearly blind to the keypoints.
         if cfg.cond == "pose":
-            self.cond_enc = PoseEncoder(d, N_KEYPOINTS)
+            self.cond_enc = PoseEncoder(d, N_KEYPOINTS, cfg.pose_freqs)
         elif cfg.cond == "sketch":
             self.cond_enc = SketchEncoder(d, cfg.sketch_patch, cfg.grid)
 

@@ -87,6 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser):
     p.add_argument("--n-head", type=int, default=8)
     p.add_argument("--n-embd", type=int, default=256)
     p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--pose-freqs", type=int, default=0,
+                   help="Fourier-feature octaves on pose keypoint coordinates (0 = raw x, y, v as in "
+                        "the reference model; 6 reaches the token pitch of a 16x16 grid)")
     p.add_argument("--cond-dropout", type=float, default=None, help="fraction of unconditional steps")
     p.add_argument("--causal-frac", type=float, default=None, help="fraction of plain raster sequences")
     p.add_argument("--token-pool", type=int, default=None,
@@ -177,7 +180,8 @@ def run(args) -> int:
         cfg.plain = cfg.plain or args.plain
         if not args.resume and not args.first_stage:
             raise ValueError("--first-stage is required (a stage-1 run directory or a VQGAN checkpoint)")
-        arch = dict(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout)
+        arch = dict(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout,
+                    pose_freqs=args.pose_freqs)
         rec = train(cfg, arch, args.out, first_stage=args.first_stage, first_stage_config=args.first_stage_config,
                     resume=args.resume, device=args.device, precision=args.precision, stop_at=args.stop_at,
                     time_limit=args.time_limit, quiet=args.quiet)

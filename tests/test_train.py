@@ -226,6 +226,31 @@ def test_cli_train_and_eval(tmp_path, capsys):
     assert plain["perplexity"]["masked_tokens"] != res["perplexity"]["masked_tokens"]
 
 
+def test_cli_eval_pose_following(tmp_path):
+    from napari_ilat import save_model
+    from napari_ilat.cli import main
+    from napari_ilat.model import ILATModel
+    from napari_ilat.train.evaluate import pose_following
+
+    model = ILATModel.tiny(cond="pose", resolution=32)
+    path = save_model(model, tmp_path / "pose")
+    res_path = tmp_path / "res.json"
+    # the default compares the true target pose against both wrong poses
+    assert main(["train", "eval", "--model", str(path), "--n-recon", "0", "--n-ppl", "0", "--n-pose", "3",
+                 "--n-speed", "0", "--json", str(res_path)]) == 0
+    res = json.loads(res_path.read_text())["pose_following"]
+    assert res["n"] == 3
+    for key in ("true_beats_source_pose", "true_beats_other_pose"):
+        assert res[key] in (0, 1 / 3, 2 / 3, 1)
+    assert main(["train", "eval", "--model", str(path), "--n-recon", "0", "--n-ppl", "0", "--n-pose", "2",
+                 "--n-speed", "0", "--wrong-pose", "source", "--json", str(res_path)]) == 0
+    res = json.loads(res_path.read_text())["pose_following"]
+    assert "true_beats_source_pose" in res and "true_beats_other_pose" not in res
+    # a wrong-pose name that is not understood is an error, not a silently empty check
+    with pytest.raises(ValueError, match="wrong poses"):
+        pose_following(model, 2, wrong=("both",))
+
+
 # --------------------------------------------------------------------------- DDP
 
 

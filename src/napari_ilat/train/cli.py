@@ -113,7 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser):
     p.add_argument("--n-recon", type=int, default=100, help="images for the reconstruction PSNR")
     p.add_argument("--n-ppl", type=int, default=200, help="samples for the masked-token perplexity")
     p.add_argument("--n-pose", type=int, default=200, help="pairs for the pose-following check (pose models)")
-    p.add_argument("--wrong-pose", default="source,other",
+    p.add_argument("--wrong-pose", default="both", choices=["source", "other", "both"],
                    help="wrong poses to compare against: source, other (another pair's), or both")
     p.add_argument("--n-speed", type=int, default=11, help="timed edits (128x128, 30%% masked)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -131,6 +131,7 @@ def _set(cfg, args, names):
             setattr(cfg, n, v)
 
 
+WRONG_POSES = {"source": ("source",), "other": ("other",), "both": ("source", "other")}
 _COMMON = ("data", "steps", "batch_size", "lr", "warmup", "seed", "workers", "log_every", "val_every",
            "sample_every", "save_every", "val_size")
 
@@ -200,7 +201,7 @@ def run(args) -> int:
 
         res = evaluate(args.model, data=args.data, split=args.split, n_recon=args.n_recon, n_ppl=args.n_ppl,
                        n_pose=args.n_pose, n_speed=args.n_speed, device=args.device, seed=args.seed,
-                       wrong=tuple(w for w in args.wrong_pose.split(",") if w), plain=args.plain)
+                       wrong=WRONG_POSES[args.wrong_pose], plain=args.plain)
         text = json.dumps(res, indent=2)
         print(text)
         if args.json:

@@ -28,6 +28,9 @@ from .stage2 import Stage2Pairs, _tokenize_items, perplexity
 
 def pose_following(model, n: int, split: str = "test", seed: int = 0, wrong=("source", "other"),
                    progress=None, mode: str = "ilat") -> dict:
+    bad = set(wrong) - {"source", "other"}
+    if bad or not wrong:
+        raise ValueError(f"wrong poses must be 'source' and/or 'other', got {tuple(wrong)}")
     R = model.resolution
     seeds = split_seeds(split, n)
     pairs = [make_edit_pair(int(s), R) for s in seeds]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_ilat.metrics import all_metrics, mae, psnr, ssim
+from napari_ilat.metrics import all_metrics, mae, psnr, ssim, thumbnail_code
 
 
 def test_psnr_is_standard_not_reference_plus_one():
@@ -26,3 +26,30 @@ def test_masked_metrics_look_only_inside_the_mask():
     assert ssim(a, a) == pytest.approx(1.0)
     assert ssim(b, a, mask) > ssim(b, a)
     assert mae(a[..., 0], b[..., 0], mask) == 0
+
+
+@pytest.mark.parametrize("n_values, levels", [(512, 8), (1000, 10), (999, 9), (64, 4), (16384, 25)])
+def test_thumbnail_code_quantizes_to_the_budget(n_values, levels):
+    # a flat colour survives the thumbnail and the bicubic round trip, so the output is the
+    # quantizer's level for that colour: L levels per channel with L^3 <= n_values
+    colour = np.array([0.03, 0.51, 0.97])
+    out = thumbnail_code(np.broadcast_to(colour, (32, 48, 3)), 8, n_values)
+    expected = (np.minimum(np.floor(colour * levels), levels - 1) + 0.5) / levels
+    assert out.shape == (32, 48, 3)
+    np.testing.assert_allclose(out, np.broadcast_to(expected, out.shape), atol=1e-9)
+
+
+def test_thumbnail_code_loses_detail_finer_than_the_factor():
+    rng = np.random.default_rng(0)
+    smooth = np.repeat(np.repeat(rng.random((8, 8, 3)), 16, 0), 16, 1)  # 16-px blocks
+    fine = rng.random((128, 128, 3))  # pixel noise: a 16x16 thumbnail keeps ~nothing
+    assert psnr(thumbnail_code(smooth, 8, 4096), smooth) > psnr(thumbnail_code(fine, 8, 4096), fine) + 5
+    # a finer factor keeps more; uint8 input is read as [0, 1]
+    u8 = (smooth * 255).astype(np.uint8)
+    assert psnr(thumbnail_code(u8, 4, 512), u8) > psnr(thumbnail_code(u8, 8, 512), u8)
+    with pytest.raises(ValueError, match="divisible"):
+        thumbnail_code(smooth[:100], 8, 512)
+    with pytest.raises(ValueError, match="HxWx3"):
+        thumbnail_code(smooth[..., 0], 8, 512)
+    with pytest.raises(ValueError, match="levels"):
+        thumbnail_code(smooth, 8, 7)

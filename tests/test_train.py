@@ -217,6 +217,7 @@ def test_cli_train_and_eval(tmp_path, capsys):
                  "--n-speed", "1", "--json", str(res_path)]) == 0
     res = json.loads(res_path.read_text())
     assert res["perplexity"]["masked_tokens"] > 1 and np.isfinite(res["reconstruction"]["psnr"])
+    assert 5 < res["reconstruction"]["thumbnail_psnr"] < 60
     assert res["mode"] == "ilat"
     # the iLAT* ablation's model is evaluated on plain-encoder tokens, editing in mode ilat*
     assert main(["train", "eval", "--model", str(tmp_path / "nat.json"), "--n-recon", "0", "--n-ppl", "2",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from skimage.metrics import structural_similarity
+from skimage.transform import resize
 
 
 def to_unit(image) -> np.ndarray:
@@ -50,3 +51,33 @@ def all_metrics(result, target, mask) -> dict:
         "ssim": ssim(result, target), "ssim_mask": ssim(result, target, mask),
         "mae": mae(result, target), "mae_mask": mae(result, target, mask),
     }
+
+
+def thumbnail_code(image, factor: int, n_values: int) -> np.ndarray:
+    """A naive image code with the bit budget of a VQ first stage, as a yardstick for its PSNR.
+
+    A first stage with downsampling ``factor`` and ``n_values`` codebook entries stores one
+    of ``n_values`` symbols per ``factor x factor`` patch. This spends the same budget the
+    obvious way: an anti-aliased thumbnail (one pixel per patch) whose colours are quantized
+    to ``L^3 <= n_values`` values (``L`` uniform levels per channel; 512 -> 8 levels, 3 bits
+    each), upsampled back with bicubic interpolation. A learned first stage should beat it;
+    one that does not has not learned to spend its bits yet.
+
+    ``image``: HxWx3 (uint8 or float in [0, 1]) with H, W divisible by ``factor``.
+    Returns float64 HxWx3 in [0, 1].
+    """
+    x = to_unit(image)
+    if x.ndim != 3 or x.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 image, got shape {x.shape}")
+    h, w = x.shape[0] // factor, x.shape[1] // factor
+    if factor < 1 or h * factor != x.shape[0] or w * factor != x.shape[1]:
+        raise ValueError(f"image of {x.shape[0]}x{x.shape[1]} is not divisible by factor {factor}")
+    levels = int(round(n_values ** (1 / 3)))
+    if levels ** 3 > n_values:  # round() may overshoot (1000 -> 10 is fine, 999 -> 10 is not)
+        levels -= 1
+    if levels < 2:
+        raise ValueError(f"n_values={n_values} leaves fewer than 2 levels per channel")
+    small = np.clip(resize(x, (h, w), order=3, anti_aliasing=True), 0.0, 1.0)
+    # mid-rise uniform quantizer: level k stands for the middle of [k/L, (k+1)/L)
+    small = (np.minimum(np.floor(small * levels), levels - 1) + 0.5) / levels
+    return np.clip(resize(small, x.shape[:2], order=3), 0.0, 1.0)

@@ -1,7 +1,8 @@
 """Held-out numbers for a model (``napari-ilat train eval``), all on the test split:
 
 * first-stage reconstruction PSNR (10 log10(1/MSE) on [0,1] images; full quantized
-  reconstructions, plain encoder);
+  reconstructions, plain encoder), with the naive same-rate code's PSNR as a yardstick
+  (:func:`napari_ilat.metrics.thumbnail_code`);
 * stage-2 perplexity exp(mean CE) over masked tokens, with and without the condition;
 * pose models: the pose-following check. For held-out edit pairs, edit the *source* image
   inside the pair's mask with the true target pose and with a wrong pose, and count how often

@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..data import random_mask
+from ..metrics import psnr, thumbnail_code
 from ..vqgan import VQGANConfig, VQModel
 from . import common as C
 from .data import Stage1Images, loader
@@ -77,17 +78,22 @@ def _random_crop(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tens
 def evaluate_reconstruction(vq: VQModel, data: str, resolution: int, n: int, split="validation",
                             batch: int = 16, device="cpu") -> dict:
     """Mean PSNR (dB, [0,1] images, 10 log10(1/MSE)) of full quantized reconstructions,
-    and the fraction of codebook entries used."""
+    the fraction of codebook entries used, and (``thumbnail_psnr``) the mean PSNR of the
+    naive code with the same bit budget (:func:`napari_ilat.metrics.thumbnail_code`) on
+    the same images, as a yardstick."""
     ds = Stage1Images(data, split, resolution, n)
     vq.eval()
-    psnrs, used = [], torch.zeros(vq.config.n_embed, dtype=torch.bool)
+    psnrs, thumbs, used = [], [], torch.zeros(vq.config.n_embed, dtype=torch.bool)
     for i in range(0, n, batch):
         x = torch.stack([ds[j]["image"] for j in range(i, min(n, i + batch))]).to(device)
         xrec, _, idx = vq(x)
         mse = (((xrec.clamp(-1, 1) - x) / 2) ** 2).flatten(1).mean(1)
         psnrs += (10 * torch.log10(1 / mse.clamp_min(1e-10))).tolist()
         used[idx.flatten().cpu()] = True
-    return {"psnr": float(np.mean(psnrs)), "codebook_usage": float(used.float().mean())}
+        for img in ((x.cpu().double().permute(0, 2, 3, 1) + 1) / 2).numpy():
+            thumbs.append(psnr(thumbnail_code(img, vq.config.factor, vq.config.n_embed), img))
+    return {"psnr": float(np.mean(psnrs)), "codebook_usage": float(used.float().mean()),
+            "thumbnail_psnr": float(np.mean(thumbs))}
 
 
 @torch.no_grad()
@@ -212,7 +218,7 @@ def train(cfg: Stage1Config, model_cfg: VQGANConfig, out, *, resume=False, devic
         if D.main and cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
             m = evaluate_reconstruction(vq, cfg.data, model_cfg.resolution, cfg.val_size, device=dev)
             history.append({"step": step, **m})
-            bar.message(f"step {step}: validation PSNR {m['psnr']:.2f} dB, codebook usage {m['codebook_usage']:.0%}")
+            bar.message(f"step {step}: validation PSNR {m['psnr']:.2f} dB (naive same-rate code {m['thumbnail_psnr']:.2f}), codebook usage {m['codebook_usage']:.0%}")
         if C.end_of_step(D, dev, step=step, stop=stop, save_every=cfg.save_every, t0=t0,
                          time_limit=time_limit, save=save, bar=bar):
             break

@@ -227,7 +227,7 @@ def test_cli_train_and_eval(tmp_path, capsys):
     assert plain["perplexity"]["masked_tokens"] != res["perplexity"]["masked_tokens"]
 
 
-def test_cli_eval_pose_following(tmp_path):
+def test_cli_eval_pose_following(tmp_path, monkeypatch):
     from napari_ilat import save_model
     from napari_ilat.cli import main
     from napari_ilat.model import ILATModel
@@ -241,12 +241,30 @@ def test_cli_eval_pose_following(tmp_path):
                  "--n-speed", "0", "--json", str(res_path)]) == 0
     res = json.loads(res_path.read_text())["pose_following"]
     assert res["n"] == 3
-    for key in ("true_beats_source_pose", "true_beats_other_pose"):
-        assert res[key] in (0, 1 / 3, 2 / 3, 1)
+    for wrong in ("source", "other"):
+        wins, ties = res[f"true_beats_{wrong}_pose"], res[f"ties_{wrong}_pose"]
+        assert wins in (0, 1 / 3, 2 / 3, 1) and ties in (0, 1 / 3, 2 / 3, 1) and wins + ties <= 1
     assert main(["train", "eval", "--model", str(path), "--n-recon", "0", "--n-ppl", "0", "--n-pose", "2",
                  "--n-speed", "0", "--wrong-pose", "source", "--json", str(res_path)]) == 0
     res = json.loads(res_path.read_text())["pose_following"]
     assert "true_beats_source_pose" in res and "true_beats_other_pose" not in res
+    # the counting, with stand-ins for edit(): a pose-blind editor (the same pixels whatever
+    # the pose) ties every pair; an oracle that paints the target for the true pose wins all
+    import napari_ilat.train.evaluate as ev
+    from napari_ilat.data import make_edit_pair, split_seeds
+
+    targets = {p.target_pose.tobytes(): p.target for p in
+               (make_edit_pair(int(s), model.resolution) for s in split_seeds("test", 3))}
+    blind = lambda source, mask, pose, **kw: source.copy()
+    oracle = lambda source, mask, pose, **kw: targets.get(np.asarray(pose).tobytes(), source).copy()
+    monkeypatch.setattr(ev, "edit", blind)
+    res = pose_following(model, 3)
+    assert res["ties_source_pose"] == res["ties_other_pose"] == 1.0
+    assert res["true_beats_source_pose"] == res["true_beats_other_pose"] == 0.0
+    monkeypatch.setattr(ev, "edit", oracle)
+    res = pose_following(model, 3)
+    assert res["ties_source_pose"] == res["ties_other_pose"] == 0.0
+    assert res["true_beats_source_pose"] == res["true_beats_other_pose"] == 1.0
     # a wrong-pose name that is not understood is an error, not a silently empty check
     with pytest.raises(ValueError, match="wrong poses"):
         pose_following(model, 2, wrong=("both",))

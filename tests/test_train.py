@@ -224,6 +224,14 @@ def test_cli_train_and_eval(tmp_path, capsys):
                  "--n-speed", "1", "--plain", "--json", str(res_path)]) == 0
     plain = json.loads(res_path.read_text())
     assert plain["mode"] == "ilat*"
+    # a first-stage run directory: its reconstruction only, on the run's own data
+    assert main(["train", "eval", "--model", vq, "--n-recon", "2", "--json", str(res_path)]) == 0
+    first = json.loads(res_path.read_text())
+    assert first["stage"] == "vqgan" and first["data"] == "natural" and "perplexity" not in first
+    assert np.isfinite(first["reconstruction"]["psnr"]) and first["reconstruction"]["thumbnail_psnr"] > 5
+    # a transformer run must be exported first: a message, not a traceback
+    assert main(["train", "eval", "--model", tf, "--n-recon", "2"]) == 2
+    assert "export it first" in capsys.readouterr().err
     assert plain["perplexity"]["masked_tokens"] != res["perplexity"]["masked_tokens"]
 
 

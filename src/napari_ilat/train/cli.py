@@ -107,7 +107,9 @@ def add_arguments(parser: argparse.ArgumentParser):
     p.add_argument("--single-file", action="store_true", help="the older one-file format")
 
     p = sub.add_parser("eval", help="held-out metrics of a model (PSNR, perplexity, pose following, speed)")
-    p.add_argument("--model", required=True, help="bundled model name or NAME.json path")
+    p.add_argument("--model", required=True,
+                   help="bundled model name, NAME.json path, or a first-stage run directory "
+                        "(then only the reconstruction is measured)")
     p.add_argument("--data", default=None, help="'pose' or 'natural' (default: from the model's condition)")
     p.add_argument("--split", default="test")
     p.add_argument("--n-recon", type=int, default=100, help="images for the reconstruction PSNR")

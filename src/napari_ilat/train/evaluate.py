@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from ..data import make_edit_pair, random_mask, split_seeds
 from .. import edit  # the public API (lazy attribute of the package)
 from ..metrics import psnr
 from ..model import load_model
+from ..vqgan import VQModel
 from .stage1 import evaluate_reconstruction
 from .stage2 import Stage2Pairs, _tokenize_items, perplexity
 
@@ -83,7 +85,12 @@ def edit_speed(model, n: int = 11, rate: float = 0.3, mode: str = "ilat") -> dic
 def evaluate(model_name, *, data=None, split="test", n_recon=100, n_ppl=200, n_pose=200, n_speed=11,
              device="cpu", seed=0, wrong=("source", "other"), plain=False) -> dict:
     """``plain``: the model is an iLAT* ablation (first stage trained without two-stream
-    convolutions), so its tokens come from the plain encoder and it edits in mode ``ilat*``."""
+    convolutions), so its tokens come from the plain encoder and it edits in mode ``ilat*``.
+
+    ``model_name`` may also be a first-stage run directory (``napari-ilat train vqgan
+    --out DIR``): then only the reconstruction is measured, on the run's own data."""
+    if Path(str(model_name)).is_dir():
+        return _evaluate_first_stage_run(Path(str(model_name)), data, split, n_recon, device)
     model = load_model(model_name)
     mode = "ilat*" if plain else "ilat"
     data = data or ("pose" if model.cond == "pose" else "natural")
@@ -103,4 +110,27 @@ def evaluate(model_name, *, data=None, split="test", n_recon=100, n_ppl=200, n_p
         out["pose_following"] = pose_following(model, n_pose, split, seed, wrong, mode=mode)
     if n_speed:
         out["speed_128px_30pct"] = edit_speed(model, n_speed, mode=mode)
+    return out
+
+
+def _evaluate_first_stage_run(run_dir: Path, data, split, n_recon, device) -> dict:
+    from .common import has_checkpoint, read_run
+    from .first_stage import load_first_stage_weights
+
+    if not has_checkpoint(run_dir):
+        raise FileNotFoundError(f"{run_dir} is not a training run directory (no run.json/model.safetensors)")
+    run = read_run(run_dir)
+    if run.get("stage") != "vqgan":
+        raise ValueError(f"{run_dir} is a {run.get('stage')!r} run; export it first "
+                         "(napari-ilat train export) and evaluate the exported NAME.json")
+    if n_recon < 1:
+        raise ValueError("a first-stage run has only its reconstruction to measure: --n-recon must be >= 1")
+    cfg, sd = load_first_stage_weights(run_dir)
+    vq = VQModel(cfg)
+    vq.load_state_dict(sd)
+    data = data or run["train"]["data"]
+    out = {"model": str(run_dir), "stage": "vqgan", "step": run["step"], "data": data, "split": split}
+    with torch.no_grad():
+        out["reconstruction"] = evaluate_reconstruction(vq.to(device), data, cfg.resolution, n_recon,
+                                                         split=split, device=device)
     return out

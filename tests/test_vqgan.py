@@ -194,33 +194,6 @@ def test_config_roundtrip():
     assert (VQGANConfig().factor, VQGANConfig().grid) == (8, 16)
 
 
-def test_norm_groups():
-    small = dict(resolution=32, ch=32, ch_mult=(1, 2), attn_resolutions=(16,), z_channels=8,
-                 embed_dim=8, n_embed=16)
-    # older configs (no norm_groups key) load with taming's 32 groups
-    d = VQGANConfig(**small).to_dict()
-    del d["norm_groups"]
-    assert VQGANConfig.from_dict(d).norm_groups == 32
-    torch.manual_seed(0)
-    ref = VQModel(VQGANConfig(**small))
-    g8 = VQModel(VQGANConfig(**small, norm_groups=8))
-    norms = [m for m in g8.modules() if isinstance(m, vqgan.GroupNorm)]
-    assert norms and {m.num_groups for m in norms} == {8}
-    assert {m.num_groups for m in ref.modules() if isinstance(m, vqgan.GroupNorm)} == {32}
-    # the same weights (group count is not a weight) give a different function
-    g8.load_state_dict(ref.state_dict())
-    x = torch.rand(1, 3, 32, 32) * 2 - 1
-    with torch.no_grad():
-        assert not torch.allclose(ref(x)[0], g8(x)[0])
-    # the masked (two-stream) GroupNorm uses the same groups as the plain one
-    n = norms[0]
-    h = torch.randn(2, n.num_channels, 8, 8)
-    no_mask = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
-    torch.testing.assert_close(n(h, no_mask), n(h))
-    with pytest.raises(ValueError, match="norm_groups"):
-        VQGANConfig(**small, norm_groups=12)
-
-
 def taming_shapes(c: VQGANConfig) -> dict:
     """Parameter name -> shape of taming's VQModel(ddconfig=c, double_z=False), derived by
     hand from taming/modules/diffusionmodules/model.py (Encoder/Decoder, temb_ch=0),

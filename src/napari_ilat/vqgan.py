@@ -58,17 +58,11 @@ class VQGANConfig:
     n_embed: int = 512
     dropout: float = 0.0
     beta: float = 0.25
-    # GroupNorm groups in every block. 32 is taming's (needed to reproduce a taming
-    # checkpoint exactly); with ch = 64 that leaves 2 channels a group, and the group mean
-    # it subtracts is much of what carries an image's overall colour
-    norm_groups: int = 32
 
     def __post_init__(self):
         # accept lists (JSON) and store tuples, so from_dict(to_dict()) round-trips
         self.ch_mult = tuple(int(m) for m in self.ch_mult)
         self.attn_resolutions = tuple(int(r) for r in self.attn_resolutions)
-        if self.norm_groups < 1 or self.ch % self.norm_groups:
-            raise ValueError(f"norm_groups={self.norm_groups} must divide ch={self.ch}")
 
     @property
     def factor(self) -> int:
@@ -405,10 +399,6 @@ class VQModel(nn.Module):
         self.config = config
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
-        if config.norm_groups != 32:  # the blocks are built with taming's 32; the group
-            for m in self.modules():  # count is not a weight, so it is set afterwards
-                if isinstance(m, GroupNorm):
-                    m.num_groups = config.norm_groups
         self.quantize = VectorQuantizer(config.n_embed, config.embed_dim, config.beta)
         self.quant_conv = nn.Conv2d(config.z_channels, config.embed_dim, 1)
         self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, 1)

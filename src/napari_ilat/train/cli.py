@@ -64,8 +64,6 @@ def add_arguments(parser: argparse.ArgumentParser):
     p.add_argument("--z-channels", type=int, default=64)
     p.add_argument("--embed-dim", type=int, default=64)
     p.add_argument("--n-embed", type=int, default=512, help="codebook size")
-    p.add_argument("--norm-groups", type=int, default=32,
-                   help="GroupNorm groups (32 = taming; must divide --ch)")
     p.add_argument("--crop", type=int, default=None, help="train on random crops of this size")
     p.add_argument("--mask-prob", type=float, default=None, help="fraction of two-stream (masked) steps")
     p.add_argument("--plain", action="store_true", help="never train with two-stream masks (iLAT* ablation)")
@@ -172,8 +170,7 @@ def run(args) -> int:
         cfg.color_augment = cfg.color_augment or args.color_augment
         mc = VQGANConfig(resolution=args.resolution, ch=args.ch, ch_mult=args.ch_mult,
                          num_res_blocks=args.num_res_blocks, attn_resolutions=args.attn_resolutions,
-                         z_channels=args.z_channels, embed_dim=args.embed_dim, n_embed=args.n_embed,
-                         norm_groups=args.norm_groups)
+                         z_channels=args.z_channels, embed_dim=args.embed_dim, n_embed=args.n_embed)
         init = None
         if args.init and not args.resume:
             mc, init = load_first_stage_weights(args.init, None)

@@ -68,9 +68,6 @@ def add_arguments(parser: argparse.ArgumentParser):
     p.add_argument("--mask-prob", type=float, default=None, help="fraction of two-stream (masked) steps")
     p.add_argument("--plain", action="store_true", help="never train with two-stream masks (iLAT* ablation)")
     p.add_argument("--perceptual-weight", type=float, default=None)
-    p.add_argument("--color-augment", action="store_true",
-                   help="train on images with their RGB channels in random order (more colours "
-                        "than the training photographs have)")
     p.add_argument("--disc-start", type=int, default=None, help="step at which the PatchGAN loss starts")
     p.add_argument("--disc-weight", type=float, default=None)
     p.add_argument("--restart-every", type=int, default=None,
@@ -167,7 +164,6 @@ def run(args) -> int:
         _set(cfg, args, _COMMON + ("crop", "mask_prob", "perceptual_weight", "disc_start", "disc_weight",
                               "restart_every"))
         cfg.plain = cfg.plain or args.plain
-        cfg.color_augment = cfg.color_augment or args.color_augment
         mc = VQGANConfig(resolution=args.resolution, ch=args.ch, ch_mult=args.ch_mult,
                          num_res_blocks=args.num_res_blocks, attn_resolutions=args.attn_resolutions,
                          z_channels=args.z_channels, embed_dim=args.embed_dim, n_embed=args.n_embed)

@@ -14,7 +14,6 @@ outputs of the current batch: short runs otherwise end with a few dozen live cod
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,9 +42,6 @@ class Stage1Config:
     mask_prob: float = 0.5  # fraction of steps with two-stream random masks
     plain: bool = False  # never pass masks (first stage for the iLAT* ablation)
     perceptual_weight: float = 1.0
-    # put each training image's RGB channels in a random order: the offline photo set is
-    # mostly warm (no blue sky), and a first stage only learns the colours it is shown
-    color_augment: bool = False
     disc_start: int = 10000  # step at which the PatchGAN loss starts (taming starts late too)
     disc_weight: float = 0.1
     restart_every: int = 200  # 0 = never re-initialise dead codes
@@ -66,15 +62,6 @@ def _batch_masks(gen: torch.Generator, n: int, size: int) -> torch.Tensor:
         rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=gen)))
         out[i, 0] = random_mask(rng, (size, size), None, rng.uniform(0.05, 0.5))
     return torch.from_numpy(out)
-
-
-def permute_channels(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Each image of (B, 3, H, W) with its colour channels in one of the 6 orders, drawn
-    from ``gen`` (identity included): orange becomes blue, green becomes purple, and
-    brightness and texture are untouched."""
-    perms = torch.tensor(list(itertools.permutations(range(3))))
-    order = perms[torch.randint(0, len(perms), (x.shape[0],), generator=gen)].to(x.device)
-    return x.gather(1, order[:, :, None, None].expand_as(x))
 
 
 def _random_crop(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
@@ -178,8 +165,6 @@ def train(cfg: Stage1Config, model_cfg: VQGANConfig, out, *, resume=False, devic
         vq.train()
         x = next(batches)["image"].to(dev)
         x = _random_crop(x, cfg.crop, gen)
-        if cfg.color_augment:  # draws from gen only when on: older runs replay bit for bit
-            x = permute_channels(x, gen)
         use_mask = not cfg.plain and torch.rand((), generator=gen).item() < cfg.mask_prob
         mask = _batch_masks(gen, x.shape[0], x.shape[-1]).to(dev) if use_mask else None
         lr = C.lr_at(step, cfg.lr, cfg.warmup, cfg.steps)

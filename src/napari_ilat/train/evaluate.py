@@ -114,18 +114,16 @@ def evaluate(model_name, *, data=None, split="test", n_recon=100, n_ppl=200, n_p
 
 
 def _evaluate_first_stage_run(run_dir: Path, data, split, n_recon, device) -> dict:
-    from .common import has_checkpoint, read_run
+    from .common import read_run
     from .first_stage import load_first_stage_weights
 
-    if not has_checkpoint(run_dir):
-        raise FileNotFoundError(f"{run_dir} is not a training run directory (no run.json/model.safetensors)")
-    run = read_run(run_dir)
-    if run.get("stage") != "vqgan":
-        raise ValueError(f"{run_dir} is a {run.get('stage')!r} run; export it first "
-                         "(napari-ilat train export) and evaluate the exported NAME.json")
     if n_recon < 1:
         raise ValueError("a first-stage run has only its reconstruction to measure: --n-recon must be >= 1")
-    cfg, sd = load_first_stage_weights(run_dir)
+    cfg, sd = load_first_stage_weights(run_dir)  # checks that this is a run directory
+    run = read_run(run_dir)
+    if run["stage"] != "vqgan":
+        raise ValueError(f"{run_dir} is a {run['stage']!r} run; export it first "
+                         "(napari-ilat train export) and evaluate the exported NAME.json")
     vq = VQModel(cfg)
     vq.load_state_dict(sd)
     data = data or run["train"]["data"]

@@ -14,6 +14,7 @@ outputs of the current batch: short runs otherwise end with a few dozen live cod
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -83,17 +84,25 @@ def evaluate_reconstruction(vq: VQModel, data: str, resolution: int, n: int, spl
     the same images, as a yardstick."""
     ds = Stage1Images(data, split, resolution, n)
     vq.eval()
-    psnrs, thumbs, used = [], [], torch.zeros(vq.config.n_embed, dtype=torch.bool)
+    psnrs, used = [], torch.zeros(vq.config.n_embed, dtype=torch.bool)
     for i in range(0, n, batch):
         x = torch.stack([ds[j]["image"] for j in range(i, min(n, i + batch))]).to(device)
         xrec, _, idx = vq(x)
         mse = (((xrec.clamp(-1, 1) - x) / 2) ** 2).flatten(1).mean(1)
         psnrs += (10 * torch.log10(1 / mse.clamp_min(1e-10))).tolist()
         used[idx.flatten().cpu()] = True
-        for img in ((x.cpu().double().permute(0, 2, 3, 1) + 1) / 2).numpy():
-            thumbs.append(psnr(thumbnail_code(img, vq.config.factor, vq.config.n_embed), img))
     return {"psnr": float(np.mean(psnrs)), "codebook_usage": float(used.float().mean()),
-            "thumbnail_psnr": float(np.mean(thumbs))}
+            "thumbnail_psnr": naive_code_psnr(data, split, resolution, n, vq.config.factor, vq.config.n_embed)}
+
+
+@functools.lru_cache(maxsize=8)
+def naive_code_psnr(data: str, split: str, resolution: int, n: int, factor: int, n_values: int) -> float:
+    """Mean PSNR of :func:`napari_ilat.metrics.thumbnail_code` on the images
+    :func:`evaluate_reconstruction` uses. It depends on the images and the bit budget only,
+    so a run computes it once, not at every validation."""
+    ds = Stage1Images(data, split, resolution, n)
+    imgs = (((ds[j]["image"].double().permute(1, 2, 0) + 1) / 2).numpy() for j in range(n))
+    return float(np.mean([psnr(thumbnail_code(img, factor, n_values), img) for img in imgs]))
 
 
 @torch.no_grad()

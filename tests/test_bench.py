@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from napari_ilat import save_model
-from napari_ilat.bench import token_box_mask
+from napari_ilat.evaluation.speed import token_box_mask
 from napari_ilat.cli import main
-from napari_ilat.model import ILATModel
+from napari_ilat.engine.model import ILATModel
 
 
 def test_token_box_mask_hits_the_rate_on_whole_tokens():
@@ -47,7 +47,7 @@ def test_bench_quality_cli(tmp_path):
 
 
 def test_bench_quality_uses_the_separate_plain_model(tmp_path, monkeypatch):
-    import napari_ilat.bench_quality as bq
+    import napari_ilat.evaluation.quality as bq
 
     pose = save_model(ILATModel.tiny(cond="pose", resolution=32), tmp_path / "pose")
     plain_model = ILATModel.tiny(cond="pose", resolution=32, seed=3)

@@ -24,7 +24,7 @@ def test_manifest_is_valid():
 
 
 def test_sample_data_layers():
-    from napari_ilat._sample_data import photo_sample, pose_sample
+    from napari_ilat.plugin.sample_data import photo_sample, pose_sample
 
     kinds = [t[2] for t in pose_sample()]
     assert kinds == ["image", "labels", "shapes", "points"]
@@ -87,9 +87,9 @@ def test_demo_headless_writes_pngs(tmp_path, tiny_pose_model_path, capsys):
 
 
 def test_demo_without_bundled_model_exits_2(tmp_path, capsys, monkeypatch):
-    import napari_ilat.model
+    import napari_ilat.engine.model
 
-    monkeypatch.setattr(napari_ilat.model, "WEIGHTS_DIR", tmp_path / "no-weights")
+    monkeypatch.setattr(napari_ilat.engine.model, "WEIGHTS_DIR", tmp_path / "no-weights")
     assert main(["demo", "--headless", "-o", str(tmp_path)]) == 2
     assert "not installed" in capsys.readouterr().err
 

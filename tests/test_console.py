@@ -1,4 +1,4 @@
-"""napari_ilat.console.edit_layers on a real viewer."""
+"""napari_ilat.plugin.console.edit_layers on a real viewer."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_edit_layers_by_name(make_napari_viewer, tiny_pose_model):
-    from napari_ilat.console import edit_layers
+    from napari_ilat.plugin.console import edit_layers
 
     viewer = make_napari_viewer()
     viewer.open_sample("napari-ilat", "pose")

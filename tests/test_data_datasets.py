@@ -139,7 +139,7 @@ def test_contact_sheet_command(tmp_path):
 def test_data_cli_contact_sheet(tmp_path):
     import argparse
 
-    from napari_ilat.data import cli
+    from napari_ilat.cli import data as cli
 
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)

@@ -3,7 +3,7 @@
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from napari_ilat.data.sketch import compose_sketch, rasterize_strokes, to_grey255, xdog
+from napari_ilat.engine.sketch import compose_sketch, rasterize_strokes, to_grey255, xdog
 
 
 def _expected_edges(grey):

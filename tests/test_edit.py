@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from napari_ilat import EditCancelled, edit
-from napari_ilat.editing import edit_window, feather_alpha
-from napari_ilat.model import ILATModel
+from napari_ilat.engine.editing import edit_window, feather_alpha
+from napari_ilat.engine.model import ILATModel
 
 
 @pytest.fixture(scope="module")

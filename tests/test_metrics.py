@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_ilat.metrics import all_metrics, mae, psnr, ssim, thumbnail_code
+from napari_ilat.evaluation.metrics import all_metrics, mae, psnr, ssim, thumbnail_code
 
 
 def test_psnr_is_standard_not_reference_plus_one():

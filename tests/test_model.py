@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from napari_ilat import edit, load_model, save_model
-from napari_ilat.model import ILATModel, ModelConfig
-from napari_ilat.transformer import TransformerConfig
-from napari_ilat.vqgan import VQGANConfig
+from napari_ilat.engine.model import ILATModel, ModelConfig
+from napari_ilat.engine.transformer import TransformerConfig
+from napari_ilat.engine.vqgan import VQGANConfig
 
 
 @pytest.fixture

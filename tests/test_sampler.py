@@ -5,8 +5,8 @@ import threading
 import pytest
 import torch
 
-from napari_ilat.sampler import EditCancelled, SamplingOptions, pick, sample_tokens
-from napari_ilat.transformer import LATransformer, TransformerConfig
+from napari_ilat.engine.sampler import EditCancelled, SamplingOptions, pick, sample_tokens
+from napari_ilat.engine.transformer import LATransformer, TransformerConfig
 
 
 def make(cond="none", dtype=torch.float32, seed=0):

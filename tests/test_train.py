@@ -19,7 +19,7 @@ from napari_ilat.train.stage1 import Stage1Config
 from napari_ilat.train.stage1 import train as train1
 from napari_ilat.train.stage2 import Stage2Config
 from napari_ilat.train.stage2 import train as train2
-from napari_ilat.vqgan import VQGANConfig, VQModel
+from napari_ilat.engine.vqgan import VQGANConfig, VQModel
 
 TINY_VQ = VQGANConfig(resolution=32, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,),
                       z_channels=16, embed_dim=16, n_embed=64)
@@ -238,7 +238,7 @@ def test_cli_train_and_eval(tmp_path, capsys):
 def test_cli_eval_pose_following(tmp_path, monkeypatch):
     from napari_ilat import save_model
     from napari_ilat.cli import main
-    from napari_ilat.model import ILATModel
+    from napari_ilat.engine.model import ILATModel
     from napari_ilat.train.evaluate import pose_following
 
     model = ILATModel.tiny(cond="pose", resolution=32)
@@ -313,7 +313,7 @@ def test_two_process_ddp_ranks_stay_identical(tmp_path):
     run = json.loads((tmp_path / "vq" / "run.json").read_text())
     assert run["world_size"] == 2 and run["step"] == 3
     ckpt = C.load_weights(tmp_path / "tf", "transformer")
-    from napari_ilat.transformer import LATransformer, TransformerConfig
+    from napari_ilat.engine.transformer import LATransformer, TransformerConfig
 
     tf = LATransformer(TransformerConfig.from_dict(json.loads((tmp_path / "tf" / "run.json").read_text())["model"]))
     tf.load_state_dict(ckpt)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from napari_ilat.transformer import (
+from napari_ilat.engine.transformer import (
     LATransformer,
     TransformerConfig,
     la_mask,
@@ -138,7 +138,7 @@ def test_bad_config_and_input():
 
 
 def test_pose_fourier_features():
-    from napari_ilat.conditions import PoseEncoder
+    from napari_ilat.engine.conditions import PoseEncoder
 
     enc = PoseEncoder(16, 18, n_freqs=3)
     kp = torch.rand(2, 18, 3)
@@ -162,7 +162,7 @@ def test_pose_fourier_features():
 
 
 def test_pose_freqs_config_round_trip(tmp_path):
-    from napari_ilat.model import ILATModel, load_model, save_model
+    from napari_ilat.engine.model import ILATModel, load_model, save_model
 
     cfg = TransformerConfig(cond="pose", pose_freqs=6)
     assert TransformerConfig.from_dict(cfg.to_dict()) == cfg

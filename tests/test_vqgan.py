@@ -1,4 +1,4 @@
-"""Tests for the two-stream VQGAN (napari_ilat.vqgan).
+"""Tests for the two-stream VQGAN (napari_ilat.engine.vqgan).
 
 Bit-exactness checks run in float64 on CPU with a tiny config (32x32 images, f=4).
 """
@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from napari_ilat import vqgan
-from napari_ilat.vqgan import VQGANConfig, VQModel
+from napari_ilat.engine import vqgan
+from napari_ilat.engine.vqgan import VQGANConfig, VQModel
 
 TINY = VQGANConfig(resolution=32, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
                    attn_resolutions=(8,), z_channels=16, embed_dim=16, n_embed=64)

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture
 def errors(monkeypatch):
     """Messages the widget sends to napari's error / warning notifications."""
-    import napari_ilat._widget as w
+    import napari_ilat.plugin.widget as w
 
     got = {"error": [], "warning": [], "info": []}
     monkeypatch.setattr(w, "show_error", lambda m: got["error"].append(m))
@@ -96,8 +96,8 @@ def test_sample_generate_adds_layer_and_keeps_inputs(pose_viewer, errors):
 
 
 def test_skeleton_follows_points_and_auto_mask(pose_viewer, errors):
-    from napari_ilat._cli_demo import move_points_to
-    from napari_ilat._sample_data import pose_sample_pair
+    from napari_ilat.cli.demo import move_points_to
+    from napari_ilat.plugin.sample_data import pose_sample_pair
 
     viewer, widget = pose_viewer
     points, skeleton = viewer.layers["pose"], viewer.layers["skeleton"]
@@ -130,7 +130,7 @@ def test_skeleton_follows_points_and_auto_mask(pose_viewer, errors):
 def test_cancel_stops_and_adds_nothing(make_napari_viewer, qtbot, tiny_pose_model, monkeypatch, errors):
     import time
 
-    import napari_ilat.editing as edit_mod
+    import napari_ilat.engine.editing as edit_mod
 
     real_edit = edit_mod.edit
 
@@ -144,7 +144,7 @@ def test_cancel_stops_and_adds_nothing(make_napari_viewer, qtbot, tiny_pose_mode
     monkeypatch.setattr(edit_mod, "edit", slow_edit)
     viewer = make_napari_viewer()
     viewer.open_sample("napari-ilat", "pose")
-    from napari_ilat._widget import ILATWidget
+    from napari_ilat.plugin.widget import ILATWidget
 
     widget = ILATWidget(viewer)  # threaded, as in the GUI
     viewer.window.add_dock_widget(widget)
@@ -169,7 +169,7 @@ def test_cancel_stops_and_adds_nothing(make_napari_viewer, qtbot, tiny_pose_mode
 
 
 def test_threaded_generate_adds_layer(make_napari_viewer, qtbot, tiny_model, errors):
-    from napari_ilat._widget import ILATWidget
+    from napari_ilat.plugin.widget import ILATWidget
 
     viewer = make_napari_viewer()
     viewer.open_sample("napari-ilat", "photo")
@@ -185,7 +185,7 @@ def test_threaded_generate_adds_layer(make_napari_viewer, qtbot, tiny_model, err
 
 
 def test_errors_are_notifications(make_napari_viewer, tiny_model, errors):
-    from napari_ilat._widget import LOAD_FILE, ILATWidget
+    from napari_ilat.plugin.widget import LOAD_FILE, ILATWidget
 
     viewer = make_napari_viewer()
     widget = ILATWidget(viewer, synchronous=True)
@@ -234,7 +234,7 @@ def test_errors_are_notifications(make_napari_viewer, tiny_model, errors):
 
 
 def test_stack_edits_displayed_slice(make_napari_viewer, tiny_model, errors):
-    from napari_ilat._widget import ILATWidget
+    from napari_ilat.plugin.widget import ILATWidget
 
     viewer = make_napari_viewer()
     stack = np.random.default_rng(0).random((4, 40, 48)).astype(np.float32)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from napari.layers import Image, Labels, Points, Shapes
 
-from napari_ilat import _layers
-from napari_ilat._layers import InputError
-from napari_ilat.data.skeleton import KEYPOINT_NAMES
+from napari_ilat.plugin import layers as _layers
+from napari_ilat.plugin.layers import InputError
+from napari_ilat.engine.skeleton import KEYPOINT_NAMES
 
 
 def test_points_to_pose_through_world_coordinates():
@@ -53,7 +53,7 @@ def test_shapes_to_sketch_lines_and_outlines():
 
 
 def test_moved_joint_mask_covers_the_edit_pair():
-    from napari_ilat._sample_data import pose_sample_pair
+    from napari_ilat.plugin.sample_data import pose_sample_pair
 
     pair = pose_sample_pair()
     auto = _layers.moved_joint_mask(pair.source_pose, pair.target_pose, pair.mask.shape)

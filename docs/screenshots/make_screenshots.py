@@ -18,8 +18,8 @@ def main(model="pose") -> None:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_ilat._cli_demo import move_points_to
-    from napari_ilat._sample_data import pose_sample_pair
+    from napari_ilat.cli.demo import move_points_to
+    from napari_ilat.plugin.sample_data import pose_sample_pair
 
     app = QApplication.instance() or QApplication([])
 

@@ -1,7 +1,9 @@
 """napari-ilat: local image editing with an Image Local Autoregressive Transformer.
 
-The core (models, sampling, data, training) is pure torch/numpy and never imports Qt or
-napari; the napari layer (widget, sample data, console helpers) sits on top of it.
+The package is layered, each folder importing only the ones before it (docs/architecture.md):
+``engine`` (models, sampling, conditions, edit(); torch/numpy/scipy only) -> ``data`` (the
+offline training and test data) -> ``evaluation`` (metrics, quality and speed benchmarks) ->
+``train`` -> the front ends ``cli`` and ``plugin`` (all napari and Qt code).
 The public names below are imported on first use, so ``import napari_ilat.data`` (and
 napari's plugin discovery) does not pay for importing torch.
 """
@@ -9,11 +11,11 @@ napari's plugin discovery) does not pay for importing torch.
 __version__ = "0.1.0.dev0"
 
 _LAZY = {
-    "edit": "editing",
-    "EditCancelled": "sampler",
-    "ILATModel": "model",
-    "load_model": "model",
-    "save_model": "model",
+    "edit": "engine.editing",
+    "EditCancelled": "engine.sampler",
+    "ILATModel": "engine.model",
+    "load_model": "engine.model",
+    "save_model": "engine.model",
 }
 
 __all__ = [*_LAZY, "__version__"]

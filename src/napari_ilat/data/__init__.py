@@ -9,10 +9,10 @@ of (x = column, y = row, visible) with invisible = (-1, -1, 0); edge maps / sket
 float32 HxW in [0, 1] with 1 = stroke. The torch datasets convert to CHW tensors in [-1, 1].
 """
 
-from .backgrounds import COLOR_PHOTOS, GREY_PHOTOS, crop_photo, load_photo, procedural_texture, random_background
-from .masks import MASK_KINDS, RATE_TOLERANCE, box_mask, brush_mask, limb_mask, random_mask
-from .natural import NaturalSample, make_natural_sample, natural_patch
-from .pose_scenes import (
+from napari_ilat.data.backgrounds import COLOR_PHOTOS, GREY_PHOTOS, crop_photo, load_photo, procedural_texture, random_background
+from napari_ilat.data.masks import MASK_KINDS, RATE_TOLERANCE, box_mask, brush_mask, limb_mask, random_mask
+from napari_ilat.data.natural import NaturalSample, make_natural_sample, natural_patch
+from napari_ilat.data.pose_scenes import (
     Articulation,
     EditPair,
     Figure,
@@ -25,7 +25,7 @@ from .pose_scenes import (
     make_scene,
     render_figure,
 )
-from .skeleton import (
+from napari_ilat.engine.skeleton import (
     KEYPOINT_NAMES,
     LIMB_NAMES,
     NUM_KEYPOINTS,
@@ -34,13 +34,13 @@ from .skeleton import (
     SKELETON_COLORS,
     draw_skeleton,
 )
-from .sketch import compose_sketch, rasterize_strokes, to_grey255, xdog
-from .splits import SPLIT_SEED_RANGES, SPLITS, check_split, split_of_seed, split_seeds
+from napari_ilat.engine.sketch import compose_sketch, rasterize_strokes, to_grey255, xdog
+from napari_ilat.data.splits import SPLIT_SEED_RANGES, SPLITS, check_split, split_of_seed, split_seeds
 
 
 def __getattr__(name):  # torch-backed datasets are imported lazily
     if name in ("PoseEditDataset", "NaturalPatchDataset", "image_to_tensor", "tensor_to_image"):
-        from . import datasets
+        from napari_ilat.data import datasets
 
         return getattr(datasets, name)
     raise AttributeError(name)

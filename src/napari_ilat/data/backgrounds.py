@@ -23,7 +23,7 @@ import functools
 
 import numpy as np
 
-from .splits import check_split
+from napari_ilat.data.splits import check_split
 
 #: Colour photographs per split (natural patches draw from these only).
 COLOR_PHOTOS: dict[str, tuple[str, ...]] = {

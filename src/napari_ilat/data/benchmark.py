@@ -10,10 +10,10 @@ import argparse
 import statistics
 import time
 
-from .backgrounds import COLOR_PHOTOS, GREY_PHOTOS, _pyramid
-from .natural import make_natural_sample
-from .pose_scenes import make_edit_pair
-from .splits import split_seeds
+from napari_ilat.data.backgrounds import COLOR_PHOTOS, GREY_PHOTOS, _pyramid
+from napari_ilat.data.natural import make_natural_sample
+from napari_ilat.data.pose_scenes import make_edit_pair
+from napari_ilat.data.splits import split_seeds
 
 
 def measure(kind: str, n: int, resolution: int, repeats: int) -> list[float]:

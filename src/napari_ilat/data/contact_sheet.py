@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .natural import make_natural_sample
-from .pose_scenes import make_edit_pair
-from .skeleton import draw_skeleton
-from .splits import split_seeds
+from napari_ilat.data.natural import make_natural_sample
+from napari_ilat.data.pose_scenes import make_edit_pair
+from napari_ilat.engine.skeleton import draw_skeleton
+from napari_ilat.data.splits import split_seeds
 
 COLUMNS = ("source+pose", "target+pose", "edit mask", "changed px", "patch+mask", "sketch", "xdog")
 _RED = np.array([255, 40, 40], np.float32)

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .masks import MASK_KINDS
-from .natural import DEFAULT_RATE_RANGE, make_natural_sample
-from .pose_scenes import SceneConfig, make_edit_pair
-from .splits import SPLIT_SEED_RANGES, check_split
+from napari_ilat.data.masks import MASK_KINDS
+from napari_ilat.data.natural import DEFAULT_RATE_RANGE, make_natural_sample
+from napari_ilat.data.pose_scenes import SceneConfig, make_edit_pair
+from napari_ilat.data.splits import SPLIT_SEED_RANGES, check_split
 
 #: Default number of items per split (any length up to the split's seed range works).
 DEFAULT_LENGTHS = {"train": 100_000, "validation": 1_000, "test": 1_000}

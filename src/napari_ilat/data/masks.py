@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .render import bbox_slices, pixel_grid
+from napari_ilat.engine.render import bbox_slices, pixel_grid
 
 MASK_KINDS: tuple[str, ...] = ("brush", "box", "limb")
 RATE_TOLERANCE = 0.01
@@ -119,7 +119,7 @@ def box_mask(rng: np.random.Generator, shape: tuple[int, int], rate: float, n_bo
 def limb_axes(rng: np.random.Generator, shape: tuple[int, int], n_limbs: int | None = None) -> list[np.ndarray]:
     """Polylines (row, col) of 1-3 random limbs (arm: shoulder-elbow-wrist, leg:
     hip-knee-ankle-toe) of a random figure placed in an image of ``shape``."""
-    from . import pose_scenes as ps
+    from napari_ilat.data import pose_scenes as ps
 
     h, w = shape
     res = min(h, w)

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backgrounds import COLOR_PHOTOS, crop_photo
-from .masks import MASK_KINDS, random_mask
-from .sketch import xdog
-from .splits import STREAM_NATURAL_PATCH, SPLIT_SEED_RANGES, rng_for
+from napari_ilat.data.backgrounds import COLOR_PHOTOS, crop_photo
+from napari_ilat.data.masks import MASK_KINDS, random_mask
+from napari_ilat.engine.sketch import xdog
+from napari_ilat.data.splits import STREAM_NATURAL_PATCH, SPLIT_SEED_RANGES, rng_for
 
 DEFAULT_RATE_RANGE = (0.05, 0.5)
 

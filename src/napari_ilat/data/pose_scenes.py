@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from . import skeleton as sk
-from .backgrounds import random_background
-from .render import bbox_slices, coverage, lambert, pixel_grid, polygon_sdf, segment_offset
-from .splits import STREAM_POSE_SCENE, SPLIT_SEED_RANGES, rng_for
+from napari_ilat.engine import skeleton as sk
+from napari_ilat.data.backgrounds import random_background
+from napari_ilat.engine.render import bbox_slices, coverage, lambert, pixel_grid, polygon_sdf, segment_offset
+from napari_ilat.data.splits import STREAM_POSE_SCENE, SPLIT_SEED_RANGES, rng_for
 
 # ----------------------------------------------------------------------------- parameters
 

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..conditions import normalize_keypoints
-from ..data import (
+from napari_ilat.engine.conditions import normalize_keypoints
+from napari_ilat.data import (
     MASK_KINDS,
     compose_sketch,
     make_edit_pair,
@@ -28,7 +28,7 @@ from ..data import (
     split_seeds,
     xdog,
 )
-from ..data.datasets import image_to_tensor
+from napari_ilat.data.datasets import image_to_tensor
 
 SOURCES = ("pose", "natural")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")

@@ -2,7 +2,7 @@
 
 * first-stage reconstruction PSNR (10 log10(1/MSE) on [0,1] images; full quantized
   reconstructions, plain encoder), with the naive same-rate code's PSNR as a yardstick
-  (:func:`napari_ilat.metrics.thumbnail_code`);
+  (:func:`napari_ilat.evaluation.metrics.thumbnail_code`);
 * stage-2 perplexity exp(mean CE) over masked tokens, with and without the condition;
 * pose models: the pose-following check. For held-out edit pairs, edit the *source* image
   inside the pair's mask with the true target pose and with a wrong pose, and count how often
@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import make_edit_pair, random_mask, split_seeds
-from .. import edit  # the public API (lazy attribute of the package)
-from ..metrics import psnr
-from ..model import load_model
-from ..vqgan import VQModel
-from .stage1 import evaluate_reconstruction
-from .stage2 import Stage2Pairs, _tokenize_items, perplexity
+from napari_ilat.data import make_edit_pair, random_mask, split_seeds
+from napari_ilat import edit  # the public API (lazy attribute of the package)
+from napari_ilat.evaluation.metrics import psnr
+from napari_ilat.engine.model import load_model
+from napari_ilat.engine.vqgan import VQModel
+from napari_ilat.train.stage1 import evaluate_reconstruction
+from napari_ilat.train.stage2 import Stage2Pairs, _tokenize_items, perplexity
 
 
 def pose_following(model, n: int, split: str = "test", seed: int = 0, wrong=("source", "other"),
@@ -114,8 +114,8 @@ def evaluate(model_name, *, data=None, split="test", n_recon=100, n_ppl=200, n_p
 
 
 def _evaluate_first_stage_run(run_dir: Path, data, split, n_recon, device) -> dict:
-    from .common import read_run
-    from .first_stage import load_first_stage_weights
+    from napari_ilat.train.common import read_run
+    from napari_ilat.train.first_stage import load_first_stage_weights
 
     if n_recon < 1:
         raise ValueError("a first-stage run has only its reconstruction to measure: --n-recon must be >= 1")

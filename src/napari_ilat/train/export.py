@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from ..model import ILATModel, ModelConfig, save_model
-from ..transformer import TransformerConfig
-from ..vqgan import VQGANConfig
-from . import common as C
+from napari_ilat.engine.model import ILATModel, ModelConfig, save_model
+from napari_ilat.engine.transformer import TransformerConfig
+from napari_ilat.engine.vqgan import VQGANConfig
+from napari_ilat.train import common as C
 
 
 def model_from_run(run_dir, name: str | None = None, description: str = "") -> tuple[ILATModel, dict]:

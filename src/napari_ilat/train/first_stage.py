@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..vqgan import VQGANConfig
+from napari_ilat.engine.vqgan import VQGANConfig
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 
@@ -81,7 +81,7 @@ def infer_config(sd: dict, overrides: dict | None = None) -> VQGANConfig:
 
 def load_first_stage_weights(path, config_json=None) -> tuple[VQGANConfig, dict]:
     """(config, state dict with taming keys, no "loss." entries) from any supported source."""
-    from .common import has_checkpoint, load_weights, read_run
+    from napari_ilat.train.common import has_checkpoint, load_weights, read_run
 
     p = Path(path)
     overrides = None
@@ -97,7 +97,7 @@ def load_first_stage_weights(path, config_json=None) -> tuple[VQGANConfig, dict]
             return VQGANConfig.from_dict(run["first_stage"]["config"]), load_weights(p, "first_stage")
         raise ValueError(f"{p} holds an unknown run stage {run.get('stage')!r}")
     if p.suffix == ".json" or (not p.exists() and not p.suffix):
-        from ..model import load_model
+        from napari_ilat.engine.model import load_model
 
         vq = load_model(path).vqgan
         return vq.config, {k: v.float() for k, v in vq.state_dict().items()}
@@ -105,7 +105,7 @@ def load_first_stage_weights(path, config_json=None) -> tuple[VQGANConfig, dict]
     sd = {k: v for k, v in sd.items() if not k.startswith("loss.")}
     cfg = infer_config(sd, overrides)
     sd = {k: v.float() for k, v in sd.items()}
-    from ..vqgan import VQModel
+    from napari_ilat.engine.vqgan import VQModel
 
     try:
         VQModel(cfg).load_taming_state_dict(sd, strict=True)  # fail here, with the reason

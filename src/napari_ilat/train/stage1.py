@@ -24,12 +24,12 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ..data import random_mask
-from ..metrics import psnr, thumbnail_code
-from ..vqgan import VQGANConfig, VQModel
-from . import common as C
-from .data import Stage1Images, loader
-from .losses import PatchDiscriminator, hinge_d_loss, structural_loss
+from napari_ilat.data import random_mask
+from napari_ilat.evaluation.metrics import psnr, thumbnail_code
+from napari_ilat.engine.vqgan import VQGANConfig, VQModel
+from napari_ilat.train import common as C
+from napari_ilat.train.data import Stage1Images, loader
+from napari_ilat.train.losses import PatchDiscriminator, hinge_d_loss, structural_loss
 
 
 @dataclass
@@ -80,7 +80,7 @@ def evaluate_reconstruction(vq: VQModel, data: str, resolution: int, n: int, spl
                             batch: int = 16, device="cpu") -> dict:
     """Mean PSNR (dB, [0,1] images, 10 log10(1/MSE)) of full quantized reconstructions,
     the fraction of codebook entries used, and (``thumbnail_psnr``) the mean PSNR of the
-    naive code with the same bit budget (:func:`napari_ilat.metrics.thumbnail_code`) on
+    naive code with the same bit budget (:func:`napari_ilat.evaluation.metrics.thumbnail_code`) on
     the same images, as a yardstick."""
     ds = Stage1Images(data, split, resolution, n)
     vq.eval()
@@ -97,7 +97,7 @@ def evaluate_reconstruction(vq: VQModel, data: str, resolution: int, n: int, spl
 
 @functools.lru_cache(maxsize=8)
 def naive_code_psnr(data: str, split: str, resolution: int, n: int, factor: int, n_values: int) -> float:
-    """Mean PSNR of :func:`napari_ilat.metrics.thumbnail_code` on the images
+    """Mean PSNR of :func:`napari_ilat.evaluation.metrics.thumbnail_code` on the images
     :func:`evaluate_reconstruction` uses. It depends on the images and the bit budget only,
     so a run computes it once, not at every validation."""
     ds = Stage1Images(data, split, resolution, n)

@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ..transformer import LATransformer, TransformerConfig, masked_token_loss
-from ..vqgan import VQGANConfig, VQModel
-from . import common as C
-from .data import Stage2Pairs, collate, loader
-from .first_stage import load_first_stage_weights
+from napari_ilat.engine.transformer import LATransformer, TransformerConfig, masked_token_loss
+from napari_ilat.engine.vqgan import VQGANConfig, VQModel
+from napari_ilat.train import common as C
+from napari_ilat.train.data import Stage2Pairs, collate, loader
+from napari_ilat.train.first_stage import load_first_stage_weights
 
 
 @dataclass
@@ -131,7 +131,7 @@ def _optimizer(tf: LATransformer, cfg: Stage2Config):
 @torch.no_grad()
 def sample_grid(vq, tf, val_items: list[dict], cond: str, path: Path, device):
     """Rows: target, masked input, one sample (temperature 1) decoded as an edit would be."""
-    from ..sampler import sample_tokens
+    from napari_ilat.engine.sampler import sample_tokens
 
     tf.eval()
     rows = [[], [], []]
@@ -198,7 +198,7 @@ def train(cfg: Stage2Config, arch: dict, out, *, first_stage=None, first_stage_c
     if cfg.token_pool > 0:
         pool_path = out / "token_pool.safetensors"
         if D.main and not pool_path.exists():
-            from .common import _atomic_save_file
+            from napari_ilat.train.common import _atomic_save_file
 
             t0 = time.time()
             pool = _tokenize_items(vq, train_ds, list(range(cfg.token_pool)), cfg.plain, dev)

@@ -1,6 +1,6 @@
 """Run an edit on the current viewer's layers from napari's console (or any script).
 
->>> from napari_ilat.console import edit_layers
+>>> from napari_ilat.plugin.console import edit_layers
 >>> layer = edit_layers(image="pose scene", mask="suggested mask", pose="pose", seed=3)
 
 The same conversions as the dock widget (displayed 2D slice, points -> keypoints through
@@ -10,8 +10,8 @@ It runs in the calling thread (the console waits for it); the layers given are n
 
 from __future__ import annotations
 
-from . import _layers
-from ._layers import result_name
+from napari_ilat.plugin import layers as _layers
+from napari_ilat.plugin.layers import result_name
 
 __all__ = ["edit_layers"]
 
@@ -58,7 +58,7 @@ def edit_layers(
     """
     import secrets
 
-    from .editing import edit
+    from napari_ilat.engine.editing import edit
 
     if viewer is None:
         import napari

@@ -42,7 +42,7 @@ def has_display() -> bool:
 
 def resolve_model(name):
     """The model to use, or None (and a message) when the bundled one is not installed."""
-    from .model import bundled_models
+    from napari_ilat.engine.model import bundled_models
 
     if name is not None:
         return name
@@ -79,7 +79,7 @@ def _upscale(img: np.ndarray, k: int) -> np.ndarray:
 
 def side_by_side(before, mask, after, before_pose, after_pose, scale: int = 3) -> np.ndarray:
     """before (old skeleton) | mask over before (new skeleton) | after (new skeleton) | after."""
-    from .data.skeleton import draw_skeleton
+    from napari_ilat.engine.skeleton import draw_skeleton
 
     tint = before.astype(np.float64)
     tint[mask] = 0.45 * tint[mask] + 0.55 * np.array([255.0, 60.0, 200.0])
@@ -95,9 +95,9 @@ def side_by_side(before, mask, after, before_pose, after_pose, scale: int = 3) -
 
 
 def run_headless(model, out_dir: Path, seed: int = DEMO_SEED, device="auto") -> int:
-    from ._cli_edit import TextProgress, write_image
-    from ._sample_data import pose_sample_pair
-    from .editing import edit
+    from napari_ilat.cli.edit import TextProgress, write_image
+    from napari_ilat.plugin.sample_data import pose_sample_pair
+    from napari_ilat.engine.editing import edit
 
     pair = pose_sample_pair()
     bar = TextProgress("demo edit")
@@ -130,7 +130,7 @@ def run_headless(model, out_dir: Path, seed: int = DEMO_SEED, device="auto") -> 
 
 def move_points_to(points, pose: np.ndarray) -> None:
     """Set a named-keypoint Points layer to ``pose`` (18, 3) (x, y, v), as if dragged."""
-    from .data.skeleton import KEYPOINT_NAMES
+    from napari_ilat.engine.skeleton import KEYPOINT_NAMES
 
     vis = np.flatnonzero(np.asarray(pose)[:, 2] > 0)
     names = [KEYPOINT_NAMES[k] for k in vis]
@@ -148,7 +148,7 @@ def run_gui(model, seed: int = DEMO_SEED, device="auto") -> int:
     from napari.utils.notifications import show_info
     from qtpy.QtCore import QTimer
 
-    from ._sample_data import pose_sample_pair
+    from napari_ilat.plugin.sample_data import pose_sample_pair
 
     viewer = napari.Viewer(title="napari-ilat demo")
     viewer.open_sample("napari-ilat", "pose")

@@ -139,7 +139,7 @@ _COMMON = ("data", "steps", "batch_size", "lr", "warmup", "seed", "workers", "lo
 
 
 def _check_out(args):
-    from .common import has_checkpoint
+    from napari_ilat.train.common import has_checkpoint
 
     out = Path(args.out)
     if args.resume and not has_checkpoint(out):
@@ -155,9 +155,9 @@ def run(args) -> int:
 
         torch.set_num_threads(args.threads)
     if cmd == "vqgan":
-        from ..vqgan import VQGANConfig
-        from .first_stage import load_first_stage_weights
-        from .stage1 import Stage1Config, train
+        from napari_ilat.engine.vqgan import VQGANConfig
+        from napari_ilat.train.first_stage import load_first_stage_weights
+        from napari_ilat.train.stage1 import Stage1Config, train
 
         _check_out(args)
         cfg = Stage1Config()
@@ -175,7 +175,7 @@ def run(args) -> int:
         _summary(rec)
         return 0
     if cmd == "transformer":
-        from .stage2 import Stage2Config, train
+        from napari_ilat.train.stage2 import Stage2Config, train
 
         _check_out(args)
         cfg = Stage2Config()
@@ -191,7 +191,7 @@ def run(args) -> int:
         _summary(rec)
         return 0
     if cmd == "export":
-        from .export import export
+        from napari_ilat.train.export import export
 
         paths = export(args.transformer, args.out, name=args.name, description=args.description,
                        dtype=args.dtype, single_file=args.single_file)
@@ -199,7 +199,7 @@ def run(args) -> int:
             print(f"{p}  ({Path(p).stat().st_size / 2**20:.2f} MiB)")
         return 0
     if cmd == "eval":
-        from .evaluate import evaluate
+        from napari_ilat.train.evaluate import evaluate
 
         res = evaluate(args.model, data=args.data, split=args.split, n_recon=args.n_recon, n_ppl=args.n_ppl,
                        n_pose=args.n_pose, n_speed=args.n_speed, device=args.device, seed=args.seed,

@@ -36,8 +36,8 @@ from napari.layers import Image, Labels, Points, Shapes
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 
-from . import _layers
-from ._layers import MODE_LABELS, EditInputs, InputError, result_name
+from napari_ilat.plugin import layers as _layers
+from napari_ilat.plugin.layers import MODE_LABELS, EditInputs, InputError, result_name
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ POLL_MS = 50
 
 
 def available_modes() -> list[tuple[str, str]]:
-    from .editing import MODES
+    from napari_ilat.engine.editing import MODES
 
     return [(MODE_LABELS.get(m, m), m) for m in MODE_LABELS if m in MODES] + [
         (m, m) for m in MODES if m not in MODE_LABELS
@@ -95,7 +95,7 @@ class JobResult:
 
 def run_job(inputs: EditInputs, params: dict, state: JobState, threads: int | None = None) -> JobResult:
     """Run one edit on plain arrays; never raises, never touches Qt (runs in the worker)."""
-    from .editing import EditCancelled, edit
+    from napari_ilat.engine.editing import EditCancelled, edit
 
     t0 = time.perf_counter()
     old_threads = None
@@ -194,7 +194,7 @@ class ILATWidget(Container):
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self._poll)
 
-        from ._sample_data import install_skeleton_autolink
+        from napari_ilat.plugin.sample_data import install_skeleton_autolink
 
         install_skeleton_autolink(self.viewer)
         layers = self.viewer.layers.events
@@ -217,7 +217,7 @@ class ILATWidget(Container):
         return get
 
     def _model_choices(self, widget=None):
-        from .model import bundled_models
+        from napari_ilat.engine.model import bundled_models
 
         out = [(AUTO_MODEL, AUTO_MODEL)] if bundled_models() else []
         out += [(name, name) for name in bundled_models()]
@@ -252,7 +252,7 @@ class ILATWidget(Container):
 
     @staticmethod
     def _looks_like_pose(layer) -> bool:
-        from .data.skeleton import KEYPOINT_NAMES
+        from napari_ilat.engine.skeleton import KEYPOINT_NAMES
 
         names = _layers.pose_names(layer)
         return len(layer.data) == len(KEYPOINT_NAMES) or bool(names and set(names) & set(KEYPOINT_NAMES))

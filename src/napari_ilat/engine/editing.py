@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from .conditions import N_KEYPOINTS, normalize_keypoints
-from .model import ILATModel, load_model
-from .sampler import EditCancelled, SamplingOptions, sample_tokens
+from napari_ilat.engine.conditions import N_KEYPOINTS, normalize_keypoints
+from napari_ilat.engine.model import ILATModel, load_model
+from napari_ilat.engine.sampler import EditCancelled, SamplingOptions, sample_tokens
 
 MODES = ("ilat", "ilat*", "taming")
 
@@ -324,7 +324,7 @@ def edit(
     if pose is not None:
         cond = to_tensor(normalize_keypoints(pose, (r0, c0, h, w)))[None]
     elif sketch is not None:
-        from .data.sketch import compose_sketch
+        from napari_ilat.engine.sketch import compose_sketch
 
         full = compose_sketch(unit if unit.ndim == 2 else rgb, mask, sketch)
         s = to_tensor(full[win])[None, None]

@@ -79,7 +79,7 @@ def read_sketch(path) -> np.ndarray:
 
 
 def read_pose(path) -> np.ndarray:
-    from .data.skeleton import KEYPOINT_NAMES
+    from napari_ilat.engine.skeleton import KEYPOINT_NAMES
 
     path = Path(path)
     if not path.is_file():
@@ -203,14 +203,14 @@ def output_paths(out: Path, samples: int) -> list[Path]:
 
 
 def run(args) -> int:
-    from .editing import edit
+    from napari_ilat.engine.editing import edit
 
     if args.samples < 1:
         raise ValueError("--samples must be >= 1")
     jobs = _jobs(args)
     model = args.model
     if model is not None and (Path(model).suffix == ".json" or Path(model).exists()):
-        from .model import load_model
+        from napari_ilat.engine.model import load_model
 
         model = load_model(model)  # once, not per image
     n = len(jobs)

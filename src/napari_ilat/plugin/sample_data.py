@@ -13,8 +13,8 @@ import weakref
 
 import numpy as np
 
-from ._layers import SKELETON
-from .data.skeleton import KEYPOINT_NAMES
+from napari_ilat.plugin.layers import SKELETON
+from napari_ilat.engine.skeleton import KEYPOINT_NAMES
 
 #: The pose sample: a test-split scene (never trained on) where one arm is raised.
 POSE_SAMPLE_SEED = 5
@@ -31,7 +31,7 @@ _BONE_COLOURS = np.array(
 
 def pose_sample_pair(seed: int = POSE_SAMPLE_SEED, resolution: int = POSE_SAMPLE_RESOLUTION):
     """The edit pair behind the pose sample (source scene, target pose, mask)."""
-    from .data.pose_scenes import make_edit_pair
+    from napari_ilat.data.pose_scenes import make_edit_pair
 
     return make_edit_pair(seed, resolution)
 
@@ -63,7 +63,7 @@ def pose_layer_data(pose: np.ndarray, name: str = "pose", reference=None, skelet
 
 def skeleton_lines(points) -> tuple[list[np.ndarray], np.ndarray]:
     """(lines, colours) of the bones between the named keypoints present in a Points layer."""
-    from ._layers import pose_names
+    from napari_ilat.plugin.layers import pose_names
 
     names = pose_names(points) or []
     where = {n: i for i, n in enumerate(names) if n in KEYPOINT_NAMES}

@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .conditions import N_KEYPOINTS, PoseEncoder, SketchEncoder
+from napari_ilat.engine.conditions import N_KEYPOINTS, PoseEncoder, SketchEncoder
 
 CONDITIONS = ("none", "pose", "sketch")
 

@@ -10,7 +10,7 @@ convolutions: a model whose first stage was trained ``--plain``, run with the pl
 without such a model, the plain encoder at inference on the iLAT weights, and the table
 says so), ``taming`` (raster AR, context above/left), and the classical
 skimage.restoration.inpaint_biharmonic (plus OpenCV's Telea when cv2 is importable).
-Metrics (napari_ilat.metrics): PSNR / SSIM / MAE over the whole image and inside the mask.
+Metrics (napari_ilat.evaluation.metrics): PSNR / SSIM / MAE over the whole image and inside the mask.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
-from .editing import edit
-from .metrics import all_metrics
+from napari_ilat.engine.editing import edit
+from napari_ilat.evaluation.metrics import all_metrics
 
 LEARNED = ("ilat", "ilat*", "taming")
 METRICS = ("psnr", "ssim", "mae", "psnr_mask", "ssim_mask", "mae_mask")
@@ -49,7 +49,7 @@ def _float_inpaint(fn, img, mask):
 
 
 def pose_cases(n: int, resolution: int):
-    from .data import make_edit_pair, split_seeds
+    from napari_ilat.data import make_edit_pair, split_seeds
 
     for seed in split_seeds("test", n):
         p = make_edit_pair(int(seed), resolution)
@@ -57,7 +57,7 @@ def pose_cases(n: int, resolution: int):
 
 
 def natural_cases(n: int, resolution: int, guided: bool):
-    from .data import make_natural_sample, split_seeds
+    from napari_ilat.data import make_natural_sample, split_seeds
 
     for seed in split_seeds("test", n):
         s = make_natural_sample(int(seed), resolution, mask_kinds=("brush",), rate_range=(0.1, 0.4))
@@ -131,8 +131,8 @@ def examples_png(rows: list[dict], methods, path) -> None:
 
 
 def _model(m):
-    from .editing import _load_cached
-    from .model import ILATModel
+    from napari_ilat.engine.editing import _load_cached
+    from napari_ilat.engine.model import ILATModel
 
     return m if m is None or isinstance(m, ILATModel) else _load_cached(str(m))
 

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from .render import bbox_slices, pixel_grid, segment_offset
+from napari_ilat.engine.render import bbox_slices, pixel_grid, segment_offset
 
 XDOG_SIGMA = 1.5
 XDOG_K = 2.5

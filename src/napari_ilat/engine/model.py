@@ -26,8 +26,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save_file
 
-from .transformer import LATransformer, TransformerConfig
-from .vqgan import VQGANConfig, VQModel
+from napari_ilat.engine.transformer import LATransformer, TransformerConfig
+from napari_ilat.engine.vqgan import VQGANConfig, VQModel
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 FORMAT_VERSION = 1

@@ -12,11 +12,11 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS = {
-    "bench": ("napari_ilat.bench", "measure speed, quality, GUI responsiveness"),
-    "data": ("napari_ilat.data.cli", "inspect the offline training data (contact sheet)"),
-    "train": ("napari_ilat.train.cli", "train the VQGAN / transformer, evaluate, export a model"),
-    "edit": ("napari_ilat._cli_edit", "edit an image (or a folder) where a mask is painted"),
-    "demo": ("napari_ilat._cli_demo", "open napari with the pose sample (headless: write PNGs)"),
+    "bench": ("napari_ilat.cli.bench", "measure speed, quality, GUI responsiveness"),
+    "data": ("napari_ilat.cli.data", "inspect the offline training data (contact sheet)"),
+    "train": ("napari_ilat.cli.train", "train the VQGAN / transformer, evaluate, export a model"),
+    "edit": ("napari_ilat.cli.edit", "edit an image (or a folder) where a mask is painted"),
+    "demo": ("napari_ilat.cli.demo", "open napari with the pose sample (headless: write PNGs)"),
 }
 
 
@@ -52,6 +52,3 @@ def main(argv=None) -> int:
         print(f"napari-ilat {args.command}: error: {e}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,7 +6,7 @@ minus the interval, is the longest stall. The edit runs exactly as in the GUI: t
 widget, its threaded napari worker, its progress polling, and the result layer being added
 (and drawn) on the main thread. Needs a display (xvfb-run is fine).
 
-    from napari_ilat._bench_gui import run_gui_benchmark
+    from napari_ilat.plugin.bench_gui import run_gui_benchmark
     run_gui_benchmark()              # default-size random model, 128 px, 30% masked
     run_gui_benchmark(model="tiny")  # ILATModel.tiny at 32 px
 """
@@ -21,7 +21,7 @@ import numpy as np
 
 
 def _model(model, size: int):
-    from .model import ILATModel, ModelConfig, load_model
+    from napari_ilat.engine.model import ILATModel, ModelConfig, load_model
 
     if model is None or model == "default":
         return ILATModel(ModelConfig()).eval(), "random ILATModel(ModelConfig())"
@@ -33,7 +33,7 @@ def _model(model, size: int):
 
 
 def _scene(size: int, mask_fraction: float):
-    from ._sample_data import pose_sample_pair
+    from napari_ilat.plugin.sample_data import pose_sample_pair
 
     pair = pose_sample_pair(resolution=size)
     mask = np.zeros((size, size), np.uint8)
@@ -64,8 +64,8 @@ def run_gui_benchmark(
     import napari
     from qtpy.QtCore import QEventLoop, QTimer
 
-    from . import _widget
-    from ._widget import ILATWidget
+    from napari_ilat.plugin import widget as _widget
+    from napari_ilat.plugin.widget import ILATWidget
 
     mdl, model_label = _model(model, size)
     image, mask = _scene(size, mask_fraction)

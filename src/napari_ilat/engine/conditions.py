@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .data.skeleton import NUM_KEYPOINTS as N_KEYPOINTS  # COCO/OpenPose order
+from napari_ilat.engine.skeleton import NUM_KEYPOINTS as N_KEYPOINTS  # COCO/OpenPose order
 
 
 class PoseEncoder(nn.Module):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import benchmark, contact_sheet
+from napari_ilat.data import benchmark, contact_sheet
 
 SUBCOMMANDS = {
     "contact-sheet": (contact_sheet, "write a PNG contact sheet of pose-edit pairs and natural patches"),

@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from .transformer import KVCache, LATransformer, permutation, permuted_mask
+from napari_ilat.engine.transformer import KVCache, LATransformer, permutation, permuted_mask
 
 MODES = ("ilat", "taming")
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data.skeleton import KEYPOINT_NAMES
-from .data.skeleton import NUM_KEYPOINTS as N_KEYPOINTS
+from napari_ilat.engine.skeleton import KEYPOINT_NAMES
+from napari_ilat.engine.skeleton import NUM_KEYPOINTS as N_KEYPOINTS
 
 __all__ = [
     "EditInputs",
@@ -159,7 +159,7 @@ def points_to_pose(points, image=None, world_point=None) -> np.ndarray:
     """A Points layer -> (18, 3) keypoints (x = column, y = row, visible) in ``image`` pixels.
 
     Named points (a feature column 'name' / 'keypoint' / 'label' holding the names in
-    :data:`~napari_ilat.data.skeleton.KEYPOINT_NAMES`) may be any subset, in any order; missing
+    :data:`~napari_ilat.engine.skeleton.KEYPOINT_NAMES`) may be any subset, in any order; missing
     ones are invisible. Unnamed points must be exactly 18, in COCO/OpenPose order. A boolean
     feature 'visible' (if present) marks invisible points. napari stores points as (row, col);
     the conversion goes through world coordinates, so the Points and Image layers may have

@@ -9,10 +9,10 @@ from napari_ilat.engine.sampler import EditCancelled, SamplingOptions, pick, sam
 from napari_ilat.engine.transformer import LATransformer, TransformerConfig
 
 
-def make(cond="none", dtype=torch.float32, seed=0):
+def make(cond="none", dtype=torch.float32, seed=0, cond_map=False):
     torch.manual_seed(seed)
     cfg = TransformerConfig(vocab_size=64, grid=6, n_layer=3, n_head=4, n_embd=32, cond=cond,
-                            sketch_patch=4)
+                            sketch_patch=4, cond_map=cond_map)
     return LATransformer(cfg).to(dtype).eval()
 
 
@@ -34,9 +34,9 @@ def problem(n, rate=0.4, seed=0):
 
 
 @pytest.mark.parametrize("mode", ["ilat", "taming"])
-@pytest.mark.parametrize("cond", ["none", "pose", "sketch"])
+@pytest.mark.parametrize("cond", ["none", "pose", "sketch", "pose+map", "sketch+map"])
 def test_cached_equals_reference(mode, cond):
-    model = make(cond)
+    model = make(cond.split("+")[0], cond_map=cond.endswith("+map"))
     tokens, known = problem(model.config.n_tokens)
     c = cond_for(model, torch.float32)
     opts = SamplingOptions(greedy=True)

@@ -123,6 +123,7 @@ def sample_tokens(
     order = plan.order
     out = tokens.clone()[None].repeat(samples, 1)
     cond_tokens = model.encode_condition(cond, 1)
+    cells = model.condition_cells(cond, 1)
     n_cond = cond_tokens.shape[1]
     stream0 = n_cond + 1 + plan.n_known  # index of the first stream entry in the sequence
     n_known = torch.tensor([plan.n_known], device=tokens.device)
@@ -141,14 +142,14 @@ def sample_tokens(
         length = stream0 + first + 1
         kv = KVCache(model.config, samples, length + plan.n_steps - 1, cond_tokens)
         if plan.n_steps and not _is_cancelled(cancel):
-            x = model.embed_sequence(out[:1], order[None], n_known, cond_tokens)[:, :length]
+            x = model.embed_sequence(out[:1], order[None], n_known, cond_tokens, cells)[:, :length]
             hidden = model.run(x, permuted_mask(n_known, n_cond, length), kv)
             emit(first, model.logits(hidden[:, -1]).expand(samples, -1))
         for j in range(first + 1, first + plan.n_steps):
             if _is_cancelled(cancel):
                 raise EditCancelled()
             prev, query = order[plan.n_known + j - 1], order[plan.n_known + j]
-            x = model.stream_input(out[:, prev], prev.expand(samples), query.expand(samples))
+            x = model.stream_input(out[:, prev], prev.expand(samples), query.expand(samples), cells)
             hidden = model.run(x[:, None], None, kv)  # a stream row may see all before it
             emit(j, model.logits(hidden[:, -1]))
     else:
@@ -160,7 +161,7 @@ def sample_tokens(
         for j in range(first, first + plan.n_steps):
             if _is_cancelled(cancel):
                 raise EditCancelled()
-            x = model.embed_sequence(out, orders, n_known.expand(samples), conds)
+            x = model.embed_sequence(out, orders, n_known.expand(samples), conds, cells)
             hidden = model.run(x, mask)
             emit(j, model.logits(hidden[:, stream0 + j]))
     if _is_cancelled(cancel):

@@ -36,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from napari_ilat.engine.conditions import N_KEYPOINTS, PoseEncoder, SketchEncoder
+from napari_ilat.engine.posemap import PoseMapEncoder, SketchMapEncoder
 
 CONDITIONS = ("none", "pose", "sketch")
 
@@ -51,6 +52,9 @@ class TransformerConfig:
     cond: str = "none"  # "none" | "pose" | "sketch"
     sketch_patch: int = 8  # pixels per token side (= first-stage factor f)
     pose_freqs: int = 0  # Fourier-feature octaves on the keypoint coordinates (0 = raw (x, y, v))
+    # also give every token the embedding of its own cell of the condition map (the pose
+    # rendered as blobs and sticks, or the sketch), added to its input (posemap.py)
+    cond_map: bool = False
 
     def __post_init__(self):
         if self.cond not in CONDITIONS:
@@ -200,6 +204,10 @@ class LATransformer(nn.Module):
             self.cond_enc = PoseEncoder(d, N_KEYPOINTS, cfg.pose_freqs)
         elif cfg.cond == "sketch":
             self.cond_enc = SketchEncoder(d, cfg.sketch_patch, cfg.grid)
+        if cfg.cond_map and cfg.cond == "pose":
+            self.cond_map = PoseMapEncoder(d, cfg.grid)
+        elif cfg.cond_map and cfg.cond == "sketch":
+            self.cond_map = SketchMapEncoder(d, cfg.sketch_patch)
 
     @staticmethod
     def _init_weights(m):
@@ -223,19 +231,40 @@ class LATransformer(nn.Module):
         c = self.cond_enc(cond)
         return c.expand(batch, -1, -1) if c.shape[0] == 1 else c
 
+    def condition_cells(self, cond, batch: int) -> torch.Tensor | None:
+        """Per-token condition embeddings (B, N, d) in raster order (``cond_map`` models with
+        a condition), else None. Added to the input of the token at, or predicting, each
+        position: known tokens in the prefix and stream entries alike."""
+        if cond is None or not self.config.cond_map or self.config.cond == "none":
+            return None
+        cells = self.cond_map(cond)
+        return cells.expand(batch, -1, -1) if cells.shape[0] == 1 else cells
+
+    @staticmethod
+    def cells_at(cells: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """cells (1 or B, N, d) at raster ``positions`` (B, ...) -> (B, ..., d)."""
+        if cells.shape[0] == 1:
+            return cells[0][positions]
+        flat = positions.reshape(positions.shape[0], -1)
+        out = cells.gather(1, flat[..., None].expand(-1, -1, cells.shape[-1]))
+        return out.reshape(*positions.shape, cells.shape[-1])
+
     def content(self, tokens, positions):
         """Embedding of token ids sitting at raster positions (same shapes)."""
         return self.tok_emb(tokens) + self.pos_emb[positions]
 
-    def stream_input(self, prev_tokens, prev_positions, query_positions):
+    def stream_input(self, prev_tokens, prev_positions, query_positions, cells=None):
         """Stream entry: previous masked token (content + position; S with no position when
-        prev_positions < 0) plus the query embedding of the position to predict."""
+        prev_positions < 0) plus the query embedding of the position to predict (and, with
+        ``cells``, that position's cell of the condition map)."""
         first = prev_positions < 0
         pos = self.pos_emb[prev_positions.clamp(min=0)] * (~first)[..., None]
-        return self.tok_emb(prev_tokens) + pos + self.query_emb[query_positions]
+        x = self.tok_emb(prev_tokens) + pos + self.query_emb[query_positions]
+        return x if cells is None else x + self.cells_at(cells, query_positions)
 
-    def embed_sequence(self, tokens, order, n_known, cond_tokens):
-        """Full permuted sequence [C, S, known, stream] -> (B, T, d) input embeddings."""
+    def embed_sequence(self, tokens, order, n_known, cond_tokens, cells=None):
+        """Full permuted sequence [C, S, known, stream] -> (B, T, d) input embeddings.
+        ``cells``: per-token condition embeddings (:meth:`condition_cells`) or None."""
         b, n = tokens.shape
         tok_sorted = tokens.gather(1, order)
         slot = torch.arange(n, device=tokens.device)[None, :].expand(b, n)
@@ -246,6 +275,8 @@ class LATransformer(nn.Module):
         prev_pos = torch.where(first, -1, order.gather(1, prev_slot))
         stream = self.stream_input(prev_tok, prev_pos, order)
         body = torch.where(in_stream[..., None], stream, self.content(tok_sorted, order))
+        if cells is not None:  # known slot: its own cell; stream slot: the cell it predicts
+            body = body + self.cells_at(cells, order)
         s = self.tok_emb.weight[self.start].expand(b, 1, -1)
         return torch.cat([cond_tokens, s, body], dim=1)
 
@@ -277,7 +308,7 @@ class LATransformer(nn.Module):
             raise ValueError(f"expected {self.config.n_tokens} tokens per image, got {n}")
         order, n_known = permutation(known)
         cond_tokens = self.encode_condition(cond, b)
-        x = self.embed_sequence(tokens, order, n_known, cond_tokens)
+        x = self.embed_sequence(tokens, order, n_known, cond_tokens, self.condition_cells(cond, b))
         mask = permuted_mask(n_known, cond_tokens.shape[1], x.shape[1])
         hidden = self.run(x, mask)
         return self.logits(hidden[:, cond_tokens.shape[1] + 1 :]), order, n_known

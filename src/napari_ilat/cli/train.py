@@ -4,6 +4,7 @@
     napari-ilat train transformer  --data pose --first-stage runs/pose-vq --out runs/pose-tf ...
     napari-ilat train export       --first-stage runs/pose-vq --transformer runs/pose-tf --out NAME
     napari-ilat train eval         --model NAME --data pose
+    napari-ilat train recipe       --data pose --minutes 10 --out runs/pose-recipe
 
 Multi-GPU / multi-node: launch the same command with torchrun, e.g.
 ``torchrun --nproc_per_node 8 -m napari_ilat.cli train vqgan ...`` (DistributedDataParallel;
@@ -97,6 +98,30 @@ def add_arguments(parser: argparse.ArgumentParser):
                         "(0 = encode every batch; a pool saves first-stage time on CPUs)")
     p.add_argument("--plain", action="store_true", help="encode with the plain encoder (iLAT* ablation)")
 
+    p = sub.add_parser("recipe", help="data -> stage 1 -> stage 2 -> export -> eval in one time budget, "
+                                      "sized to the device (CUDA bf16 on a GPU)")
+    p.add_argument("--data", default="pose", help="'pose', 'natural', or a folder of your own images")
+    p.add_argument("--minutes", type=float, required=True, help="the whole budget, evaluation included")
+    p.add_argument("--out", required=True, help="directory for both runs, the model and eval.json")
+    p.add_argument("--name", default=None, help="exported model name (default: the data name)")
+    p.add_argument("--stage1-share", type=float, default=None, help="fraction of the training time for stage 1")
+    p.add_argument("--batch1", type=int, default=None, help="stage-1 batch (default by device)")
+    p.add_argument("--batch2", type=int, default=None, help="stage-2 batch (default by device)")
+    p.add_argument("--stage1-lr", type=float, default=None)
+    p.add_argument("--stage2-lr", type=float, default=None)
+    p.add_argument("--workers", type=int, default=None, help="data worker processes (default by device)")
+    p.add_argument("--token-pool", type=int, default=None, help="stage-2 token pool (default: CPU only)")
+    p.add_argument("--n-eval", type=int, default=None, help="test cases per metric (default 200 GPU, 20 CPU)")
+    p.add_argument("--n-layer", type=int, default=None)
+    p.add_argument("--n-embd", type=int, default=None)
+    p.add_argument("--no-cond-map", action="store_true", help="no per-token condition cells (ablation)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--overwrite", action="store_true", help="start over even if --out holds runs")
+    p.add_argument("--quiet", action="store_true")
+
     p = sub.add_parser("export", help="bundle a stage-1 + stage-2 run pair as a loadable model")
     p.add_argument("--transformer", required=True, help="stage-2 run directory")
     p.add_argument("--out", required=True, help="output path (NAME -> NAME.json + NAME.stage{1,2}.safetensors)")
@@ -189,6 +214,28 @@ def run(args) -> int:
                     resume=args.resume, device=args.device, precision=args.precision, stop_at=args.stop_at,
                     time_limit=args.time_limit, quiet=args.quiet)
         _summary(rec)
+        return 0
+    if cmd == "recipe":
+        from napari_ilat.train.common import has_checkpoint
+        from napari_ilat.train.recipe import RecipeConfig
+        from napari_ilat.train.recipe import run as run_recipe
+
+        if not args.minutes > 0:
+            raise ValueError(f"--minutes must be > 0, got {args.minutes}")
+        out = Path(args.out)
+        if not args.overwrite and any(has_checkpoint(out / s) for s in ("stage1", "stage2")):
+            raise ValueError(f"{out} already holds recipe runs; pass --overwrite to start over")
+        if args.overwrite:
+            import shutil
+
+            for s in ("stage1", "stage2"):
+                shutil.rmtree(out / s, ignore_errors=True)
+        cfg = RecipeConfig(data=args.data, minutes=args.minutes, seed=args.seed, name=args.name,
+                           cond_map=not args.no_cond_map)
+        _set(cfg, args, ("stage1_share", "batch1", "batch2", "stage1_lr", "stage2_lr", "workers",
+                         "token_pool", "n_eval", "n_layer", "n_embd"))
+        rec = run_recipe(cfg, out, device=args.device, precision=args.precision, quiet=args.quiet)
+        print(json.dumps({"model": rec["model"], "phases": rec["phases"], "eval": rec["eval"]}, indent=2))
         return 0
     if cmd == "export":
         from napari_ilat.train.export import export

@@ -162,13 +162,13 @@ def batch_indices(n: int, batch: int, seed: int, rank: int, world: int, start_st
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _atomic_save_file(tensors: dict, path: Path, metadata=None):
+def atomic_save_file(tensors: dict, path: Path, metadata=None):
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
     os.replace(tmp, path)
 
 
-def _atomic_write_text(text: str, path: Path):
+def atomic_write_text(text: str, path: Path):
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -223,9 +223,9 @@ def save_checkpoint(out: Path, *, modules: dict, optimizers: dict, generator: to
     run = dict(run)
     run["optimizers"] = opt_meta
     run["scaler"] = scaler.state_dict() if scaler is not None and scaler.is_enabled() else None
-    _atomic_save_file(weights, out / "model.safetensors")
-    _atomic_save_file(state, out / "state.safetensors")
-    _atomic_write_text(json.dumps(run, indent=1) + "\n", out / "run.json")
+    atomic_save_file(weights, out / "model.safetensors")
+    atomic_save_file(state, out / "state.safetensors")
+    atomic_write_text(json.dumps(run, indent=1) + "\n", out / "run.json")
 
 
 def has_checkpoint(out) -> bool:
@@ -276,11 +276,13 @@ def config_to_dict(cfg) -> dict:
 # --------------------------------------------------------------------------- learning rate
 
 
-def lr_at(step: int, base: float, warmup: int, total: int, min_ratio: float = 0.1) -> float:
-    """Linear warm-up, then cosine decay to ``min_ratio * base`` at ``total`` steps."""
+def lr_at(step: int, base: float, warmup: int, total: int, min_ratio: float = 0.1,
+          progress: float | None = None) -> float:
+    """Linear warm-up, then cosine decay to ``min_ratio * base`` at ``total`` steps, or, with
+    ``progress`` (the fraction of a time budget used), at the end of the budget."""
     if step < warmup:
         return base * (step + 1) / warmup
-    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    t = min(1.0, (step - warmup) / max(1, total - warmup)) if progress is None else min(1.0, progress)
     return base * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
@@ -356,7 +358,7 @@ def log_line(out: Path, record: dict):
 def save_rank_rng(out, D: Dist, generator: torch.Generator):
     """Every rank's own RNG states (they differ per rank), beside the checkpoint."""
     state = {"loop": generator.get_state(), "torch": torch.get_rng_state()}
-    _atomic_save_file(state, Path(out) / f"rng.rank{D.rank}.safetensors")
+    atomic_save_file(state, Path(out) / f"rng.rank{D.rank}.safetensors")
 
 
 def read_resume(out, stage: str, cls, cfg):
@@ -396,6 +398,20 @@ def end_of_step(D: Dist, device, *, step: int, stop: int, save_every: int, t0: f
     if timed_out:
         bar.message(f"time limit reached at step {step}; resume with --resume")
     return timed_out
+
+
+def budget_progress(t0: float, elapsed: float, budget_minutes: float) -> float | None:
+    """Fraction of a training time budget used (None when the run has no budget: it is then
+    scheduled by steps). A budgeted run's learning rate decays over the budget, not over
+    --steps, and the run ends when the budget is spent, so a schedule fits any device."""
+    if not budget_minutes:
+        return None
+    return (time.time() - t0 + elapsed) / (budget_minutes * 60)
+
+
+def budget_spent(D: "Dist", device, progress: float | None) -> bool:
+    """All ranks agree on the end of the budget (so they stop at the same step)."""
+    return D.any(progress is not None and progress >= 1.0, device)
 
 
 def load_rank_rng(out, rank: int, default: torch.Tensor) -> torch.Tensor:

@@ -27,11 +27,11 @@ from napari_ilat.evaluation.metrics import psnr
 from napari_ilat.engine.model import load_model
 from napari_ilat.engine.vqgan import VQModel
 from napari_ilat.train.stage1 import evaluate_reconstruction
-from napari_ilat.train.stage2 import Stage2Pairs, _tokenize_items, perplexity
+from napari_ilat.train.stage2 import Stage2Pairs, tokenize_items, perplexity
 
 
 def pose_following(model, n: int, split: str = "test", seed: int = 0, wrong=("source", "other"),
-                   progress=None, mode: str = "ilat") -> dict:
+                   progress=None, mode: str = "ilat", device="cpu") -> dict:
     bad = set(wrong) - {"source", "other"}
     if bad or not wrong:
         raise ValueError(f"wrong poses must be 'source' and/or 'other', got {tuple(wrong)}")
@@ -42,7 +42,7 @@ def pose_following(model, n: int, split: str = "test", seed: int = 0, wrong=("so
     p_true, p_src, p_other = [], [], []
     for i, p in enumerate(pairs):
         other = pairs[(i + 1) % n].target_pose
-        kw = dict(model=model, seed=seed + i, device="cpu", mode=mode)
+        kw = dict(model=model, seed=seed + i, device=device, mode=mode)
         a = psnr(edit(p.source, p.mask, pose=p.target_pose, **kw), p.target, p.mask)
         p_true.append(a)
         if "source" in wrong:
@@ -101,13 +101,13 @@ def evaluate(model_name, *, data=None, split="test", n_recon=100, n_ppl=200, n_p
             out["reconstruction"] = evaluate_reconstruction(model.vqgan, data, R, n_recon, split=split, device=device)
         if n_ppl:
             ds = Stage2Pairs(data, split, R, n_ppl, model.cond, causal_frac=0.0)
-            toks = _tokenize_items(model.vqgan, ds, list(range(n_ppl)), plain, device)
+            toks = tokenize_items(model.vqgan, ds, list(range(n_ppl)), plain, device)
             key = model.cond if model.cond in ("pose", "sketch") else None
             out["perplexity"] = {"masked_tokens": perplexity(model.transformer, toks, key, device)}
             if key:
                 out["perplexity"]["masked_tokens_uncond"] = perplexity(model.transformer, toks, None, device)
     if n_pose and model.cond == "pose":
-        out["pose_following"] = pose_following(model, n_pose, split, seed, wrong, mode=mode)
+        out["pose_following"] = pose_following(model, n_pose, split, seed, wrong, mode=mode, device=device)
     if n_speed:
         out["speed_128px_30pct"] = edit_speed(model, n_speed, mode=mode)
     return out

@@ -54,6 +54,7 @@ class Stage1Config:
     seed: int = 0
     workers: int = 0
     train_length: int = 1_000_000  # items per epoch (generated on the fly)
+    budget_minutes: float = 0.0  # > 0: the schedule spans this much training time, then stop
 
 
 def _batch_masks(gen: torch.Generator, n: int, size: int) -> torch.Tensor:
@@ -176,7 +177,8 @@ def train(cfg: Stage1Config, model_cfg: VQGANConfig, out, *, resume=False, devic
         x = _random_crop(x, cfg.crop, gen)
         use_mask = not cfg.plain and torch.rand((), generator=gen).item() < cfg.mask_prob
         mask = _batch_masks(gen, x.shape[0], x.shape[-1]).to(dev) if use_mask else None
-        lr = C.lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
+        lr = C.lr_at(step, cfg.lr, cfg.warmup, cfg.steps,
+                     progress=C.budget_progress(t0, elapsed, cfg.budget_minutes))
         C.set_lr(opt, lr)
         C.set_lr(opt_d, lr)
         use_disc = cfg.disc_weight > 0 and step >= cfg.disc_start
@@ -211,6 +213,8 @@ def train(cfg: Stage1Config, model_cfg: VQGANConfig, out, *, resume=False, devic
         scaler.update()
         usage += torch.bincount(idx.flatten(), minlength=model_cfg.n_embed)
         step += 1
+        if C.budget_spent(D, dev, C.budget_progress(t0, elapsed, cfg.budget_minutes)):
+            stop = step  # validate, save and end here
 
         # the first restarts are a data-dependent codebook init: the uniform(+-1/K) init sits
         # far from the encoder's outputs and most codes would never be picked
@@ -222,9 +226,9 @@ def train(cfg: Stage1Config, model_cfg: VQGANConfig, out, *, resume=False, devic
             C.log_line(out, {"step": step, "lr": lr, "loss": loss.item(), "l1": rec.item(),
                              "structural": perc.item(), "codebook": qloss.item(), "g": gloss.item(),
                              "d": dloss.item(), "masked": use_mask, "time": time.time() - t0 + elapsed})
-        if D.main and cfg.sample_every and step % cfg.sample_every == 0:
+        if D.main and cfg.sample_every and (step % cfg.sample_every == 0 or step == stop):
             sample_grid(vq, cfg.data, model_cfg.resolution, out / "samples" / f"step_{step:07d}.png", dev)
-        if D.main and cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
+        if D.main and cfg.val_every and (step % cfg.val_every == 0 or step == stop):
             m = evaluate_reconstruction(vq, cfg.data, model_cfg.resolution, cfg.val_size, device=dev)
             history.append({"step": step, **m})
             bar.message(f"step {step}: validation PSNR {m['psnr']:.2f} dB (naive same-rate code {m['thumbnail_psnr']:.2f}), codebook usage {m['codebook_usage']:.0%}")

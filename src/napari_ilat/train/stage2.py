@@ -57,6 +57,7 @@ class Stage2Config:
     seed: int = 0
     workers: int = 0
     train_length: int = 1_000_000
+    budget_minutes: float = 0.0  # > 0: the schedule spans this much training time, then stop
 
     def resolved_cond(self) -> str:
         return self.cond or ("pose" if self.data == "pose" else "sketch")
@@ -86,7 +87,7 @@ def tokenize(vq: VQModel, batch: dict, plain: bool, device) -> dict:
     return out
 
 
-def _tokenize_items(vq, ds, indices, plain, device, batch=16) -> dict:
+def tokenize_items(vq, ds, indices, plain, device, batch=16) -> dict:
     parts = []
     for i in range(0, len(indices), batch):
         b = collate([ds[j] for j in indices[i : i + batch]])
@@ -191,18 +192,18 @@ def train(cfg: Stage2Config, arch: dict, out, *, first_stage=None, first_stage_c
 
     R = vq_cfg.resolution
     val_ds = Stage2Pairs(cfg.data, "validation", R, max(cfg.val_size, 4), tf_cfg.cond, causal_frac=0.0)
-    val = _tokenize_items(vq, val_ds, list(range(cfg.val_size)), cfg.plain, dev) if D.main else None
+    val = tokenize_items(vq, val_ds, list(range(cfg.val_size)), cfg.plain, dev) if D.main else None
     val_items = [val_ds[i] for i in range(4)] if D.main else None
     train_ds = Stage2Pairs(cfg.data, "train", R, cfg.train_length, tf_cfg.cond, causal_frac=cfg.causal_frac)
     pool = None
     if cfg.token_pool > 0:
         pool_path = out / "token_pool.safetensors"
         if D.main and not pool_path.exists():
-            from napari_ilat.train.common import _atomic_save_file
+            from napari_ilat.train.common import atomic_save_file
 
             t0 = time.time()
-            pool = _tokenize_items(vq, train_ds, list(range(cfg.token_pool)), cfg.plain, dev)
-            _atomic_save_file(pool, pool_path)
+            pool = tokenize_items(vq, train_ds, list(range(cfg.token_pool)), cfg.plain, dev)
+            atomic_save_file(pool, pool_path)
             if not quiet:
                 print(f"token pool: {cfg.token_pool} items encoded in {time.time() - t0:.0f} s", flush=True)
         D.barrier()
@@ -234,7 +235,8 @@ def train(cfg: Stage2Config, arch: dict, out, *, first_stage=None, first_stage_c
         tokens, known = b["tokens"].to(dev).long(), b["known"].to(dev).bool()
         drop = torch.rand((), generator=gen).item() < cfg.cond_dropout
         cond = b[cond_key].to(dev) if cond_key and not drop else None
-        lr = C.lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
+        lr = C.lr_at(step, cfg.lr, cfg.warmup, cfg.steps,
+                     progress=C.budget_progress(t0, elapsed, cfg.budget_minutes))
         C.set_lr(opt, lr)
         with C.autocast(dev, prec):
             logits, order, n_known = tf_ddp(tokens, known, cond)
@@ -246,18 +248,20 @@ def train(cfg: Stage2Config, arch: dict, out, *, first_stage=None, first_stage_c
         scaler.step(opt)
         scaler.update()
         step += 1
+        if C.budget_spent(D, dev, C.budget_progress(t0, elapsed, cfg.budget_minutes)):
+            stop = step  # validate, save and end here
         bar.update(step, loss=loss.item())
         if step % cfg.log_every == 0 and D.main:
             C.log_line(out, {"step": step, "lr": lr, "loss": loss.item(), "cond": cond is not None,
                              "time": time.time() - t0 + elapsed})
-        if D.main and cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
+        if D.main and cfg.val_every and (step % cfg.val_every == 0 or step == stop):
             rec = {"step": step, "perplexity": perplexity(tf, val, cond_key, dev)}
             if cond_key:
                 rec["perplexity_uncond"] = perplexity(tf, val, None, dev)
             history.append(rec)
             bar.message(f"step {step}: validation masked-token perplexity "
                         + ", ".join(f"{k} {v:.1f}" for k, v in rec.items() if k != "step"))
-        if D.main and cfg.sample_every and step % cfg.sample_every == 0:
+        if D.main and cfg.sample_every and (step % cfg.sample_every == 0 or step == stop):
             sample_grid(vq, tf, val_items, tf_cfg.cond, out / "samples" / f"step_{step:07d}.png", dev)
         if C.end_of_step(D, dev, step=step, stop=stop, save_every=cfg.save_every, t0=t0,
                          time_limit=time_limit, save=save, bar=bar):

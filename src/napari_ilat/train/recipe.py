@@ -1,0 +1,177 @@
+"""``napari-ilat train recipe``: data -> stage 1 -> stage 2 -> export -> eval, in one process,
+within a time budget, on whatever device there is (DESIGN.md section 9).
+
+The budget is split between the stages (``stage1_share`` of the training time for the
+first stage, the rest for the transformer; ``eval_share`` of the whole is kept for export
+and evaluation), and each stage schedules its learning rate over its share of the time, not
+over a step count, so the same command suits a 2-core CPU and a GPU. What depends on the
+device is sized here, in one place:
+
+* CUDA: bf16 autocast, larger batches, DataLoader workers on the CPU cores generating the
+  synthetic data (a pose scene costs ~10-15 ms of one core), every stage-2 batch encoded
+  fresh by the frozen first stage on the GPU (no pool: the data never repeats).
+* CPU: small batches, the data made in-process, and a token pool for stage 2 (encoding is
+  the costly part there, so a pool of pre-encoded items is cycled over).
+
+Everything is written under ``--out``: ``stage1/`` and ``stage2/`` run directories (resumable
+with the stage commands), the exported model ``NAME.json`` + ``NAME.stage{1,2}.safetensors``,
+``eval.json`` and ``recipe.json`` (the plan, the device, the wall time of every phase).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from napari_ilat.engine.vqgan import VQGANConfig
+from napari_ilat.train import common as C
+
+
+@dataclass
+class RecipeConfig:
+    data: str = "pose"  # "pose" or "natural" (or a folder of images: no pose condition)
+    minutes: float = 10.0  # the whole budget: training, export and evaluation
+    stage1_share: float = 0.5  # of the training time
+    eval_share: float = 0.12  # of the whole budget, kept for export + evaluation
+    seed: int = 0
+    name: str | None = None  # exported model name (default: the data name)
+    # first stage (the bundled size: 128 px, f = 8, 16 x 16 tokens, 512 codes)
+    resolution: int = 128
+    ch: int = 64
+    ch_mult: tuple[int, ...] = (1, 1, 2, 2)
+    z_channels: int = 64
+    embed_dim: int = 32
+    n_embed: int = 512
+    stage1_lr: float | None = None  # None: by device
+    # transformer
+    n_layer: int = 6
+    n_head: int = 8
+    n_embd: int = 256
+    dropout: float = 0.1
+    cond_map: bool = True  # per-token cells of the pose map / sketch (posemap.py)
+    stage2_lr: float | None = None
+    # sizing (None: by device)
+    batch1: int | None = None
+    batch2: int | None = None
+    workers: int | None = None
+    token_pool: int | None = None
+    # evaluation sizes (None: by device)
+    n_eval: int | None = None
+    extra: dict = field(default_factory=dict)  # free-form notes recorded in recipe.json
+
+
+def plan(cfg: RecipeConfig, device: torch.device) -> dict:
+    """Batch sizes, learning rates, workers, pool and eval sizes for this device."""
+    gpu = device.type == "cuda"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    p = {
+        "batch1": cfg.batch1 or (32 if gpu else 8),
+        "batch2": cfg.batch2 or (64 if gpu else 8),
+        # the GPU waits for the scene generator unless most cores make data
+        "workers": cfg.workers if cfg.workers is not None else (max(1, cores - 2) if gpu else 0),
+        # on a CPU encoding an item costs more than a transformer step: pool them; the pool
+        # is sized to about a quarter of stage 2's time at ~20 items/s
+        "token_pool": cfg.token_pool if cfg.token_pool is not None else 0,
+        "n_eval": cfg.n_eval if cfg.n_eval is not None else (200 if gpu else 20),
+    }
+    p["stage1_lr"] = cfg.stage1_lr or (4e-4 if gpu else 2e-4)
+    p["stage2_lr"] = cfg.stage2_lr or (6e-4 if gpu else 3e-4)
+    train_min = cfg.minutes * (1 - cfg.eval_share)
+    p["stage1_minutes"] = train_min * cfg.stage1_share
+    p["stage2_minutes"] = train_min - p["stage1_minutes"]
+    if cfg.token_pool is None and not gpu:
+        p["token_pool"] = int(max(16, min(4000, p["stage2_minutes"] * 60 * 20 / 4)))
+    return p
+
+
+def _write(path: Path, obj: dict):
+    path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False) -> dict:
+    """Run the whole recipe into ``out``; returns the recipe record (also in recipe.json)."""
+    from napari_ilat.train import stage1, stage2
+    from napari_ilat.train.evaluate import evaluate
+    from napari_ilat.train.export import export
+
+    t_start = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = C.pick_device(device)
+    prec = C.pick_precision(precision, dev)
+    p = plan(cfg, dev)
+    cond = "pose" if cfg.data == "pose" else "sketch"
+    name = cfg.name or (cfg.data if cfg.data in ("pose", "natural") else "custom")
+    record = {"config": asdict(cfg), "plan": p, "device": str(dev), "precision": prec,
+              "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+              "torch": torch.__version__, "phases": {}}
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+
+    def log(msg):
+        if not quiet:
+            print(f"[recipe {time.time() - t_start:6.0f} s] {msg}", flush=True)
+
+    log(f"device {record['device_name']} ({prec}); plan {p}")
+    # training must end by this time; stage 2 gets whatever stage 1 (and its validation) left
+    deadline = t_start + 60 * (p["stage1_minutes"] + p["stage2_minutes"])
+    big = 10**9  # the time budget ends each stage, not a step count
+    c1 = stage1.Stage1Config(
+        data=cfg.data, steps=big, batch_size=p["batch1"], lr=p["stage1_lr"], warmup=100, seed=cfg.seed,
+        workers=p["workers"], budget_minutes=p["stage1_minutes"], disc_weight=0.0,
+        val_every=big, sample_every=big, save_every=big, log_every=50, val_size=min(64, p["n_eval"]))
+    m1 = VQGANConfig(resolution=cfg.resolution, ch=cfg.ch, ch_mult=cfg.ch_mult, num_res_blocks=1,
+                     attn_resolutions=(cfg.resolution // 2 ** (len(cfg.ch_mult) - 1),),
+                     z_channels=cfg.z_channels, embed_dim=cfg.embed_dim, n_embed=cfg.n_embed)
+    t = time.time()
+    r1 = stage1.train(c1, m1, out / "stage1", device=dev, precision=prec, quiet=quiet)
+    record["phases"]["stage1"] = {"seconds": round(time.time() - t, 1), "steps": r1["step"],
+                                  "validation": r1["history"][-1] if r1["history"] else None}
+    log(f"stage 1: {r1['step']} steps, {record['phases']['stage1']}")
+    _write(out / "recipe.json", record)
+
+    # the token pool is encoded before stage 2's clock starts (~20 items/s on a CPU core)
+    setup = p["token_pool"] / 20 + 5
+    p["stage2_minutes"] = max(0.05, (deadline - time.time() - setup) / 60)
+    c2 = stage2.Stage2Config(
+        data=cfg.data, cond=cond, steps=big, batch_size=p["batch2"], lr=p["stage2_lr"], warmup=100,
+        seed=cfg.seed, workers=p["workers"], token_pool=p["token_pool"], budget_minutes=p["stage2_minutes"],
+        val_every=big, sample_every=big, save_every=big, log_every=50, val_size=min(64, p["n_eval"]))
+    arch = dict(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout,
+                cond_map=cfg.cond_map)
+    t = time.time()
+    r2 = stage2.train(c2, arch, out / "stage2", first_stage=out / "stage1", device=dev, precision=prec,
+                      quiet=quiet)
+    record["phases"]["stage2"] = {"seconds": round(time.time() - t, 1), "steps": r2["step"],
+                                  "validation": r2["history"][-1] if r2["history"] else None}
+    log(f"stage 2: {r2['step']} steps, {record['phases']['stage2']}")
+    _write(out / "recipe.json", record)
+
+    t = time.time()
+    desc = (f"napari-ilat train recipe --data {cfg.data} --minutes {cfg.minutes:g} on "
+            f"{record['device_name']} ({prec})")
+    paths = export(out / "stage2", out / name, name=name, description=desc)
+    record["model"] = str(paths[0])
+    meta = json.loads(paths[0].read_text())
+    meta["training"]["recipe"] = {"command": desc, "device": record["device_name"],
+                                  "minutes": cfg.minutes, "phases": record["phases"]}
+    paths[0].write_text(json.dumps(meta, indent=2) + "\n")
+    # the JSON's checksums cover the weights only, so the provenance may be added afterwards
+    n = p["n_eval"]
+    res = evaluate(str(paths[0]), data=cfg.data if cfg.data in ("pose", "natural") else None,
+                   n_recon=n, n_ppl=n, n_pose=n if cond == "pose" else 0, n_speed=0, device=str(dev),
+                   seed=cfg.seed)
+    record["phases"]["export_eval"] = {"seconds": round(time.time() - t, 1)}
+    record["eval"] = res
+    record["wall_seconds"] = round(time.time() - t_start, 1)
+    _write(out / "eval.json", res)
+    _write(out / "recipe.json", record)
+    log(f"done in {record['wall_seconds']:.0f} s; eval {json.dumps(res)}")
+    return record

@@ -80,12 +80,14 @@ def test_stage1_trains_and_writes_a_checkpoint(stage1_run):
             assert f.read_bytes()[:2] not in (b"\x80\x04", b"\x80\x02") and f.read_bytes()[:2] != b"PK"
 
 
-def test_stage1_resume_matches_uninterrupted(tmp_path):
+@pytest.mark.parametrize("reuse", [1, 3])
+def test_stage1_resume_matches_uninterrupted(tmp_path, reuse):
+    """Also with batches reused (--reuse 3): the run stops inside a batch's cycle of steps."""
     a, b = tmp_path / "a", tmp_path / "b"
-    train1(s1cfg(), TINY_VQ, a, device="cpu", quiet=True)
-    train1(s1cfg(), TINY_VQ, b, device="cpu", quiet=True, stop_at=2)
+    train1(s1cfg(reuse=reuse), TINY_VQ, a, device="cpu", quiet=True)
+    train1(s1cfg(reuse=reuse), TINY_VQ, b, device="cpu", quiet=True, stop_at=2)
     assert json.loads((b / "run.json").read_text())["step"] == 2
-    rec = train1(s1cfg(), TINY_VQ, b, device="cpu", quiet=True, resume=True)
+    rec = train1(s1cfg(reuse=reuse), TINY_VQ, b, device="cpu", quiet=True, resume=True)
     assert rec["step"] == 4
     assert_same(weights(a), weights(b))  # vqgan and discriminator, bit for bit
 

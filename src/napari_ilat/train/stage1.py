@@ -55,6 +55,9 @@ class Stage1Config:
     workers: int = 0
     train_length: int = 1_000_000  # items per epoch (generated on the fly)
     budget_minutes: float = 0.0  # > 0: the schedule spans this much training time, then stop
+    # optimisation steps per generated batch, each on a random flip / transpose of it: where
+    # the data generator cannot keep up with the device (a GPU), reuse beats waiting
+    reuse: int = 1
 
 
 def _batch_masks(gen: torch.Generator, n: int, size: int) -> torch.Tensor:
@@ -74,6 +77,13 @@ def _random_crop(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tens
         r, c = (int(v) for v in torch.randint(0, x.shape[-1] - size + 1, (2,), generator=gen))
         out.append(img[:, r : r + size, c : c + size])
     return torch.stack(out)
+
+
+def _dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """One of the 8 flips / transposes of a (B, C, H, W) square batch."""
+    if k & 4:
+        x = x.transpose(-1, -2)
+    return torch.rot90(x, k & 3, dims=(-2, -1))
 
 
 @torch.no_grad()
@@ -155,7 +165,11 @@ def train(cfg: Stage1Config, model_cfg: VQGANConfig, out, *, resume=False, devic
     disc_ddp = DDP(disc, device_ids=[dev.index] if dev.type == "cuda" else None) if D.enabled else disc
 
     ds = Stage1Images(cfg.data, "train", model_cfg.resolution, cfg.train_length)
-    batches = loader(ds, C.batch_indices(len(ds), cfg.batch_size, cfg.seed, D.rank, D.world, start), cfg.workers)
+    reuse = max(1, cfg.reuse)
+    # batch i serves steps i*reuse .. i*reuse + reuse - 1 (a resumed run refetches its batch)
+    batches = loader(ds, C.batch_indices(len(ds), cfg.batch_size, cfg.seed, D.rank, D.world, start // reuse),
+                     cfg.workers)
+    xb = None
     bar = C.Progress(cfg.steps, start, enabled=D.main and not quiet, every=cfg.log_every)
     usage = torch.zeros(model_cfg.n_embed, device=dev)
     t0 = time.time()
@@ -173,7 +187,9 @@ def train(cfg: Stage1Config, model_cfg: VQGANConfig, out, *, resume=False, devic
     stop = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     while step < stop:
         vq.train()
-        x = next(batches)["image"].to(dev)
+        if xb is None or step % reuse == 0:
+            xb = next(batches)["image"].to(dev)
+        x = _dihedral(xb, int(torch.randint(8, (1,), generator=gen))) if reuse > 1 else xb
         x = _random_crop(x, cfg.crop, gen)
         use_mask = not cfg.plain and torch.rand((), generator=gen).item() < cfg.mask_prob
         mask = _batch_masks(gen, x.shape[0], x.shape[-1]).to(dev) if use_mask else None

@@ -12,6 +12,8 @@ __version__ = "0.1.0.dev0"
 
 _LAZY = {
     "edit": "engine.editing",
+    "edit_with_info": "engine.editing",
+    "EditResult": "engine.editing",
     "EditCancelled": "engine.sampler",
     "ILATModel": "engine.model",
     "load_model": "engine.model",

@@ -132,7 +132,7 @@ def test_cancel_stops_and_adds_nothing(make_napari_viewer, qtbot, tiny_pose_mode
 
     import napari_ilat.engine.editing as edit_mod
 
-    real_edit = edit_mod.edit
+    real_edit = edit_mod.edit_with_info
 
     def slow_edit(*args, progress=None, **kwargs):
         def slow_progress(done, total):
@@ -141,7 +141,7 @@ def test_cancel_stops_and_adds_nothing(make_napari_viewer, qtbot, tiny_pose_mode
 
         return real_edit(*args, progress=slow_progress, **kwargs)
 
-    monkeypatch.setattr(edit_mod, "edit", slow_edit)
+    monkeypatch.setattr(edit_mod, "edit_with_info", slow_edit)
     viewer = make_napari_viewer()
     viewer.open_sample("napari-ilat", "pose")
     from napari_ilat.plugin.widget import ILATWidget

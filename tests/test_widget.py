@@ -95,6 +95,22 @@ def test_sample_generate_adds_layer_and_keeps_inputs(pose_viewer, errors):
     _unchanged(before, viewer)
 
 
+def test_drawn_seed_is_the_one_shown_and_reproduces(pose_viewer, errors):
+    viewer, widget = pose_viewer
+    widget.seed.value = -1  # draw one
+    widget.generate()
+    first = widget.last_result
+    meta = first.metadata["napari_ilat"]
+    seed = meta["seed"]
+    assert errors["error"] == [] and isinstance(seed, int)
+    assert first.name == f"pose scene [iLAT seed {seed}]" and first.name in widget.status.value
+    assert meta["source"] == "pose scene" and meta["mask"] == "suggested mask"
+    assert meta["model"] == "tiny" and meta["mode"] == "ilat" and meta["samples"] == 1
+    widget.seed.value = seed
+    widget.generate()
+    np.testing.assert_array_equal(widget.last_result.data, first.data)
+
+
 def test_skeleton_follows_points_and_auto_mask(pose_viewer, errors):
     from napari_ilat.cli.demo import move_points_to
     from napari_ilat.plugin.sample_data import pose_sample_pair

@@ -8,10 +8,13 @@ import sys
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.skipif(
-    sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")),
-    reason="needs a display (run under xvfb-run)",
-)
+pytestmark = [
+    pytest.mark.gui,
+    pytest.mark.skipif(
+        sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")),
+        reason="needs a display (run under xvfb-run)",
+    ),
+]
 
 
 def test_edit_layers_by_name(make_napari_viewer, tiny_pose_model):

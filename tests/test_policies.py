@@ -18,6 +18,7 @@ from napari_ilat.engine.skeleton import KEYPOINT_NAMES
 # ---------------------------------------------------------------- modes
 
 
+@pytest.mark.gui  # imports napari
 def test_every_front_end_offers_the_engines_modes_and_no_other():
     import argparse
 
@@ -114,11 +115,23 @@ def test_edit_and_cli_read_a_0_255_sketch_as_strokes_of_1(tmp_path):
 EXPECTED_BONES = {
     frozenset(p)
     for p in (
-        ("neck", "r_shoulder"), ("neck", "l_shoulder"), ("r_shoulder", "r_elbow"),
-        ("r_elbow", "r_wrist"), ("l_shoulder", "l_elbow"), ("l_elbow", "l_wrist"),
-        ("neck", "r_hip"), ("r_hip", "r_knee"), ("r_knee", "r_ankle"), ("neck", "l_hip"),
-        ("l_hip", "l_knee"), ("l_knee", "l_ankle"), ("neck", "nose"), ("nose", "r_eye"),
-        ("r_eye", "r_ear"), ("nose", "l_eye"), ("l_eye", "l_ear"),
+        ("neck", "r_shoulder"),
+        ("neck", "l_shoulder"),
+        ("r_shoulder", "r_elbow"),
+        ("r_elbow", "r_wrist"),
+        ("l_shoulder", "l_elbow"),
+        ("l_elbow", "l_wrist"),
+        ("neck", "r_hip"),
+        ("r_hip", "r_knee"),
+        ("r_knee", "r_ankle"),
+        ("neck", "l_hip"),
+        ("l_hip", "l_knee"),
+        ("l_knee", "l_ankle"),
+        ("neck", "nose"),
+        ("nose", "r_eye"),
+        ("r_eye", "r_ear"),
+        ("nose", "l_eye"),
+        ("l_eye", "l_ear"),
     )
 }
 
@@ -136,6 +149,7 @@ def _bones_by_name(lines, points_rc, names) -> set:
     return out
 
 
+@pytest.mark.gui  # imports napari
 def test_gui_skeleton_draws_the_right_bones():
     """Planted bug (c): a wrong bone in the skeleton the GUI draws (sample layer and the
     skeleton that follows dragged points) is caught by comparison with the named limbs."""
@@ -166,6 +180,7 @@ def test_gui_skeleton_draws_the_right_bones():
 # ---------------------------------------------------------------- rasteriser
 
 
+@pytest.mark.gui  # imports napari
 def test_gui_sketch_strokes_are_the_training_rasteriser():
     from napari.layers import Shapes
 
@@ -205,8 +220,7 @@ def test_cli_edit_without_seed_prints_it_and_stores_it(tmp_path, tiny_model_path
     mask[10:25, 8:30] = 255
     skimage.io.imsave(tmp_path / "img.png", img, check_contrast=False)
     skimage.io.imsave(tmp_path / "mask.png", mask, check_contrast=False)
-    args = ["edit", str(tmp_path / "img.png"), "--mask", str(tmp_path / "mask.png"),
-            "--model", str(tiny_model_path)]
+    args = ["edit", str(tmp_path / "img.png"), "--mask", str(tmp_path / "mask.png"), "--model", str(tiny_model_path)]
     assert main([*args, "-o", str(tmp_path / "a.png")]) == 0
     printed = re.search(r"seed (\d+)", capsys.readouterr().err)
     assert printed, "the drawn seed is printed"

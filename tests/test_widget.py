@@ -8,10 +8,13 @@ import sys
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.skipif(
-    sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")),
-    reason="needs a display (run under xvfb-run)",
-)
+pytestmark = [
+    pytest.mark.gui,
+    pytest.mark.skipif(
+        sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")),
+        reason="needs a display (run under xvfb-run)",
+    ),
+]
 
 
 @pytest.fixture
@@ -30,7 +33,8 @@ def _snapshot(viewer):
     out = {}
     for layer in viewer.layers:
         data = layer.data
-        out[layer.name] = [np.array(d, copy=True) for d in data] if isinstance(data, list) else np.array(data, copy=True)
+        copy = [np.array(d, copy=True) for d in data] if isinstance(data, list) else np.array(data, copy=True)
+        out[layer.name] = copy
     return out
 
 

@@ -96,8 +96,8 @@ def side_by_side(before, mask, after, before_pose, after_pose, scale: int = 3) -
 
 def run_headless(model, out_dir: Path, seed: int = DEMO_SEED, device="auto") -> int:
     from napari_ilat.cli.edit import TokenProgress, write_image
-    from napari_ilat.plugin.sample_data import pose_sample_pair
     from napari_ilat.engine.editing import edit
+    from napari_ilat.plugin.sample_data import pose_sample_pair
 
     pair = pose_sample_pair()
     bar = TokenProgress("demo edit")

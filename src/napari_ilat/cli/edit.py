@@ -40,7 +40,8 @@ def add_arguments(p) -> None:
                    help="mask image (non-zero = regenerate), or a folder with the same file names")
     p.add_argument("--pose", help="pose keypoints JSON (or a folder of STEM.json)")
     p.add_argument("--sketch", help="stroke image (white strokes on black), or a folder")
-    p.add_argument("--model", help="bundled model name or path to NAME.json (default: 'pose' with --pose, else 'natural')")
+    p.add_argument("--model",
+                   help="bundled model name or path to NAME.json (default: 'pose' with --pose, else 'natural')")
     p.add_argument("--mode", default="ilat", choices=MODE_NAMES)
     p.add_argument("--samples", type=int, default=1, help="number of candidates (default 1)")
     p.add_argument("--seed", type=int, default=None,

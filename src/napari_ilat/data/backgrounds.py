@@ -45,7 +45,7 @@ BUNDLED_PHOTOS: frozenset[str] = frozenset(
 PROCEDURAL_KINDS: tuple[str, ...] = ("studio", "noise", "gradient", "stripes", "checker")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_photo(name: str) -> np.ndarray:
     """The named bundled skimage.data image as uint8 HxWx3 (grey ones repeated to RGB).
 
@@ -63,7 +63,7 @@ def load_photo(name: str) -> np.ndarray:
     return img
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def photo_pyramid(name: str) -> tuple[np.ndarray, ...]:
     """float32 pyramid of a photo: level L is the photo box-averaged by 2**L."""
     levels = [load_photo(name).astype(np.float32)]

@@ -88,7 +88,7 @@ class _Intensity:
     hi: float
 
     @classmethod
-    def of(cls, image: np.ndarray, mask: np.ndarray) -> "_Intensity":
+    def of(cls, image: np.ndarray, mask: np.ndarray) -> _Intensity:
         if image.dtype == bool:
             return cls(image.dtype, 0.0, 1.0)
         if np.issubdtype(image.dtype, np.integer):
@@ -231,9 +231,14 @@ def edit_with_info(
         model = _default_model(pose, sketch)
     model = cached_model(model)
     if pose is not None and model.cond != "pose":
-        raise ValueError(f"model {model.config.name!r} is not pose-conditioned ({model.cond}); drop pose or use a pose model")
+        raise ValueError(
+            f"model {model.config.name!r} is not pose-conditioned ({model.cond}); drop pose or use a pose model"
+        )
     if sketch is not None and model.cond != "sketch":
-        raise ValueError(f"model {model.config.name!r} is not sketch-conditioned ({model.cond}); drop sketch or use a sketch model")
+        raise ValueError(
+            f"model {model.config.name!r} is not sketch-conditioned ({model.cond}); "
+            "drop sketch or use a sketch model"
+        )
 
     dev = resolve_device(device)
     param = next(model.parameters())

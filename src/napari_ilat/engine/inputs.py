@@ -92,9 +92,7 @@ def normalize_sketch(sketch, shape=None) -> np.ndarray:
             raise ValueError("sketch contains NaN or inf; use values in [0, 1] (1 = stroke)")
         top = float(s.max()) if s.size else 0.0
         if top > 255:
-            raise ValueError(
-                f"sketch values go up to {top:g}; give strokes in [0, 1], 0..255, or as a uint16 array"
-            )
+            raise ValueError(f"sketch values go up to {top:g}; give strokes in [0, 1], 0..255, or as a uint16 array")
         scale = 255.0 if top > 1 else 1.0
     return np.clip(s.mean(-1) / scale, 0.0, 1.0)
 

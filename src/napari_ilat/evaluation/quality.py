@@ -174,7 +174,9 @@ def quality(pose_model, natural_model, n_pose=200, n_natural=200, examples=None,
                 f"cond {model.cond}): train it on the same data with --plain")
         t0 = time.perf_counter()
 
-        def progress(i, what=label.split(",")[0], n=n, t0=t0):
+        what = label.split(",")[0]
+
+        def progress(i, what=what, n=n, t0=t0):
             if i % 10 == 0 or i == n:
                 print(f"{what}: {i}/{n} cases, {time.perf_counter() - t0:.0f} s",
                       file=sys.stderr, flush=True)

@@ -96,11 +96,11 @@ def speed(preset="default", rates=(0.066, 0.3), repeats=5, device="cpu", threads
                  for m, _ in masks]
         row = {"rate": masks[0][1], "masked_tokens": round(masks[0][1] * n_tokens)}
         row["edit"] = _median_times({
-            name: lambda i, kw=kw: edit(image, masks[i][0], model=model, seed=i, device=dev, **kw)
+            name: lambda i, kw=kw, masks=masks: edit(image, masks[i][0], model=model, seed=i, device=dev, **kw)
             for name, (kw, _) in VARIANTS.items()
         }, repeats, sync)
         row["sample"] = _median_times({
-            name: lambda i, kw=kw: sample_tokens(t, tokens, known[i], options=greedy, **kw)
+            name: lambda i, kw=kw, known=known: sample_tokens(t, tokens, known[i], options=greedy, **kw)
             for name, (_, kw) in VARIANTS.items()
         }, repeats, sync)
         rows.append(row)

@@ -85,7 +85,7 @@ def run_gui_benchmark(
             done_at = [None]
             n_layers = len(viewer.layers)
 
-            def tick():
+            def tick(gaps=gaps, stamps=stamps, last=last, done_at=done_at):
                 now = time.perf_counter()
                 gaps.append(now - last[0])
                 stamps.append(now)

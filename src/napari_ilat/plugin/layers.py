@@ -351,7 +351,9 @@ def gather_inputs(
     if sketch is not None:
         sk = shapes_to_sketch(sketch, img.shape[:2], sketch_width, image, point)
         if not (sk[m] > 0).any():
-            notes.append(f"no sketch strokes inside the mask ({sketch.name!r}); the sketch only guides the masked region")
+            notes.append(
+                f"no sketch strokes inside the mask ({sketch.name!r}); the sketch only guides the masked region"
+            )
     return EditInputs(image=img, mask=m, pose=kp, sketch=sk, index=index, notes=notes)
 
 

@@ -122,8 +122,8 @@ def photo_sample():
 
 # --------------------------------------------------------------------------- skeleton link
 
-_linked: "weakref.WeakSet" = weakref.WeakSet()  # skeleton Shapes layers already linked
-_viewers: "weakref.WeakSet" = weakref.WeakSet()
+_linked: weakref.WeakSet = weakref.WeakSet()  # skeleton Shapes layers already linked
+_viewers: weakref.WeakSet = weakref.WeakSet()
 
 
 def link_skeleton(points, shapes) -> None:

@@ -142,7 +142,7 @@ class ILATWidget(Container):
 
     def __init__(
         self,
-        napari_viewer: "napari.viewer.Viewer",  # noqa: F821
+        napari_viewer: napari.viewer.Viewer,  # noqa: F821
         synchronous: bool = False,
         threads: int | None = None,
     ):
@@ -155,7 +155,7 @@ class ILATWidget(Container):
         self.synchronous = synchronous
         self.threads = threads
         self._models: dict[str, object] = {}  # extra choices: label -> ILATModel or path
-        self._reference: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+        self._reference: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._state: JobState | None = None
         self._worker = None
         self._pending: dict | None = None

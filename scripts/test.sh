@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs napari-ilat with its test extras and runs the whole test suite under a
 # virtual X server (napari's canvas needs a real X display; offscreen Qt cannot draw it).
+# Runs everything by default; pytest arguments pass through, e.g. a quick run:
+#   bash scripts/test.sh -m "not slow"          (or -m "not gui" without napari/Qt)
+# Lint: bash scripts/lint.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from napari_ilat import save_model
-from napari_ilat.evaluation.speed import token_box_mask
 from napari_ilat.cli import main
 from napari_ilat.engine.model import ILATModel
+from napari_ilat.evaluation.speed import token_box_mask
 
 
 def test_token_box_mask_hits_the_rate_on_whole_tokens():
@@ -17,6 +17,7 @@ def test_token_box_mask_hits_the_rate_on_whole_tokens():
     assert np.array_equal(blocks.repeat(8, 0).repeat(8, 1), mask)  # token aligned
 
 
+@pytest.mark.slow
 def test_bench_speed_cli(tmp_path, capsys):
     out = tmp_path / "speed.md"
     plot = tmp_path / "speed.png"
@@ -31,6 +32,7 @@ def test_bench_speed_cli(tmp_path, capsys):
     assert img.shape[:2] == (400, 1000) and img.std() > 0
 
 
+@pytest.mark.slow
 def test_bench_quality_cli(tmp_path):
     pose = save_model(ILATModel.tiny(cond="pose", resolution=32), tmp_path / "pose")
     natural = save_model(ILATModel.tiny(cond="sketch", resolution=32, seed=1), tmp_path / "nat")

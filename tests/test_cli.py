@@ -14,6 +14,7 @@ import skimage.io
 from napari_ilat.cli import main
 
 
+@pytest.mark.gui
 def test_manifest_is_valid():
     from npe2 import PluginManifest
 
@@ -95,6 +96,7 @@ def test_demo_without_bundled_model_exits_2(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.gui
 @pytest.mark.skipif(
     sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")),
     reason="needs a display (run under xvfb-run)",

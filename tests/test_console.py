@@ -8,10 +8,13 @@ import sys
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.skipif(
-    sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")),
-    reason="needs a display (run under xvfb-run)",
-)
+pytestmark = [
+    pytest.mark.gui,
+    pytest.mark.skipif(
+        sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")),
+        reason="needs a display (run under xvfb-run)",
+    ),
+]
 
 
 def test_edit_layers_by_name(make_napari_viewer, tiny_pose_model):
@@ -24,6 +27,16 @@ def test_edit_layers_by_name(make_napari_viewer, tiny_pose_model):
                         model=tiny_pose_model, seed=2)
     assert layer.name == "pose scene [iLAT seed 2]"
     assert layer.data.shape == source.shape
+    meta = layer.metadata["napari_ilat"]  # what the widget records (plugin.layers.add_edit_result)
+    assert {k: meta[k] for k in ("source", "mask", "slice", "mode", "samples", "seed")} == {
+        "source": "pose scene", "mask": "suggested mask", "slice": [], "mode": "ilat",
+        "samples": 1, "seed": 2}
+    assert meta["model"] == tiny_pose_model.config.name and "device" in meta
+
+    drawn = edit_layers(viewer, image="pose scene", mask="suggested mask", pose="pose",
+                        model=tiny_pose_model)  # no seed: drawn by the engine, recorded
+    seed = drawn.metadata["napari_ilat"]["seed"]
+    assert drawn.name == f"pose scene [iLAT seed {seed}]"
     np.testing.assert_array_equal(viewer.layers["pose scene"].data, source)
 
     with pytest.raises(ValueError, match="no layer named 'nope'"):

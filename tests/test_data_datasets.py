@@ -81,7 +81,7 @@ def test_nothing_touches_the_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     backgrounds.load_photo.cache_clear()
-    backgrounds._pyramid.cache_clear()
+    backgrounds.photo_pyramid.cache_clear()
     for name in sorted(backgrounds.BUNDLED_PHOTOS):
         assert backgrounds.load_photo(name).ndim == 3
     rng = np.random.default_rng(0)

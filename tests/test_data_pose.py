@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from napari_ilat.data import pose_scenes as ps
-from napari_ilat.engine import skeleton as sk
 from napari_ilat.data.splits import SPLIT_SEED_RANGES, SPLITS, split_of_seed, split_seeds
+from napari_ilat.engine import skeleton as sk
 
 PAIR_SEEDS = list(range(0, 30)) + list(range(1_000_000, 1_000_020))  # 50 seeds, test + train
 

@@ -28,3 +28,16 @@ def test_core_imports_neither_qt_nor_napari():
 def test_data_does_not_import_torch():
     out = run("import sys, napari_ilat.data\nprint('torch' in sys.modules)")
     assert out.strip() == "False"
+
+
+def test_one_version_source():
+    """__version__ is pyproject's [project] version (read from the installed metadata)."""
+    import pathlib
+    import re
+
+    import napari_ilat
+
+    pyproject = (pathlib.Path(__file__).parents[1] / "pyproject.toml").read_text()
+    written = re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1)
+    assert napari_ilat.__version__ == written
+    assert written not in pathlib.Path(napari_ilat.__file__).read_text()  # not written twice

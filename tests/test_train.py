@@ -66,6 +66,7 @@ def stage1_run(tmp_path_factory):
     return out, rec
 
 
+@pytest.mark.slow  # the module's stage1_run fixture trains a VQGAN
 def test_stage1_trains_and_writes_a_checkpoint(stage1_run):
     out, rec = stage1_run
     assert rec["step"] == 2 and C.has_checkpoint(out)
@@ -92,6 +93,7 @@ def test_stage1_resume_matches_uninterrupted(tmp_path, reuse):
     assert_same(weights(a), weights(b))  # vqgan and discriminator, bit for bit
 
 
+@pytest.mark.slow  # the module's stage1_run fixture trains a VQGAN
 def test_stage2_resume_matches_uninterrupted(stage1_run, tmp_path):
     vq_dir, _ = stage1_run
     a, b = tmp_path / "a", tmp_path / "b"
@@ -102,6 +104,7 @@ def test_stage2_resume_matches_uninterrupted(stage1_run, tmp_path):
     assert_same(weights(a), weights(b))
 
 
+@pytest.mark.slow  # the module's stage1_run fixture trains a VQGAN
 def test_stage2_token_pool_and_sketch(stage1_run, tmp_path):
     vq_dir, _ = stage1_run
     out = tmp_path / "nat"
@@ -124,6 +127,7 @@ def test_images_folder_source(tmp_path):
     assert rec["step"] == 1
 
 
+@pytest.mark.slow  # the module's stage1_run fixture trains a VQGAN
 def test_export_two_files_half_precision_and_checks(stage1_run, tmp_path):
     vq_dir, _ = stage1_run
     run = tmp_path / "tf"
@@ -304,6 +308,7 @@ def _ddp_worker(rank, world, port, root, results):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two processes
 def test_two_process_ddp_ranks_stay_identical(tmp_path):
     import torch.multiprocessing as mp
 

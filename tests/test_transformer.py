@@ -72,10 +72,10 @@ def test_predictions_never_see_later_masked_tokens(seed):
         model.zero_grad()
         logits[0, nk + j].sum().backward(retain_graph=True)
         grad = model.tok_emb.weight.grad[:n].abs().sum(1)  # per token id
-        for l, pos in enumerate(masked.tolist()):
+        for k, pos in enumerate(masked.tolist()):
             dep = grad[tokens[0, pos]]
-            if l >= j:
-                assert dep == 0, f"prediction {j} depends on masked token {l}"
+            if k >= j:
+                assert dep == 0, f"prediction {j} depends on masked token {k}"
         assert (grad[tokens[0, known[0]]] > 0).all()
 
 

@@ -8,10 +8,13 @@ import sys
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.skipif(
-    sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")),
-    reason="needs a display (run under xvfb-run)",
-)
+pytestmark = [
+    pytest.mark.gui,
+    pytest.mark.skipif(
+        sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")),
+        reason="needs a display (run under xvfb-run)",
+    ),
+]
 
 
 @pytest.fixture
@@ -30,7 +33,8 @@ def _snapshot(viewer):
     out = {}
     for layer in viewer.layers:
         data = layer.data
-        out[layer.name] = [np.array(d, copy=True) for d in data] if isinstance(data, list) else np.array(data, copy=True)
+        copy = [np.array(d, copy=True) for d in data] if isinstance(data, list) else np.array(data, copy=True)
+        out[layer.name] = copy
     return out
 
 
@@ -95,6 +99,22 @@ def test_sample_generate_adds_layer_and_keeps_inputs(pose_viewer, errors):
     _unchanged(before, viewer)
 
 
+def test_drawn_seed_is_the_one_shown_and_reproduces(pose_viewer, errors):
+    viewer, widget = pose_viewer
+    widget.seed.value = -1  # draw one
+    widget.generate()
+    first = widget.last_result
+    meta = first.metadata["napari_ilat"]
+    seed = meta["seed"]
+    assert errors["error"] == [] and isinstance(seed, int)
+    assert first.name == f"pose scene [iLAT seed {seed}]" and first.name in widget.status.value
+    assert meta["source"] == "pose scene" and meta["mask"] == "suggested mask"
+    assert meta["model"] == "tiny" and meta["mode"] == "ilat" and meta["samples"] == 1
+    widget.seed.value = seed
+    widget.generate()
+    np.testing.assert_array_equal(widget.last_result.data, first.data)
+
+
 def test_skeleton_follows_points_and_auto_mask(pose_viewer, errors):
     from napari_ilat.cli.demo import move_points_to
     from napari_ilat.plugin.sample_data import pose_sample_pair
@@ -132,7 +152,7 @@ def test_cancel_stops_and_adds_nothing(make_napari_viewer, qtbot, tiny_pose_mode
 
     import napari_ilat.engine.editing as edit_mod
 
-    real_edit = edit_mod.edit
+    real_edit = edit_mod.edit_with_info
 
     def slow_edit(*args, progress=None, **kwargs):
         def slow_progress(done, total):
@@ -141,7 +161,7 @@ def test_cancel_stops_and_adds_nothing(make_napari_viewer, qtbot, tiny_pose_mode
 
         return real_edit(*args, progress=slow_progress, **kwargs)
 
-    monkeypatch.setattr(edit_mod, "edit", slow_edit)
+    monkeypatch.setattr(edit_mod, "edit_with_info", slow_edit)
     viewer = make_napari_viewer()
     viewer.open_sample("napari-ilat", "pose")
     from napari_ilat.plugin.widget import ILATWidget

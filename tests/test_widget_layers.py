@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 from napari.layers import Image, Labels, Points, Shapes
 
+from napari_ilat.engine.skeleton import KEYPOINT_NAMES
 from napari_ilat.plugin import layers as _layers
 from napari_ilat.plugin.layers import InputError
-from napari_ilat.engine.skeleton import KEYPOINT_NAMES
+
+pytestmark = pytest.mark.gui  # napari layers (no display needed)
 
 
 def test_points_to_pose_through_world_coordinates():

@@ -8,10 +8,18 @@ The public names below are imported on first use, so ``import napari_ilat.data``
 napari's plugin discovery) does not pay for importing torch.
 """
 
-__version__ = "0.1.0.dev0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:  # the one version source is pyproject.toml's [project] version
+    __version__ = version("napari-ilat")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+del PackageNotFoundError, version
 
 _LAZY = {
     "edit": "engine.editing",
+    "edit_with_info": "engine.editing",
+    "EditResult": "engine.editing",
     "EditCancelled": "engine.sampler",
     "ILATModel": "engine.model",
     "load_model": "engine.model",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from napari_ilat.evaluation.speed import DEFAULT_RATES, PRESETS, speed, speed_markdown, speed_plot
 
+
 def add_arguments(parser):
     sub = parser.add_subparsers(dest="what", required=True, metavar="WHAT")
     p = sub.add_parser("speed", help="edit time vs masked rate, cached vs no-cache vs taming")

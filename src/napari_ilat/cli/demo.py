@@ -95,12 +95,12 @@ def side_by_side(before, mask, after, before_pose, after_pose, scale: int = 3) -
 
 
 def run_headless(model, out_dir: Path, seed: int = DEMO_SEED, device="auto") -> int:
-    from napari_ilat.cli.edit import TextProgress, write_image
-    from napari_ilat.plugin.sample_data import pose_sample_pair
+    from napari_ilat.cli.edit import TokenProgress, write_image
     from napari_ilat.engine.editing import edit
+    from napari_ilat.plugin.sample_data import pose_sample_pair
 
     pair = pose_sample_pair()
-    bar = TextProgress("demo edit")
+    bar = TokenProgress("demo edit")
     t0 = time.perf_counter()
     after = edit(pair.source, pair.mask, pair.target_pose, model=model, seed=seed, device=device, progress=bar)
     seconds = time.perf_counter() - t0

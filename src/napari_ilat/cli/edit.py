@@ -8,6 +8,12 @@ Folder mode: IMAGE, MASK (and POSE / SKETCH when given as folders) hold files wi
 stem (``a.png`` + ``a.tif`` mask + ``a.json`` pose); OUT is a folder. With ``--samples N``
 > 1 the candidates are written as ``OUT-STEM_0.png`` ... ``_N-1``.
 
+Without ``--seed`` a seed is drawn for each image (by the engine, :func:`napari_ilat.engine.
+editing.draw_seed`); it is printed and written into the output's metadata (PNG text chunk /
+TIFF ImageDescription ``napari-ilat``: JSON with seed, model, mode, ...), so every result can
+be reproduced with ``--seed``. Mask and sketch files are normalised by the engine's rules
+(:mod:`napari_ilat.engine.inputs`: a mask is non-zero; a sketch is scaled by its dtype).
+
 Pose JSON: ``[[x, y, v], ...]`` (18 rows, COCO/OpenPose order, x = column, y = row, v = 0 for
 invisible), ``{"keypoints": [...]}``, or ``{"nose": [x, y], "neck": [x, y, v], ...}`` (missing
 names are invisible). No Qt, no napari.
@@ -22,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_ilat.engine.inputs import normalize_mask, normalize_sketch
+from napari_ilat.engine.modes import MODE_NAMES
+
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
 
@@ -31,10 +40,12 @@ def add_arguments(p) -> None:
                    help="mask image (non-zero = regenerate), or a folder with the same file names")
     p.add_argument("--pose", help="pose keypoints JSON (or a folder of STEM.json)")
     p.add_argument("--sketch", help="stroke image (white strokes on black), or a folder")
-    p.add_argument("--model", help="bundled model name or path to NAME.json (default: 'pose' with --pose, else 'natural')")
-    p.add_argument("--mode", default="ilat", choices=["ilat", "ilat*", "taming"])
+    p.add_argument("--model",
+                   help="bundled model name or path to NAME.json (default: 'pose' with --pose, else 'natural')")
+    p.add_argument("--mode", default="ilat", choices=MODE_NAMES)
     p.add_argument("--samples", type=int, default=1, help="number of candidates (default 1)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (same seed = same result)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="random seed (same seed = same result; default: drawn, printed and stored in the output)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
@@ -61,21 +72,19 @@ def read_image(path) -> np.ndarray:
 
 
 def read_mask(path) -> np.ndarray:
-    m = read_image(path)
-    if m.ndim == 3:
-        m = m[..., :3].any(-1) if m.shape[2] in (3, 4) else m.any(-1)
-    return m != 0
+    """Bool (H, W): the engine's rule (non-zero in any colour channel)."""
+    try:
+        return normalize_mask(read_image(path))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
 
 
 def read_sketch(path) -> np.ndarray:
-    s = read_image(path)
-    if s.ndim == 3:
-        s = s[..., :3].mean(-1) if s.shape[2] in (3, 4) else s[..., 0]
-    s = s.astype(np.float64)
-    hi = 255.0 if s.max() > 1 else 1.0
-    if s.max() > 255:
-        hi = 65535.0
-    return np.clip(s / hi, 0, 1)
+    """float (H, W) in [0, 1]: the engine's rule (scaled by the file's dtype)."""
+    try:
+        return normalize_sketch(read_image(path))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
 
 
 def read_pose(path) -> np.ndarray:
@@ -105,49 +114,85 @@ def read_pose(path) -> np.ndarray:
     return pose
 
 
-def write_image(path, image: np.ndarray) -> None:
-    import skimage.io
+METADATA_KEY = "napari-ilat"  # PNG text chunk keyword; TIFF: the ImageDescription holds the JSON
 
+
+def write_image(path, image: np.ndarray, metadata: dict | None = None) -> None:
+    """Write ``image``; ``metadata`` (a JSON-able dict) goes into a PNG text chunk
+    ``napari-ilat`` or the TIFF ImageDescription (other formats: not stored)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() in (".jpg", ".jpeg") and image.dtype != np.uint8:
+    suffix = path.suffix.lower()
+    if suffix in (".jpg", ".jpeg") and image.dtype != np.uint8:
         raise ValueError(f"{path}: JPEG holds 8-bit images only; write PNG or TIFF for {image.dtype}")
     if image.dtype == bool:
         image = image.astype(np.uint8) * 255
-    skimage.io.imsave(str(path), image, check_contrast=False)
+    text = None if metadata is None else json.dumps(metadata, sort_keys=True)
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        colour = image.ndim == 3 and image.shape[2] in (3, 4)
+        tifffile.imwrite(path, image, description=text, photometric="rgb" if colour else "minisblack",
+                         metadata=None)
+        return
+    if suffix == ".png" and image.dtype != np.uint8 and image.ndim == 3 and image.shape[2] > 1:
+        raise ValueError(f"{path}: PNG is written 8-bit for colour; write TIFF for {image.dtype} colour")
+    import imageio.v3 as iio
+
+    kwargs = {}
+    if suffix == ".png" and text is not None:
+        from PIL.PngImagePlugin import PngInfo
+
+        kwargs["pnginfo"] = info = PngInfo()
+        info.add_text(METADATA_KEY, text)
+    iio.imwrite(path, image, **kwargs)
+
+
+def read_metadata(path) -> dict | None:
+    """The ``napari-ilat`` metadata :func:`write_image` stored in a PNG / TIFF, or None."""
+    path = Path(path)
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            text = tif.pages[0].description
+    else:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            text = getattr(im, "text", {}).get(METADATA_KEY)
+    try:
+        return json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
 
 
 # --------------------------------------------------------------------------- progress
 
 
-class TextProgress:
-    """A one-line progress display on stderr (tqdm is not a dependency)."""
+class TokenProgress:
+    """tqdm's bar of generated tokens on stderr (none when ``quiet`` or not a terminal), as
+    an edit() ``progress`` callback; :meth:`close` ends it with a one-line message."""
 
     def __init__(self, label: str, quiet: bool = False, stream=None):
+        from tqdm import tqdm
+
         self.label, self.quiet = label, quiet
         self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.t0 = time.perf_counter()
-        self._last = 0.0
+        # disable=None: tqdm draws only on a terminal
+        self.bar = tqdm(desc=label, unit="tok", file=self.stream, leave=False,
+                        disable=True if quiet else None, mininterval=0.1)
 
     def __call__(self, done: int, total: int) -> None:
-        if self.quiet or not self.tty:
-            return
-        now = time.perf_counter()
-        if done < total and now - self._last < 0.1:
-            return
-        self._last = now
-        width = 30
-        fill = int(width * done / max(total, 1))
-        self.stream.write(f"\r{self.label} [{'#' * fill}{'.' * (width - fill)}] {done}/{total} tokens")
-        self.stream.flush()
+        if self.bar.total != total:
+            self.bar.reset(total=total)
+        self.bar.update(done - self.bar.n)
 
     def close(self, message: str) -> None:
-        if self.quiet:
-            return
-        end = "\r" if self.tty else ""
-        self.stream.write(f"{end}{self.label}: {message}" + " " * 20 + "\n")
-        self.stream.flush()
+        self.bar.close()
+        if not self.quiet:
+            print(f"{self.label}: {message}", file=self.stream, flush=True)
 
 
 # --------------------------------------------------------------------------- run
@@ -203,7 +248,7 @@ def output_paths(out: Path, samples: int) -> list[Path]:
 
 
 def run(args) -> int:
-    from napari_ilat.engine.editing import edit
+    from napari_ilat.engine.editing import edit_with_info
 
     if args.samples < 1:
         raise ValueError("--samples must be >= 1")
@@ -217,9 +262,9 @@ def run(args) -> int:
     failed = []
     for i, (img_p, mask_p, pose_p, sketch_p, out_p) in enumerate(jobs, 1):
         label = f"[{i}/{n}] {img_p.name}" if n > 1 else img_p.name
-        bar = TextProgress(label, quiet=args.quiet)
+        bar = TokenProgress(label, quiet=args.quiet)
         try:
-            out = edit(
+            result = edit_with_info(
                 read_image(img_p), read_mask(mask_p),
                 None if pose_p is None else read_pose(pose_p),
                 None if sketch_p is None else read_sketch(sketch_p),
@@ -227,9 +272,14 @@ def run(args) -> int:
                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                 greedy=args.greedy, device=args.device, feather=args.feather, progress=bar,
             )
+            out = result.image
+            meta = {"seed": result.seed, "model": result.model, "mode": result.mode,
+                    "samples": result.samples, "source": img_p.name, "mask": mask_p.name,
+                    "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+                    "greedy": args.greedy, "feather": args.feather}
             outs = output_paths(out_p, args.samples)
             for k, path in enumerate(outs):
-                write_image(path, out[k] if args.samples > 1 else out)
+                write_image(path, out[k] if args.samples > 1 else out, {**meta, "candidate": k})
         except (ValueError, FileNotFoundError) as e:
             if n == 1:
                 raise ValueError(f"{img_p}: {e}") from e
@@ -237,7 +287,7 @@ def run(args) -> int:
             failed.append(img_p.name)
             continue
         shown = str(outs[0]) if len(outs) == 1 else f"{outs[0]} .. {outs[-1].name}"
-        bar.close(f"wrote {shown} ({time.perf_counter() - bar.t0:.1f} s)")
+        bar.close(f"wrote {shown} (seed {result.seed}, {time.perf_counter() - bar.t0:.1f} s)")
     if failed:
         print(f"napari-ilat edit: {len(failed)} of {n} images failed: {', '.join(failed)}", file=sys.stderr)
         return 1

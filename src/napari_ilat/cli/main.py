@@ -22,7 +22,7 @@ COMMANDS = {
 
 def build_parser(argv) -> tuple[argparse.ArgumentParser, object]:
     parser = argparse.ArgumentParser(
-        prog="napari-ilat", description="Local image editing with iLAT / ImageBART."
+        prog="napari-ilat", description="Local image editing with iLAT."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_) in COMMANDS.items():

@@ -9,7 +9,14 @@ of (x = column, y = row, visible) with invisible = (-1, -1, 0); edge maps / sket
 float32 HxW in [0, 1] with 1 = stroke. The torch datasets convert to CHW tensors in [-1, 1].
 """
 
-from napari_ilat.data.backgrounds import COLOR_PHOTOS, GREY_PHOTOS, crop_photo, load_photo, procedural_texture, random_background
+from napari_ilat.data.backgrounds import (
+    COLOR_PHOTOS,
+    GREY_PHOTOS,
+    crop_photo,
+    load_photo,
+    procedural_texture,
+    random_background,
+)
 from napari_ilat.data.masks import MASK_KINDS, RATE_TOLERANCE, box_mask, brush_mask, limb_mask, random_mask
 from napari_ilat.data.natural import NaturalSample, make_natural_sample, natural_patch
 from napari_ilat.data.pose_scenes import (
@@ -25,6 +32,7 @@ from napari_ilat.data.pose_scenes import (
     make_scene,
     render_figure,
 )
+from napari_ilat.data.splits import SPLIT_SEED_RANGES, SPLITS, check_split, split_of_seed, split_seeds
 from napari_ilat.engine.skeleton import (
     KEYPOINT_NAMES,
     LIMB_NAMES,
@@ -35,7 +43,6 @@ from napari_ilat.engine.skeleton import (
     draw_skeleton,
 )
 from napari_ilat.engine.sketch import compose_sketch, rasterize_strokes, to_grey255, xdog
-from napari_ilat.data.splits import SPLIT_SEED_RANGES, SPLITS, check_split, split_of_seed, split_seeds
 
 
 def __getattr__(name):  # torch-backed datasets are imported lazily

@@ -45,7 +45,7 @@ BUNDLED_PHOTOS: frozenset[str] = frozenset(
 PROCEDURAL_KINDS: tuple[str, ...] = ("studio", "noise", "gradient", "stripes", "checker")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_photo(name: str) -> np.ndarray:
     """The named bundled skimage.data image as uint8 HxWx3 (grey ones repeated to RGB).
 
@@ -63,8 +63,8 @@ def load_photo(name: str) -> np.ndarray:
     return img
 
 
-@functools.lru_cache(maxsize=None)
-def _pyramid(name: str) -> tuple[np.ndarray, ...]:
+@functools.cache
+def photo_pyramid(name: str) -> tuple[np.ndarray, ...]:
     """float32 pyramid of a photo: level L is the photo box-averaged by 2**L."""
     levels = [load_photo(name).astype(np.float32)]
     while min(levels[-1].shape[:2]) >= 64:
@@ -119,7 +119,7 @@ def crop_photo(
     y0 = rng.uniform(0, max(ph - crop_h, 0))
     x0 = rng.uniform(0, max(pw - crop_w, 0))
     flip = bool(hflip and rng.random() < 0.5)
-    levels = _pyramid(name)
+    levels = photo_pyramid(name)
     level = int(np.clip(np.floor(np.log2(max(s, 1.0))), 0, len(levels) - 1))
     f = 2.0**level
     rows = (y0 + (np.arange(out_h) + 0.5) * s) / f - 0.5

@@ -10,7 +10,7 @@ import argparse
 import statistics
 import time
 
-from napari_ilat.data.backgrounds import COLOR_PHOTOS, GREY_PHOTOS, _pyramid
+from napari_ilat.data.backgrounds import COLOR_PHOTOS, GREY_PHOTOS, photo_pyramid
 from napari_ilat.data.natural import make_natural_sample
 from napari_ilat.data.pose_scenes import make_edit_pair
 from napari_ilat.data.splits import split_seeds
@@ -20,7 +20,7 @@ def measure(kind: str, n: int, resolution: int, repeats: int) -> list[float]:
     """Samples per second of each of ``repeats`` runs of ``n`` samples."""
     fn = make_edit_pair if kind == "pose" else make_natural_sample
     for name in COLOR_PHOTOS["train"] + GREY_PHOTOS["train"]:  # load photos outside the timing
-        _pyramid(name)
+        photo_pyramid(name)
     fn(int(split_seeds("train", 1)[0]), resolution)
     rates = []
     for r in range(repeats):

@@ -21,8 +21,8 @@ import numpy as np
 
 from napari_ilat.data.natural import make_natural_sample
 from napari_ilat.data.pose_scenes import make_edit_pair
-from napari_ilat.engine.skeleton import draw_skeleton
 from napari_ilat.data.splits import split_seeds
+from napari_ilat.engine.skeleton import draw_skeleton
 
 COLUMNS = ("source+pose", "target+pose", "edit mask", "changed px", "patch+mask", "sketch", "xdog")
 _RED = np.array([255, 40, 40], np.float32)

@@ -16,8 +16,8 @@ import numpy as np
 
 from napari_ilat.data.backgrounds import COLOR_PHOTOS, crop_photo
 from napari_ilat.data.masks import MASK_KINDS, random_mask
+from napari_ilat.data.splits import SPLIT_SEED_RANGES, STREAM_NATURAL_PATCH, rng_for
 from napari_ilat.engine.sketch import xdog
-from napari_ilat.data.splits import STREAM_NATURAL_PATCH, SPLIT_SEED_RANGES, rng_for
 
 DEFAULT_RATE_RANGE = (0.05, 0.5)
 

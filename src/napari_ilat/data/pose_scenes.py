@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from napari_ilat.engine import skeleton as sk
 from napari_ilat.data.backgrounds import random_background
+from napari_ilat.data.splits import SPLIT_SEED_RANGES, STREAM_POSE_SCENE, rng_for
+from napari_ilat.engine import skeleton as sk
 from napari_ilat.engine.render import bbox_slices, coverage, lambert, pixel_grid, polygon_sdf, segment_offset
-from napari_ilat.data.splits import STREAM_POSE_SCENE, SPLIT_SEED_RANGES, rng_for
 
 # ----------------------------------------------------------------------------- parameters
 

@@ -16,6 +16,7 @@ The pipeline, and the one rule it keeps: the old content inside the mask may rea
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -24,13 +25,24 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from napari_ilat.engine.conditions import N_KEYPOINTS, normalize_keypoints
+from napari_ilat.engine.conditions import normalize_keypoints
+from napari_ilat.engine.inputs import check_image, check_pose, normalize_mask, normalize_sketch
 from napari_ilat.engine.model import ILATModel, load_model
+from napari_ilat.engine.modes import MODE_NAMES, get_mode
 from napari_ilat.engine.sampler import EditCancelled, SamplingOptions, sample_tokens
 
-MODES = ("ilat", "ilat*", "taming")
+#: The mode names edit() accepts (the definitions: napari_ilat.engine.modes.MODES).
+MODES = MODE_NAMES
+#: Seeds are drawn from [0, SEED_LIMIT): they fit the widget's seed box and any int32.
+SEED_LIMIT = 2**31
 
-__all__ = ["edit", "EditCancelled", "MODES", "resolve_device"]
+__all__ = ["edit", "edit_with_info", "EditResult", "EditCancelled", "MODES", "draw_seed",
+           "cached_model", "resolve_device"]
+
+
+def draw_seed() -> int:
+    """A fresh random seed in [0, 2**31): the one place napari-ilat draws seeds."""
+    return secrets.randbelow(SEED_LIMIT)
 
 
 def resolve_device(device="auto") -> torch.device:
@@ -54,71 +66,14 @@ def _load_cached(name: str) -> ILATModel:
     return load_model(name)
 
 
+def cached_model(model) -> ILATModel:
+    """``model`` as an :class:`ILATModel`: one as is, a bundled name or a path loaded once
+    (the last four are kept)."""
+    return model if isinstance(model, ILATModel) else _load_cached(str(model))
+
+
 def _default_model(pose, sketch) -> str:
     return "pose" if pose is not None else "natural"
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _check_image(image) -> np.ndarray:
-    image = np.asarray(image)
-    ok_shape = image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))
-    if not ok_shape:
-        raise ValueError(
-            f"image must be 2D greyscale (H, W) or colour (H, W, 3|4), got shape {image.shape}; "
-            "for a stack, pass the 2D slice you want to edit"
-        )
-    if not (np.issubdtype(image.dtype, np.number) or image.dtype == bool):
-        raise ValueError(f"image must be numeric, got dtype {image.dtype}")
-    if min(image.shape[:2]) < 8:
-        raise ValueError(f"image is too small to edit ({image.shape[:2]}); need at least 8x8 pixels")
-    return image
-
-
-def _plane(a, image_shape, what: str) -> np.ndarray:
-    """A per-pixel (H, W) input (a trailing channel of 1 is dropped) of the image's size."""
-    a = np.asarray(a)
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[..., 0]
-    if a.shape != tuple(image_shape[:2]):
-        raise ValueError(
-            f"{what} shape {a.shape} does not match the image's {tuple(image_shape[:2])}; "
-            f"draw the {what} on a layer of the same size as the image"
-        )
-    return a
-
-
-def _check_mask(mask, image_shape) -> np.ndarray:
-    mask = _plane(mask, image_shape, "mask")
-    if np.issubdtype(mask.dtype, np.floating) and not np.isfinite(mask).all():
-        raise ValueError("mask contains NaN or inf; use 0 for keep and 1 (or any label) for regenerate")
-    mask = mask != 0
-    if not mask.any():
-        raise ValueError("mask is empty: paint the region to regenerate (any non-zero label)")
-    return mask
-
-
-def _check_pose(pose) -> np.ndarray:
-    kp = np.asarray(pose, dtype=np.float64)
-    if kp.ndim != 2 or kp.shape[0] != N_KEYPOINTS or kp.shape[1] not in (2, 3):
-        raise ValueError(
-            f"pose must be an array of shape ({N_KEYPOINTS}, 2) or ({N_KEYPOINTS}, 3) with "
-            f"(x, y[, visible]) per keypoint in COCO/OpenPose order, got shape {kp.shape}"
-        )
-    if not np.isfinite(kp).all():
-        raise ValueError("pose contains NaN or inf; mark missing keypoints with x = y = -1")
-    return kp
-
-
-def _check_sketch(sketch, image_shape) -> np.ndarray:
-    s = _plane(sketch, image_shape, "sketch")
-    if s.dtype == bool:
-        return s.astype(np.float64)
-    s = s.astype(np.float64)
-    if not np.isfinite(s).all():
-        raise ValueError("sketch contains NaN or inf; use values in [0, 1] (1 = stroke)")
-    return s / 255.0 if s.max() > 1 else s
 
 
 # --------------------------------------------------------------------------- intensities
@@ -133,7 +88,7 @@ class _Intensity:
     hi: float
 
     @classmethod
-    def of(cls, image: np.ndarray, mask: np.ndarray) -> "_Intensity":
+    def of(cls, image: np.ndarray, mask: np.ndarray) -> _Intensity:
         if image.dtype == bool:
             return cls(image.dtype, 0.0, 1.0)
         if np.issubdtype(image.dtype, np.integer):
@@ -225,7 +180,20 @@ def feather_alpha(mask: np.ndarray, width: float) -> np.ndarray:
 # --------------------------------------------------------------------------- edit
 
 
-def edit(
+@dataclass(frozen=True)
+class EditResult:
+    """What :func:`edit_with_info` returns: the edited array and how it was made."""
+
+    image: np.ndarray  # the input's dtype and shape, (samples, *shape) when samples > 1
+    seed: int  # the seed used (drawn when none was given): pass it again to reproduce
+    mode: str
+    samples: int
+    model: str  # the model's name
+    device: str
+    seconds: float
+
+
+def edit_with_info(
     image,
     mask,
     pose=None,
@@ -244,56 +212,33 @@ def edit(
     progress=None,
     cancel=None,
     cache: bool = True,
-) -> np.ndarray:
-    """Regenerate the masked region of ``image``; everything else is returned as given.
-
-    Parameters
-    ----------
-    image : (H, W), (H, W, 1|3|4) array, uint8/uint16/bool/float. Floats in [0, 1] are used
-        as is; other float ranges are mapped from the unmasked pixels' min..max.
-    mask : (H, W) array; non-zero = region to regenerate.
-    pose : optional (18, 2|3) keypoints (x = column, y = row[, visible]) in image pixels,
-        COCO/OpenPose order; invisible keypoints are -1. Needs a pose model.
-    sketch : optional (H, W) stroke map in [0, 1] (1 = stroke), used inside the mask; outside
-        it the condition is XDoG of the unmasked image. Needs a sketch model.
-    model : an :class:`ILATModel`, a bundled model name or a path to a saved model.
-        Default: "pose" when a pose is given, else "natural".
-    mode : "ilat" (two-stream encoder + local AR), "ilat*" (plain encoder, ablation) or
-        "taming" (plain encoder, raster AR with context from above/left only).
-    samples : number of candidates; > 1 adds a leading candidate axis to the output.
-    seed : same seed and inputs give the same output; None draws a fresh seed.
-    temperature, top_k, top_p, greedy : sampling options (see SamplingOptions).
-    device : "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N".
-    feather : width in pixels of the blend band outside the mask (0 = hard edge).
-    progress : callable(done, total) after each generated token.
-    cancel : threading.Event or callable returning True to stop (raises EditCancelled).
-    cache : False recomputes the whole sequence for every token, like the reference code
-        (same result; only for benchmarks).
-
-    Returns
-    -------
-    Array of the input's dtype and shape, or (samples, *shape) when samples > 1.
-    """
-    image = _check_image(image)
-    mask = _check_mask(mask, image.shape)
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+) -> EditResult:
+    """:func:`edit`, returning an :class:`EditResult`: the array plus the seed (and model,
+    mode, device, seconds) actually used. Same arguments as :func:`edit`."""
+    t_start = time.perf_counter()
+    image = check_image(image)
+    mask = normalize_mask(mask, image.shape)
+    mode_def = get_mode(mode)
     if int(samples) != samples or samples < 1:
         raise ValueError(f"samples must be a positive integer, got {samples!r}")
     if feather < 0:
         raise ValueError(f"feather must be >= 0 pixels, got {feather}")
-    pose = None if pose is None else _check_pose(pose)
-    sketch = None if sketch is None else _check_sketch(sketch, image.shape)
+    pose = None if pose is None else check_pose(pose)
+    sketch = None if sketch is None else normalize_sketch(sketch, image.shape)
     options = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy)
 
     if model is None:
         model = _default_model(pose, sketch)
-    if not isinstance(model, ILATModel):
-        model = _load_cached(str(model))
+    model = cached_model(model)
     if pose is not None and model.cond != "pose":
-        raise ValueError(f"model {model.config.name!r} is not pose-conditioned ({model.cond}); drop pose or use a pose model")
+        raise ValueError(
+            f"model {model.config.name!r} is not pose-conditioned ({model.cond}); drop pose or use a pose model"
+        )
     if sketch is not None and model.cond != "sketch":
-        raise ValueError(f"model {model.config.name!r} is not sketch-conditioned ({model.cond}); drop sketch or use a sketch model")
+        raise ValueError(
+            f"model {model.config.name!r} is not sketch-conditioned ({model.cond}); "
+            "drop sketch or use a sketch model"
+        )
 
     dev = resolve_device(device)
     param = next(model.parameters())
@@ -331,18 +276,19 @@ def edit(
         cond = _resize(s, (res, res)).clamp(0, 1)
 
     generator = torch.Generator(device=dev)
-    generator.manual_seed(secrets.randbits(63) if seed is None else int(seed))
+    seed = draw_seed() if seed is None else int(seed)
+    generator.manual_seed(seed)
 
     vq = model.vqgan
     with torch.inference_mode():
-        z_hat = vq.encode(x, m if mode == "ilat" else None)
+        z_hat = vq.encode(x, m if mode_def.two_stream else None)
         _, tokens, _ = vq.quantize_latents(z_hat)
         m_q = vq.token_mask(m)
         known = ~m_q[0].flatten()
         tokens = torch.where(known, tokens[0].flatten(), 0)  # masked ids are never read
         out_tokens = sample_tokens(
             model.transformer, tokens, known, cond,
-            mode="taming" if mode == "taming" else "ilat", samples=samples, options=options,
+            mode=mode_def.order, samples=samples, options=options,
             generator=generator, progress=progress, cancel=cancel, cache=cache,
         )
         grid = m_q.shape[-2:]
@@ -366,4 +312,69 @@ def edit(
         out_win[:, touched, :3] = values[:, touched]  # alpha is returned as given
     else:
         out_win[:, touched] = values[:, touched]
-    return out if samples > 1 else out[0]
+    return EditResult(
+        image=out if samples > 1 else out[0], seed=seed, mode=mode, samples=int(samples),
+        model=str(getattr(model.config, "name", "model")), device=str(dev),
+        seconds=time.perf_counter() - t_start,
+    )
+
+
+def edit(
+    image,
+    mask,
+    pose=None,
+    sketch=None,
+    *,
+    model=None,
+    mode: str = "ilat",
+    samples: int = 1,
+    seed: int | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    greedy: bool = False,
+    device="auto",
+    feather: float = 2.0,
+    progress=None,
+    cancel=None,
+    cache: bool = True,
+) -> np.ndarray:
+    """Regenerate the masked region of ``image``; everything else is returned as given.
+
+    Parameters
+    ----------
+    image : (H, W), (H, W, 1|3|4) array, uint8/uint16/bool/float. Floats in [0, 1] are used
+        as is; other float ranges are mapped from the unmasked pixels' min..max.
+    mask : (H, W) array (or (H, W, C) from a colour file); non-zero in any colour
+        channel = region to regenerate.
+    pose : optional (18, 2|3) keypoints (x = column, y = row[, visible]) in image pixels,
+        COCO/OpenPose order; invisible keypoints are -1. Needs a pose model.
+    sketch : optional (H, W) stroke map, 1 = stroke, used inside the mask; outside it the
+        condition is XDoG of the unmasked image. Needs a sketch model. bool, floats in
+        [0, 1] as is; uint8 / uint16 divided by 255 / 65535; other values up to 255 divided
+        by 255 (the rule: napari_ilat.engine.inputs).
+    model : an :class:`ILATModel`, a bundled model name or a path to a saved model.
+        Default: "pose" when a pose is given, else "natural".
+    mode : "ilat" (two-stream encoder + local AR), "ilat*" (plain encoder, ablation) or
+        "taming" (plain encoder, raster AR with context from above/left only).
+    samples : number of candidates; > 1 adds a leading candidate axis to the output.
+    seed : same seed and inputs give the same output; None draws a fresh one (draw_seed;
+        edit_with_info reports it).
+    temperature, top_k, top_p, greedy : sampling options (see SamplingOptions).
+    device : "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N".
+    feather : width in pixels of the blend band outside the mask (0 = hard edge).
+    progress : callable(done, total) after each generated token.
+    cancel : threading.Event or callable returning True to stop (raises EditCancelled).
+    cache : False recomputes the whole sequence for every token, like the reference code
+        (same result; only for benchmarks).
+
+    Returns
+    -------
+    Array of the input's dtype and shape, or (samples, *shape) when samples > 1.
+    """
+    return edit_with_info(
+        image, mask, pose, sketch,
+        model=model, mode=mode, samples=samples, seed=seed, temperature=temperature,
+        top_k=top_k, top_p=top_p, greedy=greedy, device=device, feather=feather,
+        progress=progress, cancel=cancel, cache=cache,
+    ).image

@@ -21,10 +21,11 @@ import time
 
 import numpy as np
 
-from napari_ilat.engine.editing import edit
+from napari_ilat.engine.editing import cached_model, edit
+from napari_ilat.engine.modes import MODE_NAMES
 from napari_ilat.evaluation.metrics import all_metrics
 
-LEARNED = ("ilat", "ilat*", "taming")
+LEARNED = MODE_NAMES  # every engine mode
 METRICS = ("psnr", "ssim", "mae", "psnr_mask", "ssim_mask", "mae_mask")
 
 
@@ -66,12 +67,16 @@ def natural_cases(n: int, resolution: int, guided: bool):
 
 
 def evaluate(cases, model, methods=LEARNED, classical=True, keep_examples=0,
-             models: dict | None = None, progress=None) -> dict:
+             models: dict | None = None, progress=None, editor=None) -> dict:
     """Mean metrics per method over ``cases``; also median seconds per edit.
 
+    ``cases`` yields ``(seed, source, target, mask, cond)``: the methods edit ``source`` and
+    are scored against ``target`` (the ground truth; for inpainting it is the source).
     ``models`` maps a method to the model it runs with (default: ``model``), e.g. ``ilat*`` to
-    the separately trained plain-encoder model."""
+    the separately trained plain-encoder model. ``editor``: the function that runs a learned
+    method (default :func:`napari_ilat.edit`; same arguments), e.g. an oracle in tests."""
     models = models or {}
+    editor = edit if editor is None else editor
     extra = classical_methods() if classical else {}
     scores = {m: {k: [] for k in METRICS} for m in (*methods, *extra)}
     seconds = {m: [] for m in scores}
@@ -83,7 +88,7 @@ def evaluate(cases, model, methods=LEARNED, classical=True, keep_examples=0,
             if m in extra:
                 out = extra[m](source, mask)
             else:
-                out = edit(source, mask, model=models.get(m, model), mode=m, seed=seed, **cond)
+                out = editor(source, mask, model=models.get(m, model), mode=m, seed=seed, **cond)
             seconds[m].append(time.perf_counter() - t)
             for k, v in all_metrics(out, target, mask).items():
                 scores[m][k].append(v)
@@ -131,10 +136,15 @@ def examples_png(rows: list[dict], methods, path) -> None:
 
 
 def _model(m):
-    from napari_ilat.engine.editing import _load_cached
-    from napari_ilat.engine.model import ILATModel
+    return None if m is None else cached_model(m)
 
-    return m if m is None or isinstance(m, ILATModel) else _load_cached(str(m))
+
+# test set key (it names the example file) -> table title
+TEST_SETS = {
+    "pose": "Pose-guided editing, synthetic pose pairs",
+    "natural": "Free-form inpainting, natural patches (no guidance)",
+    "sketch": "Sketch-guided inpainting, natural patches (true XDoG inside the mask)",
+}
 
 
 def quality(pose_model, natural_model, n_pose=200, n_natural=200, examples=None,
@@ -144,28 +154,29 @@ def quality(pose_model, natural_model, n_pose=200, n_natural=200, examples=None,
     ``plain_*_model``: the iLAT* ablation's model (first stage trained without two-stream
     convolutions); without it ``ilat*`` runs the plain encoder on the iLAT model's weights."""
     parts = []
-    for label, model, plain, make in (
-        ("Pose-guided editing, synthetic pose pairs", pose_model, plain_pose_model,
-         lambda m: pose_cases(n_pose, m.resolution)),
-        ("Free-form inpainting, natural patches (no guidance)", natural_model,
-         plain_natural_model, lambda m: natural_cases(n_natural, m.resolution, guided=False)),
-        ("Sketch-guided inpainting, natural patches (true XDoG inside the mask)", natural_model,
-         plain_natural_model, lambda m: natural_cases(n_natural, m.resolution, guided=True)),
+    for key, model, plain, n, make in (
+        ("pose", pose_model, plain_pose_model, n_pose, lambda m: pose_cases(n_pose, m.resolution)),
+        ("natural", natural_model, plain_natural_model, n_natural,
+         lambda m: natural_cases(n_natural, m.resolution, guided=False)),
+        ("sketch", natural_model, plain_natural_model, n_natural,
+         lambda m: natural_cases(n_natural, m.resolution, guided=True)),
     ):
+        label = TEST_SETS[key]
         model, plain = _model(model), _model(plain)
         if model is None:
             continue
-        if "Sketch" in label and model.cond != "sketch":
+        if key == "sketch" and model.cond != "sketch":
             continue
         if plain is not None and (plain.resolution, plain.cond) != (model.resolution, model.cond):
             raise ValueError(
                 f"the iLAT* model {plain.config.name!r} ({plain.resolution} px, cond "
                 f"{plain.cond}) does not match {model.config.name!r} ({model.resolution} px, "
                 f"cond {model.cond}): train it on the same data with --plain")
-        n = n_pose if label.startswith("Pose") else n_natural
         t0 = time.perf_counter()
 
-        def progress(i, what=label.split(",")[0]):
+        what = label.split(",")[0]
+
+        def progress(i, what=what, n=n, t0=t0):
             if i % 10 == 0 or i == n:
                 print(f"{what}: {i}/{n} cases, {time.perf_counter() - t0:.0f} s",
                       file=sys.stderr, flush=True)
@@ -178,8 +189,7 @@ def quality(pose_model, natural_model, n_pose=200, n_natural=200, examples=None,
         parts.append(table_markdown(
             f"{label} — model `{model.config.name}`; ilat* = {star}", result))
         if examples:
-            name = {"Pose": "pose", "Free": "natural", "Sket": "sketch"}[label[:4]]
-            path = f"{examples}_{name}.png"
+            path = f"{examples}_{key}.png"
             examples_png(result["examples"], list(result["mean"]), path)
             parts.append(f"![examples]({path.split('docs/')[-1]})\n\nColumns: input (mask "
                          f"tinted magenta), ground truth, {', '.join(result['mean'])}.")

@@ -67,7 +67,7 @@ def _median_times(fns: dict, repeats: int, sync) -> dict:
 
 DEFAULT_RATES = "0.05,0.066,0.1,0.2,0.32,0.45,0.6"  # the paper's 6.6% and 32% among them
 
-MODES = {  # name -> (edit() keywords, sample_tokens() keywords)
+VARIANTS = {  # timed variant -> (edit() keywords, sample_tokens() keywords)
     "ilat": ({}, {}),
     "ilat_nocache": ({"cache": False}, {"cache": False}),
     "taming": ({"mode": "taming"}, {"mode": "taming"}),
@@ -96,12 +96,12 @@ def speed(preset="default", rates=(0.066, 0.3), repeats=5, device="cpu", threads
                  for m, _ in masks]
         row = {"rate": masks[0][1], "masked_tokens": round(masks[0][1] * n_tokens)}
         row["edit"] = _median_times({
-            name: lambda i, kw=kw: edit(image, masks[i][0], model=model, seed=i, device=dev, **kw)
-            for name, (kw, _) in MODES.items()
+            name: lambda i, kw=kw, masks=masks: edit(image, masks[i][0], model=model, seed=i, device=dev, **kw)
+            for name, (kw, _) in VARIANTS.items()
         }, repeats, sync)
         row["sample"] = _median_times({
-            name: lambda i, kw=kw: sample_tokens(t, tokens, known[i], options=greedy, **kw)
-            for name, (_, kw) in MODES.items()
+            name: lambda i, kw=kw, known=known: sample_tokens(t, tokens, known[i], options=greedy, **kw)
+            for name, (_, kw) in VARIANTS.items()
         }, repeats, sync)
         rows.append(row)
     return {
@@ -160,7 +160,7 @@ def speed_plot(r: dict, path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     rates = [100 * row["rate"] for row in r["rows"]]
     for ax, what, title in zip(axes, ("edit", "sample"), ("whole edit", "sampling only")):
-        for mode, style in zip(MODES, ("o-", "s--", "^-")):
+        for mode, style in zip(VARIANTS, ("o-", "s--", "^-")):
             ax.plot(rates, [row[what][mode] for row in r["rows"]], style, label=LABELS[mode])
         ax.set(xlabel="masked tokens (%)", ylabel="seconds (median)", ylim=(0, None),
                title=f"{title}, preset '{r['preset']}', {r['device']}")

@@ -64,8 +64,7 @@ def run_gui_benchmark(
     import napari
     from qtpy.QtCore import QEventLoop, QTimer
 
-    from napari_ilat.plugin import widget as _widget
-    from napari_ilat.plugin.widget import ILATWidget
+    from napari_ilat.plugin.widget import ILATWidget, worker_threads
 
     mdl, model_label = _model(model, size)
     image, mask = _scene(size, mask_fraction)
@@ -73,12 +72,10 @@ def run_gui_benchmark(
     try:
         viewer.add_image(image, name="image")
         viewer.add_labels(mask, name="mask")
-        widget = ILATWidget(viewer)
+        widget = ILATWidget(viewer, threads=threads)
         viewer.window.add_dock_widget(widget)
         widget.add_model(mdl, "bench")
         widget.seed.value, widget.samples.value, widget.device.value = seed, samples, "cpu"
-        if threads is not None:
-            _widget.worker_threads = lambda: threads  # noqa: E731  (this process only)
         app_loop = QEventLoop()
         runs = []
         for _ in range(repeats):
@@ -88,7 +85,7 @@ def run_gui_benchmark(
             done_at = [None]
             n_layers = len(viewer.layers)
 
-            def tick():
+            def tick(gaps=gaps, stamps=stamps, last=last, done_at=done_at):
                 now = time.perf_counter()
                 gaps.append(now - last[0])
                 stamps.append(now)
@@ -130,7 +127,7 @@ def run_gui_benchmark(
             "tokens": int(widget.progress.max),
             "samples": samples,
             "interval_ms": interval_ms,
-            "threads": threads if threads is not None else _widget.worker_threads(),
+            "threads": threads if threads is not None else worker_threads(),
             "cpu_count": os.cpu_count(),
             **worst,
             "runs": runs,

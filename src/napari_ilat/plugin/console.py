@@ -4,14 +4,15 @@
 >>> layer = edit_layers(image="pose scene", mask="suggested mask", pose="pose", seed=3)
 
 The same conversions as the dock widget (displayed 2D slice, points -> keypoints through
-world coordinates, shapes -> strokes) and the same placement of the result over its source.
-It runs in the calling thread (the console waits for it); the layers given are not modified.
+world coordinates, shapes -> strokes), and the same step that adds the result
+(:func:`napari_ilat.plugin.layers.add_edit_result`: placement over the source, name with the
+seed used, metadata). It runs in the calling thread (the console waits for it); the layers
+given are not modified.
 """
 
 from __future__ import annotations
 
 from napari_ilat.plugin import layers as _layers
-from napari_ilat.plugin.layers import result_name
 
 __all__ = ["edit_layers"]
 
@@ -56,9 +57,7 @@ def edit_layers(
 
     Raises ``ValueError`` with a message for the user on bad input.
     """
-    import secrets
-
-    from napari_ilat.engine.editing import edit
+    from napari_ilat.engine.editing import edit_with_info
 
     if viewer is None:
         import napari
@@ -67,9 +66,10 @@ def edit_layers(
         if viewer is None:
             raise ValueError("no napari viewer is open; pass viewer=... or open one with napari.Viewer()")
     img = _layer(viewer, image, "image")
+    mask_layer = _layer(viewer, mask, "mask")
     inputs = _layers.gather_inputs(
         img,
-        _layer(viewer, mask, "mask"),
+        mask_layer,
         _layer(viewer, pose, "pose", optional=True),
         _layer(viewer, sketch, "sketch", optional=True),
         viewer=viewer,
@@ -77,16 +77,6 @@ def edit_layers(
     )
     for note in inputs.notes:
         print(f"napari-ilat: {note}")
-    kwargs = dict(edit_kwargs)
-    if kwargs.get("seed") is None:
-        kwargs["seed"] = secrets.randbelow(2**31)
-    out = edit(inputs.image, inputs.mask, inputs.pose, inputs.sketch, **kwargs)
-    mode, samples = kwargs.get("mode", "ilat"), int(kwargs.get("samples", 1))
-    name = result_name(img.name, mode, kwargs["seed"], samples, inputs.index)
-    meta = {"napari_ilat": {"source": img.name, "mode": mode, "seed": kwargs["seed"],
-                            "samples": samples, "slice": list(inputs.index)}}
-    data, layer_kwargs = _layers.result_layer_data(out, img, inputs, name, samples > 1, meta)
-    if not add:
-        return data, layer_kwargs
-    return _layers.add_result_layer(viewer, data, layer_kwargs)
-
+    result = edit_with_info(inputs.image, inputs.mask, inputs.pose, inputs.sketch, **edit_kwargs)
+    return _layers.add_edit_result(viewer, img, inputs, result, edit_kwargs,
+                                   mask_name=mask_layer.name, add=add)

@@ -10,7 +10,9 @@ Shared by the dock widget (:mod:`._widget`) and the console helper (:mod:`.conso
 - :func:`shapes_to_sketch` rasterises a Shapes layer's lines / paths / outlines into a
   stroke map;
 - :func:`moved_joint_mask` builds a mask from the keypoints that moved (auto mask);
-- :func:`result_layer_data` places an edited array as a new layer exactly over its source.
+- :func:`result_layer_data` places an edited array as a new layer exactly over its source,
+  and :func:`add_edit_result` adds it with its name and metadata (the widget and the
+  console share it).
 
 Every function reads layers and never writes to them.
 """
@@ -21,8 +23,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from napari_ilat.engine.skeleton import KEYPOINT_NAMES
+from napari_ilat.engine.inputs import normalize_mask
+from napari_ilat.engine.modes import mode_label
+from napari_ilat.engine.skeleton import KEYPOINT_NAMES, SKELETON
 from napari_ilat.engine.skeleton import NUM_KEYPOINTS as N_KEYPOINTS
+from napari_ilat.engine.sketch import rasterize_strokes
 
 __all__ = [
     "EditInputs",
@@ -32,18 +37,11 @@ __all__ = [
     "shapes_to_sketch",
     "moved_joint_mask",
     "result_layer_data",
+    "add_edit_result",
+    "current_slice",
     "pose_names",
-    "SKELETON",
 ]
 
-#: Bones between keypoints (index pairs, COCO/OpenPose order), for skeletons and auto masks.
-SKELETON: tuple[tuple[int, int], ...] = (
-    (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10),
-    (1, 11), (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17),
-)
-#: Mode labels in the order the widget shows them. Only modes the engine offers
-#: (``edit.MODES``) appear, so ImageBART shows up by itself once the engine supports it.
-MODE_LABELS = {"ilat": "iLAT", "ilat*": "iLAT*", "taming": "Taming", "imagebart": "ImageBART"}
 _FACE = frozenset({0, 14, 15, 16, 17})
 _NAME_COLUMNS = ("name", "keypoint", "label")
 
@@ -115,10 +113,17 @@ def _slice_data(layer, index: tuple[int, ...]) -> np.ndarray:
     return np.asarray(data[index] if index else data)
 
 
-def _world_point(viewer) -> np.ndarray | None:
+def world_point(viewer) -> np.ndarray | None:
     if viewer is None:
         return None
     return np.asarray(viewer.dims.point, float)
+
+
+def current_slice(layer, viewer=None, what: str = "image") -> tuple[tuple[int, ...], np.ndarray]:
+    """(index, data): the indices of ``layer``'s leading axes at the viewer's position and
+    the 2D (or 2D + RGB) slice of its data there (full resolution for multiscale data)."""
+    index = _slice_index(layer, world_point(viewer), what)
+    return index, _slice_data(layer, index)
 
 
 # --------------------------------------------------------------------------- pose
@@ -224,31 +229,6 @@ def world_pose_to_image(pose_world, image, world_point=None) -> np.ndarray:
 # --------------------------------------------------------------------------- sketch
 
 
-def draw_polyline(canvas: np.ndarray, rc: np.ndarray, width: float, closed: bool = False) -> None:
-    """Max-composite an anti-aliased polyline of ``width`` px through (row, col) ``rc``."""
-    rc = np.asarray(rc, float)
-    if closed and len(rc) > 2:
-        rc = np.vstack([rc, rc[:1]])
-    if len(rc) == 1:
-        rc = np.vstack([rc, rc])
-    r = max(width, 0.5) / 2.0
-    h, w = canvas.shape
-    for a, b in zip(rc[:-1], rc[1:]):
-        lo = np.floor(np.minimum(a, b) - r - 1).astype(int)
-        hi = np.ceil(np.maximum(a, b) + r + 1).astype(int) + 1
-        r0, c0 = max(lo[0], 0), max(lo[1], 0)
-        r1, c1 = min(hi[0], h), min(hi[1], w)
-        if r0 >= r1 or c0 >= c1:
-            continue
-        yy, xx = np.mgrid[r0:r1, c0:c1].astype(float)
-        d = b - a
-        L2 = float(d @ d)
-        t = np.zeros_like(yy) if L2 == 0 else np.clip(((yy - a[0]) * d[0] + (xx - a[1]) * d[1]) / L2, 0, 1)
-        dist = np.hypot(yy - (a[0] + t * d[0]), xx - (a[1] + t * d[1]))
-        val = np.clip(r + 0.5 - dist, 0.0, 1.0)
-        np.maximum(canvas[r0:r1, c0:c1], val, out=canvas[r0:r1, c0:c1])
-
-
 def _ellipse_outline(corners: np.ndarray, n: int = 64) -> np.ndarray:
     c = corners.mean(0)
     u = (corners[1] - corners[0]) / 2.0
@@ -263,14 +243,17 @@ def shapes_to_sketch(shapes, shape: tuple[int, int], width: float = 3.0, image=N
     Lines and paths are drawn as strokes of ``width`` pixels; rectangles, polygons and
     ellipses as their outlines (a sketch is edges, not filled regions).
     """
-    canvas = np.zeros(tuple(shape), np.float64)
+    strokes = []
     for verts, kind in zip(shapes.data, shapes.shape_type):
         verts = np.asarray(verts, float)
         if kind == "ellipse":
             verts = _ellipse_outline(verts)
         rc = _to_image_pixels(shapes, verts, image, world_point)
-        draw_polyline(canvas, rc, width, closed=kind in ("rectangle", "polygon", "ellipse"))
-    return canvas
+        if kind in ("rectangle", "polygon", "ellipse") and len(rc) > 2:
+            rc = np.vstack([rc, rc[:1]])  # closed outline
+        strokes.append(rc)
+    # the training data's rasteriser: GUI strokes and training strokes are the same pixels
+    return rasterize_strokes(strokes, tuple(shape[:2]), width).astype(np.float64)
 
 
 # --------------------------------------------------------------------------- auto mask
@@ -299,15 +282,16 @@ def moved_joint_mask(old_pose, new_pose, shape, radius: float | None = None, tol
 
     vo, vn = vis(old), vis(new)
     moved = (vo != vn) | (vo & vn & (np.hypot(*(old[:, :2] - new[:, :2]).T) > tol))
-    canvas = np.zeros((h, w), np.float64)
+    strokes, widths = [], []
     for pose, v in ((old, vo), (new, vn)):
         for a, b in SKELETON:
             if (moved[a] or moved[b]) and v[a] and v[b] and not ({a, b} <= _FACE):
-                draw_polyline(canvas, pose[[a, b]][:, 1::-1], 2 * radius)
+                strokes.append(pose[[a, b]][:, 1::-1])  # (x, y) -> (row, col)
+                widths.append(2 * radius)
         for k in np.flatnonzero(moved & v):
-            rad = 2 * radius if k in _FACE else radius
-            draw_polyline(canvas, pose[[k]][:, 1::-1], 2 * rad)
-    return canvas > 0
+            strokes.append(pose[[k]][:, 1::-1])  # a dot
+            widths.append(2 * (2 * radius if k in _FACE else radius))
+    return rasterize_strokes(strokes, (h, w), widths) > 0
 
 
 # --------------------------------------------------------------------------- gather
@@ -333,7 +317,7 @@ def gather_inputs(
         raise InputError(f"{sketch.name!r} is not a Shapes layer")
 
     dims = getattr(viewer, "dims", None)
-    point = _world_point(viewer)
+    point = world_point(viewer)
     notes: list[str] = []
     if image.ndim > 2:
         _check_2d_view(dims)
@@ -355,16 +339,21 @@ def gather_inputs(
             f"{img.shape[0]}x{img.shape[1]}; paint the mask on a Labels layer of the image's size "
             "(e.g. the 'new labels' button with the image selected)"
         )
-    m = m != 0
-    if not m.any():
-        raise InputError(f"mask {mask.name!r} is empty on this slice: paint the region to regenerate")
+    try:
+        m = normalize_mask(m)  # the engine's rule (non-zero = regenerate), the same as edit()'s
+    except ValueError as e:
+        if m.size and not np.any(m):
+            raise InputError(f"mask {mask.name!r} is empty on this slice: paint the region to regenerate") from e
+        raise InputError(f"mask {mask.name!r}: {e}") from e
 
     kp = points_to_pose(pose, image, point) if pose is not None else None
     sk = None
     if sketch is not None:
         sk = shapes_to_sketch(sketch, img.shape[:2], sketch_width, image, point)
         if not (sk[m] > 0).any():
-            notes.append(f"no sketch strokes inside the mask ({sketch.name!r}); the sketch only guides the masked region")
+            notes.append(
+                f"no sketch strokes inside the mask ({sketch.name!r}); the sketch only guides the masked region"
+            )
     return EditInputs(image=img, mask=m, pose=kp, sketch=sk, index=index, notes=notes)
 
 
@@ -372,13 +361,12 @@ def gather_inputs(
 
 
 def result_name(source_name: str, mode: str, seed: int, samples: int, index: tuple[int, ...]) -> str:
-    bits = [f"{MODE_LABELS.get(mode, mode)} seed {seed}"]
+    bits = [f"{mode_label(mode)} seed {seed}"]
     if samples > 1:
         bits.append(f"{samples} candidates")
     if index:
         bits.append("slice " + ",".join(map(str, index)))
     return f"{source_name} [{', '.join(bits)}]"
-
 
 
 def _embed(matrix: np.ndarray, n_lead: int) -> np.ndarray:
@@ -460,3 +448,44 @@ def add_below_annotations(viewer, add):
 def add_result_layer(viewer, data, kwargs):
     """Add the result as an Image layer above the images / masks, below points and shapes."""
     return add_below_annotations(viewer, lambda: viewer.add_image(data, **kwargs))
+
+
+_NOT_RECORDED = frozenset({"progress", "cancel"})
+
+
+def result_metadata(source_name: str, mask_name: str | None, index: tuple[int, ...], params: dict, result) -> dict:
+    """The ``napari_ilat`` metadata of a result layer: where it came from and how it was
+    made (``result``: the engine's EditResult, so the seed is the one actually used)."""
+    meta = {
+        "source": source_name, "mask": mask_name, "slice": list(index),
+        "model": result.model, "mode": result.mode, "samples": result.samples,
+        "seed": result.seed, "device": result.device, "seconds": round(float(result.seconds), 3),
+    }
+    for k, v in params.items():
+        if k not in meta and k not in _NOT_RECORDED:
+            meta[k] = v if isinstance(v, (bool, int, float, str, type(None))) else str(v)
+    return {"napari_ilat": meta}
+
+
+def add_edit_result(viewer, source, inputs: EditInputs, result, params: dict | None = None,
+                    mask_name: str | None = None, add: bool = True):
+    """Add an edit's result as a new Image layer over ``source`` (named after it, with the
+    seed used, and :func:`result_metadata`); the widget and the console both end here.
+
+    ``result``: the engine's EditResult. ``add=False`` returns ``(data, layer_kwargs)``
+    instead of adding. The selected layer stays selected; with N candidates the slider is
+    set to the first.
+    """
+    candidates = result.samples > 1
+    name = result_name(source.name, result.mode, result.seed, result.samples, inputs.index)
+    meta = result_metadata(source.name, mask_name, inputs.index, dict(params or {}), result)
+    data, kwargs = result_layer_data(result.image, source, inputs, name, candidates, meta)
+    if not add:
+        return data, kwargs
+    active = viewer.layers.selection.active  # keep e.g. the keypoints selected
+    layer = add_result_layer(viewer, data, kwargs)
+    if active is not None and active in viewer.layers:
+        viewer.layers.selection.active = active
+    if candidates:
+        viewer.dims.set_current_step(0, 0)
+    return layer

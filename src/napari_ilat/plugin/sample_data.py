@@ -13,20 +13,16 @@ import weakref
 
 import numpy as np
 
-from napari_ilat.plugin.layers import SKELETON
-from napari_ilat.engine.skeleton import KEYPOINT_NAMES
+from napari_ilat.engine.skeleton import KEYPOINT_COLORS, KEYPOINT_NAMES, SKELETON, SKELETON_COLORS
 
 #: The pose sample: a test-split scene (never trained on) where one arm is raised.
 POSE_SAMPLE_SEED = 5
 POSE_SAMPLE_RESOLUTION = 128
 _KEY = "napari_ilat"  # metadata key
 
-# OpenPose-like rainbow, one colour per bone / keypoint
-_BONE_COLOURS = np.array(
-    [[255, 0, 0], [255, 85, 0], [255, 170, 0], [255, 255, 0], [170, 255, 0],
-     [85, 255, 0], [0, 255, 0], [0, 255, 85], [0, 255, 170], [0, 255, 255],
-     [0, 170, 255], [0, 85, 255], [0, 0, 255], [85, 0, 255], [170, 0, 255],
-     [255, 0, 255], [255, 0, 170], [255, 0, 85]], float) / 255.0
+# the engine's OpenPose-like rainbow (napari_ilat.engine.skeleton), as napari's 0..1 floats
+BONE_COLOURS = SKELETON_COLORS / 255.0  # one per SKELETON bone
+KEYPOINT_COLOURS = KEYPOINT_COLORS / 255.0  # one per keypoint
 
 
 def pose_sample_pair(seed: int = POSE_SAMPLE_SEED, resolution: int = POSE_SAMPLE_RESOLUTION):
@@ -49,7 +45,7 @@ def pose_layer_data(pose: np.ndarray, name: str = "pose", reference=None, skelet
         {
             "name": name,
             "features": {"name": names},
-            "face_color": _BONE_COLOURS[vis],
+            "face_color": KEYPOINT_COLOURS[vis],
             "border_color": "white",
             "border_width": 0.15,
             "size": size,
@@ -73,7 +69,7 @@ def skeleton_lines(points) -> tuple[list[np.ndarray], np.ndarray]:
         na, nc = KEYPOINT_NAMES[a], KEYPOINT_NAMES[c]
         if na in where and nc in where:
             lines.append(data[[where[na], where[nc]]])
-            colours.append(_BONE_COLOURS[b])
+            colours.append(BONE_COLOURS[b])
     return lines, np.array(colours).reshape(-1, 3)
 
 
@@ -83,7 +79,7 @@ def _skeleton_tuple(pose: np.ndarray, points_name: str = "pose", name: str = "sk
     for b, (a, c) in enumerate(SKELETON):
         if pose[a, 2] > 0 and pose[c, 2] > 0:
             lines.append(pose[[a, c]][:, 1::-1].copy())
-            colours.append(_BONE_COLOURS[b])
+            colours.append(BONE_COLOURS[b])
     return (
         lines,
         {
@@ -126,8 +122,8 @@ def photo_sample():
 
 # --------------------------------------------------------------------------- skeleton link
 
-_linked: "weakref.WeakSet" = weakref.WeakSet()  # skeleton Shapes layers already linked
-_viewers: "weakref.WeakSet" = weakref.WeakSet()
+_linked: weakref.WeakSet = weakref.WeakSet()  # skeleton Shapes layers already linked
+_viewers: weakref.WeakSet = weakref.WeakSet()
 
 
 def link_skeleton(points, shapes) -> None:

@@ -7,14 +7,15 @@ as a new layer. Progress is a pair of integers the worker writes and a 50 ms QTi
 the main thread reads, so a fast model cannot flood the event loop with signals. Cancel
 sets a ``threading.Event`` that the sampler checks after every token.
 
-``ILATWidget(viewer, synchronous=True)`` runs the job in the calling thread (tests).
+``ILATWidget(viewer, synchronous=True)`` runs the job in the calling thread (tests, scripts);
+``threads=N`` sets the worker's torch threads (default :func:`worker_threads`: all cores but
+one). Both are public attributes and may be changed between runs.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import secrets
 import threading
 import time
 import traceback
@@ -36,8 +37,9 @@ from napari.layers import Image, Labels, Points, Shapes
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 
+from napari_ilat.engine.modes import MODES
 from napari_ilat.plugin import layers as _layers
-from napari_ilat.plugin.layers import MODE_LABELS, EditInputs, InputError, result_name
+from napari_ilat.plugin.layers import EditInputs, InputError
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +50,8 @@ POLL_MS = 50
 
 
 def available_modes() -> list[tuple[str, str]]:
-    from napari_ilat.engine.editing import MODES
-
-    return [(MODE_LABELS.get(m, m), m) for m in MODE_LABELS if m in MODES] + [
-        (m, m) for m in MODES if m not in MODE_LABELS
-    ]
+    """(label, name) of every mode the engine has (napari_ilat.engine.modes.MODES)."""
+    return [(m.label, m.name) for m in MODES.values()]
 
 
 def available_devices() -> list[tuple[str, str]]:
@@ -88,14 +87,20 @@ class JobState:
 @dataclass
 class JobResult:
     status: str  # "ok" | "cancelled" | "error"
-    array: np.ndarray | None = None
+    result: object = None  # the engine's EditResult (array, seed used, ...) when "ok"
     message: str = ""
     seconds: float = 0.0
 
+    @property
+    def array(self) -> np.ndarray | None:
+        return None if self.result is None else self.result.image
+
 
 def run_job(inputs: EditInputs, params: dict, state: JobState, threads: int | None = None) -> JobResult:
-    """Run one edit on plain arrays; never raises, never touches Qt (runs in the worker)."""
-    from napari_ilat.engine.editing import EditCancelled, edit
+    """Run one edit on plain arrays; never raises, never touches Qt (runs in the worker).
+
+    ``params["seed"]`` None: the engine draws one and the result reports it."""
+    from napari_ilat.engine.editing import EditCancelled, edit_with_info
 
     t0 = time.perf_counter()
     old_threads = None
@@ -105,7 +110,7 @@ def run_job(inputs: EditInputs, params: dict, state: JobState, threads: int | No
 
             old_threads = torch.get_num_threads()
             torch.set_num_threads(threads)
-        out = edit(
+        out = edit_with_info(
             inputs.image, inputs.mask, inputs.pose, inputs.sketch,
             progress=state.progress, cancel=state.cancel, **params,
         )
@@ -135,14 +140,22 @@ def worker_threads() -> int:
 class ILATWidget(Container):
     """Dock widget for local editing with iLAT."""
 
-    def __init__(self, napari_viewer: "napari.viewer.Viewer", synchronous: bool = False):  # noqa: F821
+    def __init__(
+        self,
+        napari_viewer: napari.viewer.Viewer,  # noqa: F821
+        synchronous: bool = False,
+        threads: int | None = None,
+    ):
+        """``synchronous``: run edits in the calling thread (no worker, no progress polling).
+        ``threads``: torch threads for the worker (None: :func:`worker_threads`)."""
         super().__init__(labels=True)
         # napari hands plugins a PublicOnlyProxy; keep the real viewer so layers compare by
         # identity (the proxy wraps every layer in a new proxy object on each access)
         self.viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
         self.synchronous = synchronous
+        self.threads = threads
         self._models: dict[str, object] = {}  # extra choices: label -> ILATModel or path
-        self._reference: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+        self._reference: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._state: JobState | None = None
         self._worker = None
         self._pending: dict | None = None
@@ -167,7 +180,8 @@ class ILATWidget(Container):
         self.samples = SpinBox(label="candidates", value=1, min=1, max=16,
                                tooltip="N candidates become one layer with a slider")
         self.seed = SpinBox(label="seed", value=-1, min=-1, max=2**31 - 1,
-                            tooltip="-1: a new random seed each run (the seed used is in the layer name)")
+                            tooltip="-1: a new random seed each run (the seed used is in the result's "
+                            "layer name and metadata)")
         self.temperature = FloatSpinBox(label="temperature", value=1.0, min=0.05, max=5.0, step=0.05)
         self.top_k = SpinBox(label="top-k", value=0, min=0, max=65536, tooltip="0 = off")
         self.generate_btn = PushButton(text=f"Generate ({GENERATE_KEY})")
@@ -310,7 +324,7 @@ class ILATWidget(Container):
             model=None if model == AUTO_MODEL else model,
             mode=self.mode.value,
             samples=int(self.samples.value),
-            seed=secrets.randbelow(2**31) if seed < 0 else seed,
+            seed=None if seed < 0 else seed,  # None: the engine draws it and reports it
             temperature=float(self.temperature.value),
             top_k=int(self.top_k.value) or None,
             device=self.device.value,
@@ -347,7 +361,8 @@ class ILATWidget(Container):
             return
         from napari.qt.threading import create_worker
 
-        worker = create_worker(run_job, inputs, params, state, worker_threads(), _start_thread=False)
+        threads = self.threads if self.threads is not None else worker_threads()
+        worker = create_worker(run_job, inputs, params, state, threads, _start_thread=False)
         worker.returned.connect(self._finish)
         worker.errored.connect(self._on_worker_error)
         self._worker = worker
@@ -396,7 +411,10 @@ class ILATWidget(Container):
         self._poll_done()
         t0 = time.perf_counter()
         try:
-            self.last_result = self._add_result(result.array, pending)
+            self.last_result = _layers.add_edit_result(
+                self.viewer, pending["source"], pending["inputs"], result.result,
+                pending["params"], mask_name=pending["mask_name"],
+            )
             self.last_timing = {"edit_s": result.seconds, "add_layer_s": time.perf_counter() - t0}
         except Exception as e:  # e.g. the source layer was deleted while generating
             log.error("napari-ilat: adding the result failed\n%s", traceback.format_exc())
@@ -409,23 +427,6 @@ class ILATWidget(Container):
 
     def _poll_done(self):
         self.progress.value = self.progress.max
-
-    def _add_result(self, array, pending):
-        source, params, inputs = pending["source"], pending["params"], pending["inputs"]
-        samples = params["samples"]
-        name = result_name(source.name, params["mode"], params["seed"], samples, inputs.index)
-        meta = {"napari_ilat": {
-            "source": source.name, "mask": pending["mask_name"], "slice": list(inputs.index),
-            **{k: (v if isinstance(v, (int, float, str, type(None))) else str(v)) for k, v in params.items()},
-        }}
-        data, kwargs = _layers.result_layer_data(array, source, inputs, name, samples > 1, meta)
-        active = self.viewer.layers.selection.active  # keep e.g. the keypoints selected
-        layer = _layers.add_result_layer(self.viewer, data, kwargs)
-        if active is not None and active in self.viewer.layers:
-            self.viewer.layers.selection.active = active
-        if samples > 1:
-            self.viewer.dims.set_current_step(0, 0)
-        return layer
 
     # ---------------------------------------------------------------- auto mask
 
@@ -449,9 +450,9 @@ class ILATWidget(Container):
                 raise InputError("no image layer")
             if points is None:
                 raise InputError("choose the pose (Points) layer whose keypoints you moved")
-            inputs_index = _layers._slice_index(image, _layers._world_point(self.viewer), "image")
-            shape = _layers._slice_data(image, inputs_index).shape[:2]
-            point = _layers._world_point(self.viewer)
+            inputs_index, shown = _layers.current_slice(image, self.viewer, "image")
+            shape = shown.shape[:2]
+            point = _layers.world_point(self.viewer)
             new = _layers.points_to_pose(points)
             old = self._reference.get(points)
             if old is None:

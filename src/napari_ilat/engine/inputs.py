@@ -1,0 +1,110 @@
+"""Input normalisation: the one place where images, masks, poses and sketches become what the
+engine works on. :func:`napari_ilat.edit`, ``napari-ilat edit`` (files) and the dock widget
+(layers) all go through these functions, so a 16-bit mask or sketch means the same everywhere.
+
+The rules (docs/api.md):
+
+- **image**: (H, W) or (H, W, 1|3|4), numeric or bool, at least 8x8 pixels.
+- **mask**: (H, W), or (H, W, C) read from a colour file; a pixel is masked when it is
+  non-zero in any colour channel (alpha, the 4th channel or the 2nd of grey+alpha, is
+  ignored). Any dtype: ``mask != 0``.
+- **sketch**: (H, W) (or (H, W, C): the mean of the colour channels), 1 = stroke, 0 = empty.
+  bool: True = stroke; uint8 / uint16: divided by the dtype's maximum (255 / 65535), like
+  an image; any other dtype (float, int32, int64): values in [0, 1] are used as they are and
+  a maximum above 1 means 8-bit values, divided by 255 (above 255 is an error). The result
+  is clipped to [0, 1].
+- **pose**: (18, 2|3) keypoints (x = column, y = row[, visible]) in image pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_ilat.engine.skeleton import NUM_KEYPOINTS
+
+__all__ = ["check_image", "normalize_mask", "normalize_sketch", "check_pose"]
+
+
+def check_image(image) -> np.ndarray:
+    """``image`` as an array, checked: (H, W) or (H, W, 1|3|4), numeric, >= 8x8."""
+    image = np.asarray(image)
+    ok_shape = image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))
+    if not ok_shape:
+        raise ValueError(
+            f"image must be 2D greyscale (H, W) or colour (H, W, 3|4), got shape {image.shape}; "
+            "for a stack, pass the 2D slice you want to edit"
+        )
+    if not (np.issubdtype(image.dtype, np.number) or image.dtype == bool):
+        raise ValueError(f"image must be numeric, got dtype {image.dtype}")
+    if min(image.shape[:2]) < 8:
+        raise ValueError(f"image is too small to edit ({image.shape[:2]}); need at least 8x8 pixels")
+    return image
+
+
+def _colour_channels(a: np.ndarray) -> np.ndarray:
+    """(H, W, C) -> (H, W, C') without alpha: 2 channels = grey + alpha, 4 = RGB + alpha."""
+    return a[..., :1] if a.shape[2] == 2 else a[..., :3]
+
+
+def _plane(a, shape, what: str) -> np.ndarray:
+    """A per-pixel input as (H, W, C) (C >= 1, alpha dropped), checked against ``shape``."""
+    a = np.asarray(a)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3:
+        raise ValueError(f"{what} must be a 2D (H, W) array, got shape {a.shape}")
+    if shape is not None and a.shape[:2] != tuple(shape[:2]):
+        raise ValueError(
+            f"{what} shape {a.shape[:2]} does not match the image's {tuple(shape[:2])}; "
+            f"draw the {what} on a layer of the same size as the image"
+        )
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise ValueError(f"{what} must be numeric, got dtype {a.dtype}")
+    return _colour_channels(a)
+
+
+def normalize_mask(mask, shape=None) -> np.ndarray:
+    """Bool (H, W) mask: non-zero in any colour channel = regenerate (see the module doc).
+
+    ``shape``: the image's shape to check against (None: no check). Raises ``ValueError``
+    on NaN / inf or an empty mask.
+    """
+    m = _plane(mask, shape, "mask")
+    if np.issubdtype(m.dtype, np.floating) and not np.isfinite(m).all():
+        raise ValueError("mask contains NaN or inf; use 0 for keep and 1 (or any label) for regenerate")
+    m = (m != 0).any(-1)
+    if not m.any():
+        raise ValueError("mask is empty: paint the region to regenerate (any non-zero label)")
+    return m
+
+
+def normalize_sketch(sketch, shape=None) -> np.ndarray:
+    """float64 (H, W) stroke map in [0, 1], 1 = stroke (the scaling rule: the module doc)."""
+    s = _plane(sketch, shape, "sketch")
+    if s.dtype == bool:
+        return s.any(-1).astype(np.float64)
+    if s.dtype in (np.uint8, np.uint16):
+        scale = float(np.iinfo(s.dtype).max)
+        s = s.astype(np.float64)
+    else:
+        s = s.astype(np.float64)
+        if not np.isfinite(s).all():
+            raise ValueError("sketch contains NaN or inf; use values in [0, 1] (1 = stroke)")
+        top = float(s.max()) if s.size else 0.0
+        if top > 255:
+            raise ValueError(f"sketch values go up to {top:g}; give strokes in [0, 1], 0..255, or as a uint16 array")
+        scale = 255.0 if top > 1 else 1.0
+    return np.clip(s.mean(-1) / scale, 0.0, 1.0)
+
+
+def check_pose(pose) -> np.ndarray:
+    """float64 (18, 2|3) keypoints, checked."""
+    kp = np.asarray(pose, dtype=np.float64)
+    if kp.ndim != 2 or kp.shape[0] != NUM_KEYPOINTS or kp.shape[1] not in (2, 3):
+        raise ValueError(
+            f"pose must be an array of shape ({NUM_KEYPOINTS}, 2) or ({NUM_KEYPOINTS}, 3) with "
+            f"(x, y[, visible]) per keypoint in COCO/OpenPose order, got shape {kp.shape}"
+        )
+    if not np.isfinite(kp).all():
+        raise ValueError("pose contains NaN or inf; mark missing keypoints with x = y = -1")
+    return kp

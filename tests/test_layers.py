@@ -69,13 +69,8 @@ def test_no_private_module_is_imported_across_modules():
                 assert not any(m.startswith("_") for m in mods), f"{path}: {node.module}"
 
 
-# Private names still reached across modules in train/, which the lead is renaming in the
-# same release (issue 18): stage2._tokenize_items (used by train/evaluate.py) and
-# common._atomic_save_file (used by train/stage2.py). Remove each entry once it is public.
-PRIVATE_ALLOWLIST = {
-    ("train/evaluate.py", "napari_ilat.train.stage2", "_tokenize_items"),
-    ("train/stage2.py", "napari_ilat.train.common", "_atomic_save_file"),
-}
+# (module, imported module, name) pairs allowed to reach a private name: none today.
+PRIVATE_ALLOWLIST: set[tuple[str, str, str]] = set()
 
 
 def _module_of(path: pathlib.Path) -> str:

@@ -46,6 +46,7 @@ def test_plan_sizes_to_the_device():
     gpu = plan(RecipeConfig(minutes=10), torch.device("cuda", 0))
     assert cpu["workers"] == 0 and cpu["token_pool"] > 0  # CPU: in-process data, token pool
     assert gpu["token_pool"] == 0 and gpu["workers"] >= 1  # GPU: fresh batches from workers
+    assert gpu["reuse1"] > 1 and cpu["reuse1"] == 1
     assert gpu["batch1"] > cpu["batch1"] and gpu["batch2"] > cpu["batch2"]
     total = cpu["stage1_minutes"] + cpu["stage2_minutes"]
     assert total == pytest.approx(10 * (1 - RecipeConfig.eval_share))

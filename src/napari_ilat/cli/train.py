@@ -111,6 +111,8 @@ def add_arguments(parser: argparse.ArgumentParser):
     p.add_argument("--stage2-lr", type=float, default=None)
     p.add_argument("--workers", type=int, default=None, help="data worker processes (default by device)")
     p.add_argument("--token-pool", type=int, default=None, help="stage-2 token pool (default: CPU only)")
+    p.add_argument("--reuse1", type=int, default=None,
+                   help="stage-1 steps per generated batch, under flips/transposes (default 3 on GPU, 1 on CPU)")
     p.add_argument("--n-eval", type=int, default=None, help="test cases per metric (default 200 GPU, 20 CPU)")
     p.add_argument("--n-layer", type=int, default=None)
     p.add_argument("--n-embd", type=int, default=None)
@@ -233,7 +235,7 @@ def run(args) -> int:
         cfg = RecipeConfig(data=args.data, minutes=args.minutes, seed=args.seed, name=args.name,
                            cond_map=not args.no_cond_map)
         _set(cfg, args, ("stage1_share", "batch1", "batch2", "stage1_lr", "stage2_lr", "workers",
-                         "token_pool", "n_eval", "n_layer", "n_embd"))
+                         "reuse1", "token_pool", "n_eval", "n_layer", "n_embd"))
         rec = run_recipe(cfg, out, device=args.device, precision=args.precision, quiet=args.quiet)
         print(json.dumps({"model": rec["model"], "phases": rec["phases"], "eval": rec["eval"]}, indent=2))
         return 0

@@ -59,6 +59,7 @@ class RecipeConfig:
     batch1: int | None = None
     batch2: int | None = None
     workers: int | None = None
+    reuse1: int | None = None  # stage-1 steps per generated batch (flips / transposes)
     token_pool: int | None = None
     # evaluation sizes (None: by device)
     n_eval: int | None = None
@@ -74,6 +75,8 @@ def plan(cfg: RecipeConfig, device: torch.device) -> dict:
         "batch2": cfg.batch2 or (64 if gpu else 8),
         # the GPU waits for the scene generator unless most cores make data
         "workers": cfg.workers if cfg.workers is not None else (max(1, cores - 2) if gpu else 0),
+        # a GPU steps a 128 px VQGAN faster than ~10 cores make pose scenes
+        "reuse1": cfg.reuse1 or (3 if gpu else 1),
         # on a CPU encoding an item costs more than a transformer step: pool them; the pool
         # is sized to about a quarter of stage 2's time at ~20 items/s
         "token_pool": cfg.token_pool if cfg.token_pool is not None else 0,
@@ -125,7 +128,7 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
     big = 10**9  # the time budget ends each stage, not a step count
     c1 = stage1.Stage1Config(
         data=cfg.data, steps=big, batch_size=p["batch1"], lr=p["stage1_lr"], warmup=100, seed=cfg.seed,
-        workers=p["workers"], budget_minutes=p["stage1_minutes"], disc_weight=0.0,
+        workers=p["workers"], budget_minutes=p["stage1_minutes"], disc_weight=0.0, reuse=p["reuse1"],
         val_every=big, sample_every=big, save_every=big, log_every=50, val_size=min(64, p["n_eval"]))
     m1 = VQGANConfig(resolution=cfg.resolution, ch=cfg.ch, ch_mult=cfg.ch_mult, num_res_blocks=1,
                      attn_resolutions=(cfg.resolution // 2 ** (len(cfg.ch_mult) - 1),),

@@ -159,6 +159,8 @@ class GroupNorm(nn.GroupNorm):
             return super().forward(x)
         B, C, H, W = x.shape
         G = self.num_groups
+        dtype = x.dtype  # statistics in float32 at least (bf16 sums lose the mean under autocast)
+        x = _at_least_float32(x)
         valid = ~mask
         # a fully masked sample has no clean statistics; any content may reach masked
         # positions, so fall back to statistics over everything (finite, deterministic)
@@ -168,7 +170,12 @@ class GroupNorm(nn.GroupNorm):
         mean = torch.where(valid, xg, 0).sum(dim=(2, 3, 4), keepdim=True) / count
         var = torch.where(valid, (xg - mean) ** 2, 0).sum(dim=(2, 3, 4), keepdim=True) / count
         xg = (xg - mean) / torch.sqrt(var + self.eps)
-        return xg.reshape(B, C, H, W) * self.weight[:, None, None] + self.bias[:, None, None]
+        out = xg.reshape(B, C, H, W) * self.weight[:, None, None] + self.bias[:, None, None]
+        return out.to(dtype) if dtype in (torch.float16, torch.bfloat16) else out
+
+
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def Normalize(channels):
@@ -368,10 +375,14 @@ class VectorQuantizer(nn.Module):
     def forward(self, z):
         """z (B,D,h,w) -> z_q (B,D,h,w), loss (scalar), indices (B,h,w) long."""
         B, D, h, w = z.shape
-        zf = z.permute(0, 2, 3, 1).reshape(-1, D)
-        e = self.embedding.weight
-        # ||z - e||^2 = ||z||^2 + ||e||^2 - 2 z.e ; computed per row, so per position
-        d = zf.pow(2).sum(1, keepdim=True) + e.pow(2).sum(1) - 2 * zf @ e.t()
+        # distances in float32 at least, also under autocast: in bf16 the nearest code is
+        # often not the one picked (ties and rounding over 512 entries)
+        with torch.autocast(z.device.type, enabled=False):
+            zf = _at_least_float32(z).permute(0, 2, 3, 1).reshape(-1, D)
+            e = self.embedding.weight
+            e = e.to(zf.dtype) if zf.dtype == torch.float64 else e
+            # ||z - e||^2 = ||z||^2 + ||e||^2 - 2 z.e ; computed per row, so per position
+            d = zf.pow(2).sum(1, keepdim=True) + e.pow(2).sum(1) - 2 * zf @ e.t()
         indices = d.argmin(dim=1).view(B, h, w)
         z_q = self.lookup(indices)
         # codebook term pulls e to sg[z]; commitment term (beta) pulls z to sg[e]

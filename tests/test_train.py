@@ -325,3 +325,22 @@ def test_two_process_ddp_ranks_stay_identical(tmp_path):
     tf = LATransformer(TransformerConfig.from_dict(json.loads((tmp_path / "tf" / "run.json").read_text())["model"]))
     tf.load_state_dict(ckpt)
     assert C.weights_digest(tf) == results[0][1]  # and the checkpoint is what they hold
+
+
+@pytest.mark.slow  # the module's stage1_run fixture trains a VQGAN
+def test_stage2_init_from_a_model_continues_its_transformer(stage1_run, tmp_path):
+    """--init: a (GPU-trained) model's transformer and first stage are the starting point;
+    with a zero learning rate the run ends where it began."""
+    vq_dir, _ = stage1_run
+    train2(s2cfg(steps=1), dict(TINY_TF, cond_map=True), tmp_path / "tf", first_stage=vq_dir, device="cpu",
+           quiet=True)
+    src = export(tmp_path / "tf", tmp_path / "m" / "start", dtype="float32")[0]
+    start = load_model(src)
+    rec = train2(s2cfg(steps=2, lr=0.0), {"n_layer": 5}, tmp_path / "cont", init=src, device="cpu", quiet=True)
+    assert rec["model"]["cond_map"] and rec["model"]["n_layer"] == TINY_TF["n_layer"]  # arch from --init
+    w = C.load_weights(tmp_path / "cont", "transformer")
+    assert w.keys() == start.transformer.state_dict().keys()
+    for k, v in start.transformer.state_dict().items():
+        assert torch.equal(w[k], v), k
+    fs = C.load_weights(tmp_path / "cont", "first_stage")
+    assert torch.equal(fs["quantize.embedding.weight"], start.vqgan.state_dict()["quantize.embedding.weight"])

@@ -97,6 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser):
                    help="pre-encode this many training samples once and cycle over them "
                         "(0 = encode every batch; a pool saves first-stage time on CPUs)")
     p.add_argument("--plain", action="store_true", help="encode with the plain encoder (iLAT* ablation)")
+    p.add_argument("--init", default=None,
+                   help="start from this napari-ilat model's transformer (and first stage, unless "
+                        "--first-stage is given), e.g. to continue a GPU-trained model on a CPU")
 
     p = sub.add_parser("recipe", help="data -> stage 1 -> stage 2 -> export -> eval in one time budget, "
                                       "sized to the device (CUDA bf16 on a GPU)")
@@ -208,13 +211,13 @@ def run(args) -> int:
         cfg = Stage2Config()
         _set(cfg, args, _COMMON + ("cond", "cond_dropout", "causal_frac", "token_pool"))
         cfg.plain = cfg.plain or args.plain
-        if not args.resume and not args.first_stage:
+        if not args.resume and not args.first_stage and not args.init:
             raise ValueError("--first-stage is required (a stage-1 run directory or a VQGAN checkpoint)")
         arch = dict(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout,
                     pose_freqs=args.pose_freqs)
         rec = train(cfg, arch, args.out, first_stage=args.first_stage, first_stage_config=args.first_stage_config,
                     resume=args.resume, device=args.device, precision=args.precision, stop_at=args.stop_at,
-                    time_limit=args.time_limit, quiet=args.quiet)
+                    time_limit=args.time_limit, quiet=args.quiet, init=args.init)
         _summary(rec)
         return 0
     if cmd == "recipe":

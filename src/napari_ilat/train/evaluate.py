@@ -91,7 +91,7 @@ def evaluate(model_name, *, data=None, split="test", n_recon=100, n_ppl=200, n_p
     --out DIR``): then only the reconstruction is measured, on the run's own data."""
     if Path(str(model_name)).is_dir():
         return _evaluate_first_stage_run(Path(str(model_name)), data, split, n_recon, device)
-    model = load_model(model_name)
+    model = load_model(model_name).to(device)
     mode = "ilat*" if plain else "ilat"
     data = data or ("pose" if model.cond == "pose" else "natural")
     R = model.resolution

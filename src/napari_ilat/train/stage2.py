@@ -154,7 +154,12 @@ def sample_grid(vq, tf, val_items: list[dict], cond: str, path: Path, device):
 
 
 def train(cfg: Stage2Config, arch: dict, out, *, first_stage=None, first_stage_config=None, resume=False,
-          device="auto", precision="auto", stop_at=None, time_limit=None, quiet=False) -> dict:
+          device="auto", precision="auto", stop_at=None, time_limit=None, quiet=False, init=None) -> dict:
+    """Train (or resume) a transformer in ``out``; returns the final run record.
+
+    ``init``: a napari-ilat model (NAME.json or bundled name) to start from: its transformer
+    (architecture and weights; ``arch`` is then ignored) and, unless ``first_stage`` is
+    given, its first stage, e.g. to continue on a CPU a model trained on a GPU."""
     out = Path(out)
     dev = C.pick_device(device)
     prec = C.pick_precision(precision, dev)
@@ -167,8 +172,19 @@ def train(cfg: Stage2Config, arch: dict, out, *, first_stage=None, first_stage_c
         tf_cfg = TransformerConfig.from_dict(run["model"])
         first_stage_source = run["first_stage"].get("source")
     else:
+        init_sd = None
+        if init is not None:
+            from napari_ilat.engine.model import load_model
+
+            start_model = load_model(init)
+            first_stage = first_stage or init
+            init_sd = start_model.transformer.state_dict()
+            tf_cfg = start_model.config.transformer
         vq_cfg, vq_sd = load_first_stage_weights(first_stage, first_stage_config)
-        tf_cfg = _build_transformer(vq_cfg, cfg.resolved_cond(), arch)
+        if init is None:
+            tf_cfg = _build_transformer(vq_cfg, cfg.resolved_cond(), arch)
+        elif (tf_cfg.vocab_size, tf_cfg.grid) != (vq_cfg.n_embed, vq_cfg.grid):
+            raise ValueError(f"--init {init}: its transformer does not fit the first stage {first_stage}")
         first_stage_source = str(first_stage)
     cfg.cond = tf_cfg.cond
     vq = VQModel(vq_cfg)
@@ -177,7 +193,10 @@ def train(cfg: Stage2Config, arch: dict, out, *, first_stage=None, first_stage_c
 
     gen = C.seed_everything(cfg.seed, D.rank)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    tf = LATransformer(tf_cfg).to(dev)
+    tf = LATransformer(tf_cfg)
+    if not resume and init is not None:
+        tf.load_state_dict(init_sd, strict=True)
+    tf = tf.to(dev)
     C.seed_everything(cfg.seed, D.rank)
     opt = _optimizer(tf, cfg)
     scaler = C.grad_scaler(prec)

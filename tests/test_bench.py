@@ -21,8 +21,25 @@ def test_token_box_mask_hits_the_rate_on_whole_tokens():
 def test_bench_speed_cli(tmp_path, capsys):
     out = tmp_path / "speed.md"
     plot = tmp_path / "speed.png"
-    assert main(["bench", "speed", "--preset", "tiny", "--repeats", "1", "--rates", "0.1,0.5",
-                 "--out", str(out), "--plot", str(plot)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "speed",
+                "--preset",
+                "tiny",
+                "--repeats",
+                "1",
+                "--rates",
+                "0.1,0.5",
+                "--out",
+                str(out),
+                "--plot",
+                str(plot),
+            ]
+        )
+        == 0
+    )
     text = out.read_text()
     assert text.count("| iLAT cached (s) |") == 2 and text.count("\n|") >= 8
     assert "Sampling only" in capsys.readouterr().out
@@ -37,8 +54,25 @@ def test_bench_quality_cli(tmp_path):
     pose = save_model(ILATModel.tiny(cond="pose", resolution=32), tmp_path / "pose")
     natural = save_model(ILATModel.tiny(cond="sketch", resolution=32, seed=1), tmp_path / "nat")
     out = tmp_path / "quality.md"
-    assert main(["bench", "quality", "--pose-model", str(pose), "--natural-model", str(natural),
-                 "--n", "2", "--out", str(out), "--examples", str(tmp_path / "ex")]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "quality",
+                "--pose-model",
+                str(pose),
+                "--natural-model",
+                str(natural),
+                "--n",
+                "2",
+                "--out",
+                str(out),
+                "--examples",
+                str(tmp_path / "ex"),
+            ]
+        )
+        == 0
+    )
     text = out.read_text()
     for method in ("ilat", "ilat*", "taming", "biharmonic"):
         assert f"| {method} |" in text

@@ -46,8 +46,20 @@ def files(tmp_path):
 
 def test_edit_one_image(files, tiny_model_path, capsys):
     d, img, mask = files
-    rc = main(["edit", str(d / "img.png"), "--mask", str(d / "mask.png"), "--model", str(tiny_model_path),
-               "--seed", "1", "-o", str(d / "out.png")])
+    rc = main(
+        [
+            "edit",
+            str(d / "img.png"),
+            "--mask",
+            str(d / "mask.png"),
+            "--model",
+            str(tiny_model_path),
+            "--seed",
+            "1",
+            "-o",
+            str(d / "out.png"),
+        ]
+    )
     assert rc == 0
     out = skimage.io.imread(d / "out.png")
     assert out.shape == img.shape and out.dtype == np.uint8
@@ -63,8 +75,25 @@ def test_edit_folder_with_candidates_and_pose(files, tiny_pose_model_path):
         skimage.io.imsave(d / "imgs" / f"{stem}.png", img, check_contrast=False)
         skimage.io.imsave(d / "masks" / f"{stem}.tif", mask, check_contrast=False)
         (d / "poses" / f"{stem}.json").write_text(json.dumps({"nose": [20, 10], "neck": [20, 15, 1]}))
-    rc = main(["edit", str(d / "imgs"), "--mask", str(d / "masks"), "--pose", str(d / "poses"),
-               "--model", str(tiny_pose_model_path), "--samples", "2", "--seed", "0", "-o", str(d / "out"), "-q"])
+    rc = main(
+        [
+            "edit",
+            str(d / "imgs"),
+            "--mask",
+            str(d / "masks"),
+            "--pose",
+            str(d / "poses"),
+            "--model",
+            str(tiny_pose_model_path),
+            "--samples",
+            "2",
+            "--seed",
+            "0",
+            "-o",
+            str(d / "out"),
+            "-q",
+        ]
+    )
     assert rc == 0
     assert sorted(p.name for p in (d / "out").iterdir()) == ["a_0.png", "a_1.png", "b_0.png", "b_1.png"]
 
@@ -72,8 +101,18 @@ def test_edit_folder_with_candidates_and_pose(files, tiny_pose_model_path):
 def test_edit_user_errors_exit_2(files, tiny_model_path, capsys):
     d, img, _ = files
     skimage.io.imsave(d / "empty.png", np.zeros((48, 40), np.uint8), check_contrast=False)
-    rc = main(["edit", str(d / "img.png"), "--mask", str(d / "empty.png"), "--model", str(tiny_model_path),
-               "-o", str(d / "o.png")])
+    rc = main(
+        [
+            "edit",
+            str(d / "img.png"),
+            "--mask",
+            str(d / "empty.png"),
+            "--model",
+            str(tiny_model_path),
+            "-o",
+            str(d / "o.png"),
+        ]
+    )
     assert rc == 2 and "mask is empty" in capsys.readouterr().err
     rc = main(["edit", str(d / "img.png"), "--mask", str(d / "nope.png"), "-o", str(d / "o.png")])
     assert rc == 2 and "not found" in capsys.readouterr().err
@@ -105,7 +144,10 @@ def test_demo_window_quits(tmp_path, tiny_pose_model_path):
     env = dict(os.environ, NAPARI_ILAT_DEMO_QUIT_AFTER="0", NAPARI_ILAT_DEMO_SCREENSHOT=str(tmp_path / "shot.png"))
     proc = subprocess.run(
         [sys.executable, "-m", "napari_ilat.cli", "demo", "--model", str(tiny_pose_model_path)],
-        env=env, capture_output=True, text=True, timeout=240,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "shot.png").stat().st_size > 10_000

@@ -23,18 +23,23 @@ def test_edit_layers_by_name(make_napari_viewer, tiny_pose_model):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-ilat", "pose")
     source = viewer.layers["pose scene"].data.copy()
-    layer = edit_layers(viewer, image="pose scene", mask="suggested mask", pose="pose",
-                        model=tiny_pose_model, seed=2)
+    layer = edit_layers(viewer, image="pose scene", mask="suggested mask", pose="pose", model=tiny_pose_model, seed=2)
     assert layer.name == "pose scene [iLAT seed 2]"
     assert layer.data.shape == source.shape
     meta = layer.metadata["napari_ilat"]  # what the widget records (plugin.layers.add_edit_result)
     assert {k: meta[k] for k in ("source", "mask", "slice", "mode", "samples", "seed")} == {
-        "source": "pose scene", "mask": "suggested mask", "slice": [], "mode": "ilat",
-        "samples": 1, "seed": 2}
+        "source": "pose scene",
+        "mask": "suggested mask",
+        "slice": [],
+        "mode": "ilat",
+        "samples": 1,
+        "seed": 2,
+    }
     assert meta["model"] == tiny_pose_model.config.name and "device" in meta
 
-    drawn = edit_layers(viewer, image="pose scene", mask="suggested mask", pose="pose",
-                        model=tiny_pose_model)  # no seed: drawn by the engine, recorded
+    drawn = edit_layers(
+        viewer, image="pose scene", mask="suggested mask", pose="pose", model=tiny_pose_model
+    )  # no seed: drawn by the engine, recorded
     seed = drawn.metadata["napari_ilat"]["seed"]
     assert drawn.name == f"pose scene [iLAT seed {seed}]"
     np.testing.assert_array_equal(viewer.layers["pose scene"].data, source)
@@ -44,5 +49,4 @@ def test_edit_layers_by_name(make_napari_viewer, tiny_pose_model):
     with pytest.raises(ValueError, match="not pose-conditioned"):
         from napari_ilat import ILATModel
 
-        edit_layers(viewer, image="pose scene", mask="suggested mask", pose="pose",
-                    model=ILATModel.tiny(resolution=32))
+        edit_layers(viewer, image="pose scene", mask="suggested mask", pose="pose", model=ILATModel.tiny(resolution=32))

@@ -12,8 +12,24 @@ PAIR_SEEDS = list(range(0, 30)) + list(range(1_000_000, 1_000_020))  # 50 seeds,
 
 def test_keypoint_order_is_the_papers():
     assert sk.KEYPOINT_NAMES == (
-        "nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist",
-        "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear",
+        "nose",
+        "neck",
+        "r_shoulder",
+        "r_elbow",
+        "r_wrist",
+        "l_shoulder",
+        "l_elbow",
+        "l_wrist",
+        "r_hip",
+        "r_knee",
+        "r_ankle",
+        "l_hip",
+        "l_knee",
+        "l_ankle",
+        "r_eye",
+        "l_eye",
+        "r_ear",
+        "l_ear",
     )
     assert len(sk.SKELETON) == len(sk.SKELETON_COLORS)
 
@@ -114,10 +130,14 @@ def test_edit_pair_differences_are_inside_the_mask():
 def _moved_keypoints(parts):
     """Keypoints whose position depends on a moved part (distal joints and the face)."""
     ends = {
-        "r_upper_arm": (sk.R_ELBOW, sk.R_WRIST), "r_forearm": (sk.R_WRIST,),
-        "l_upper_arm": (sk.L_ELBOW, sk.L_WRIST), "l_forearm": (sk.L_WRIST,),
-        "r_thigh": (sk.R_KNEE, sk.R_ANKLE), "r_shin": (sk.R_ANKLE,),
-        "l_thigh": (sk.L_KNEE, sk.L_ANKLE), "l_shin": (sk.L_ANKLE,),
+        "r_upper_arm": (sk.R_ELBOW, sk.R_WRIST),
+        "r_forearm": (sk.R_WRIST,),
+        "l_upper_arm": (sk.L_ELBOW, sk.L_WRIST),
+        "l_forearm": (sk.L_WRIST,),
+        "r_thigh": (sk.R_KNEE, sk.R_ANKLE),
+        "r_shin": (sk.R_ANKLE,),
+        "l_thigh": (sk.L_KNEE, sk.L_ANKLE),
+        "l_shin": (sk.L_ANKLE,),
         "head": (sk.NOSE, sk.R_EYE, sk.L_EYE, sk.R_EAR, sk.L_EAR),
     }
     out = set()

@@ -137,8 +137,9 @@ def test_determinism_and_candidates(model64):
     assert not np.array_equal(a, c)
     assert not np.array_equal(a[0], a[1])
     for mode in ("ilat*", "taming"):
-        assert np.array_equal(edit(img, mask, model=model64, seed=5, mode=mode),
-                              edit(img, mask, model=model64, seed=5, mode=mode))
+        assert np.array_equal(
+            edit(img, mask, model=model64, seed=5, mode=mode), edit(img, mask, model=model64, seed=5, mode=mode)
+        )
 
 
 def test_window_native_when_it_fits():

@@ -106,9 +106,14 @@ def private_names_reached(path: pathlib.Path) -> set[tuple[str, str]]:
                 if a.name.startswith("napari_ilat") and a.asname:
                     aliases[a.asname] = a.name
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                and node.value.id in aliases and aliases[node.value.id] != me
-                and node.attr.startswith("_") and not node.attr.startswith("__")):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in aliases
+            and aliases[node.value.id] != me
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
             found.add((aliases[node.value.id], node.attr))
     return found
 
@@ -133,11 +138,10 @@ def test_the_private_name_check_can_fail(tmp_path, monkeypatch):
     (src / "layers.py").write_text("def _hidden(): pass\n")
     probe = src / "probe.py"
     probe.write_text(
-        "from napari_ilat.plugin.layers import _hidden\n"
-        "from napari_ilat.plugin import layers as L\n"
-        "L._other()\n"
+        "from napari_ilat.plugin.layers import _hidden\nfrom napari_ilat.plugin import layers as L\nL._other()\n"
     )
     monkeypatch.setitem(globals(), "PKG", tmp_path / "napari_ilat")
     assert private_names_reached(probe) == {
-        ("napari_ilat.plugin.layers", "_hidden"), ("napari_ilat.plugin.layers", "_other")
+        ("napari_ilat.plugin.layers", "_hidden"),
+        ("napari_ilat.plugin.layers", "_other"),
     }

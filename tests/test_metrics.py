@@ -10,7 +10,8 @@ def test_psnr_is_standard_not_reference_plus_one():
     assert psnr(a, b) == pytest.approx(20.0)
     assert psnr(a, a) == float("inf")
     assert psnr((a * 255).astype(np.uint8), (b * 255 + 0.5).astype(np.uint8)) == pytest.approx(
-        10 * np.log10(1 / (26 / 255) ** 2))
+        10 * np.log10(1 / (26 / 255) ** 2)
+    )
 
 
 def test_masked_metrics_look_only_inside_the_mask():

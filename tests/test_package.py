@@ -9,19 +9,23 @@ def run(code):
 
 
 def test_public_edit_is_the_function_whatever_was_imported_first():
-    out = run("import napari_ilat.cli.bench, napari_ilat.engine.editing\n"
-              "from napari_ilat import edit, EditCancelled, load_model, save_model, ILATModel\n"
-              "print(callable(edit), edit.__name__)")
+    out = run(
+        "import napari_ilat.cli.bench, napari_ilat.engine.editing\n"
+        "from napari_ilat import edit, EditCancelled, load_model, save_model, ILATModel\n"
+        "print(callable(edit), edit.__name__)"
+    )
     assert out.split() == ["True", "edit"]
 
 
 def test_core_imports_neither_qt_nor_napari():
-    out = run("import sys\n"
-              "import napari_ilat, napari_ilat.engine.editing, napari_ilat.cli.bench, napari_ilat.data\n"
-              "import napari_ilat.cli\n"
-              "bad = [m for m in sys.modules if m.split('.')[0] in "
-              "('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'magicgui', 'vispy')]\n"
-              "print(bad)")
+    out = run(
+        "import sys\n"
+        "import napari_ilat, napari_ilat.engine.editing, napari_ilat.cli.bench, napari_ilat.data\n"
+        "import napari_ilat.cli\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in "
+        "('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'magicgui', 'vispy')]\n"
+        "print(bad)"
+    )
     assert out.strip() == "[]"
 
 

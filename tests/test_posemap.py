@@ -39,8 +39,7 @@ def test_a_keypoint_reaches_the_tokens_under_it_and_not_far_ones():
     """With cond_map, moving the elbow changes the per-token embedding of the cells it
     leaves and enters, and no cell far from both."""
     torch.manual_seed(0)
-    cfg = TransformerConfig(vocab_size=32, grid=16, n_layer=1, n_head=2, n_embd=16, cond="pose",
-                            cond_map=True)
+    cfg = TransformerConfig(vocab_size=32, grid=16, n_layer=1, n_head=2, n_embd=16, cond="pose", cond_map=True)
     model = LATransformer(cfg)
     a = pose_with({R_ELBOW: (20, 20)}, res=128)
     b = pose_with({R_ELBOW: (100, 100)}, res=128)

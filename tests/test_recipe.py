@@ -12,8 +12,19 @@ from napari_ilat.train import common as C
 from napari_ilat.train.recipe import RecipeConfig, plan
 from napari_ilat.train.recipe import run as run_recipe
 
-TINY = dict(resolution=32, ch=32, ch_mult=(1, 2, 2), z_channels=16, embed_dim=16, n_embed=64,
-            n_layer=1, n_head=2, n_embd=32, n_eval=2, workers=0)
+TINY = dict(
+    resolution=32,
+    ch=32,
+    ch_mult=(1, 2, 2),
+    z_channels=16,
+    embed_dim=16,
+    n_embed=64,
+    n_layer=1,
+    n_head=2,
+    n_embd=32,
+    n_eval=2,
+    workers=0,
+)
 
 
 @pytest.fixture(autouse=True)

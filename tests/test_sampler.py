@@ -11,8 +11,9 @@ from napari_ilat.engine.transformer import LATransformer, TransformerConfig
 
 def make(cond="none", dtype=torch.float32, seed=0, cond_map=False):
     torch.manual_seed(seed)
-    cfg = TransformerConfig(vocab_size=64, grid=6, n_layer=3, n_head=4, n_embd=32, cond=cond,
-                            sketch_patch=4, cond_map=cond_map)
+    cfg = TransformerConfig(
+        vocab_size=64, grid=6, n_layer=3, n_head=4, n_embd=32, cond=cond, sketch_patch=4, cond_map=cond_map
+    )
     return LATransformer(cfg).to(dtype).eval()
 
 
@@ -40,16 +41,15 @@ def test_cached_equals_reference(mode, cond):
     tokens, known = problem(model.config.n_tokens)
     c = cond_for(model, torch.float32)
     opts = SamplingOptions(greedy=True)
-    fast, lf = sample_tokens(model, tokens, known, c, mode=mode, samples=2, options=opts,
-                             return_logits=True)
-    ref, lr = sample_tokens(model, tokens, known, c, mode=mode, samples=2, options=opts,
-                            cache=False, return_logits=True)
+    fast, lf = sample_tokens(model, tokens, known, c, mode=mode, samples=2, options=opts, return_logits=True)
+    ref, lr = sample_tokens(
+        model, tokens, known, c, mode=mode, samples=2, options=opts, cache=False, return_logits=True
+    )
     assert torch.equal(fast, ref)
     assert lf.shape == lr.shape and lf.shape[1] > 0
     assert (lf - lr).abs().max() < 1e-5
     if c is not None:  # the condition reaches the logits
-        _, lc = sample_tokens(model, tokens, known, c.flip(-1) + 0.5, mode=mode, options=opts,
-                              return_logits=True)
+        _, lc = sample_tokens(model, tokens, known, c.flip(-1) + 0.5, mode=mode, options=opts, return_logits=True)
         assert (lc[0] - lf[0]).abs().max() > 1e-6
     if mode == "ilat":
         assert torch.equal(fast[:, known], tokens[known].expand(2, -1))
@@ -65,9 +65,16 @@ def test_cached_equals_reference_when_sampling_with_the_same_seed():
     tokens, known = problem(model.config.n_tokens, 0.6, seed=2)
     c = cond_for(model, torch.float64)
     runs = [
-        sample_tokens(model, tokens, known, c, samples=3, cache=cache,
-                      options=SamplingOptions(temperature=1.3, top_k=20, top_p=0.9),
-                      generator=torch.Generator().manual_seed(11))
+        sample_tokens(
+            model,
+            tokens,
+            known,
+            c,
+            samples=3,
+            cache=cache,
+            options=SamplingOptions(temperature=1.3, top_k=20, top_p=0.9),
+            generator=torch.Generator().manual_seed(11),
+        )
         for cache in (True, False)
     ]
     assert torch.equal(*runs)
@@ -78,8 +85,7 @@ def test_seeds():
     tokens, known = problem(model.config.n_tokens, 0.7)
 
     def run(seed):
-        return sample_tokens(model, tokens, known, samples=4,
-                             generator=torch.Generator().manual_seed(seed))
+        return sample_tokens(model, tokens, known, samples=4, generator=torch.Generator().manual_seed(seed))
 
     a, b, c = run(1), run(1), run(2)
     assert torch.equal(a, b)

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from napari_ilat import edit, load_model
+from napari_ilat.engine.vqgan import VQGANConfig, VQModel
 from napari_ilat.train import common as C
 from napari_ilat.train.export import export
 from napari_ilat.train.first_stage import load_first_stage_weights
@@ -19,10 +20,17 @@ from napari_ilat.train.stage1 import Stage1Config
 from napari_ilat.train.stage1 import train as train1
 from napari_ilat.train.stage2 import Stage2Config
 from napari_ilat.train.stage2 import train as train2
-from napari_ilat.engine.vqgan import VQGANConfig, VQModel
 
-TINY_VQ = VQGANConfig(resolution=32, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,),
-                      z_channels=16, embed_dim=16, n_embed=64)
+TINY_VQ = VQGANConfig(
+    resolution=32,
+    ch=32,
+    ch_mult=(1, 2, 2),
+    num_res_blocks=1,
+    attn_resolutions=(8,),
+    z_channels=16,
+    embed_dim=16,
+    n_embed=64,
+)
 TINY_TF = dict(n_layer=2, n_head=2, n_embd=32)
 QUIET = dict(log_every=1, val_every=0, sample_every=0, save_every=1000, val_size=4)
 
@@ -108,8 +116,9 @@ def test_stage2_resume_matches_uninterrupted(stage1_run, tmp_path):
 def test_stage2_token_pool_and_sketch(stage1_run, tmp_path):
     vq_dir, _ = stage1_run
     out = tmp_path / "nat"
-    rec = train2(s2cfg(data="natural", token_pool=4, sample_every=2), TINY_TF, out, first_stage=vq_dir,
-                 device="cpu", quiet=True)
+    rec = train2(
+        s2cfg(data="natural", token_pool=4, sample_every=2), TINY_TF, out, first_stage=vq_dir, device="cpu", quiet=True
+    )
     assert rec["step"] == 4 and (out / "token_pool.safetensors").exists()
     assert json.loads((out / "run.json").read_text())["model"]["cond"] == "sketch"
     assert (out / "samples" / "step_0000002.png").exists()
@@ -146,8 +155,9 @@ def test_export_two_files_half_precision_and_checks(stage1_run, tmp_path):
     mask[8:20, 8:20] = True
     pose = np.full((18, 3), -1.0)
     out = edit(img, mask, pose=pose, model=cfg_path, seed=0)
-    assert out.shape == img.shape and np.array_equal(out[~mask & (np.arange(32)[:, None] < 4)],
-                                                     img[~mask & (np.arange(32)[:, None] < 4)])
+    assert out.shape == img.shape and np.array_equal(
+        out[~mask & (np.arange(32)[:, None] < 4)], img[~mask & (np.arange(32)[:, None] < 4)]
+    )
 
     # a truncated, a modified, and a pickled stage file: clear errors, no code runs
     good = s2.read_bytes()
@@ -190,8 +200,15 @@ def test_taming_checkpoint_as_first_stage(tmp_path):
 
     save_file(vq.state_dict(), str(st))
     assert load_first_stage_weights(st, {"resolution": 32})[0] == TINY_VQ
-    rec = train2(s2cfg(steps=1), TINY_TF, tmp_path / "tf", first_stage=ckpt,
-                 first_stage_config={"resolution": 32}, device="cpu", quiet=True)
+    rec = train2(
+        s2cfg(steps=1),
+        TINY_TF,
+        tmp_path / "tf",
+        first_stage=ckpt,
+        first_stage_config={"resolution": 32},
+        device="cpu",
+        quiet=True,
+    )
     assert rec["step"] == 1
 
     evil = tmp_path / "evil.ckpt"
@@ -204,30 +221,122 @@ def test_cli_train_and_eval(tmp_path, capsys):
     from napari_ilat.cli import main
 
     vq, tf = str(tmp_path / "vq"), str(tmp_path / "tf")
-    common = ["--steps", "1", "--batch-size", "2", "--val-size", "2", "--val-every", "1", "--sample-every", "0",
-              "--quiet"]
-    assert main(["train", "vqgan", "--out", vq, "--data", "natural", "--resolution", "32", "--ch", "32",
-                 "--ch-mult", "1,2,2", "--attn-resolutions", "8", "--z-channels", "16", "--embed-dim", "16",
-                 "--n-embed", "64", "--plain"] + common) == 0
+    common = [
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--val-size",
+        "2",
+        "--val-every",
+        "1",
+        "--sample-every",
+        "0",
+        "--quiet",
+    ]
+    assert (
+        main(
+            [
+                "train",
+                "vqgan",
+                "--out",
+                vq,
+                "--data",
+                "natural",
+                "--resolution",
+                "32",
+                "--ch",
+                "32",
+                "--ch-mult",
+                "1,2,2",
+                "--attn-resolutions",
+                "8",
+                "--z-channels",
+                "16",
+                "--embed-dim",
+                "16",
+                "--n-embed",
+                "64",
+                "--plain",
+            ]
+            + common
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "vq" / "run.json").read_text())["train"]["plain"] is True
     # an existing run is never silently overwritten
     assert main(["train", "vqgan", "--out", vq] + common) == 2
     assert "--resume" in capsys.readouterr().err
-    assert main(["train", "transformer", "--out", tf, "--data", "natural", "--first-stage", vq,
-                 "--n-layer", "1", "--n-head", "2", "--n-embd", "32"] + common) == 0
+    assert (
+        main(
+            [
+                "train",
+                "transformer",
+                "--out",
+                tf,
+                "--data",
+                "natural",
+                "--first-stage",
+                vq,
+                "--n-layer",
+                "1",
+                "--n-head",
+                "2",
+                "--n-embd",
+                "32",
+            ]
+            + common
+        )
+        == 0
+    )
     assert main(["train", "transformer", "--out", tf, "--resume", "--steps", "2", "--quiet"]) == 0
     assert json.loads((tmp_path / "tf" / "run.json").read_text())["step"] == 2
     assert main(["train", "export", "--transformer", tf, "--out", str(tmp_path / "nat")]) == 0
     res_path = tmp_path / "res.json"
-    assert main(["train", "eval", "--model", str(tmp_path / "nat.json"), "--n-recon", "2", "--n-ppl", "2",
-                 "--n-speed", "1", "--json", str(res_path)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "eval",
+                "--model",
+                str(tmp_path / "nat.json"),
+                "--n-recon",
+                "2",
+                "--n-ppl",
+                "2",
+                "--n-speed",
+                "1",
+                "--json",
+                str(res_path),
+            ]
+        )
+        == 0
+    )
     res = json.loads(res_path.read_text())
     assert res["perplexity"]["masked_tokens"] > 1 and np.isfinite(res["reconstruction"]["psnr"])
     assert 5 < res["reconstruction"]["thumbnail_psnr"] < 60
     assert res["mode"] == "ilat"
     # the iLAT* ablation's model is evaluated on plain-encoder tokens, editing in mode ilat*
-    assert main(["train", "eval", "--model", str(tmp_path / "nat.json"), "--n-recon", "0", "--n-ppl", "2",
-                 "--n-speed", "1", "--plain", "--json", str(res_path)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "eval",
+                "--model",
+                str(tmp_path / "nat.json"),
+                "--n-recon",
+                "0",
+                "--n-ppl",
+                "2",
+                "--n-speed",
+                "1",
+                "--plain",
+                "--json",
+                str(res_path),
+            ]
+        )
+        == 0
+    )
     plain = json.loads(res_path.read_text())
     assert plain["mode"] == "ilat*"
     # a first-stage run directory: its reconstruction only, on the run's own data
@@ -251,15 +360,55 @@ def test_cli_eval_pose_following(tmp_path, monkeypatch):
     path = save_model(model, tmp_path / "pose")
     res_path = tmp_path / "res.json"
     # the default compares the true target pose against both wrong poses
-    assert main(["train", "eval", "--model", str(path), "--n-recon", "0", "--n-ppl", "0", "--n-pose", "3",
-                 "--n-speed", "0", "--json", str(res_path)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "eval",
+                "--model",
+                str(path),
+                "--n-recon",
+                "0",
+                "--n-ppl",
+                "0",
+                "--n-pose",
+                "3",
+                "--n-speed",
+                "0",
+                "--json",
+                str(res_path),
+            ]
+        )
+        == 0
+    )
     res = json.loads(res_path.read_text())["pose_following"]
     assert res["n"] == 3
     for wrong in ("source", "other"):
         wins, ties = res[f"true_beats_{wrong}_pose"], res[f"ties_{wrong}_pose"]
         assert wins in (0, 1 / 3, 2 / 3, 1) and ties in (0, 1 / 3, 2 / 3, 1) and wins + ties <= 1
-    assert main(["train", "eval", "--model", str(path), "--n-recon", "0", "--n-ppl", "0", "--n-pose", "2",
-                 "--n-speed", "0", "--wrong-pose", "source", "--json", str(res_path)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "eval",
+                "--model",
+                str(path),
+                "--n-recon",
+                "0",
+                "--n-ppl",
+                "0",
+                "--n-pose",
+                "2",
+                "--n-speed",
+                "0",
+                "--wrong-pose",
+                "source",
+                "--json",
+                str(res_path),
+            ]
+        )
+        == 0
+    )
     res = json.loads(res_path.read_text())["pose_following"]
     assert "true_beats_source_pose" in res and "true_beats_other_pose" not in res
     # the counting, with stand-ins for edit(): a pose-blind editor (the same pixels whatever
@@ -267,10 +416,17 @@ def test_cli_eval_pose_following(tmp_path, monkeypatch):
     import napari_ilat.train.evaluate as ev
     from napari_ilat.data import make_edit_pair, split_seeds
 
-    targets = {p.target_pose.tobytes(): p.target for p in
-               (make_edit_pair(int(s), model.resolution) for s in split_seeds("test", 3))}
-    blind = lambda source, mask, pose, **kw: source.copy()
-    oracle = lambda source, mask, pose, **kw: targets.get(np.asarray(pose).tobytes(), source).copy()
+    targets = {
+        p.target_pose.tobytes(): p.target
+        for p in (make_edit_pair(int(s), model.resolution) for s in split_seeds("test", 3))
+    }
+
+    def blind(source, mask, pose, **kw):
+        return source.copy()
+
+    def oracle(source, mask, pose, **kw):
+        return targets.get(np.asarray(pose).tobytes(), source).copy()
+
     monkeypatch.setattr(ev, "edit", blind)
     res = pose_following(model, 3)
     assert res["ties_source_pose"] == res["ties_other_pose"] == 1.0
@@ -294,8 +450,9 @@ def _free_port():
 
 
 def _ddp_worker(rank, world, port, root, results):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     import torch.distributed as dist
 
@@ -332,8 +489,7 @@ def test_stage2_init_from_a_model_continues_its_transformer(stage1_run, tmp_path
     """--init: a (GPU-trained) model's transformer and first stage are the starting point;
     with a zero learning rate the run ends where it began."""
     vq_dir, _ = stage1_run
-    train2(s2cfg(steps=1), dict(TINY_TF, cond_map=True), tmp_path / "tf", first_stage=vq_dir, device="cpu",
-           quiet=True)
+    train2(s2cfg(steps=1), dict(TINY_TF, cond_map=True), tmp_path / "tf", first_stage=vq_dir, device="cpu", quiet=True)
     src = export(tmp_path / "tf", tmp_path / "m" / "start", dtype="float32")[0]
     start = load_model(src)
     rec = train2(s2cfg(steps=2, lr=0.0), {"n_layer": 5}, tmp_path / "cont", init=src, device="cpu", quiet=True)

@@ -49,8 +49,9 @@ def test_permuted_mask_is_la_mask_unpermuted(seed, n_cond):
 
 
 def _tiny(cond="none", grid=4, vocab=None):
-    cfg = TransformerConfig(vocab_size=vocab or grid * grid, grid=grid, n_layer=2, n_head=2,
-                            n_embd=16, cond=cond, sketch_patch=2)
+    cfg = TransformerConfig(
+        vocab_size=vocab or grid * grid, grid=grid, n_layer=2, n_head=2, n_embd=16, cond=cond, sketch_patch=2
+    )
     return LATransformer(cfg).double()
 
 

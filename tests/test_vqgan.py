@@ -12,8 +12,16 @@ from torch import nn
 from napari_ilat.engine import vqgan
 from napari_ilat.engine.vqgan import VQGANConfig, VQModel
 
-TINY = VQGANConfig(resolution=32, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
-                   attn_resolutions=(8,), z_channels=16, embed_dim=16, n_embed=64)
+TINY = VQGANConfig(
+    resolution=32,
+    ch=32,
+    ch_mult=(1, 2, 2),
+    num_res_blocks=1,
+    attn_resolutions=(8,),
+    z_channels=16,
+    embed_dim=16,
+    n_embed=64,
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +52,11 @@ def blob(seed=2):
 
 
 def fill_mask(x, mask, fill):
-    values = {"noise": torch.randn_like(x) * 5, "nan": torch.full_like(x, float("nan")),
-              "inf": torch.full_like(x, float("inf"))}[fill]
+    values = {
+        "noise": torch.randn_like(x) * 5,
+        "nan": torch.full_like(x, float("nan")),
+        "inf": torch.full_like(x, float("inf")),
+    }[fill]
     return torch.where(mask, values, x)
 
 
@@ -262,8 +273,7 @@ def taming_shapes(c: VQGANConfig) -> dict:
     return s
 
 
-@pytest.mark.parametrize("cfg", [TINY, VQGANConfig(), VQGANConfig.taming_f16()],
-                         ids=["tiny", "default", "taming_f16"])
+@pytest.mark.parametrize("cfg", [TINY, VQGANConfig(), VQGANConfig.taming_f16()], ids=["tiny", "default", "taming_f16"])
 def test_state_dict_matches_taming_layout(cfg):
     with torch.device("meta"):  # no memory, no init cost for the 90M-parameter model
         sd = VQModel(cfg).state_dict()
@@ -273,13 +283,21 @@ def test_state_dict_matches_taming_layout(cfg):
 def test_taming_f16_names_and_size():
     with torch.device("meta"):
         sd = VQModel(VQGANConfig.taming_f16()).state_dict()
-    for key in ["encoder.conv_in.weight", "encoder.down.0.block.0.norm1.weight",
-                "encoder.down.1.downsample.conv.weight", "encoder.down.4.attn.1.q.weight",
-                "encoder.mid.attn_1.q.weight", "encoder.norm_out.weight",
-                "encoder.down.2.block.0.nin_shortcut.weight",
-                "decoder.up.3.upsample.conv.weight", "decoder.up.0.block.2.conv2.bias",
-                "decoder.up.4.attn.2.proj_out.bias", "quantize.embedding.weight",
-                "quant_conv.weight", "post_quant_conv.bias"]:
+    for key in [
+        "encoder.conv_in.weight",
+        "encoder.down.0.block.0.norm1.weight",
+        "encoder.down.1.downsample.conv.weight",
+        "encoder.down.4.attn.1.q.weight",
+        "encoder.mid.attn_1.q.weight",
+        "encoder.norm_out.weight",
+        "encoder.down.2.block.0.nin_shortcut.weight",
+        "decoder.up.3.upsample.conv.weight",
+        "decoder.up.0.block.2.conv2.bias",
+        "decoder.up.4.attn.2.proj_out.bias",
+        "quantize.embedding.weight",
+        "quant_conv.weight",
+        "post_quant_conv.bias",
+    ]:
         assert key in sd, key
     assert "decoder.up.0.upsample.conv.weight" not in sd
     assert "encoder.down.4.downsample.conv.weight" not in sd

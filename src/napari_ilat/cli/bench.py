@@ -13,8 +13,9 @@ def add_arguments(parser):
     sub = parser.add_subparsers(dest="what", required=True, metavar="WHAT")
     p = sub.add_parser("speed", help="edit time vs masked rate, cached vs no-cache vs taming")
     p.add_argument("--preset", choices=sorted(PRESETS), default="default")
-    p.add_argument("--rates", default=DEFAULT_RATES,
-                   help=f"comma-separated masked-token rates (default: {DEFAULT_RATES})")
+    p.add_argument(
+        "--rates", default=DEFAULT_RATES, help=f"comma-separated masked-token rates (default: {DEFAULT_RATES})"
+    )
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -24,11 +25,15 @@ def add_arguments(parser):
     q = sub.add_parser("quality", help="PSNR/SSIM/MAE of ilat, ilat*, taming, biharmonic on held-out data")
     q.add_argument("--pose-model", default="pose", help="bundled name or path; 'none' to skip")
     q.add_argument("--natural-model", default="natural", help="bundled name or path; 'none' to skip")
-    q.add_argument("--plain-pose-model", default=None,
-                   help="iLAT* ablation for pose: a model whose stage 1 was trained --plain "
-                        "(default: the pose model's weights with the plain encoder)")
-    q.add_argument("--plain-natural-model", default=None,
-                   help="iLAT* ablation for natural patches (as --plain-pose-model)")
+    q.add_argument(
+        "--plain-pose-model",
+        default=None,
+        help="iLAT* ablation for pose: a model whose stage 1 was trained --plain "
+        "(default: the pose model's weights with the plain encoder)",
+    )
+    q.add_argument(
+        "--plain-natural-model", default=None, help="iLAT* ablation for natural patches (as --plain-pose-model)"
+    )
     q.add_argument("--n", type=int, default=200, help="cases per test set (default 200)")
     q.add_argument("--examples", help="write example grids to PREFIX_{pose,natural,sketch}.png")
     q.add_argument("--out", help="also write the markdown tables to this file")
@@ -56,8 +61,9 @@ def run(args) -> int:
 
         from napari_ilat.plugin.bench_gui import run_gui_benchmark
 
-        result = run_gui_benchmark(args.model, args.size, args.mask_fraction,
-                                   threads=args.threads, repeats=args.repeats)
+        result = run_gui_benchmark(
+            args.model, args.size, args.mask_fraction, threads=args.threads, repeats=args.repeats
+        )
         md = json.dumps(result, indent=2)
     else:
         from napari_ilat.evaluation.quality import quality
@@ -65,9 +71,15 @@ def run(args) -> int:
         def model(name):
             return None if name == "none" else name
 
-        md = quality(model(args.pose_model), model(args.natural_model), args.n, args.n,
-                     examples=args.examples, plain_pose_model=args.plain_pose_model,
-                     plain_natural_model=args.plain_natural_model)
+        md = quality(
+            model(args.pose_model),
+            model(args.natural_model),
+            args.n,
+            args.n,
+            examples=args.examples,
+            plain_pose_model=args.plain_pose_model,
+            plain_natural_model=args.plain_natural_model,
+        )
     print(md)
     if args.out:
         with open(args.out, "w") as fh:

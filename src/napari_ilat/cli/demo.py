@@ -64,8 +64,11 @@ def run(args) -> int:
         return 2
     if args.headless or not has_display():
         if not args.headless:
-            print("napari-ilat demo: no display found; running headless (use a desktop session "
-                  "or xvfb-run for the window)", file=sys.stderr)
+            print(
+                "napari-ilat demo: no display found; running headless (use a desktop session "
+                "or xvfb-run for the window)",
+                file=sys.stderr,
+            )
         return run_headless(model, Path(args.output), args.seed, args.device)
     return run_gui(model, args.seed, args.device)
 
@@ -115,13 +118,17 @@ def run_headless(model, out_dir: Path, seed: int = DEMO_SEED, device="auto") -> 
     for name, img in files.items():
         write_image(out_dir / name, img)
     (out_dir / "pose.json").write_text(json.dumps({"keypoints": pair.target_pose.tolist()}) + "\n")
-    print(f"napari-ilat demo: moved {', '.join(pair.moved_limbs)} of the pose sample and regenerated "
-          f"{100 * pair.mask.mean():.1f}% of the image in {seconds:.1f} s")
+    print(
+        f"napari-ilat demo: moved {', '.join(pair.moved_limbs)} of the pose sample and regenerated "
+        f"{100 * pair.mask.mean():.1f}% of the image in {seconds:.1f} s"
+    )
     for name in files:
         print(f"  {out_dir / name}")
-    print(f"  {out_dir / 'pose.json'}  (the new pose; reproduce with: napari-ilat edit "
-          f"{out_dir / 'before.png'} --mask {out_dir / 'mask.png'} --pose {out_dir / 'pose.json'} "
-          f"--seed {seed} -o edited.png)")
+    print(
+        f"  {out_dir / 'pose.json'}  (the new pose; reproduce with: napari-ilat edit "
+        f"{out_dir / 'before.png'} --mask {out_dir / 'mask.png'} --pose {out_dir / 'pose.json'} "
+        f"--seed {seed} -o edited.png)"
+    )
     return 0
 
 
@@ -166,8 +173,10 @@ def run_gui(model, seed: int = DEMO_SEED, device="auto") -> int:
     widget.auto_mask()
     viewer.layers.selection.active = viewer.layers["pose"]
     widget.generate()
-    show_info("napari-ilat demo: the keypoints of one arm were moved and the masked region "
-              "regenerated. Drag keypoints, press 'Auto mask', then Generate (Shift-G).")
+    show_info(
+        "napari-ilat demo: the keypoints of one arm were moved and the masked region "
+        "regenerated. Drag keypoints, press 'Auto mask', then Generate (Shift-G)."
+    )
 
     quit_after = os.environ.get("NAPARI_ILAT_DEMO_QUIT_AFTER")
     if quit_after:

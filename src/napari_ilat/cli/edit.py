@@ -36,16 +36,22 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
 def add_arguments(p) -> None:
     p.add_argument("image", help="image file, or a folder of images")
-    p.add_argument("--mask", required=True,
-                   help="mask image (non-zero = regenerate), or a folder with the same file names")
+    p.add_argument(
+        "--mask", required=True, help="mask image (non-zero = regenerate), or a folder with the same file names"
+    )
     p.add_argument("--pose", help="pose keypoints JSON (or a folder of STEM.json)")
     p.add_argument("--sketch", help="stroke image (white strokes on black), or a folder")
-    p.add_argument("--model",
-                   help="bundled model name or path to NAME.json (default: 'pose' with --pose, else 'natural')")
+    p.add_argument(
+        "--model", help="bundled model name or path to NAME.json (default: 'pose' with --pose, else 'natural')"
+    )
     p.add_argument("--mode", default="ilat", choices=MODE_NAMES)
     p.add_argument("--samples", type=int, default=1, help="number of candidates (default 1)")
-    p.add_argument("--seed", type=int, default=None,
-                   help="random seed (same seed = same result; default: drawn, printed and stored in the output)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="random seed (same seed = same result; default: drawn, printed and stored in the output)",
+    )
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
@@ -132,8 +138,7 @@ def write_image(path, image: np.ndarray, metadata: dict | None = None) -> None:
         import tifffile
 
         colour = image.ndim == 3 and image.shape[2] in (3, 4)
-        tifffile.imwrite(path, image, description=text, photometric="rgb" if colour else "minisblack",
-                         metadata=None)
+        tifffile.imwrite(path, image, description=text, photometric="rgb" if colour else "minisblack", metadata=None)
         return
     if suffix == ".png" and image.dtype != np.uint8 and image.ndim == 3 and image.shape[2] > 1:
         raise ValueError(f"{path}: PNG is written 8-bit for colour; write TIFF for {image.dtype} colour")
@@ -181,8 +186,9 @@ class TokenProgress:
         self.stream = stream or sys.stderr
         self.t0 = time.perf_counter()
         # disable=None: tqdm draws only on a terminal
-        self.bar = tqdm(desc=label, unit="tok", file=self.stream, leave=False,
-                        disable=True if quiet else None, mininterval=0.1)
+        self.bar = tqdm(
+            desc=label, unit="tok", file=self.stream, leave=False, disable=True if quiet else None, mininterval=0.1
+        )
 
     def __call__(self, done: int, total: int) -> None:
         if self.bar.total != total:
@@ -265,18 +271,36 @@ def run(args) -> int:
         bar = TokenProgress(label, quiet=args.quiet)
         try:
             result = edit_with_info(
-                read_image(img_p), read_mask(mask_p),
+                read_image(img_p),
+                read_mask(mask_p),
                 None if pose_p is None else read_pose(pose_p),
                 None if sketch_p is None else read_sketch(sketch_p),
-                model=model, mode=args.mode, samples=args.samples, seed=args.seed,
-                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                greedy=args.greedy, device=args.device, feather=args.feather, progress=bar,
+                model=model,
+                mode=args.mode,
+                samples=args.samples,
+                seed=args.seed,
+                temperature=args.temperature,
+                top_k=args.top_k,
+                top_p=args.top_p,
+                greedy=args.greedy,
+                device=args.device,
+                feather=args.feather,
+                progress=bar,
             )
             out = result.image
-            meta = {"seed": result.seed, "model": result.model, "mode": result.mode,
-                    "samples": result.samples, "source": img_p.name, "mask": mask_p.name,
-                    "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
-                    "greedy": args.greedy, "feather": args.feather}
+            meta = {
+                "seed": result.seed,
+                "model": result.model,
+                "mode": result.mode,
+                "samples": result.samples,
+                "source": img_p.name,
+                "mask": mask_p.name,
+                "temperature": args.temperature,
+                "top_k": args.top_k,
+                "top_p": args.top_p,
+                "greedy": args.greedy,
+                "feather": args.feather,
+            }
             outs = output_paths(out_p, args.samples)
             for k, path in enumerate(outs):
                 write_image(path, out[k] if args.samples > 1 else out, {**meta, "candidate": k})

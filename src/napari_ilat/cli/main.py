@@ -21,9 +21,7 @@ COMMANDS = {
 
 
 def build_parser(argv) -> tuple[argparse.ArgumentParser, object]:
-    parser = argparse.ArgumentParser(
-        prog="napari-ilat", description="Local image editing with iLAT."
-    )
+    parser = argparse.ArgumentParser(prog="napari-ilat", description="Local image editing with iLAT.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_) in COMMANDS.items():
         sub.add_parser(name, help=help_, add_help=False)
@@ -32,9 +30,7 @@ def build_parser(argv) -> tuple[argparse.ArgumentParser, object]:
     module = None
     if name is not None:
         module = importlib.import_module(COMMANDS[name][0])
-        sub.choices[name] = p = argparse.ArgumentParser(
-            prog=f"napari-ilat {name}", description=COMMANDS[name][1]
-        )
+        sub.choices[name] = p = argparse.ArgumentParser(prog=f"napari-ilat {name}", description=COMMANDS[name][1])
         module.add_arguments(p)
     return parser, module
 
@@ -51,4 +47,3 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:  # user errors: a message, not a traceback
         print(f"napari-ilat {args.command}: error: {e}", file=sys.stderr)
         return 2
-

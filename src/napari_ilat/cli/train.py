@@ -25,8 +25,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def _common(p: argparse.ArgumentParser):
     p.add_argument("--out", required=True, help="run directory (checkpoints, samples, log)")
-    p.add_argument("--data", default=None,
-                   help="'pose', 'natural', or a folder of your own images (PNG/JPEG/TIFF)")
+    p.add_argument("--data", default=None, help="'pose', 'natural', or a folder of your own images (PNG/JPEG/TIFF)")
     p.add_argument("--steps", type=int, default=None, help="total optimisation steps")
     p.add_argument("--batch-size", type=int, default=None, help="images per process and step")
     p.add_argument("--lr", type=float, default=None)
@@ -41,15 +40,36 @@ def _common(p: argparse.ArgumentParser):
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start over even if --out holds a checkpoint")
     p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="auto = bf16 (or fp16 + loss scaling) autocast on CUDA, fp32 elsewhere")
-    p.add_argument("--stop-at", type=int, default=None,
-                   help="save and exit at this step (the schedule still runs to --steps); resume later")
-    p.add_argument("--time-limit", type=float, default=None,
-                   help="save and exit after this many minutes (for time-limited jobs); resume later")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="auto = bf16 (or fp16 + loss scaling) autocast on CUDA, fp32 elsewhere",
+    )
+    p.add_argument(
+        "--stop-at",
+        type=int,
+        default=None,
+        help="save and exit at this step (the schedule still runs to --steps); resume later",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        help="save and exit after this many minutes (for time-limited jobs); resume later",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        dest="budget_minutes",
+        help="minutes of training: the learning rate decays over this time (not over --steps) "
+        "and the run ends when it is spent",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (on a busy machine 1 is often fastest)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch (on a busy machine 1 is often fastest)"
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser):
@@ -71,38 +91,66 @@ def add_arguments(parser: argparse.ArgumentParser):
     p.add_argument("--perceptual-weight", type=float, default=None)
     p.add_argument("--disc-start", type=int, default=None, help="step at which the PatchGAN loss starts")
     p.add_argument("--disc-weight", type=float, default=None)
-    p.add_argument("--restart-every", type=int, default=None,
-                   help="re-initialise codebook entries unused for this many steps (0 = never)")
-    p.add_argument("--init", default=None,
-                   help="start from these first-stage weights (taming .ckpt, .safetensors or a run directory)")
+    p.add_argument(
+        "--restart-every",
+        type=int,
+        default=None,
+        help="re-initialise codebook entries unused for this many steps (0 = never)",
+    )
+    p.add_argument(
+        "--init",
+        default=None,
+        help="start from these first-stage weights (taming .ckpt, .safetensors or a run directory)",
+    )
 
     p = sub.add_parser("transformer", help="stage 2: the LA transformer on a frozen first stage")
     _common(p)
-    p.add_argument("--first-stage", required=False, default=None,
-                   help="stage-1 run directory, a taming-transformers VQGAN .ckpt, or a .safetensors "
-                        "(+ --first-stage-config JSON when it is not a run directory)")
-    p.add_argument("--first-stage-config", default=None,
-                   help="JSON VQGANConfig for a .ckpt/.safetensors first stage (default: taming f16)")
+    p.add_argument(
+        "--first-stage",
+        required=False,
+        default=None,
+        help="stage-1 run directory, a taming-transformers VQGAN .ckpt, or a .safetensors "
+        "(+ --first-stage-config JSON when it is not a run directory)",
+    )
+    p.add_argument(
+        "--first-stage-config",
+        default=None,
+        help="JSON VQGANConfig for a .ckpt/.safetensors first stage (default: taming f16)",
+    )
     p.add_argument("--cond", default=None, choices=["none", "pose", "sketch"])
     p.add_argument("--n-layer", type=int, default=6)
     p.add_argument("--n-head", type=int, default=8)
     p.add_argument("--n-embd", type=int, default=256)
     p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--pose-freqs", type=int, default=0,
-                   help="Fourier-feature octaves on pose keypoint coordinates (0 = raw x, y, v as in "
-                        "the reference model; 6 reaches the token pitch of a 16x16 grid)")
+    p.add_argument(
+        "--pose-freqs",
+        type=int,
+        default=0,
+        help="Fourier-feature octaves on pose keypoint coordinates (0 = raw x, y, v as in "
+        "the reference model; 6 reaches the token pitch of a 16x16 grid)",
+    )
     p.add_argument("--cond-dropout", type=float, default=None, help="fraction of unconditional steps")
     p.add_argument("--causal-frac", type=float, default=None, help="fraction of plain raster sequences")
-    p.add_argument("--token-pool", type=int, default=None,
-                   help="pre-encode this many training samples once and cycle over them "
-                        "(0 = encode every batch; a pool saves first-stage time on CPUs)")
+    p.add_argument(
+        "--token-pool",
+        type=int,
+        default=None,
+        help="pre-encode this many training samples once and cycle over them "
+        "(0 = encode every batch; a pool saves first-stage time on CPUs)",
+    )
     p.add_argument("--plain", action="store_true", help="encode with the plain encoder (iLAT* ablation)")
-    p.add_argument("--init", default=None,
-                   help="start from this napari-ilat model's transformer (and first stage, unless "
-                        "--first-stage is given), e.g. to continue a GPU-trained model on a CPU")
+    p.add_argument(
+        "--init",
+        default=None,
+        help="start from this napari-ilat model's transformer (and first stage, unless "
+        "--first-stage is given), e.g. to continue a GPU-trained model on a CPU",
+    )
 
-    p = sub.add_parser("recipe", help="data -> stage 1 -> stage 2 -> export -> eval in one time budget, "
-                                      "sized to the device (CUDA bf16 on a GPU)")
+    p = sub.add_parser(
+        "recipe",
+        help="data -> stage 1 -> stage 2 -> export -> eval in one time budget, "
+        "sized to the device (CUDA bf16 on a GPU)",
+    )
     p.add_argument("--data", default="pose", help="'pose', 'natural', or a folder of your own images")
     p.add_argument("--minutes", type=float, required=True, help="the whole budget, evaluation included")
     p.add_argument("--out", required=True, help="directory for both runs, the model and eval.json")
@@ -114,8 +162,12 @@ def add_arguments(parser: argparse.ArgumentParser):
     p.add_argument("--stage2-lr", type=float, default=None)
     p.add_argument("--workers", type=int, default=None, help="data worker processes (default by device)")
     p.add_argument("--token-pool", type=int, default=None, help="stage-2 token pool (default: CPU only)")
-    p.add_argument("--reuse1", type=int, default=None,
-                   help="stage-1 steps per generated batch, under flips/transposes (default 3 on GPU, 1 on CPU)")
+    p.add_argument(
+        "--reuse1",
+        type=int,
+        default=None,
+        help="stage-1 steps per generated batch, under flips/transposes (default 3 on GPU, 1 on CPU)",
+    )
     p.add_argument("--n-eval", type=int, default=None, help="test cases per metric (default 200 GPU, 20 CPU)")
     p.add_argument("--n-layer", type=int, default=None)
     p.add_argument("--n-embd", type=int, default=None)
@@ -132,28 +184,41 @@ def add_arguments(parser: argparse.ArgumentParser):
     p.add_argument("--out", required=True, help="output path (NAME -> NAME.json + NAME.stage{1,2}.safetensors)")
     p.add_argument("--name", default=None)
     p.add_argument("--description", default="")
-    p.add_argument("--dtype", default="float16", choices=["float16", "float32"],
-                   help="storage precision (weights load back as float32)")
+    p.add_argument(
+        "--dtype",
+        default="float16",
+        choices=["float16", "float32"],
+        help="storage precision (weights load back as float32)",
+    )
     p.add_argument("--single-file", action="store_true", help="the older one-file format")
 
     p = sub.add_parser("eval", help="held-out metrics of a model (PSNR, perplexity, pose following, speed)")
-    p.add_argument("--model", required=True,
-                   help="bundled model name, NAME.json path, or a first-stage run directory "
-                        "(then only the reconstruction is measured)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="bundled model name, NAME.json path, or a first-stage run directory "
+        "(then only the reconstruction is measured)",
+    )
     p.add_argument("--data", default=None, help="'pose' or 'natural' (default: from the model's condition)")
     p.add_argument("--split", default="test")
     p.add_argument("--n-recon", type=int, default=100, help="images for the reconstruction PSNR")
     p.add_argument("--n-ppl", type=int, default=200, help="samples for the masked-token perplexity")
     p.add_argument("--n-pose", type=int, default=200, help="pairs for the pose-following check (pose models)")
-    p.add_argument("--wrong-pose", default="both", choices=["source", "other", "both"],
-                   help="wrong poses to compare against: source, other (another pair's), or both")
+    p.add_argument(
+        "--wrong-pose",
+        default="both",
+        choices=["source", "other", "both"],
+        help="wrong poses to compare against: source, other (another pair's), or both",
+    )
     p.add_argument("--n-speed", type=int, default=11, help="timed edits (128x128, 30%% masked)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--plain", action="store_true",
-                   help="an iLAT* ablation model (stage 1 trained --plain): tokens from the plain "
-                        "encoder, edits in mode ilat*")
+    p.add_argument(
+        "--plain",
+        action="store_true",
+        help="an iLAT* ablation model (stage 1 trained --plain): tokens from the plain encoder, edits in mode ilat*",
+    )
 
 
 def _set(cfg, args, names):
@@ -164,8 +229,21 @@ def _set(cfg, args, names):
 
 
 WRONG_POSES = {"source": ("source",), "other": ("other",), "both": ("source", "other")}
-_COMMON = ("data", "steps", "batch_size", "lr", "warmup", "seed", "workers", "log_every", "val_every",
-           "sample_every", "save_every", "val_size")
+_COMMON = (
+    "data",
+    "steps",
+    "batch_size",
+    "lr",
+    "warmup",
+    "seed",
+    "workers",
+    "log_every",
+    "val_every",
+    "sample_every",
+    "save_every",
+    "val_size",
+    "budget_minutes",
+)
 
 
 def _check_out(args):
@@ -191,17 +269,37 @@ def run(args) -> int:
 
         _check_out(args)
         cfg = Stage1Config()
-        _set(cfg, args, _COMMON + ("crop", "mask_prob", "perceptual_weight", "disc_start", "disc_weight",
-                              "restart_every"))
+        _set(
+            cfg,
+            args,
+            _COMMON + ("crop", "mask_prob", "perceptual_weight", "disc_start", "disc_weight", "restart_every"),
+        )
         cfg.plain = cfg.plain or args.plain
-        mc = VQGANConfig(resolution=args.resolution, ch=args.ch, ch_mult=args.ch_mult,
-                         num_res_blocks=args.num_res_blocks, attn_resolutions=args.attn_resolutions,
-                         z_channels=args.z_channels, embed_dim=args.embed_dim, n_embed=args.n_embed)
+        mc = VQGANConfig(
+            resolution=args.resolution,
+            ch=args.ch,
+            ch_mult=args.ch_mult,
+            num_res_blocks=args.num_res_blocks,
+            attn_resolutions=args.attn_resolutions,
+            z_channels=args.z_channels,
+            embed_dim=args.embed_dim,
+            n_embed=args.n_embed,
+        )
         init = None
         if args.init and not args.resume:
             mc, init = load_first_stage_weights(args.init, None)
-        rec = train(cfg, mc, args.out, resume=args.resume, device=args.device, precision=args.precision,
-                    stop_at=args.stop_at, time_limit=args.time_limit, init_weights=init, quiet=args.quiet)
+        rec = train(
+            cfg,
+            mc,
+            args.out,
+            resume=args.resume,
+            device=args.device,
+            precision=args.precision,
+            stop_at=args.stop_at,
+            time_limit=args.time_limit,
+            init_weights=init,
+            quiet=args.quiet,
+        )
         _summary(rec)
         return 0
     if cmd == "transformer":
@@ -213,11 +311,27 @@ def run(args) -> int:
         cfg.plain = cfg.plain or args.plain
         if not args.resume and not args.first_stage and not args.init:
             raise ValueError("--first-stage is required (a stage-1 run directory or a VQGAN checkpoint)")
-        arch = dict(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout,
-                    pose_freqs=args.pose_freqs)
-        rec = train(cfg, arch, args.out, first_stage=args.first_stage, first_stage_config=args.first_stage_config,
-                    resume=args.resume, device=args.device, precision=args.precision, stop_at=args.stop_at,
-                    time_limit=args.time_limit, quiet=args.quiet, init=args.init)
+        arch = dict(
+            n_layer=args.n_layer,
+            n_head=args.n_head,
+            n_embd=args.n_embd,
+            dropout=args.dropout,
+            pose_freqs=args.pose_freqs,
+        )
+        rec = train(
+            cfg,
+            arch,
+            args.out,
+            first_stage=args.first_stage,
+            first_stage_config=args.first_stage_config,
+            resume=args.resume,
+            device=args.device,
+            precision=args.precision,
+            stop_at=args.stop_at,
+            time_limit=args.time_limit,
+            quiet=args.quiet,
+            init=args.init,
+        )
         _summary(rec)
         return 0
     if cmd == "recipe":
@@ -235,27 +349,59 @@ def run(args) -> int:
 
             for s in ("stage1", "stage2"):
                 shutil.rmtree(out / s, ignore_errors=True)
-        cfg = RecipeConfig(data=args.data, minutes=args.minutes, seed=args.seed, name=args.name,
-                           cond_map=not args.no_cond_map)
-        _set(cfg, args, ("stage1_share", "batch1", "batch2", "stage1_lr", "stage2_lr", "workers",
-                         "reuse1", "token_pool", "n_eval", "n_layer", "n_embd"))
+        cfg = RecipeConfig(
+            data=args.data, minutes=args.minutes, seed=args.seed, name=args.name, cond_map=not args.no_cond_map
+        )
+        _set(
+            cfg,
+            args,
+            (
+                "stage1_share",
+                "batch1",
+                "batch2",
+                "stage1_lr",
+                "stage2_lr",
+                "workers",
+                "reuse1",
+                "token_pool",
+                "n_eval",
+                "n_layer",
+                "n_embd",
+            ),
+        )
         rec = run_recipe(cfg, out, device=args.device, precision=args.precision, quiet=args.quiet)
         print(json.dumps({"model": rec["model"], "phases": rec["phases"], "eval": rec["eval"]}, indent=2))
         return 0
     if cmd == "export":
         from napari_ilat.train.export import export
 
-        paths = export(args.transformer, args.out, name=args.name, description=args.description,
-                       dtype=args.dtype, single_file=args.single_file)
+        paths = export(
+            args.transformer,
+            args.out,
+            name=args.name,
+            description=args.description,
+            dtype=args.dtype,
+            single_file=args.single_file,
+        )
         for p in paths:
             print(f"{p}  ({Path(p).stat().st_size / 2**20:.2f} MiB)")
         return 0
     if cmd == "eval":
         from napari_ilat.train.evaluate import evaluate
 
-        res = evaluate(args.model, data=args.data, split=args.split, n_recon=args.n_recon, n_ppl=args.n_ppl,
-                       n_pose=args.n_pose, n_speed=args.n_speed, device=args.device, seed=args.seed,
-                       wrong=WRONG_POSES[args.wrong_pose], plain=args.plain)
+        res = evaluate(
+            args.model,
+            data=args.data,
+            split=args.split,
+            n_recon=args.n_recon,
+            n_ppl=args.n_ppl,
+            n_pose=args.n_pose,
+            n_speed=args.n_speed,
+            device=args.device,
+            seed=args.seed,
+            wrong=WRONG_POSES[args.wrong_pose],
+            plain=args.plain,
+        )
         text = json.dumps(res, indent=2)
         print(text)
         if args.json:
@@ -267,5 +413,8 @@ def run(args) -> int:
 def _summary(rec: dict):
     last = rec["history"][-1] if rec.get("history") else {}
     extra = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "step" and isinstance(v, float))
-    print(f"{rec['stage']}: step {rec['step']}, {rec['elapsed_s'] / 60:.1f} min"
-          + (f"; validation at step {last['step']}: {extra}" if last else ""), file=sys.stderr)
+    print(
+        f"{rec['stage']}: step {rec['step']}, {rec['elapsed_s'] / 60:.1f} min"
+        + (f"; validation at step {last['step']}: {extra}" if last else ""),
+        file=sys.stderr,
+    )

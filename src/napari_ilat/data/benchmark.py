@@ -45,8 +45,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--n and --repeats must be >= 1")
     for kind, label in (("pose", "pose-edit pairs"), ("natural", "natural samples (patch+mask+2 XDoG)")):
         rates = measure(kind, args.n, args.resolution, args.repeats)
-        print(f"{label} at {args.resolution}px: median {statistics.median(rates):.1f}/s "
-              f"(runs: {', '.join(f'{r:.1f}' for r in rates)})")
+        print(
+            f"{label} at {args.resolution}px: median {statistics.median(rates):.1f}/s "
+            f"(runs: {', '.join(f'{r:.1f}' for r in rates)})"
+        )
     return 0
 
 

@@ -129,7 +129,10 @@ def limb_axes(rng: np.random.Generator, shape: tuple[int, int], n_limbs: int | N
     geo = ps.forward_kinematics(fig, art)
     kp = geo.keypoints
     chains = {
-        "r_arm": (2, 3, 4), "l_arm": (5, 6, 7), "r_leg": (8, 9, 10), "l_leg": (11, 12, 13),
+        "r_arm": (2, 3, 4),
+        "l_arm": (5, 6, 7),
+        "r_leg": (8, 9, 10),
+        "l_leg": (11, 12, 13),
     }
     if n_limbs is None:
         n_limbs = int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))

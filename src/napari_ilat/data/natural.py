@@ -77,5 +77,6 @@ def make_natural_sample(
     mask = random_mask(rng, image.shape[:2], kind, rate)
     edges = xdog(image)
     sketch = np.where(mask, edges, xdog(image, valid=~mask)).astype(np.float32)
-    return NaturalSample(image=image, mask=mask, sketch=sketch, edges=edges, photo=name,
-                         mask_kind=kind, rate=rate, seed=seed)
+    return NaturalSample(
+        image=image, mask=mask, sketch=sketch, edges=edges, photo=name, mask_kind=kind, rate=rate, seed=seed
+    )

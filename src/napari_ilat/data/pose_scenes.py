@@ -70,8 +70,16 @@ _RADII = {
 _SKIN_LIGHT = np.array([0.96, 0.80, 0.69], np.float32)
 _SKIN_DARK = np.array([0.33, 0.21, 0.14], np.float32)
 _HAIR = np.array(
-    [[0.08, 0.06, 0.05], [0.30, 0.18, 0.09], [0.55, 0.38, 0.20], [0.85, 0.72, 0.45],
-     [0.60, 0.25, 0.10], [0.70, 0.70, 0.70]], np.float32)
+    [
+        [0.08, 0.06, 0.05],
+        [0.30, 0.18, 0.09],
+        [0.55, 0.38, 0.20],
+        [0.85, 0.72, 0.45],
+        [0.60, 0.25, 0.10],
+        [0.70, 0.70, 0.70],
+    ],
+    np.float32,
+)
 _HAIR_P = np.array([0.35, 0.25, 0.12, 0.12, 0.08, 0.08])
 
 # Face feature directions on the unit head sphere, head frame: X = the head's image-right
@@ -426,7 +434,13 @@ def forward_kinematics(figure: Figure, art: Articulation) -> _Geometry:
     waist_l = waist_c + side * half
     torso_half = 0.5 * (L["shoulder_w"] / 2 + ra * 0.6 + L["hip_w"] / 2 + rt * 0.8)
     shapes["torso"] = (
-        "poly", np.array([sh_r, sh_l, waist_l, hip_l, hip_r, waist_r]), L["torso_round"], neck, down, side, torso_half
+        "poly",
+        np.array([sh_r, sh_l, waist_l, hip_l, hip_r, waist_r]),
+        L["torso_round"],
+        neck,
+        down,
+        side,
+        torso_half,
     )
 
     neck_top = neck - down * L["neck"]
@@ -522,8 +536,11 @@ def _render_part(name: str, shape, figure: Figure, grid, hw):
             ang = np.sqrt((hx - e[0]) ** 2 + (hy - e[1]) ** 2 + (hz - e[2]) ** 2)
             feature = np.maximum(feature, np.clip((eye_r - ang) / aa + 0.5, 0, 1))
         m = _MOUTH_DIR
-        mouth = np.clip((0.16 - np.abs(hx - m[0])) / aa + 0.5, 0, 1) * np.clip(
-            (max(0.05, 0.6 / r) - np.abs(hy - m[1])) / aa + 0.5, 0, 1) * (hz > 0.3)
+        mouth = (
+            np.clip((0.16 - np.abs(hx - m[0])) / aa + 0.5, 0, 1)
+            * np.clip((max(0.05, 0.6 / r) - np.abs(hy - m[1])) / aa + 0.5, 0, 1)
+            * (hz > 0.3)
+        )
         eye_col = np.array([0.08, 0.06, 0.06], np.float32)
         mouth_col = np.array([0.55, 0.18, 0.18], np.float32)
         col = col * (1 - feature[..., None]) + eye_col * feature[..., None]
@@ -531,9 +548,7 @@ def _render_part(name: str, shape, figure: Figure, grid, hw):
     return sl, cov.astype(np.float32, copy=False), col.astype(np.float32, copy=False)
 
 
-def render_figure(
-    figure: Figure, art: Articulation, background: np.ndarray, keep_coverage: tuple[str, ...] = ()
-):
+def render_figure(figure: Figure, art: Articulation, background: np.ndarray, keep_coverage: tuple[str, ...] = ()):
     """Render a figure over a uint8 HxWx3 background.
 
     Returns ``(image uint8, pose float32 (18,3), labels int8, coverages)`` where
@@ -677,9 +692,7 @@ def dilate(mask: np.ndarray, radius: float) -> np.ndarray:
     return ndimage.binary_dilation(mask, structure=struct)
 
 
-def limb_footprint(
-    figure: Figure, art: Articulation, parts: tuple[str, ...], shape: tuple[int, int]
-) -> np.ndarray:
+def limb_footprint(figure: Figure, art: Articulation, parts: tuple[str, ...], shape: tuple[int, int]) -> np.ndarray:
     """Bool footprint (coverage > 0) of the given parts of a figure, for automatic masks."""
     bg = np.zeros((*shape, 3), np.uint8)
     _, _, _, cov = render_figure(figure, art, bg, keep_coverage=tuple(parts))

@@ -38,8 +38,7 @@ class PoseEncoder(nn.Module):
         )
         self.joint = nn.Parameter(torch.zeros(n_keypoints, n_embd))
         nn.init.normal_(self.joint, std=0.02)
-        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(n_freqs, dtype=torch.float32),
-                             persistent=False)
+        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(n_freqs, dtype=torch.float32), persistent=False)
 
     def features(self, keypoints: torch.Tensor) -> torch.Tensor:
         if not self.n_freqs:

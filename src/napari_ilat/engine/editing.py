@@ -36,8 +36,16 @@ MODES = MODE_NAMES
 #: Seeds are drawn from [0, SEED_LIMIT): they fit the widget's seed box and any int32.
 SEED_LIMIT = 2**31
 
-__all__ = ["edit", "edit_with_info", "EditResult", "EditCancelled", "MODES", "draw_seed",
-           "cached_model", "resolve_device"]
+__all__ = [
+    "edit",
+    "edit_with_info",
+    "EditResult",
+    "EditCancelled",
+    "MODES",
+    "draw_seed",
+    "cached_model",
+    "resolve_device",
+]
 
 
 def draw_seed() -> int:
@@ -236,8 +244,7 @@ def edit_with_info(
         )
     if sketch is not None and model.cond != "sketch":
         raise ValueError(
-            f"model {model.config.name!r} is not sketch-conditioned ({model.cond}); "
-            "drop sketch or use a sketch model"
+            f"model {model.config.name!r} is not sketch-conditioned ({model.cond}); drop sketch or use a sketch model"
         )
 
     dev = resolve_device(device)
@@ -287,9 +294,17 @@ def edit_with_info(
         known = ~m_q[0].flatten()
         tokens = torch.where(known, tokens[0].flatten(), 0)  # masked ids are never read
         out_tokens = sample_tokens(
-            model.transformer, tokens, known, cond,
-            mode=mode_def.order, samples=samples, options=options,
-            generator=generator, progress=progress, cancel=cancel, cache=cache,
+            model.transformer,
+            tokens,
+            known,
+            cond,
+            mode=mode_def.order,
+            samples=samples,
+            options=options,
+            generator=generator,
+            progress=progress,
+            cancel=cancel,
+            cache=cache,
         )
         grid = m_q.shape[-2:]
         gen = vq.decode_tokens(
@@ -313,8 +328,12 @@ def edit_with_info(
     else:
         out_win[:, touched] = values[:, touched]
     return EditResult(
-        image=out if samples > 1 else out[0], seed=seed, mode=mode, samples=int(samples),
-        model=str(getattr(model.config, "name", "model")), device=str(dev),
+        image=out if samples > 1 else out[0],
+        seed=seed,
+        mode=mode,
+        samples=int(samples),
+        model=str(getattr(model.config, "name", "model")),
+        device=str(dev),
         seconds=time.perf_counter() - t_start,
     )
 
@@ -373,8 +392,21 @@ def edit(
     Array of the input's dtype and shape, or (samples, *shape) when samples > 1.
     """
     return edit_with_info(
-        image, mask, pose, sketch,
-        model=model, mode=mode, samples=samples, seed=seed, temperature=temperature,
-        top_k=top_k, top_p=top_p, greedy=greedy, device=device, feather=feather,
-        progress=progress, cancel=cancel, cache=cache,
+        image,
+        mask,
+        pose,
+        sketch,
+        model=model,
+        mode=mode,
+        samples=samples,
+        seed=seed,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        greedy=greedy,
+        device=device,
+        feather=feather,
+        progress=progress,
+        cancel=cancel,
+        cache=cache,
     ).image

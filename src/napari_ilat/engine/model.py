@@ -60,7 +60,7 @@ class ModelConfig:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         return cls(
             vqgan=VQGANConfig.from_dict(d["vqgan"]),
             transformer=TransformerConfig.from_dict(d["transformer"]),
@@ -87,15 +87,20 @@ class ILATModel(nn.Module):
         return self.config.transformer.cond
 
     @classmethod
-    def tiny(cls, cond: str = "none", resolution: int = 32, seed: int = 0, **tf) -> "ILATModel":
+    def tiny(cls, cond: str = "none", resolution: int = 32, seed: int = 0, **tf) -> ILATModel:
         """A small randomly initialised model (tests, speed scripts)."""
         torch.manual_seed(seed)
         vq = VQGANConfig(
-            resolution=resolution, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
-            attn_resolutions=(resolution // 4,), z_channels=16, embed_dim=16, n_embed=64,
+            resolution=resolution,
+            ch=32,
+            ch_mult=(1, 2, 2),
+            num_res_blocks=1,
+            attn_resolutions=(resolution // 4,),
+            z_channels=16,
+            embed_dim=16,
+            n_embed=64,
         )
-        t = dict(vocab_size=vq.n_embed, grid=vq.grid, n_layer=2, n_head=2, n_embd=32,
-                 cond=cond, sketch_patch=vq.factor)
+        t = dict(vocab_size=vq.n_embed, grid=vq.grid, n_layer=2, n_head=2, n_embd=32, cond=cond, sketch_patch=vq.factor)
         t.update(tf)
         return cls(ModelConfig(vq, TransformerConfig(**t), name="tiny")).eval()
 
@@ -142,8 +147,12 @@ def _save_split(model: ILATModel, stem: Path, dtype) -> Path:
         module = getattr(model, module_name)
         f = stem.with_name(f"{stem.name}.{part}.safetensors")
         save_file({k: _stored(v, dtype) for k, v in module.state_dict().items()}, str(f))
-        files[part] = {"file": f.name, "module": module_name, "sha256": _sha256(f.read_bytes()),
-                       "dtype": str(dtype or "as saved").replace("torch.", "")}
+        files[part] = {
+            "file": f.name,
+            "module": module_name,
+            "sha256": _sha256(f.read_bytes()),
+            "dtype": str(dtype or "as saved").replace("torch.", ""),
+        }
     meta = {
         "format": "napari-ilat",
         "format_version": SPLIT_FORMAT_VERSION,

@@ -23,8 +23,9 @@ from napari_ilat.engine.skeleton import NUM_KEYPOINTS, SKELETON
 N_CHANNELS = NUM_KEYPOINTS + len(SKELETON)
 
 
-def render_pose_map(keypoints: torch.Tensor, res: int, sigma_point: float = 1.5,
-                    sigma_bone: float = 1.0) -> torch.Tensor:
+def render_pose_map(
+    keypoints: torch.Tensor, res: int, sigma_point: float = 1.5, sigma_bone: float = 1.0
+) -> torch.Tensor:
     """(B, 18, 3) normalised keypoints (x, y in [0, 1] of the window, visible in {0, 1};
     invisible = (-1, -1, 0)) -> (B, 18 + 17, res, res) map in [0, 1].
 

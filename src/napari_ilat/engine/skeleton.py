@@ -66,10 +66,23 @@ SKELETON: tuple[tuple[int, int], ...] = (
 #: One RGB colour (uint8) per SKELETON bone, OpenPose-like rainbow, for drawing.
 SKELETON_COLORS: np.ndarray = np.array(
     [
-        [255, 0, 0], [255, 85, 0], [255, 170, 0], [255, 255, 0], [170, 255, 0],
-        [85, 255, 0], [0, 255, 0], [0, 255, 85], [0, 255, 170], [0, 255, 255],
-        [0, 170, 255], [0, 85, 255], [0, 0, 255], [85, 0, 255], [170, 0, 255],
-        [255, 0, 255], [255, 0, 170],
+        [255, 0, 0],
+        [255, 85, 0],
+        [255, 170, 0],
+        [255, 255, 0],
+        [170, 255, 0],
+        [85, 255, 0],
+        [0, 255, 0],
+        [0, 255, 85],
+        [0, 255, 170],
+        [0, 255, 255],
+        [0, 170, 255],
+        [0, 85, 255],
+        [0, 0, 255],
+        [85, 0, 255],
+        [170, 0, 255],
+        [255, 0, 255],
+        [255, 0, 170],
     ],
     dtype=np.uint8,
 )
@@ -77,10 +90,24 @@ SKELETON_COLORS: np.ndarray = np.array(
 #: One RGB colour (uint8) per keypoint, for drawing.
 KEYPOINT_COLORS: np.ndarray = np.array(
     [
-        [255, 0, 0], [255, 85, 0], [255, 170, 0], [255, 255, 0], [170, 255, 0],
-        [85, 255, 0], [0, 255, 0], [0, 255, 85], [0, 255, 170], [0, 255, 255],
-        [0, 170, 255], [0, 85, 255], [0, 0, 255], [85, 0, 255], [170, 0, 255],
-        [255, 0, 255], [255, 0, 170], [255, 0, 85],
+        [255, 0, 0],
+        [255, 85, 0],
+        [255, 170, 0],
+        [255, 255, 0],
+        [170, 255, 0],
+        [85, 255, 0],
+        [0, 255, 0],
+        [0, 255, 85],
+        [0, 255, 170],
+        [0, 255, 255],
+        [0, 170, 255],
+        [0, 85, 255],
+        [0, 0, 255],
+        [85, 0, 255],
+        [170, 0, 255],
+        [255, 0, 255],
+        [255, 0, 170],
+        [255, 0, 85],
     ],
     dtype=np.uint8,
 )
@@ -128,9 +155,7 @@ KEYPOINT_PARTS: tuple[tuple[str, ...], ...] = (
     ("head",),  # r_ear
     ("head",),  # l_ear
 )
-KEYPOINT_PART_IDS: tuple[frozenset[int], ...] = tuple(
-    frozenset(PART[p] for p in parts) for parts in KEYPOINT_PARTS
-)
+KEYPOINT_PART_IDS: tuple[frozenset[int], ...] = tuple(frozenset(PART[p] for p in parts) for parts in KEYPOINT_PARTS)
 
 #: Limbs an edit can move, and the parts that move with each joint of the limb.
 #: Moving the proximal joint (shoulder/hip angle) moves the whole limb; moving only the
@@ -159,9 +184,7 @@ def visible_mask(pose: np.ndarray) -> np.ndarray:
     return np.asarray(pose)[:, 2] > 0.5
 
 
-def draw_skeleton(
-    image: np.ndarray, pose: np.ndarray, radius: float | None = None, thickness: int = 1
-) -> np.ndarray:
+def draw_skeleton(image: np.ndarray, pose: np.ndarray, radius: float | None = None, thickness: int = 1) -> np.ndarray:
     """Return a copy of uint8 RGB ``image`` with the pose's visible bones and keypoints drawn.
 
     Bones between two visible keypoints are drawn as anti-aliased lines in OpenPose

@@ -127,8 +127,12 @@ def rasterize_strokes(
             pts = np.vstack([pts, pts])
         for p0, p1 in zip(pts[:-1], pts[1:]):
             sl = bbox_slices(
-                min(p0[1], p1[1]) - half, min(p0[0], p1[0]) - half,
-                max(p0[1], p1[1]) + half, max(p0[0], p1[0]) + half, (h, w), pad=1.0,
+                min(p0[1], p1[1]) - half,
+                min(p0[0], p1[0]) - half,
+                max(p0[1], p1[1]) + half,
+                max(p0[0], p1[0]) + half,
+                (h, w),
+                pad=1.0,
             )
             if sl is None:
                 continue

@@ -72,7 +72,7 @@ class TransformerConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TransformerConfig":
+    def from_dict(cls, d: dict) -> TransformerConfig:
         return cls(**d)
 
 
@@ -128,7 +128,7 @@ class KVCache:
     Writing in place (instead of torch.cat per step) keeps a sampling step's cost
     independent of how much is cached already, apart from the attention itself."""
 
-    def __init__(self, cfg: "TransformerConfig", batch: int, max_len: int, like: torch.Tensor):
+    def __init__(self, cfg: TransformerConfig, batch: int, max_len: int, like: torch.Tensor):
         shape = (cfg.n_layer, batch, cfg.n_head, max_len, cfg.n_embd // cfg.n_head)
         self.k = like.new_empty(shape)
         self.v = like.new_empty(shape)
@@ -155,9 +155,7 @@ class SelfAttention(nn.Module):
             if start:  # attend everything cached so far (the prompt attends only itself)
                 k = cache.k[self.layer, :, :, : start + t]
                 v = cache.v[self.layer, :, :, : start + t]
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.c_proj(y.transpose(1, 2).reshape(b, t, c))
 
 

@@ -85,8 +85,16 @@ class VQGANConfig:
     @classmethod
     def taming_f16(cls) -> VQGANConfig:
         """The config of taming's public FFHQ / ImageNet f16 (1024 codes) VQGAN."""
-        return cls(resolution=256, ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2,
-                   attn_resolutions=(16,), z_channels=256, embed_dim=256, n_embed=1024)
+        return cls(
+            resolution=256,
+            ch=128,
+            ch_mult=(1, 1, 2, 2, 4),
+            num_res_blocks=2,
+            attn_resolutions=(16,),
+            z_channels=256,
+            embed_dim=256,
+            n_embed=1024,
+        )
 
 
 # -----------------------------------------------------------------------------
@@ -417,14 +425,18 @@ class VQModel(nn.Module):
     def _check_spatial(self, H, W, what):
         f = self.config.factor
         if H % f or W % f:
-            raise ValueError(f"{what} is {H}x{W}; height and width must be divisible by the "
-                             f"downsampling factor f={f} (crop or pad the image first)")
+            raise ValueError(
+                f"{what} is {H}x{W}; height and width must be divisible by the "
+                f"downsampling factor f={f} (crop or pad the image first)"
+            )
 
     def _pixel_mask(self, mask, x):
         mask = _as_bool_mask(mask).to(x.device)
         if mask.shape[2:] != x.shape[2:] or mask.shape[0] not in (1, x.shape[0]):
-            raise ValueError(f"mask of shape {tuple(mask.shape)} does not match image of "
-                             f"shape {tuple(x.shape)} (expected (B or 1, 1, H, W))")
+            raise ValueError(
+                f"mask of shape {tuple(mask.shape)} does not match image of "
+                f"shape {tuple(x.shape)} (expected (B or 1, 1, H, W))"
+            )
         return mask.expand(x.shape[0], -1, -1, -1)
 
     def encode(self, x, mask=None) -> torch.Tensor:
@@ -435,8 +447,9 @@ class VQModel(nn.Module):
         mask=None: the plain taming encoder.
         """
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
-            raise ValueError(f"expected an image batch (B, {self.config.in_channels}, H, W); "
-                             f"got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"expected an image batch (B, {self.config.in_channels}, H, W); got shape {tuple(x.shape)}"
+            )
         self._check_spatial(x.shape[2], x.shape[3], "image")
         if mask is not None:
             mask = self._pixel_mask(mask, x)

@@ -47,9 +47,12 @@ def all_metrics(result, target, mask) -> dict:
     """PSNR / SSIM / MAE over the whole image and inside ``mask``."""
     mask = np.asarray(mask, bool)
     return {
-        "psnr": psnr(result, target), "psnr_mask": psnr(result, target, mask),
-        "ssim": ssim(result, target), "ssim_mask": ssim(result, target, mask),
-        "mae": mae(result, target), "mae_mask": mae(result, target, mask),
+        "psnr": psnr(result, target),
+        "psnr_mask": psnr(result, target, mask),
+        "ssim": ssim(result, target),
+        "ssim_mask": ssim(result, target, mask),
+        "mae": mae(result, target),
+        "mae_mask": mae(result, target, mask),
     }
 
 
@@ -73,7 +76,7 @@ def thumbnail_code(image, factor: int, n_values: int) -> np.ndarray:
     if factor < 1 or h * factor != x.shape[0] or w * factor != x.shape[1]:
         raise ValueError(f"image of {x.shape[0]}x{x.shape[1]} is not divisible by factor {factor}")
     levels = int(round(n_values ** (1 / 3)))
-    if levels ** 3 > n_values:  # round() may overshoot (1000 -> 10 is fine, 999 -> 10 is not)
+    if levels**3 > n_values:  # round() may overshoot (1000 -> 10 is fine, 999 -> 10 is not)
         levels -= 1
     if levels < 2:
         raise ValueError(f"n_values={n_values} leaves fewer than 2 levels per channel")

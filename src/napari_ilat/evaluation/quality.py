@@ -36,9 +36,7 @@ def classical_methods() -> dict:
     try:  # optional: OpenCV is not a dependency
         import cv2
 
-        methods["telea"] = lambda img, mask: cv2.inpaint(
-            img, mask.astype(np.uint8), 3, cv2.INPAINT_TELEA
-        )
+        methods["telea"] = lambda img, mask: cv2.inpaint(img, mask.astype(np.uint8), 3, cv2.INPAINT_TELEA)
     except ImportError:
         pass
     return methods
@@ -66,8 +64,16 @@ def natural_cases(n: int, resolution: int, guided: bool):
         yield int(seed), s.image, s.image, s.mask, cond
 
 
-def evaluate(cases, model, methods=LEARNED, classical=True, keep_examples=0,
-             models: dict | None = None, progress=None, editor=None) -> dict:
+def evaluate(
+    cases,
+    model,
+    methods=LEARNED,
+    classical=True,
+    keep_examples=0,
+    models: dict | None = None,
+    progress=None,
+    editor=None,
+) -> dict:
     """Mean metrics per method over ``cases``; also median seconds per edit.
 
     ``cases`` yields ``(seed, source, target, mask, cond)``: the methods edit ``source`` and
@@ -147,8 +153,9 @@ TEST_SETS = {
 }
 
 
-def quality(pose_model, natural_model, n_pose=200, n_natural=200, examples=None,
-            plain_pose_model=None, plain_natural_model=None) -> str:
+def quality(
+    pose_model, natural_model, n_pose=200, n_natural=200, examples=None, plain_pose_model=None, plain_natural_model=None
+) -> str:
     """Run both test sets; returns the markdown (and writes example grids if asked).
 
     ``plain_*_model``: the iLAT* ablation's model (first stage trained without two-stream
@@ -156,10 +163,20 @@ def quality(pose_model, natural_model, n_pose=200, n_natural=200, examples=None,
     parts = []
     for key, model, plain, n, make in (
         ("pose", pose_model, plain_pose_model, n_pose, lambda m: pose_cases(n_pose, m.resolution)),
-        ("natural", natural_model, plain_natural_model, n_natural,
-         lambda m: natural_cases(n_natural, m.resolution, guided=False)),
-        ("sketch", natural_model, plain_natural_model, n_natural,
-         lambda m: natural_cases(n_natural, m.resolution, guided=True)),
+        (
+            "natural",
+            natural_model,
+            plain_natural_model,
+            n_natural,
+            lambda m: natural_cases(n_natural, m.resolution, guided=False),
+        ),
+        (
+            "sketch",
+            natural_model,
+            plain_natural_model,
+            n_natural,
+            lambda m: natural_cases(n_natural, m.resolution, guided=True),
+        ),
     ):
         label = TEST_SETS[key]
         model, plain = _model(model), _model(plain)
@@ -171,26 +188,34 @@ def quality(pose_model, natural_model, n_pose=200, n_natural=200, examples=None,
             raise ValueError(
                 f"the iLAT* model {plain.config.name!r} ({plain.resolution} px, cond "
                 f"{plain.cond}) does not match {model.config.name!r} ({model.resolution} px, "
-                f"cond {model.cond}): train it on the same data with --plain")
+                f"cond {model.cond}): train it on the same data with --plain"
+            )
         t0 = time.perf_counter()
 
         what = label.split(",")[0]
 
         def progress(i, what=what, n=n, t0=t0):
             if i % 10 == 0 or i == n:
-                print(f"{what}: {i}/{n} cases, {time.perf_counter() - t0:.0f} s",
-                      file=sys.stderr, flush=True)
+                print(f"{what}: {i}/{n} cases, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
 
-        result = evaluate(make(model), model, keep_examples=4 if examples else 0,
-                          models={"ilat*": plain} if plain is not None else None,
-                          progress=progress)
-        star = (f"`{plain.config.name}` (first stage trained without two-stream convolutions)"
-                if plain is not None else "the same weights with the plain encoder")
-        parts.append(table_markdown(
-            f"{label} — model `{model.config.name}`; ilat* = {star}", result))
+        result = evaluate(
+            make(model),
+            model,
+            keep_examples=4 if examples else 0,
+            models={"ilat*": plain} if plain is not None else None,
+            progress=progress,
+        )
+        star = (
+            f"`{plain.config.name}` (first stage trained without two-stream convolutions)"
+            if plain is not None
+            else "the same weights with the plain encoder"
+        )
+        parts.append(table_markdown(f"{label} — model `{model.config.name}`; ilat* = {star}", result))
         if examples:
             path = f"{examples}_{key}.png"
             examples_png(result["examples"], list(result["mean"]), path)
-            parts.append(f"![examples]({path.split('docs/')[-1]})\n\nColumns: input (mask "
-                         f"tinted magenta), ground truth, {', '.join(result['mean'])}.")
+            parts.append(
+                f"![examples]({path.split('docs/')[-1]})\n\nColumns: input (mask "
+                f"tinted magenta), ground truth, {', '.join(result['mean'])}."
+            )
     return "\n\n".join(parts)

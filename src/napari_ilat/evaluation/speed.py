@@ -29,11 +29,13 @@ PRESETS = {
     # the size we plan to ship: 128 px, f = 8, 16x16 tokens
     "default": lambda: ILATModel(ModelConfig()),
     # the paper's: taming f16 first stage at 256 px, 12 x 768 transformer, 256 image tokens
-    "paper": lambda: ILATModel(ModelConfig(
-        VQGANConfig.taming_f16(),
-        TransformerConfig(vocab_size=1024, grid=16, n_layer=12, n_head=12, n_embd=768),
-        name="paper-size",
-    )),
+    "paper": lambda: ILATModel(
+        ModelConfig(
+            VQGANConfig.taming_f16(),
+            TransformerConfig(vocab_size=1024, grid=16, n_layer=12, n_head=12, n_embd=768),
+            name="paper-size",
+        )
+    ),
 }
 
 
@@ -84,25 +86,31 @@ def speed(preset="default", rates=(0.066, 0.3), repeats=5, device="cpu", threads
     t = model.transformer
     n_tokens = t.config.n_tokens
     image = (np.random.default_rng(0).random((res, res, 3)) * 255).astype(np.uint8)
-    tokens = torch.randint(0, t.config.vocab_size, (n_tokens,),
-                           generator=torch.Generator().manual_seed(0)).to(dev)
+    tokens = torch.randint(0, t.config.vocab_size, (n_tokens,), generator=torch.Generator().manual_seed(0)).to(dev)
     greedy = SamplingOptions(greedy=True)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
     rows = []
     for rate in rates:
         masks = [token_box_mask(res, f, rate, np.random.default_rng(i)) for i in range(repeats + 1)]
-        known = [torch.from_numpy(~m.reshape(res // f, f, res // f, f).any((1, 3)).flatten()).to(dev)
-                 for m, _ in masks]
+        known = [torch.from_numpy(~m.reshape(res // f, f, res // f, f).any((1, 3)).flatten()).to(dev) for m, _ in masks]
         row = {"rate": masks[0][1], "masked_tokens": round(masks[0][1] * n_tokens)}
-        row["edit"] = _median_times({
-            name: lambda i, kw=kw, masks=masks: edit(image, masks[i][0], model=model, seed=i, device=dev, **kw)
-            for name, (kw, _) in VARIANTS.items()
-        }, repeats, sync)
-        row["sample"] = _median_times({
-            name: lambda i, kw=kw, known=known: sample_tokens(t, tokens, known[i], options=greedy, **kw)
-            for name, (_, kw) in VARIANTS.items()
-        }, repeats, sync)
+        row["edit"] = _median_times(
+            {
+                name: lambda i, kw=kw, masks=masks: edit(image, masks[i][0], model=model, seed=i, device=dev, **kw)
+                for name, (kw, _) in VARIANTS.items()
+            },
+            repeats,
+            sync,
+        )
+        row["sample"] = _median_times(
+            {
+                name: lambda i, kw=kw, known=known: sample_tokens(t, tokens, known[i], options=greedy, **kw)
+                for name, (_, kw) in VARIANTS.items()
+            },
+            repeats,
+            sync,
+        )
         rows.append(row)
     return {
         "preset": preset,
@@ -126,10 +134,14 @@ def speed_markdown(r: dict) -> str:
         f"median of {r['repeats']} runs after one warm-up, modes interleaved; 1-min load "
         f"average {r['load'][0]:.1f} before, {r['load'][1]:.1f} after.",
     ]
-    for what, title in (("edit", "Whole edit (`edit()`: encode, sample, decode, composite)"),
-                        ("sample", "Sampling only (`sample_tokens`, greedy, batch 1)")):
+    for what, title in (
+        ("edit", "Whole edit (`edit()`: encode, sample, decode, composite)"),
+        ("sample", "Sampling only (`sample_tokens`, greedy, batch 1)"),
+    ):
         lines += [
-            "", f"{title}:", "",
+            "",
+            f"{title}:",
+            "",
             "| masked (tokens) | iLAT cached (s) | iLAT no-cache (s) | Taming (s) "
             "| Taming / iLAT | no-cache / cached | iLAT tokens/s |",
             "|---|---|---|---|---|---|---|",
@@ -144,8 +156,11 @@ def speed_markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
-LABELS = {"ilat": "iLAT (cached)", "ilat_nocache": "iLAT no-cache (reference code's way)",
-          "taming": "Taming (raster AR)"}
+LABELS = {
+    "ilat": "iLAT (cached)",
+    "ilat_nocache": "iLAT no-cache (reference code's way)",
+    "taming": "Taming (raster AR)",
+}
 
 
 def speed_plot(r: dict, path) -> None:
@@ -162,8 +177,12 @@ def speed_plot(r: dict, path) -> None:
     for ax, what, title in zip(axes, ("edit", "sample"), ("whole edit", "sampling only")):
         for mode, style in zip(VARIANTS, ("o-", "s--", "^-")):
             ax.plot(rates, [row[what][mode] for row in r["rows"]], style, label=LABELS[mode])
-        ax.set(xlabel="masked tokens (%)", ylabel="seconds (median)", ylim=(0, None),
-               title=f"{title}, preset '{r['preset']}', {r['device']}")
+        ax.set(
+            xlabel="masked tokens (%)",
+            ylabel="seconds (median)",
+            ylim=(0, None),
+            title=f"{title}, preset '{r['preset']}', {r['device']}",
+        )
         ax.grid(alpha=0.3)
     axes[0].legend()
     fig.savefig(path, dpi=100)

@@ -109,16 +109,18 @@ def run_gui_benchmark(
             # ticks that arrived before the result was handed back = the generation proper
             t_ret = done_at[0] - widget.last_timing.get("add_layer_s", 0.0)
             gen = stalls[np.array(stamps) <= t_ret]
-            runs.append({
-                "max_stall_while_generating_ms": float(gen.max()) if len(gen) else 0.0,
-                "add_result_layer_ms": 1000 * widget.last_timing.get("add_layer_s", float("nan")),
-                "max_stall_ms": float(stalls.max()),
-                "p99_stall_ms": float(np.percentile(stalls, 99)),
-                "mean_tick_ms": float(np.mean(gaps) * 1000),
-                "ticks": len(gaps),
-                "stalls_over_100ms": int((stalls > 100).sum()),
-                "generate_s": float(done_at[0] - t0),
-            })
+            runs.append(
+                {
+                    "max_stall_while_generating_ms": float(gen.max()) if len(gen) else 0.0,
+                    "add_result_layer_ms": 1000 * widget.last_timing.get("add_layer_s", float("nan")),
+                    "max_stall_ms": float(stalls.max()),
+                    "p99_stall_ms": float(np.percentile(stalls, 99)),
+                    "mean_tick_ms": float(np.mean(gaps) * 1000),
+                    "ticks": len(gaps),
+                    "stalls_over_100ms": int((stalls > 100).sum()),
+                    "generate_s": float(done_at[0] - t0),
+                }
+            )
         worst = max(runs, key=lambda r: r["max_stall_ms"])
         return {
             "model": model_label,

@@ -78,5 +78,4 @@ def edit_layers(
     for note in inputs.notes:
         print(f"napari-ilat: {note}")
     result = edit_with_info(inputs.image, inputs.mask, inputs.pose, inputs.sketch, **edit_kwargs)
-    return _layers.add_edit_result(viewer, img, inputs, result, edit_kwargs,
-                                   mask_name=mask_layer.name, add=add)
+    return _layers.add_edit_result(viewer, img, inputs, result, edit_kwargs, mask_name=mask_layer.name, add=add)

@@ -297,9 +297,7 @@ def moved_joint_mask(old_pose, new_pose, shape, radius: float | None = None, tol
 # --------------------------------------------------------------------------- gather
 
 
-def gather_inputs(
-    image, mask, pose=None, sketch=None, *, viewer=None, sketch_width: float = 3.0
-) -> EditInputs:
+def gather_inputs(image, mask, pose=None, sketch=None, *, viewer=None, sketch_width: float = 3.0) -> EditInputs:
     """Cut the arrays for one edit out of the layers at the viewer's displayed 2D slice."""
     from napari.layers import Image, Labels, Points, Shapes
 
@@ -457,9 +455,15 @@ def result_metadata(source_name: str, mask_name: str | None, index: tuple[int, .
     """The ``napari_ilat`` metadata of a result layer: where it came from and how it was
     made (``result``: the engine's EditResult, so the seed is the one actually used)."""
     meta = {
-        "source": source_name, "mask": mask_name, "slice": list(index),
-        "model": result.model, "mode": result.mode, "samples": result.samples,
-        "seed": result.seed, "device": result.device, "seconds": round(float(result.seconds), 3),
+        "source": source_name,
+        "mask": mask_name,
+        "slice": list(index),
+        "model": result.model,
+        "mode": result.mode,
+        "samples": result.samples,
+        "seed": result.seed,
+        "device": result.device,
+        "seconds": round(float(result.seconds), 3),
     }
     for k, v in params.items():
         if k not in meta and k not in _NOT_RECORDED:
@@ -467,8 +471,15 @@ def result_metadata(source_name: str, mask_name: str | None, index: tuple[int, .
     return {"napari_ilat": meta}
 
 
-def add_edit_result(viewer, source, inputs: EditInputs, result, params: dict | None = None,
-                    mask_name: str | None = None, add: bool = True):
+def add_edit_result(
+    viewer,
+    source,
+    inputs: EditInputs,
+    result,
+    params: dict | None = None,
+    mask_name: str | None = None,
+    add: bool = True,
+):
     """Add an edit's result as a new Image layer over ``source`` (named after it, with the
     seed used, and :func:`result_metadata`); the widget and the console both end here.
 

@@ -38,8 +38,13 @@ def pose_layer_data(pose: np.ndarray, name: str = "pose", reference=None, skelet
     vis = np.flatnonzero(pose[:, 2] > 0)
     names = [KEYPOINT_NAMES[k] for k in vis]
     size = 3.0
-    meta = {_KEY: {"kind": "pose", "skeleton": skeleton,
-                   "reference_pose": (pose if reference is None else np.asarray(reference, float)).tolist()}}
+    meta = {
+        _KEY: {
+            "kind": "pose",
+            "skeleton": skeleton,
+            "reference_pose": (pose if reference is None else np.asarray(reference, float)).tolist(),
+        }
+    }
     return (
         pose[vis][:, 1::-1].copy(),  # napari points are (row, col)
         {
@@ -49,8 +54,14 @@ def pose_layer_data(pose: np.ndarray, name: str = "pose", reference=None, skelet
             "border_color": "white",
             "border_width": 0.15,
             "size": size,
-            "text": {"string": "{name}", "size": 7, "color": "white", "anchor": "upper_left",
-                     "translation": [-1.5, 1.5], "visible": False},
+            "text": {
+                "string": "{name}",
+                "size": 7,
+                "color": "white",
+                "anchor": "upper_left",
+                "translation": [-1.5, 1.5],
+                "visible": False,
+            },
             "metadata": meta,
         },
         "points",

@@ -111,8 +111,13 @@ def run_job(inputs: EditInputs, params: dict, state: JobState, threads: int | No
             old_threads = torch.get_num_threads()
             torch.set_num_threads(threads)
         out = edit_with_info(
-            inputs.image, inputs.mask, inputs.pose, inputs.sketch,
-            progress=state.progress, cancel=state.cancel, **params,
+            inputs.image,
+            inputs.mask,
+            inputs.pose,
+            inputs.sketch,
+            progress=state.progress,
+            cancel=state.cancel,
+            **params,
         )
         return JobResult("ok", out, seconds=time.perf_counter() - t0)
     except EditCancelled:
@@ -163,40 +168,86 @@ class ILATWidget(Container):
         self.last_timing: dict = {}  # seconds: the edit (worker), adding the layer (main thread)
 
         self.image = ComboBox(label="image", choices=self._choices(Image), tooltip="Image layer to edit")
-        self.mask = ComboBox(label="mask", choices=self._choices(Labels),
-                             tooltip="Labels layer: non-zero = region to regenerate")
-        self.pose = ComboBox(label="pose", choices=self._choices(Points, optional=True),
-                             tooltip="Points layer with the 18 keypoints (named, or in COCO/OpenPose order)")
-        self.sketch = ComboBox(label="sketch", choices=self._choices(Shapes, optional=True),
-                               tooltip="Shapes layer: lines/paths are the strokes the edit follows")
-        self.sketch_width = FloatSpinBox(label="stroke width", value=3.0, min=0.5, max=50, step=0.5,
-                                         tooltip="width in image pixels of the sketch strokes")
-        self.model = ComboBox(label="model", choices=self._model_choices,
-                              tooltip="'auto': the bundled 'pose' model with a pose, else 'natural'")
-        self.mode = ComboBox(label="mode", choices=available_modes(),
-                             tooltip="iLAT: two-stream VQGAN + local AR (the product); iLAT*: plain "
-                             "encoder (ablation); Taming: raster AR with context from above/left")
+        self.mask = ComboBox(
+            label="mask", choices=self._choices(Labels), tooltip="Labels layer: non-zero = region to regenerate"
+        )
+        self.pose = ComboBox(
+            label="pose",
+            choices=self._choices(Points, optional=True),
+            tooltip="Points layer with the 18 keypoints (named, or in COCO/OpenPose order)",
+        )
+        self.sketch = ComboBox(
+            label="sketch",
+            choices=self._choices(Shapes, optional=True),
+            tooltip="Shapes layer: lines/paths are the strokes the edit follows",
+        )
+        self.sketch_width = FloatSpinBox(
+            label="stroke width",
+            value=3.0,
+            min=0.5,
+            max=50,
+            step=0.5,
+            tooltip="width in image pixels of the sketch strokes",
+        )
+        self.model = ComboBox(
+            label="model",
+            choices=self._model_choices,
+            tooltip="'auto': the bundled 'pose' model with a pose, else 'natural'",
+        )
+        self.mode = ComboBox(
+            label="mode",
+            choices=available_modes(),
+            tooltip="iLAT: two-stream VQGAN + local AR (the product); iLAT*: plain "
+            "encoder (ablation); Taming: raster AR with context from above/left",
+        )
         self.device = ComboBox(label="device", choices=available_devices())
-        self.samples = SpinBox(label="candidates", value=1, min=1, max=16,
-                               tooltip="N candidates become one layer with a slider")
-        self.seed = SpinBox(label="seed", value=-1, min=-1, max=2**31 - 1,
-                            tooltip="-1: a new random seed each run (the seed used is in the result's "
-                            "layer name and metadata)")
+        self.samples = SpinBox(
+            label="candidates", value=1, min=1, max=16, tooltip="N candidates become one layer with a slider"
+        )
+        self.seed = SpinBox(
+            label="seed",
+            value=-1,
+            min=-1,
+            max=2**31 - 1,
+            tooltip="-1: a new random seed each run (the seed used is in the result's layer name and metadata)",
+        )
         self.temperature = FloatSpinBox(label="temperature", value=1.0, min=0.05, max=5.0, step=0.05)
         self.top_k = SpinBox(label="top-k", value=0, min=0, max=65536, tooltip="0 = off")
         self.generate_btn = PushButton(text=f"Generate ({GENERATE_KEY})")
         self.cancel_btn = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="tokens", value=0, min=0, max=1)
         self.status = Label(label="", value="")
-        self.mask_radius = FloatSpinBox(label="limb radius", value=0.0, min=0.0, max=500, step=0.5,
-                                        tooltip="auto mask capsule half-width in pixels (0 = 6% of the image)")
+        self.mask_radius = FloatSpinBox(
+            label="limb radius",
+            value=0.0,
+            min=0.0,
+            max=500,
+            step=0.5,
+            tooltip="auto mask capsule half-width in pixels (0 = 6% of the image)",
+        )
         self.auto_mask_btn = PushButton(text="Auto mask from moved keypoints")
-        self.extend([
-            self.image, self.mask, self.pose, self.sketch, self.sketch_width,
-            self.model, self.mode, self.device, self.samples, self.seed, self.temperature,
-            self.top_k, self.generate_btn, self.cancel_btn, self.progress, self.status,
-            self.mask_radius, self.auto_mask_btn,
-        ])
+        self.extend(
+            [
+                self.image,
+                self.mask,
+                self.pose,
+                self.sketch,
+                self.sketch_width,
+                self.model,
+                self.mode,
+                self.device,
+                self.samples,
+                self.seed,
+                self.temperature,
+                self.top_k,
+                self.generate_btn,
+                self.cancel_btn,
+                self.progress,
+                self.status,
+                self.mask_radius,
+                self.auto_mask_btn,
+            ]
+        )
         self.status.native.setWordWrap(True)
 
         self._last_model = self.model.value
@@ -259,8 +310,11 @@ class ILATWidget(Container):
                 self.pose.value = lay
             if isinstance(lay, Labels) and lay.name == "auto mask":
                 self.mask.value = lay
-        img = [lay for lay in candidates if isinstance(lay, Image)
-               and "source" not in (lay.metadata or {}).get("napari_ilat", {})]
+        img = [
+            lay
+            for lay in candidates
+            if isinstance(lay, Image) and "source" not in (lay.metadata or {}).get("napari_ilat", {})
+        ]
         if layer is not None and img:
             self.image.value = img[0]  # a newly opened image, not one of our results
 
@@ -342,8 +396,12 @@ class ILATWidget(Container):
         image = self.image.value
         try:
             inputs = _layers.gather_inputs(
-                image, self.mask.value, self.pose.value, self.sketch.value,
-                viewer=self.viewer, sketch_width=float(self.sketch_width.value),
+                image,
+                self.mask.value,
+                self.pose.value,
+                self.sketch.value,
+                viewer=self.viewer,
+                sketch_width=float(self.sketch_width.value),
             )
             params = self._params()
         except InputError as e:
@@ -351,8 +409,9 @@ class ILATWidget(Container):
             return
         for note in inputs.notes:
             show_info(f"napari-ilat: {note}")
-        self._pending = dict(inputs=inputs, params=params, source=image,
-                             pose_layer=self.pose.value, mask_name=self.mask.value.name)
+        self._pending = dict(
+            inputs=inputs, params=params, source=image, pose_layer=self.pose.value, mask_name=self.mask.value.name
+        )
         self._state = state = JobState()
         self._set_running(True)
         self.status.value = "generating..."
@@ -412,8 +471,12 @@ class ILATWidget(Container):
         t0 = time.perf_counter()
         try:
             self.last_result = _layers.add_edit_result(
-                self.viewer, pending["source"], pending["inputs"], result.result,
-                pending["params"], mask_name=pending["mask_name"],
+                self.viewer,
+                pending["source"],
+                pending["inputs"],
+                result.result,
+                pending["params"],
+                mask_name=pending["mask_name"],
             )
             self.last_timing = {"edit_s": result.seconds, "add_layer_s": time.perf_counter() - t0}
         except Exception as e:  # e.g. the source layer was deleted while generating
@@ -461,7 +524,8 @@ class ILATWidget(Container):
             mask = _layers.moved_joint_mask(
                 _layers.world_pose_to_image(old, image, point),
                 _layers.world_pose_to_image(new, image, point),
-                shape, radius=float(self.mask_radius.value) or None,
+                shape,
+                radius=float(self.mask_radius.value) or None,
             )
         except InputError as e:
             show_error(f"napari-ilat: {e}")
@@ -471,17 +535,23 @@ class ILATWidget(Container):
             return None
         data = _layers.as_slice_data(mask.astype(np.uint8), inputs_index, False)
         place = _layers.placement(image, inputs_index)
-        existing = [lay for lay in self.viewer.layers if isinstance(lay, Labels)
-                    and (lay.metadata or {}).get("napari_ilat", {}).get("kind") == "auto_mask"]
+        existing = [
+            lay
+            for lay in self.viewer.layers
+            if isinstance(lay, Labels) and (lay.metadata or {}).get("napari_ilat", {}).get("kind") == "auto_mask"
+        ]
         if existing and existing[0].data.shape == data.shape:
             layer = existing[0]
             layer.data = data
             for k, v in place.items():
                 setattr(layer, k, v)
         else:
-            layer = _layers.add_below_annotations(self.viewer, lambda: self.viewer.add_labels(
-                data, name="auto mask", opacity=0.4, metadata={"napari_ilat": {"kind": "auto_mask"}}, **place
-            ))
+            layer = _layers.add_below_annotations(
+                self.viewer,
+                lambda: self.viewer.add_labels(
+                    data, name="auto mask", opacity=0.4, metadata={"napari_ilat": {"kind": "auto_mask"}}, **place
+                ),
+            )
         self.mask.value = layer
         self.status.value = f"auto mask: {int(mask.sum())} px ({100 * mask.mean():.1f}% of the image)"
         return layer

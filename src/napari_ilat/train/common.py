@@ -138,8 +138,7 @@ def epoch_indices(n: int, epoch: int, seed: int, rank: int, world: int) -> list[
     disjoint shards of the same permutation)."""
     from torch.utils.data import DistributedSampler
 
-    sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True,
-                                 seed=seed, drop_last=True)
+    sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
     sampler.set_epoch(epoch)
     return list(sampler)
 
@@ -201,8 +200,7 @@ def _load_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict, meta
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_checkpoint(out: Path, *, modules: dict, optimizers: dict, generator: torch.Generator,
-                    scaler, run: dict):
+def save_checkpoint(out: Path, *, modules: dict, optimizers: dict, generator: torch.Generator, scaler, run: dict):
     """Write DIR/model.safetensors (modules' weights, prefixed by their key), DIR/state.safetensors
     (optimizers, RNG) and DIR/run.json (``run`` plus the optimizers' hyper-parameters)."""
     out = Path(out)
@@ -276,8 +274,9 @@ def config_to_dict(cfg) -> dict:
 # --------------------------------------------------------------------------- learning rate
 
 
-def lr_at(step: int, base: float, warmup: int, total: int, min_ratio: float = 0.1,
-          progress: float | None = None) -> float:
+def lr_at(
+    step: int, base: float, warmup: int, total: int, min_ratio: float = 0.1, progress: float | None = None
+) -> float:
     """Linear warm-up, then cosine decay to ``min_ratio * base`` at ``total`` steps, or, with
     ``progress`` (the fraction of a time budget used), at the end of the budget."""
     if step < warmup:
@@ -388,8 +387,9 @@ def save_all(out, D: Dist, *, modules: dict, optimizers: dict, generator: torch.
     D.barrier()
 
 
-def end_of_step(D: Dist, device, *, step: int, stop: int, save_every: int, t0: float,
-                time_limit: float | None, save, bar: "Progress") -> bool:
+def end_of_step(
+    D: Dist, device, *, step: int, stop: int, save_every: int, t0: float, time_limit: float | None, save, bar: Progress
+) -> bool:
     """Checkpoint every ``save_every`` steps, at ``stop`` and when the time limit is reached
     (decided on all ranks together, so they stop at the same step); True means stop now."""
     timed_out = D.any(time_limit is not None and (time.time() - t0) > time_limit * 60, device)
@@ -409,7 +409,7 @@ def budget_progress(t0: float, elapsed: float, budget_minutes: float) -> float |
     return (time.time() - t0 + elapsed) / (budget_minutes * 60)
 
 
-def budget_spent(D: "Dist", device, progress: float | None) -> bool:
+def budget_spent(D: Dist, device, progress: float | None) -> bool:
     """All ranks agree on the end of the budget (so they stop at the same step)."""
     return D.any(progress is not None and progress >= 1.0, device)
 

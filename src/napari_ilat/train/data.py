@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from napari_ilat.engine.conditions import normalize_keypoints
 from napari_ilat.data import (
     MASK_KINDS,
     compose_sketch,
@@ -29,6 +28,7 @@ from napari_ilat.data import (
     xdog,
 )
 from napari_ilat.data.datasets import image_to_tensor
+from napari_ilat.engine.conditions import normalize_keypoints
 
 SOURCES = ("pose", "natural")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -135,8 +135,16 @@ class Stage2Pairs(Dataset):
     marks the ~``causal_frac`` plain raster (Taming-style) sequences: no known tokens.
     """
 
-    def __init__(self, source: str, split: str, resolution: int, length: int,
-                 cond: str, causal_frac: float = 0.15, rate_range=(0.05, 0.5)):
+    def __init__(
+        self,
+        source: str,
+        split: str,
+        resolution: int,
+        length: int,
+        cond: str,
+        causal_frac: float = 0.15,
+        rate_range=(0.05, 0.5),
+    ):
         self.source = _source(source, split)
         self.split, self.resolution, self.length = split, resolution, length
         self.cond, self.causal_frac, self.rate_range = cond, causal_frac, rate_range
@@ -158,8 +166,7 @@ class Stage2Pairs(Dataset):
                 mask = p.mask
             else:
                 mask = random_mask(rng, (R, R), None, rng.uniform(*self.rate_range))
-            item["pose"] = torch.from_numpy(
-                normalize_keypoints(p.target_pose, (0, 0, R, R)).astype(np.float32))
+            item["pose"] = torch.from_numpy(normalize_keypoints(p.target_pose, (0, 0, R, R)).astype(np.float32))
             sketch_mask = mask
         elif self.source == "natural":
             s = make_natural_sample(seed, R, MASK_KINDS, self.rate_range)
@@ -198,5 +205,11 @@ def loader(dataset, index_batches, workers: int):
     # machine that start-up cost more than the first minute of training.
     dataset[0]
 
-    yield from DataLoader(dataset, batch_sampler=index_batches, num_workers=workers,
-                          collate_fn=collate, persistent_workers=False, prefetch_factor=2)
+    yield from DataLoader(
+        dataset,
+        batch_sampler=index_batches,
+        num_workers=workers,
+        collate_fn=collate,
+        persistent_workers=False,
+        prefetch_factor=2,
+    )

@@ -21,17 +21,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_ilat.data import make_edit_pair, random_mask, split_seeds
 from napari_ilat import edit  # the public API (lazy attribute of the package)
-from napari_ilat.evaluation.metrics import psnr
+from napari_ilat.data import make_edit_pair, random_mask, split_seeds
 from napari_ilat.engine.model import load_model
 from napari_ilat.engine.vqgan import VQModel
+from napari_ilat.evaluation.metrics import psnr
 from napari_ilat.train.stage1 import evaluate_reconstruction
-from napari_ilat.train.stage2 import Stage2Pairs, tokenize_items, perplexity
+from napari_ilat.train.stage2 import Stage2Pairs, perplexity, tokenize_items
 
 
-def pose_following(model, n: int, split: str = "test", seed: int = 0, wrong=("source", "other"),
-                   progress=None, mode: str = "ilat", device="cpu") -> dict:
+def pose_following(
+    model,
+    n: int,
+    split: str = "test",
+    seed: int = 0,
+    wrong=("source", "other"),
+    progress=None,
+    mode: str = "ilat",
+    device="cpu",
+) -> dict:
     bad = set(wrong) - {"source", "other"}
     if bad or not wrong:
         raise ValueError(f"wrong poses must be 'source' and/or 'other', got {tuple(wrong)}")
@@ -59,11 +67,17 @@ def pose_following(model, n: int, split: str = "test", seed: int = 0, wrong=("so
             progress(i + 1, n)
     out = {"n": n, "psnr_mask_true_pose": float(np.mean(p_true))}
     if p_src:
-        out.update(true_beats_source_pose=wins_src / n, ties_source_pose=ties_src / n,
-                   psnr_mask_source_pose=float(np.mean(p_src)))
+        out.update(
+            true_beats_source_pose=wins_src / n,
+            ties_source_pose=ties_src / n,
+            psnr_mask_source_pose=float(np.mean(p_src)),
+        )
     if p_other:
-        out.update(true_beats_other_pose=wins_other / n, ties_other_pose=ties_other / n,
-                   psnr_mask_other_pose=float(np.mean(p_other)))
+        out.update(
+            true_beats_other_pose=wins_other / n,
+            ties_other_pose=ties_other / n,
+            psnr_mask_other_pose=float(np.mean(p_other)),
+        )
     return out
 
 
@@ -78,12 +92,29 @@ def edit_speed(model, n: int = 11, rate: float = 0.3, mode: str = "ilat") -> dic
         t = time.perf_counter()
         edit(image, mask, pose=pose, model=model, seed=i, device="cpu", mode=mode)
         times.append(time.perf_counter() - t)
-    return {"median_s": float(np.median(times)), "min_s": float(np.min(times)), "n": n,
-            "masked_fraction": float(mask.mean()), "threads": torch.get_num_threads()}
+    return {
+        "median_s": float(np.median(times)),
+        "min_s": float(np.min(times)),
+        "n": n,
+        "masked_fraction": float(mask.mean()),
+        "threads": torch.get_num_threads(),
+    }
 
 
-def evaluate(model_name, *, data=None, split="test", n_recon=100, n_ppl=200, n_pose=200, n_speed=11,
-             device="cpu", seed=0, wrong=("source", "other"), plain=False) -> dict:
+def evaluate(
+    model_name,
+    *,
+    data=None,
+    split="test",
+    n_recon=100,
+    n_ppl=200,
+    n_pose=200,
+    n_speed=11,
+    device="cpu",
+    seed=0,
+    wrong=("source", "other"),
+    plain=False,
+) -> dict:
     """``plain``: the model is an iLAT* ablation (first stage trained without two-stream
     convolutions), so its tokens come from the plain encoder and it edits in mode ``ilat*``.
 
@@ -122,13 +153,16 @@ def _evaluate_first_stage_run(run_dir: Path, data, split, n_recon, device) -> di
     cfg, sd = load_first_stage_weights(run_dir)  # checks that this is a run directory
     run = read_run(run_dir)
     if run["stage"] != "vqgan":
-        raise ValueError(f"{run_dir} is a {run['stage']!r} run; export it first "
-                         "(napari-ilat train export) and evaluate the exported NAME.json")
+        raise ValueError(
+            f"{run_dir} is a {run['stage']!r} run; export it first "
+            "(napari-ilat train export) and evaluate the exported NAME.json"
+        )
     vq = VQModel(cfg)
     vq.load_state_dict(sd)
     data = data or run["train"]["data"]
     out = {"model": str(run_dir), "stage": "vqgan", "step": run["step"], "data": data, "split": split}
     with torch.no_grad():
-        out["reconstruction"] = evaluate_reconstruction(vq.to(device), data, cfg.resolution, n_recon,
-                                                         split=split, device=device)
+        out["reconstruction"] = evaluate_reconstruction(
+            vq.to(device), data, cfg.resolution, n_recon, split=split, device=device
+        )
     return out

@@ -20,8 +20,12 @@ def model_from_run(run_dir, name: str | None = None, description: str = "") -> t
     run = C.read_run(run_dir)
     if run.get("stage") != "transformer":
         raise ValueError(f"{run_dir} is a {run.get('stage')!r} run; export needs the stage-2 (transformer) run")
-    cfg = ModelConfig(VQGANConfig.from_dict(run["first_stage"]["config"]), TransformerConfig.from_dict(run["model"]),
-                      name=name or run_dir.name, description=description)
+    cfg = ModelConfig(
+        VQGANConfig.from_dict(run["first_stage"]["config"]),
+        TransformerConfig.from_dict(run["model"]),
+        name=name or run_dir.name,
+        description=description,
+    )
     model = ILATModel(cfg)
     model.vqgan.load_state_dict(C.load_weights(run_dir, "first_stage"), strict=True)
     model.transformer.load_state_dict(C.load_weights(run_dir, "transformer"), strict=True)
@@ -29,14 +33,21 @@ def model_from_run(run_dir, name: str | None = None, description: str = "") -> t
 
 
 def _provenance(run: dict) -> dict:
-    info = {"steps": run["step"], "train_minutes": round(run.get("elapsed_s", 0) / 60, 1),
-            "device": run.get("device"), "world_size": run.get("world_size"),
-            "validation": run["history"][-1] if run.get("history") else None}
+    info = {
+        "steps": run["step"],
+        "train_minutes": round(run.get("elapsed_s", 0) / 60, 1),
+        "device": run.get("device"),
+        "world_size": run.get("world_size"),
+        "validation": run["history"][-1] if run.get("history") else None,
+    }
     src = run["first_stage"].get("source")
     if src and Path(src).is_dir() and C.has_checkpoint(src):
         r1 = C.read_run(src)
-        info["first_stage"] = {"steps": r1["step"], "train_minutes": round(r1.get("elapsed_s", 0) / 60, 1),
-                               "validation": r1["history"][-1] if r1.get("history") else None}
+        info["first_stage"] = {
+            "steps": r1["step"],
+            "train_minutes": round(r1.get("elapsed_s", 0) / 60, 1),
+            "validation": r1["history"][-1] if r1.get("history") else None,
+        }
     return info
 
 

@@ -72,9 +72,18 @@ def infer_config(sd: dict, overrides: dict | None = None) -> VQGANConfig:
     overrides = dict(overrides or {})
     factor = 2 ** (len(mult) - 1)
     res = int(overrides.pop("resolution", 16 * factor))
-    d = dict(resolution=res, in_channels=in_ch, out_ch=out_ch, ch=ch, ch_mult=mult, num_res_blocks=blocks,
-             attn_resolutions=tuple(res // 2**i for i in attn_levels), z_channels=z_channels,
-             embed_dim=embed_dim, n_embed=n_embed)
+    d = dict(
+        resolution=res,
+        in_channels=in_ch,
+        out_ch=out_ch,
+        ch=ch,
+        ch_mult=mult,
+        num_res_blocks=blocks,
+        attn_resolutions=tuple(res // 2**i for i in attn_levels),
+        z_channels=z_channels,
+        embed_dim=embed_dim,
+        n_embed=n_embed,
+    )
     d.update(overrides)
     return VQGANConfig(**d)
 

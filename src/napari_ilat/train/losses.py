@@ -73,8 +73,11 @@ class PatchDiscriminator(nn.Module):
         for n in range(1, n_layers + 1):
             out = ndf * min(2**n, 8)
             stride = 2 if n < n_layers else 1
-            layers += [nn.Conv2d(ch, out, 4, stride, 1, bias=False), nn.GroupNorm(min(32, out // 4), out),
-                       nn.LeakyReLU(0.2, True)]
+            layers += [
+                nn.Conv2d(ch, out, 4, stride, 1, bias=False),
+                nn.GroupNorm(min(32, out // 4), out),
+                nn.LeakyReLU(0.2, True),
+            ]
             ch = out
         layers += [nn.Conv2d(ch, 1, 4, 1, 1)]
         self.main = nn.Sequential(*layers)

@@ -110,9 +110,15 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
     p = plan(cfg, dev)
     cond = "pose" if cfg.data == "pose" else "sketch"
     name = cfg.name or (cfg.data if cfg.data in ("pose", "natural") else "custom")
-    record = {"config": asdict(cfg), "plan": p, "device": str(dev), "precision": prec,
-              "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-              "torch": torch.__version__, "phases": {}}
+    record = {
+        "config": asdict(cfg),
+        "plan": p,
+        "device": str(dev),
+        "precision": prec,
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "phases": {},
+    }
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -127,16 +133,39 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
     deadline = t_start + 60 * (p["stage1_minutes"] + p["stage2_minutes"])
     big = 10**9  # the time budget ends each stage, not a step count
     c1 = stage1.Stage1Config(
-        data=cfg.data, steps=big, batch_size=p["batch1"], lr=p["stage1_lr"], warmup=100, seed=cfg.seed,
-        workers=p["workers"], budget_minutes=p["stage1_minutes"], disc_weight=0.0, reuse=p["reuse1"],
-        val_every=big, sample_every=big, save_every=big, log_every=50, val_size=min(64, p["n_eval"]))
-    m1 = VQGANConfig(resolution=cfg.resolution, ch=cfg.ch, ch_mult=cfg.ch_mult, num_res_blocks=1,
-                     attn_resolutions=(cfg.resolution // 2 ** (len(cfg.ch_mult) - 1),),
-                     z_channels=cfg.z_channels, embed_dim=cfg.embed_dim, n_embed=cfg.n_embed)
+        data=cfg.data,
+        steps=big,
+        batch_size=p["batch1"],
+        lr=p["stage1_lr"],
+        warmup=100,
+        seed=cfg.seed,
+        workers=p["workers"],
+        budget_minutes=p["stage1_minutes"],
+        disc_weight=0.0,
+        reuse=p["reuse1"],
+        val_every=big,
+        sample_every=big,
+        save_every=big,
+        log_every=50,
+        val_size=min(64, p["n_eval"]),
+    )
+    m1 = VQGANConfig(
+        resolution=cfg.resolution,
+        ch=cfg.ch,
+        ch_mult=cfg.ch_mult,
+        num_res_blocks=1,
+        attn_resolutions=(cfg.resolution // 2 ** (len(cfg.ch_mult) - 1),),
+        z_channels=cfg.z_channels,
+        embed_dim=cfg.embed_dim,
+        n_embed=cfg.n_embed,
+    )
     t = time.time()
     r1 = stage1.train(c1, m1, out / "stage1", device=dev, precision=prec, quiet=quiet)
-    record["phases"]["stage1"] = {"seconds": round(time.time() - t, 1), "steps": r1["step"],
-                                  "validation": r1["history"][-1] if r1["history"] else None}
+    record["phases"]["stage1"] = {
+        "seconds": round(time.time() - t, 1),
+        "steps": r1["step"],
+        "validation": r1["history"][-1] if r1["history"] else None,
+    }
     log(f"stage 1: {r1['step']} steps, {record['phases']['stage1']}")
     _write(out / "recipe.json", record)
 
@@ -144,33 +173,57 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
     setup = p["token_pool"] / 20 + 5
     p["stage2_minutes"] = max(0.05, (deadline - time.time() - setup) / 60)
     c2 = stage2.Stage2Config(
-        data=cfg.data, cond=cond, steps=big, batch_size=p["batch2"], lr=p["stage2_lr"], warmup=100,
-        seed=cfg.seed, workers=p["workers"], token_pool=p["token_pool"], budget_minutes=p["stage2_minutes"],
-        val_every=big, sample_every=big, save_every=big, log_every=50, val_size=min(64, p["n_eval"]))
-    arch = dict(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout,
-                cond_map=cfg.cond_map)
+        data=cfg.data,
+        cond=cond,
+        steps=big,
+        batch_size=p["batch2"],
+        lr=p["stage2_lr"],
+        warmup=100,
+        seed=cfg.seed,
+        workers=p["workers"],
+        token_pool=p["token_pool"],
+        budget_minutes=p["stage2_minutes"],
+        val_every=big,
+        sample_every=big,
+        save_every=big,
+        log_every=50,
+        val_size=min(64, p["n_eval"]),
+    )
+    arch = dict(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, cond_map=cfg.cond_map)
     t = time.time()
-    r2 = stage2.train(c2, arch, out / "stage2", first_stage=out / "stage1", device=dev, precision=prec,
-                      quiet=quiet)
-    record["phases"]["stage2"] = {"seconds": round(time.time() - t, 1), "steps": r2["step"],
-                                  "validation": r2["history"][-1] if r2["history"] else None}
+    r2 = stage2.train(c2, arch, out / "stage2", first_stage=out / "stage1", device=dev, precision=prec, quiet=quiet)
+    record["phases"]["stage2"] = {
+        "seconds": round(time.time() - t, 1),
+        "steps": r2["step"],
+        "validation": r2["history"][-1] if r2["history"] else None,
+    }
     log(f"stage 2: {r2['step']} steps, {record['phases']['stage2']}")
     _write(out / "recipe.json", record)
 
     t = time.time()
-    desc = (f"napari-ilat train recipe --data {cfg.data} --minutes {cfg.minutes:g} on "
-            f"{record['device_name']} ({prec})")
+    desc = f"napari-ilat train recipe --data {cfg.data} --minutes {cfg.minutes:g} on {record['device_name']} ({prec})"
     paths = export(out / "stage2", out / name, name=name, description=desc)
     record["model"] = str(paths[0])
     meta = json.loads(paths[0].read_text())
-    meta["training"]["recipe"] = {"command": desc, "device": record["device_name"],
-                                  "minutes": cfg.minutes, "phases": record["phases"]}
+    meta["training"]["recipe"] = {
+        "command": desc,
+        "device": record["device_name"],
+        "minutes": cfg.minutes,
+        "phases": record["phases"],
+    }
     paths[0].write_text(json.dumps(meta, indent=2) + "\n")
     # the JSON's checksums cover the weights only, so the provenance may be added afterwards
     n = p["n_eval"]
-    res = evaluate(str(paths[0]), data=cfg.data if cfg.data in ("pose", "natural") else None,
-                   n_recon=n, n_ppl=n, n_pose=n if cond == "pose" else 0, n_speed=0, device=str(dev),
-                   seed=cfg.seed)
+    res = evaluate(
+        str(paths[0]),
+        data=cfg.data if cfg.data in ("pose", "natural") else None,
+        n_recon=n,
+        n_ppl=n,
+        n_pose=n if cond == "pose" else 0,
+        n_speed=0,
+        device=str(dev),
+        seed=cfg.seed,
+    )
     record["phases"]["export_eval"] = {"seconds": round(time.time() - t, 1)}
     record["eval"] = res
     record["wall_seconds"] = round(time.time() - t_start, 1)

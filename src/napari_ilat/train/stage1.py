@@ -25,8 +25,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from napari_ilat.data import random_mask
-from napari_ilat.evaluation.metrics import psnr, thumbnail_code
 from napari_ilat.engine.vqgan import VQGANConfig, VQModel
+from napari_ilat.evaluation.metrics import psnr, thumbnail_code
 from napari_ilat.train import common as C
 from napari_ilat.train.data import Stage1Images, loader
 from napari_ilat.train.losses import PatchDiscriminator, hinge_d_loss, structural_loss
@@ -87,8 +87,9 @@ def _dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_reconstruction(vq: VQModel, data: str, resolution: int, n: int, split="validation",
-                            batch: int = 16, device="cpu") -> dict:
+def evaluate_reconstruction(
+    vq: VQModel, data: str, resolution: int, n: int, split="validation", batch: int = 16, device="cpu"
+) -> dict:
     """Mean PSNR (dB, [0,1] images, 10 log10(1/MSE)) of full quantized reconstructions,
     the fraction of codebook entries used, and (``thumbnail_psnr``) the mean PSNR of the
     naive code with the same bit budget (:func:`napari_ilat.evaluation.metrics.thumbnail_code`) on
@@ -102,8 +103,11 @@ def evaluate_reconstruction(vq: VQModel, data: str, resolution: int, n: int, spl
         mse = (((xrec.clamp(-1, 1) - x) / 2) ** 2).flatten(1).mean(1)
         psnrs += (10 * torch.log10(1 / mse.clamp_min(1e-10))).tolist()
         used[idx.flatten().cpu()] = True
-    return {"psnr": float(np.mean(psnrs)), "codebook_usage": float(used.float().mean()),
-            "thumbnail_psnr": naive_code_psnr(data, split, resolution, n, vq.config.factor, vq.config.n_embed)}
+    return {
+        "psnr": float(np.mean(psnrs)),
+        "codebook_usage": float(used.float().mean()),
+        "thumbnail_psnr": naive_code_psnr(data, split, resolution, n, vq.config.factor, vq.config.n_embed),
+    }
 
 
 @functools.lru_cache(maxsize=8)
@@ -133,9 +137,19 @@ def sample_grid(vq: VQModel, data: str, resolution: int, path: Path, device, n: 
     C.save_grid(rows, path)
 
 
-def train(cfg: Stage1Config, model_cfg: VQGANConfig, out, *, resume=False, device="auto",
-          precision="auto", stop_at: int | None = None, time_limit: float | None = None,
-          init_weights: dict | None = None, quiet=False) -> dict:
+def train(
+    cfg: Stage1Config,
+    model_cfg: VQGANConfig,
+    out,
+    *,
+    resume=False,
+    device="auto",
+    precision="auto",
+    stop_at: int | None = None,
+    time_limit: float | None = None,
+    init_weights: dict | None = None,
+    quiet=False,
+) -> dict:
     """Train (or resume) a first stage in ``out``; returns the final run record."""
     out = Path(out)
     dev = C.pick_device(device)
@@ -158,17 +172,23 @@ def train(cfg: Stage1Config, model_cfg: VQGANConfig, out, *, resume=False, devic
     scaler = C.grad_scaler(prec)
     start, history, elapsed = 0, [], 0.0
     if resume:
-        start, history, elapsed = C.restore(out, D, modules={"vqgan": vq, "disc": disc},
-                                            optimizers={"vqgan": opt, "disc": opt_d}, generator=gen,
-                                            scaler=scaler)
+        start, history, elapsed = C.restore(
+            out,
+            D,
+            modules={"vqgan": vq, "disc": disc},
+            optimizers={"vqgan": opt, "disc": opt_d},
+            generator=gen,
+            scaler=scaler,
+        )
     vq_ddp = DDP(vq, device_ids=[dev.index] if dev.type == "cuda" else None) if D.enabled else vq
     disc_ddp = DDP(disc, device_ids=[dev.index] if dev.type == "cuda" else None) if D.enabled else disc
 
     ds = Stage1Images(cfg.data, "train", model_cfg.resolution, cfg.train_length)
     reuse = max(1, cfg.reuse)
     # batch i serves steps i*reuse .. i*reuse + reuse - 1 (a resumed run refetches its batch)
-    batches = loader(ds, C.batch_indices(len(ds), cfg.batch_size, cfg.seed, D.rank, D.world, start // reuse),
-                     cfg.workers)
+    batches = loader(
+        ds, C.batch_indices(len(ds), cfg.batch_size, cfg.seed, D.rank, D.world, start // reuse), cfg.workers
+    )
     xb = None
     bar = C.Progress(cfg.steps, start, enabled=D.main and not quiet, every=cfg.log_every)
     usage = torch.zeros(model_cfg.n_embed, device=dev)
@@ -176,13 +196,28 @@ def train(cfg: Stage1Config, model_cfg: VQGANConfig, out, *, resume=False, devic
     step = start
 
     def run_record():
-        return {"stage": "vqgan", "step": step, "model": model_cfg.to_dict(), "train": asdict(cfg),
-                "world_size": D.world, "device": str(dev), "precision": prec, "history": history,
-                "elapsed_s": elapsed + time.time() - t0}
+        return {
+            "stage": "vqgan",
+            "step": step,
+            "model": model_cfg.to_dict(),
+            "train": asdict(cfg),
+            "world_size": D.world,
+            "device": str(dev),
+            "precision": prec,
+            "history": history,
+            "elapsed_s": elapsed + time.time() - t0,
+        }
 
     def save():
-        C.save_all(out, D, modules={"vqgan": vq, "disc": disc}, optimizers={"vqgan": opt, "disc": opt_d}, generator=gen, scaler=scaler,
-                   run=run_record())
+        C.save_all(
+            out,
+            D,
+            modules={"vqgan": vq, "disc": disc},
+            optimizers={"vqgan": opt, "disc": opt_d},
+            generator=gen,
+            scaler=scaler,
+            run=run_record(),
+        )
 
     stop = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     while step < stop:
@@ -193,8 +228,7 @@ def train(cfg: Stage1Config, model_cfg: VQGANConfig, out, *, resume=False, devic
         x = _random_crop(x, cfg.crop, gen)
         use_mask = not cfg.plain and torch.rand((), generator=gen).item() < cfg.mask_prob
         mask = _batch_masks(gen, x.shape[0], x.shape[-1]).to(dev) if use_mask else None
-        lr = C.lr_at(step, cfg.lr, cfg.warmup, cfg.steps,
-                     progress=C.budget_progress(t0, elapsed, cfg.budget_minutes))
+        lr = C.lr_at(step, cfg.lr, cfg.warmup, cfg.steps, progress=C.budget_progress(t0, elapsed, cfg.budget_minutes))
         C.set_lr(opt, lr)
         C.set_lr(opt_d, lr)
         use_disc = cfg.disc_weight > 0 and step >= cfg.disc_start
@@ -239,17 +273,33 @@ def train(cfg: Stage1Config, model_cfg: VQGANConfig, out, *, resume=False, devic
             usage.zero_()
         bar.update(step, loss=loss.item(), l1=rec.item(), q=qloss.item())
         if step % cfg.log_every == 0 and D.main:
-            C.log_line(out, {"step": step, "lr": lr, "loss": loss.item(), "l1": rec.item(),
-                             "structural": perc.item(), "codebook": qloss.item(), "g": gloss.item(),
-                             "d": dloss.item(), "masked": use_mask, "time": time.time() - t0 + elapsed})
+            C.log_line(
+                out,
+                {
+                    "step": step,
+                    "lr": lr,
+                    "loss": loss.item(),
+                    "l1": rec.item(),
+                    "structural": perc.item(),
+                    "codebook": qloss.item(),
+                    "g": gloss.item(),
+                    "d": dloss.item(),
+                    "masked": use_mask,
+                    "time": time.time() - t0 + elapsed,
+                },
+            )
         if D.main and cfg.sample_every and (step % cfg.sample_every == 0 or step == stop):
             sample_grid(vq, cfg.data, model_cfg.resolution, out / "samples" / f"step_{step:07d}.png", dev)
         if D.main and cfg.val_every and (step % cfg.val_every == 0 or step == stop):
             m = evaluate_reconstruction(vq, cfg.data, model_cfg.resolution, cfg.val_size, device=dev)
             history.append({"step": step, **m})
-            bar.message(f"step {step}: validation PSNR {m['psnr']:.2f} dB (naive same-rate code {m['thumbnail_psnr']:.2f}), codebook usage {m['codebook_usage']:.0%}")
-        if C.end_of_step(D, dev, step=step, stop=stop, save_every=cfg.save_every, t0=t0,
-                         time_limit=time_limit, save=save, bar=bar):
+            bar.message(
+                f"step {step}: validation PSNR {m['psnr']:.2f} dB (naive same-rate code "
+                f"{m['thumbnail_psnr']:.2f}), codebook usage {m['codebook_usage']:.0%}"
+            )
+        if C.end_of_step(
+            D, dev, step=step, stop=stop, save_every=cfg.save_every, t0=t0, time_limit=time_limit, save=save, bar=bar
+        ):
             break
     bar.close()
     record = run_record()

@@ -115,8 +115,7 @@ def perplexity(tf: LATransformer, data: dict, cond_key, device, batch=32) -> flo
 
 
 def _build_transformer(vq_cfg: VQGANConfig, cond: str, arch: dict) -> TransformerConfig:
-    return TransformerConfig(vocab_size=vq_cfg.n_embed, grid=vq_cfg.grid, cond=cond,
-                             sketch_patch=vq_cfg.factor, **arch)
+    return TransformerConfig(vocab_size=vq_cfg.n_embed, grid=vq_cfg.grid, cond=cond, sketch_patch=vq_cfg.factor, **arch)
 
 
 def _optimizer(tf: LATransformer, cfg: Stage2Config):
@@ -153,8 +152,21 @@ def sample_grid(vq, tf, val_items: list[dict], cond: str, path: Path, device):
     C.save_grid([np.stack(r) for r in rows], path)
 
 
-def train(cfg: Stage2Config, arch: dict, out, *, first_stage=None, first_stage_config=None, resume=False,
-          device="auto", precision="auto", stop_at=None, time_limit=None, quiet=False, init=None) -> dict:
+def train(
+    cfg: Stage2Config,
+    arch: dict,
+    out,
+    *,
+    first_stage=None,
+    first_stage_config=None,
+    resume=False,
+    device="auto",
+    precision="auto",
+    stop_at=None,
+    time_limit=None,
+    quiet=False,
+    init=None,
+) -> dict:
     """Train (or resume) a transformer in ``out``; returns the final run record.
 
     ``init``: a napari-ilat model (NAME.json or bundled name) to start from: its transformer
@@ -202,11 +214,15 @@ def train(cfg: Stage2Config, arch: dict, out, *, first_stage=None, first_stage_c
     scaler = C.grad_scaler(prec)
     start, history, elapsed = 0, [], 0.0
     if resume:
-        start, history, elapsed = C.restore(out, D, modules={"transformer": tf}, optimizers={"transformer": opt},
-                                            generator=gen, scaler=scaler)
+        start, history, elapsed = C.restore(
+            out, D, modules={"transformer": tf}, optimizers={"transformer": opt}, generator=gen, scaler=scaler
+        )
     # condition-dropout steps leave the condition encoder unused: DDP must be told
-    tf_ddp = (DDP(tf, device_ids=[dev.index] if dev.type == "cuda" else None,
-                  find_unused_parameters=tf_cfg.cond != "none") if D.enabled else tf)
+    tf_ddp = (
+        DDP(tf, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=tf_cfg.cond != "none")
+        if D.enabled
+        else tf
+    )
     cond_key = _cond_key(tf_cfg.cond)
 
     R = vq_cfg.resolution
@@ -238,14 +254,29 @@ def train(cfg: Stage2Config, arch: dict, out, *, first_stage=None, first_stage_c
     step = start
 
     def run_record():
-        return {"stage": "transformer", "step": step, "model": tf_cfg.to_dict(), "train": asdict(cfg),
-                "first_stage": {"config": vq_cfg.to_dict(), "source": first_stage_source},
-                "world_size": D.world, "device": str(dev), "precision": prec, "history": history,
-                "elapsed_s": elapsed + time.time() - t0}
+        return {
+            "stage": "transformer",
+            "step": step,
+            "model": tf_cfg.to_dict(),
+            "train": asdict(cfg),
+            "first_stage": {"config": vq_cfg.to_dict(), "source": first_stage_source},
+            "world_size": D.world,
+            "device": str(dev),
+            "precision": prec,
+            "history": history,
+            "elapsed_s": elapsed + time.time() - t0,
+        }
 
     def save():
-        C.save_all(out, D, modules={"transformer": tf, "first_stage": vq}, optimizers={"transformer": opt}, generator=gen, scaler=scaler,
-                   run=run_record())
+        C.save_all(
+            out,
+            D,
+            modules={"transformer": tf, "first_stage": vq},
+            optimizers={"transformer": opt},
+            generator=gen,
+            scaler=scaler,
+            run=run_record(),
+        )
 
     stop = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     while step < stop:
@@ -254,8 +285,7 @@ def train(cfg: Stage2Config, arch: dict, out, *, first_stage=None, first_stage_c
         tokens, known = b["tokens"].to(dev).long(), b["known"].to(dev).bool()
         drop = torch.rand((), generator=gen).item() < cfg.cond_dropout
         cond = b[cond_key].to(dev) if cond_key and not drop else None
-        lr = C.lr_at(step, cfg.lr, cfg.warmup, cfg.steps,
-                     progress=C.budget_progress(t0, elapsed, cfg.budget_minutes))
+        lr = C.lr_at(step, cfg.lr, cfg.warmup, cfg.steps, progress=C.budget_progress(t0, elapsed, cfg.budget_minutes))
         C.set_lr(opt, lr)
         with C.autocast(dev, prec):
             logits, order, n_known = tf_ddp(tokens, known, cond)
@@ -271,19 +301,30 @@ def train(cfg: Stage2Config, arch: dict, out, *, first_stage=None, first_stage_c
             stop = step  # validate, save and end here
         bar.update(step, loss=loss.item())
         if step % cfg.log_every == 0 and D.main:
-            C.log_line(out, {"step": step, "lr": lr, "loss": loss.item(), "cond": cond is not None,
-                             "time": time.time() - t0 + elapsed})
+            C.log_line(
+                out,
+                {
+                    "step": step,
+                    "lr": lr,
+                    "loss": loss.item(),
+                    "cond": cond is not None,
+                    "time": time.time() - t0 + elapsed,
+                },
+            )
         if D.main and cfg.val_every and (step % cfg.val_every == 0 or step == stop):
             rec = {"step": step, "perplexity": perplexity(tf, val, cond_key, dev)}
             if cond_key:
                 rec["perplexity_uncond"] = perplexity(tf, val, None, dev)
             history.append(rec)
-            bar.message(f"step {step}: validation masked-token perplexity "
-                        + ", ".join(f"{k} {v:.1f}" for k, v in rec.items() if k != "step"))
+            bar.message(
+                f"step {step}: validation masked-token perplexity "
+                + ", ".join(f"{k} {v:.1f}" for k, v in rec.items() if k != "step")
+            )
         if D.main and cfg.sample_every and (step % cfg.sample_every == 0 or step == stop):
             sample_grid(vq, tf, val_items, tf_cfg.cond, out / "samples" / f"step_{step:07d}.png", dev)
-        if C.end_of_step(D, dev, step=step, stop=stop, save_every=cfg.save_every, t0=t0,
-                         time_limit=time_limit, save=save, bar=bar):
+        if C.end_of_step(
+            D, dev, step=step, stop=stop, save_every=cfg.save_every, t0=t0, time_limit=time_limit, save=save, bar=bar
+        ):
             break
     bar.close()
     record = run_record()

@@ -81,3 +81,14 @@ def test_cli_recipe_refuses_bad_budget_and_an_existing_run(tmp_path, capsys):
         (tmp_path / "stage1" / f).write_text("")
     assert main(["train", "recipe", "--minutes", "1", "--out", str(tmp_path)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_resume_may_change_the_time_budget(tmp_path):
+    from napari_ilat.train.stage1 import Stage1Config
+
+    run = {"stage": "vqgan", "train": {"steps": 10, "budget_minutes": 75.0}}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    _, cfg = C.read_resume(tmp_path, "vqgan", Stage1Config, Stage1Config(steps=20, budget_minutes=30.0))
+    assert (cfg.steps, cfg.budget_minutes) == (20, 30.0)
+    _, cfg = C.read_resume(tmp_path, "vqgan", Stage1Config, Stage1Config(steps=20))  # no --budget: kept
+    assert cfg.budget_minutes == 75.0

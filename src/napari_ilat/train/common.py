@@ -362,12 +362,15 @@ def save_rank_rng(out, D: Dist, generator: torch.Generator):
 
 def read_resume(out, stage: str, cls, cfg):
     """The saved run record of a run being resumed and its training config, in which only
-    ``steps`` is taken from ``cfg`` (the one thing a resume may change: train longer)."""
+    ``steps`` and, when given, ``budget_minutes`` are taken from ``cfg`` (what a resume may
+    change: how long to train)."""
     run = read_run(out)
     if run.get("stage") != stage:
         raise ValueError(f"{out} holds a {run.get('stage')!r} run, not a {stage} run")
     resumed = config_from_dict(cls, run["train"])
     resumed.steps = cfg.steps
+    if getattr(cfg, "budget_minutes", 0):  # a new time budget (e.g. stop a long run sooner)
+        resumed.budget_minutes = cfg.budget_minutes
     return run, resumed
 
 

@@ -39,10 +39,37 @@ def test_truncated_file_is_a_clear_error(saved):
     with pytest.raises(ValueError, match="checksum"):
         load_model(path)
     meta = json.loads(path.read_text())
-    del meta["sha256"]  # even without a checksum, a truncated file is refused cleanly
-    path.write_text(json.dumps(meta))
+    meta["sha256"] = __import__("hashlib").sha256(w.read_bytes()).hexdigest()  # a matching checksum:
+    path.write_text(json.dumps(meta))  # the truncated file is still refused cleanly
     with pytest.raises(ValueError, match="not a valid safetensors"):
         load_model(path)
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["format-1", "format-2"])
+def test_model_json_without_sha256_is_refused(tmp_path, split):
+    """Checksums are required: removing them from the JSON does not skip the check."""
+    path = save_model(ILATModel.tiny(seed=2), tmp_path / "m", split=split)
+    meta = json.loads(path.read_text())
+    if split:
+        del meta["files"]["stage2"]["sha256"]
+    else:
+        del meta["sha256"]
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="checksums are required"):
+        load_model(path)
+
+
+def test_format_1_json_with_an_absolute_or_relative_weights_path_is_refused(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    path = save_model(ILATModel.tiny(seed=2), elsewhere / "m")
+    target = tmp_path / "m.json"
+    for name in (str(elsewhere / "m.safetensors"), "elsewhere/m.safetensors", "../m.safetensors"):
+        meta = json.loads(path.read_text())
+        meta["weights"] = name
+        target.write_text(json.dumps(meta))
+        with pytest.raises(ValueError, match="must be a file name beside the JSON"):
+            load_model(target)
 
 
 def test_modified_file_fails_the_checksum(saved):

@@ -94,7 +94,8 @@ def test_sample_generate_adds_layer_and_keeps_inputs(pose_viewer, errors):
     widget.generate()
     stacked = widget.last_result
     assert errors["error"] == []
-    assert stacked.data.shape == (2, 128, 128, 3) and "2 candidates" in stacked.name
+    assert stacked.data.shape == (2, 128, 128, 3) and "seeds 3..4" in stacked.name
+    np.testing.assert_array_equal(stacked.data[0], result.data)  # candidate 0 = the single edit, seed 3
     assert len(stacked.scale) == 3  # candidate axis + 2 spatial (rgb is not an axis)
     _unchanged(before, viewer)
 
@@ -278,3 +279,81 @@ def test_stack_edits_displayed_slice(make_napari_viewer, tiny_model, errors):
     np.testing.assert_allclose(out.scale, img.scale)
     assert (out.data[0] != stack[2]).any() and np.array_equal(out.data[0][mask == 0][:10], stack[2][mask == 0][:10])
     np.testing.assert_array_equal(img.data, stack)
+
+
+# ---------------------------------------------------------------- issue 17
+
+
+def test_status_line_is_cleared_after_a_later_input_error(make_napari_viewer, tiny_model, errors):
+    from napari_ilat.plugin.widget import ILATWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-ilat", "photo")
+    widget = ILATWidget(viewer, synchronous=True)
+    widget.add_model(tiny_model)
+    widget.seed.value = 1
+    widget.generate()
+    assert widget.status.value.startswith("done in")
+    widget.mask.value = viewer.add_labels(np.zeros(viewer.layers["chelsea"].data.shape[:2], np.uint8), name="e")
+    widget.generate()
+    assert "empty" in errors["error"][-1]
+    assert widget.status.value.startswith("error:") and "empty" in widget.status.value
+
+
+def test_closed_viewer_resets_the_running_flag(make_napari_viewer, qtbot, tiny_model, monkeypatch, errors):
+    import threading
+
+    import napari_ilat.engine.editing as edit_mod
+    from napari_ilat.plugin.widget import ILATWidget
+
+    release = threading.Event()
+    real_edit = edit_mod.edit_with_info
+
+    def blocked_edit(*args, **kwargs):
+        release.wait(20)
+        return real_edit(*args, **kwargs)
+
+    monkeypatch.setattr(edit_mod, "edit_with_info", blocked_edit)
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-ilat", "photo")
+    widget = ILATWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.add_model(tiny_model)
+    widget.generate()
+    assert widget.running
+    state = widget._state
+    viewer.close()
+    assert not widget.running
+    assert state.cancel.is_set()  # the worker stops after its current token
+    release.set()
+
+
+def test_result_whose_source_layer_was_deleted_is_not_added(make_napari_viewer, tiny_model, monkeypatch, errors):
+    import napari_ilat.plugin.widget as w
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-ilat", "photo")
+    widget = w.ILATWidget(viewer, synchronous=True)
+    widget.add_model(tiny_model)
+    real_run_job = w.run_job
+
+    def run_job_and_delete(*args, **kwargs):
+        out = real_run_job(*args, **kwargs)
+        viewer.layers.remove("chelsea")  # deleted while generating
+        return out
+
+    monkeypatch.setattr(w, "run_job", run_job_and_delete)
+    n = len(viewer.layers)
+    widget.generate()
+    assert len(viewer.layers) == n - 1  # nothing added
+    assert "was deleted while generating; the result was not added" in errors["warning"][-1]
+    assert "deleted" in widget.status.value and not widget.running
+
+
+def test_candidates_layer_names_each_candidates_seed(pose_viewer, errors):
+    viewer, widget = pose_viewer
+    widget.samples.value = 3
+    widget.generate()
+    assert errors["error"] == []
+    assert widget.last_result.name == "pose scene [iLAT seeds 3..5]"
+    assert widget.last_result.metadata["napari_ilat"]["seeds"] == [3, 4, 5]

@@ -117,7 +117,8 @@ def run_headless(model, out_dir: Path, seed: int = DEMO_SEED, device="auto") -> 
     }
     for name, img in files.items():
         write_image(out_dir / name, img)
-    (out_dir / "pose.json").write_text(json.dumps({"keypoints": pair.target_pose.tolist()}) + "\n")
+    pose_json = {"keypoints": pair.target_pose.tolist(), "image_size": list(pair.source.shape[:2])}
+    (out_dir / "pose.json").write_text(json.dumps(pose_json) + "\n")
     print(
         f"napari-ilat demo: moved {', '.join(pair.moved_limbs)} of the pose sample and regenerated "
         f"{100 * pair.mask.mean():.1f}% of the image in {seconds:.1f} s"

@@ -5,8 +5,17 @@
     napari-ilat edit images/ --mask masks/ [--pose poses/] [--sketch sketches/] -o results/
 
 Folder mode: IMAGE, MASK (and POSE / SKETCH when given as folders) hold files with the same
-stem (``a.png`` + ``a.tif`` mask + ``a.json`` pose); OUT is a folder. With ``--samples N``
-> 1 the candidates are written as ``OUT-STEM_0.png`` ... ``_N-1``.
+stem (``a.png`` + ``a.tif`` mask + ``a.json`` pose); OUT is a folder. An image whose mask
+(pose, sketch) is missing, or whose output cannot be written, is reported and skipped; the
+others are processed (exit code 1). With ``--samples N`` > 1 the candidates are written as
+``OUT-STEM_0.png`` ... ``_N-1``; candidate k is the single edit with ``--seed S+k``.
+
+Never lost, never silently changed: no output may be one of the input files unless
+``--overwrite`` is given (then it is replaced atomically, after the edit); outputs are PNG or
+TIFF (lossless; 16-bit images stay 16-bit), JPEG only with ``--lossy`` (it changes every
+pixel, the unmasked ones too); GIF and unknown suffixes are refused. In folder mode an
+output keeps its input's name, except a lossy or unsupported suffix, which becomes ``.png``
+(said on the output line) unless ``--lossy`` keeps JPEG.
 
 Without ``--seed`` a seed is drawn for each image (by the engine, :func:`napari_ilat.engine.
 editing.draw_seed`); it is printed and written into the output's metadata (PNG text chunk /
@@ -16,14 +25,20 @@ be reproduced with ``--seed``. Mask and sketch files are normalised by the engin
 
 Pose JSON: ``[[x, y, v], ...]`` (18 rows, COCO/OpenPose order, x = column, y = row, v = 0 for
 invisible), ``{"keypoints": [...]}``, or ``{"nose": [x, y], "neck": [x, y, v], ...}`` (missing
-names are invisible). No Qt, no napari.
+names are invisible). An optional ``"image_size": [height, width]`` (the demo writes it)
+gives a warning when the image has another size. No Qt, no napari.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import struct
 import sys
 import time
+import warnings
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +47,9 @@ from napari_ilat.engine.inputs import normalize_mask, normalize_sketch
 from napari_ilat.engine.modes import MODE_NAMES
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+#: What an output may be: lossless, and JPEG only with --lossy.
+LOSSLESS_SUFFIXES = (".png", ".tif", ".tiff")
+LOSSY_SUFFIXES = (".jpg", ".jpeg")
 
 
 def add_arguments(p) -> None:
@@ -44,37 +62,77 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--model", help="bundled model name or path to NAME.json (default: 'pose' with --pose, else 'natural')"
     )
-    p.add_argument("--mode", default="ilat", choices=MODE_NAMES)
-    p.add_argument("--samples", type=int, default=1, help="number of candidates (default 1)")
+    p.add_argument("--mode", default="ilat", choices=MODE_NAMES, help="editing mode (default: %(default)s)")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=1,
+        help="number of candidates, 1 to 64, generated one at a time; candidate k = the edit with --seed S+k "
+        "(default: %(default)s)",
+    )
     p.add_argument(
         "--seed",
         type=int,
         default=None,
-        help="random seed (same seed = same result; default: drawn, printed and stored in the output)",
+        help="random seed, 0 to 2**63-1 (same seed = same result; default: drawn, printed and stored in the output)",
     )
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature > 0 (default: %(default)s)")
+    p.add_argument("--top-k", type=int, default=None, help="keep the K most likely codes (default: off)")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass in (0, 1] (default: off)")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
-    p.add_argument("--feather", type=float, default=2.0, help="blend band width in px outside the mask")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default: %(default)s)")
+    p.add_argument(
+        "--feather", type=float, default=2.0, help="blend band width in px outside the mask (default: %(default)s)"
+    )
     p.add_argument("-o", "--output", required=True, help="output file (one image) or folder (folder input)")
+    p.add_argument("--overwrite", action="store_true", help="allow an output to replace an input file")
+    p.add_argument(
+        "--lossy", action="store_true", help="allow JPEG output (it changes every pixel, the unmasked ones too)"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
 # --------------------------------------------------------------------------- I/O
 
 
+def _png_header(path: Path) -> tuple[int, int] | None:
+    """(bit depth, colour type) of a PNG file, None for anything else."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return head[24], head[25]
+
+
 def read_image(path) -> np.ndarray:
+    """The file's pixels at their stored depth (a 16-bit PNG stays 16-bit)."""
     import skimage.io
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found")
+    header = _png_header(path)
+    if header is not None and header[0] == 16 and header[1] in (2, 4, 6):  # 16-bit RGB, grey+alpha, RGBA
+        # Pillow (skimage / imageio's PNG reader) reads these as 8-bit; imagecodecs does not
+        try:
+            import imagecodecs
+        except ImportError:
+            raise ValueError(
+                f"{path} is a 16-bit colour PNG, which can only be read at 8 bits here (the low "
+                "byte would be lost); `pip install imagecodecs` to read it, or convert it to 16-bit TIFF"
+            ) from None
+        try:
+            return np.asarray(imagecodecs.png_decode(path.read_bytes()))
+        except Exception as e:
+            raise ValueError(f"cannot read {path} as an image: the file is corrupt ({e})") from e
     try:
         return np.asarray(skimage.io.imread(str(path)))
-    except Exception as e:  # unreadable / unknown format
-        raise ValueError(f"cannot read {path} as an image: {e}") from e
+    except Exception as e:  # corrupt, truncated or not an image: imageio's advice to install
+        # plugins would not help, so it is not passed on
+        raise ValueError(
+            f"cannot read {path} as an image: the file is corrupt, truncated or not an image "
+            f"({', '.join(IMAGE_SUFFIXES)}) [{type(e).__name__}]"
+        ) from e
 
 
 def read_mask(path) -> np.ndarray:
@@ -93,7 +151,9 @@ def read_sketch(path) -> np.ndarray:
         raise ValueError(f"{path}: {e}") from e
 
 
-def read_pose(path) -> np.ndarray:
+def read_pose(path, shape=None) -> np.ndarray:
+    """(18, 3) keypoints from a pose JSON (the formats: the module doc); with the image's
+    ``shape``, a warning when the JSON's ``image_size`` differs."""
     from napari_ilat.engine.skeleton import KEYPOINT_NAMES
 
     path = Path(path)
@@ -101,8 +161,20 @@ def read_pose(path) -> np.ndarray:
         raise FileNotFoundError(f"{path} not found")
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from e
+    if isinstance(data, dict) and "image_size" in data:
+        size = data.pop("image_size")
+        ok = isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)
+        if not ok:
+            raise ValueError(f"{path}: image_size must be [height, width], got {size!r}")
+        if shape is not None and tuple(size) != tuple(shape[:2]):
+            warnings.warn(
+                f"{path.name} was made for a {size[0]}x{size[1]} image, this image is "
+                f"{shape[0]}x{shape[1]}: keypoints are in image pixels, so they may be misplaced",
+                UserWarning,
+                stacklevel=2,
+            )
     if isinstance(data, dict) and "keypoints" in data:
         data = data["keypoints"]
     if isinstance(data, dict):
@@ -110,47 +182,114 @@ def read_pose(path) -> np.ndarray:
         for name, xy in data.items():
             if name not in KEYPOINT_NAMES:
                 raise ValueError(f"{path}: unknown keypoint {name!r}; names are {', '.join(KEYPOINT_NAMES)}")
-            xy = list(xy)
+            ok = isinstance(xy, list) and len(xy) in (2, 3)
+            ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xy)
+            if not ok:
+                raise ValueError(
+                    f"{path}: keypoint {name!r} must be [x, y] or [x, y, visible] numbers, got {json.dumps(xy)}"
+                )
             pose[KEYPOINT_NAMES.index(name)] = (xy[0], xy[1], xy[2] if len(xy) > 2 else 1.0)
         return pose
     try:
         pose = np.asarray(data, dtype=np.float64)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: keypoints must be numbers ({e})") from e
+        raise ValueError(f"{path}: keypoints must be 18 rows of [x, y] or [x, y, visible] numbers ({e})") from e
     return pose
 
 
 METADATA_KEY = "napari-ilat"  # PNG text chunk keyword; TIFF: the ImageDescription holds the JSON
 
 
+def check_output(path, image: np.ndarray, lossy: bool = False) -> str | None:
+    """Raise ``ValueError`` when ``path``'s format cannot hold ``image`` without changing
+    pixels (or is JPEG without ``lossy``); returns a note to print (JPEG's loss) or None."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".gif":
+        raise ValueError(f"{path}: GIF holds 256 colours, so it would change unmasked pixels; write .png or .tif")
+    if suffix in LOSSY_SUFFIXES:
+        if not lossy:
+            raise ValueError(
+                f"{path}: JPEG compression changes every pixel, the unmasked ones too; write .png or .tif, "
+                "or pass --lossy to accept that"
+            )
+        if image.dtype != np.uint8 or (image.ndim == 3 and image.shape[2] not in (1, 3)):
+            raise ValueError(f"{path}: JPEG holds 8-bit grey or RGB only; write .png or .tif for this image")
+        return "JPEG, lossy: unmasked pixels changed too"
+    if suffix not in LOSSLESS_SUFFIXES:
+        raise ValueError(
+            f"{path}: unsupported output format {suffix or '(no suffix)'!r}; write .png or .tif "
+            "(lossless), or .jpg with --lossy"
+        )
+    if suffix == ".png" and image.dtype not in (np.uint8, np.uint16, np.bool_):
+        raise ValueError(f"{path}: PNG holds 8- or 16-bit unsigned integers; write .tif for {image.dtype}")
+    return None
+
+
+def _png16(image: np.ndarray, text: str | None) -> bytes:
+    """A 16-bit PNG (grey, grey+alpha, RGB, RGBA): Pillow writes 16-bit greyscale only."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    a = image if image.ndim == 3 else image[..., None]
+    h, w, c = a.shape
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
+    rows = np.ascontiguousarray(a.astype(">u2")).view(np.uint8).reshape(h, w * c * 2)
+    raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1).tobytes()  # filter 0 per row
+    out = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0))
+    if text is not None:
+        out += chunk(b"tEXt", METADATA_KEY.encode("latin-1") + b"\0" + text.encode("latin-1", "replace"))
+    return out + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+
+
 def write_image(path, image: np.ndarray, metadata: dict | None = None) -> None:
     """Write ``image``; ``metadata`` (a JSON-able dict) goes into a PNG text chunk
-    ``napari-ilat`` or the TIFF ImageDescription (other formats: not stored)."""
+    ``napari-ilat`` or the TIFF ImageDescription (other formats: not stored). The file is
+    written beside ``path`` and then moved over it, so a failed write never leaves half a
+    file (nor destroys the file it replaces)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(f"cannot write {path}: {_file_ancestor(path)} is a file, not a folder") from None
     suffix = path.suffix.lower()
-    if suffix in (".jpg", ".jpeg") and image.dtype != np.uint8:
+    if suffix in LOSSY_SUFFIXES and image.dtype != np.uint8:
         raise ValueError(f"{path}: JPEG holds 8-bit images only; write PNG or TIFF for {image.dtype}")
     if image.dtype == bool:
         image = image.astype(np.uint8) * 255
     text = None if metadata is None else json.dumps(metadata, sort_keys=True)
-    if suffix in (".tif", ".tiff"):
-        import tifffile
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
 
-        colour = image.ndim == 3 and image.shape[2] in (3, 4)
-        tifffile.imwrite(path, image, description=text, photometric="rgb" if colour else "minisblack", metadata=None)
-        return
-    if suffix == ".png" and image.dtype != np.uint8 and image.ndim == 3 and image.shape[2] > 1:
-        raise ValueError(f"{path}: PNG is written 8-bit for colour; write TIFF for {image.dtype} colour")
-    import imageio.v3 as iio
+            colour = image.ndim == 3 and image.shape[2] in (3, 4)
+            tifffile.imwrite(tmp, image, description=text, photometric="rgb" if colour else "minisblack", metadata=None)
+        elif suffix == ".png" and image.dtype == np.uint16:
+            tmp.write_bytes(_png16(image, text))
+        else:
+            import imageio.v3 as iio
 
-    kwargs = {}
-    if suffix == ".png" and text is not None:
-        from PIL.PngImagePlugin import PngInfo
+            kwargs = {}
+            if suffix == ".png" and text is not None:
+                from PIL.PngImagePlugin import PngInfo
 
-        kwargs["pnginfo"] = info = PngInfo()
-        info.add_text(METADATA_KEY, text)
-    iio.imwrite(path, image, **kwargs)
+                kwargs["pnginfo"] = info = PngInfo()
+                info.add_text(METADATA_KEY, text)
+            iio.imwrite(tmp, image, extension=suffix, **kwargs)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _file_ancestor(path: Path) -> Path | None:
+    """The first ancestor of ``path`` that exists as a file (so nothing can be written there)."""
+    for parent in reversed(path.parents):
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return None
 
 
 def read_metadata(path) -> dict | None:
@@ -211,37 +350,60 @@ def _match(folder: Path, stem: str, suffixes) -> Path | None:
     return None
 
 
-def _jobs(args) -> list[tuple[Path, Path, Path | None, Path | None, Path]]:
+@dataclass
+class Job:
+    image: Path
+    mask: Path | None
+    pose: Path | None
+    sketch: Path | None
+    out: Path
+    problem: str | None = None  # folder mode: why this image is skipped
+    note: str | None = None  # said on the output line (e.g. a changed suffix)
+
+
+def _folder_output(out: Path, img: Path, lossy: bool) -> tuple[Path, str | None]:
+    """OUT/NAME, keeping the input's suffix when it is lossless (or JPEG with --lossy)."""
+    suffix = img.suffix.lower()
+    if suffix in LOSSLESS_SUFFIXES or (lossy and suffix in LOSSY_SUFFIXES):
+        return out / img.name, None
+    why = "JPEG is lossy; --lossy keeps it" if suffix in LOSSY_SUFFIXES else f"{suffix} is not written"
+    return out / f"{img.stem}.png", f"written as PNG ({why})"
+
+
+def _jobs(args) -> list[Job]:
     image, mask, out = Path(args.image), Path(args.mask), Path(args.output)
     pose = Path(args.pose) if args.pose else None
     sketch = Path(args.sketch) if args.sketch else None
     if not image.exists():
         raise FileNotFoundError(f"{image} not found")
+    blocker = _file_ancestor(out)
+    if blocker is not None:
+        raise ValueError(f"cannot write {out}: {blocker} is a file, not a folder")
     if not image.is_dir():
         if mask.is_dir() or (pose and pose.is_dir()) or (sketch and sketch.is_dir()):
             raise ValueError("IMAGE is a file, so --mask/--pose/--sketch must be files too")
         if out.is_dir() or not out.suffix:
             out = out / f"{image.stem}.png"  # an existing folder (or a name without suffix)
-        return [(image, mask, pose, sketch, out)]
+        return [Job(image, mask, pose, sketch, out)]
     if not mask.is_dir():
         raise ValueError(f"IMAGE is a folder, so --mask must be a folder with the same file names ({mask} is not)")
     if out.exists() and not out.is_dir():
         raise ValueError(f"IMAGE is a folder, so -o must be a folder ({out} is a file)")
     jobs = []
     for img in sorted(p for p in image.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-        m = _match(mask, img.stem, IMAGE_SUFFIXES)
-        if m is None:
-            raise FileNotFoundError(f"no mask for {img.name} in {mask}/ (expected {img.stem}.png or similar)")
-        p = s = None
+        target, note = _folder_output(out, img, args.lossy)
+        job = Job(img, _match(mask, img.stem, IMAGE_SUFFIXES), None, None, target, note=note)
+        if job.mask is None:
+            job.problem = f"no mask for {img.name} in {mask}/ (expected {img.stem}.png or similar)"
         if pose is not None:
-            p = _match(pose, img.stem, (".json",)) if pose.is_dir() else pose
-            if p is None:
-                raise FileNotFoundError(f"no pose for {img.name} in {pose}/ (expected {img.stem}.json)")
+            job.pose = _match(pose, img.stem, (".json",)) if pose.is_dir() else pose
+            if job.pose is None:
+                job.problem = job.problem or f"no pose for {img.name} in {pose}/ (expected {img.stem}.json)"
         if sketch is not None:
-            s = _match(sketch, img.stem, IMAGE_SUFFIXES) if sketch.is_dir() else sketch
-            if s is None:
-                raise FileNotFoundError(f"no sketch for {img.name} in {sketch}/")
-        jobs.append((img, m, p, s, out / img.name))
+            job.sketch = _match(sketch, img.stem, IMAGE_SUFFIXES) if sketch.is_dir() else sketch
+            if job.sketch is None:
+                job.problem = job.problem or f"no sketch for {img.name} in {sketch}/"
+        jobs.append(job)
     if not jobs:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {image}/")
     return jobs
@@ -253,12 +415,36 @@ def output_paths(out: Path, samples: int) -> list[Path]:
     return [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(samples)]
 
 
-def run(args) -> int:
-    from napari_ilat.engine.editing import edit_with_info
+def _check_no_input_is_overwritten(jobs: list[Job], samples: int) -> None:
+    """Raise when an output would replace an input file (image, mask, pose or sketch)."""
+    inputs = {}
+    for job in jobs:
+        for path in (job.image, job.mask, job.pose, job.sketch):
+            if path is not None and path.exists():
+                inputs[path.resolve()] = path
+    for job in jobs:
+        for out in output_paths(job.out, samples):
+            hit = inputs.get(out.resolve())
+            if hit is not None:
+                where = " (-o is an input folder)" if len(jobs) > 1 else ""
+                raise ValueError(
+                    f"the output {out} would overwrite the input {hit}{where}; choose another output, "
+                    "or pass --overwrite to replace it"
+                )
 
-    if args.samples < 1:
-        raise ValueError("--samples must be >= 1")
+
+def _warnings_text(caught) -> list[str]:
+    return [str(w.message) for w in caught]
+
+
+def run(args) -> int:
+    from napari_ilat.engine.editing import MAX_SAMPLES, edit_with_info
+
+    if not 1 <= args.samples <= MAX_SAMPLES:
+        raise ValueError(f"--samples must be from 1 to {MAX_SAMPLES} (run again with --seed S+{MAX_SAMPLES} for more)")
     jobs = _jobs(args)
+    if not args.overwrite:
+        _check_no_input_is_overwritten(jobs, args.samples)
     model = args.model
     if model is not None and (Path(model).suffix == ".json" or Path(model).exists()):
         from napari_ilat.engine.model import load_model
@@ -266,27 +452,37 @@ def run(args) -> int:
         model = load_model(model)  # once, not per image
     n = len(jobs)
     failed = []
-    for i, (img_p, mask_p, pose_p, sketch_p, out_p) in enumerate(jobs, 1):
+    for i, job in enumerate(jobs, 1):
+        img_p, mask_p = job.image, job.mask
         label = f"[{i}/{n}] {img_p.name}" if n > 1 else img_p.name
         bar = TokenProgress(label, quiet=args.quiet)
         try:
-            result = edit_with_info(
-                read_image(img_p),
-                read_mask(mask_p),
-                None if pose_p is None else read_pose(pose_p),
-                None if sketch_p is None else read_sketch(sketch_p),
-                model=model,
-                mode=args.mode,
-                samples=args.samples,
-                seed=args.seed,
-                temperature=args.temperature,
-                top_k=args.top_k,
-                top_p=args.top_p,
-                greedy=args.greedy,
-                device=args.device,
-                feather=args.feather,
-                progress=bar,
-            )
+            if job.problem is not None:
+                raise FileNotFoundError(job.problem)
+            image = read_image(img_p)
+            outs = output_paths(job.out, args.samples)
+            lossy_note = check_output(outs[0], image, args.lossy)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                result = edit_with_info(
+                    image,
+                    read_mask(mask_p),
+                    None if job.pose is None else read_pose(job.pose, image.shape),
+                    None if job.sketch is None else read_sketch(job.sketch),
+                    model=model,
+                    mode=args.mode,
+                    samples=args.samples,
+                    seed=args.seed,
+                    temperature=args.temperature,
+                    top_k=args.top_k,
+                    top_p=args.top_p,
+                    greedy=args.greedy,
+                    device=args.device,
+                    feather=args.feather,
+                    progress=bar,
+                )
+            for message in _warnings_text(caught):
+                print(f"{label}: warning: {message}", file=sys.stderr, flush=True)
             out = result.image
             meta = {
                 "seed": result.seed,
@@ -301,17 +497,24 @@ def run(args) -> int:
                 "greedy": args.greedy,
                 "feather": args.feather,
             }
-            outs = output_paths(out_p, args.samples)
             for k, path in enumerate(outs):
-                write_image(path, out[k] if args.samples > 1 else out, {**meta, "candidate": k})
-        except (ValueError, FileNotFoundError) as e:
+                # "seed": the seed that makes this very file as a single edit (--seed S+k)
+                extra = {"candidate": k, "seed": result.seeds[k], "first_seed": result.seed}
+                write_image(path, out[k] if args.samples > 1 else out, {**meta, **extra})
+        except (ValueError, FileNotFoundError, OSError) as e:
+            message = str(e)
             if n == 1:
-                raise ValueError(f"{img_p}: {e}") from e
-            bar.close(f"skipped: {e}")
+                raise ValueError(f"{img_p}: {message}") from e
+            bar.close(f"skipped: {message}")
             failed.append(img_p.name)
             continue
-        shown = str(outs[0]) if len(outs) == 1 else f"{outs[0]} .. {outs[-1].name}"
-        bar.close(f"wrote {shown} (seed {result.seed}, {time.perf_counter() - bar.t0:.1f} s)")
+        if len(outs) == 1:
+            shown = f"{outs[0]} (seed {result.seed}"
+        else:
+            last = result.seeds[-1]
+            shown = f"{outs[0]} .. {outs[-1].name} (seeds {result.seed}..{last}: candidate k = --seed {result.seed}+k"
+        notes = "".join(f"; {x}" for x in (job.note, lossy_note) if x)
+        bar.close(f"wrote {shown}, {time.perf_counter() - bar.t0:.1f} s{notes})")
     if failed:
         print(f"napari-ilat edit: {len(failed)} of {n} images failed: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -21,7 +21,10 @@ COMMANDS = {
 
 
 def build_parser(argv) -> tuple[argparse.ArgumentParser, object]:
+    from napari_ilat import __version__
+
     parser = argparse.ArgumentParser(prog="napari-ilat", description="Local image editing with iLAT.")
+    parser.add_argument("--version", action="version", version=f"napari-ilat {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_) in COMMANDS.items():
         sub.add_parser(name, help=help_, add_help=False)
@@ -44,6 +47,6 @@ def main(argv=None) -> int:
         return 2
     try:
         return int(module.run(args) or 0)
-    except (ValueError, FileNotFoundError) as e:  # user errors: a message, not a traceback
+    except (ValueError, OSError) as e:  # user errors (and unwritable files): a message, not a traceback
         print(f"napari-ilat {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -3,11 +3,14 @@
 The pipeline, and the one rule it keeps: the old content inside the mask may reach the
 *masked* tokens (it is regenerated anyway) but never anything that survives into the output.
 
-1. validate and convert the image to float RGB in [0, 1] (range taken from unmasked pixels);
+1. validate and convert the image to float RGB in [0, 1] (the value range: uint8 0..255,
+   bool 0..1, floats in [0, 1] as is, every other dtype the unmasked pixels' min..max, or
+   ``value_range`` when given; the output stays in that range);
 2. pick a window around the mask (native resolution when it fits the model, else resized);
 3. encode with the two-stream encoder (``ilat``) or the plain one (``ilat*``, ``taming``),
    quantize, M_q = maxpool_f(mask);
-4. sample the masked tokens (cached sampler, ``samples`` candidates in one batch);
+4. sample the masked tokens (cached sampler), one candidate at a time: candidate k is the
+   single edit with seed ``seed + k`` (at most :data:`MAX_SAMPLES` candidates a call);
 5. decode z_q*M_q + z_hat*(1-M_q), paste back, and composite with a feather band that lies
    *outside* the mask: inside it generated pixels, in the band a blend of generated and
    original unmasked pixels, everywhere else the input bytes unchanged.
@@ -15,6 +18,8 @@ The pipeline, and the one rule it keeps: the old content inside the mask may rea
 
 from __future__ import annotations
 
+import math
+import numbers
 import secrets
 import time
 from dataclasses import dataclass
@@ -35,6 +40,11 @@ from napari_ilat.engine.sampler import EditCancelled, SamplingOptions, sample_to
 MODES = MODE_NAMES
 #: Seeds are drawn from [0, SEED_LIMIT): they fit the widget's seed box and any int32.
 SEED_LIMIT = 2**31
+#: Seeds given to edit() are integers in [0, SEED_MAX) (an int64); candidate k uses seed + k.
+SEED_MAX = 2**63
+#: At most this many candidates per call: they are generated one at a time (memory: one
+#: candidate's work plus the output, ``samples`` copies of the image).
+MAX_SAMPLES = 64
 
 __all__ = [
     "edit",
@@ -42,6 +52,8 @@ __all__ = [
     "EditResult",
     "EditCancelled",
     "MODES",
+    "MAX_SAMPLES",
+    "SEED_MAX",
     "draw_seed",
     "cached_model",
     "resolve_device",
@@ -63,9 +75,18 @@ def resolve_device(device="auto") -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU; use 'auto' or 'cpu'")
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU; use 'auto' or 'cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} asked for, but torch sees {torch.cuda.device_count()} CUDA GPU(s)")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"device {device!r} asked for, but this machine has no MPS (Apple GPU); use 'cpu'")
+    elif dev.type != "cpu":
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
     return dev
 
 
@@ -89,35 +110,129 @@ def _default_model(pose, sketch) -> str:
 
 @dataclass
 class _Intensity:
-    """How the input's values map to [0, 1] and back."""
+    """How the input's values map to [0, 1] and back (the rule: :func:`edit`'s ``image``)."""
 
     dtype: np.dtype
     lo: float
     hi: float
 
     @classmethod
-    def of(cls, image: np.ndarray, mask: np.ndarray) -> _Intensity:
-        if image.dtype == bool:
-            return cls(image.dtype, 0.0, 1.0)
-        if np.issubdtype(image.dtype, np.integer):
-            info = np.iinfo(image.dtype)
-            return cls(image.dtype, float(min(info.min, 0)), float(info.max))
-        known = image[~mask]  # never the masked pixels: their values must not matter
-        if not np.isfinite(known).all():
+    def of(cls, image: np.ndarray, mask: np.ndarray, value_range=None) -> _Intensity:
+        colour = image[..., :3] if image.ndim == 3 and image.shape[2] == 4 else image
+        known = colour[~mask]  # never the masked pixels: their values must not matter
+        integer = np.issubdtype(image.dtype, np.integer)
+        if not integer and image.dtype != bool and not np.isfinite(known).all():
             raise ValueError("image contains NaN or inf outside the mask")
+        if value_range is not None:
+            lo, hi = _check_value_range(value_range, image.dtype)
+            if known.size and (known.min() < lo or known.max() > hi):
+                raise ValueError(
+                    f"image values outside the mask span {known.min()}..{known.max()}, outside "
+                    f"value_range=({lo:g}, {hi:g})"
+                )
+            return cls(image.dtype, lo, hi)
+        if image.dtype == bool:
+            return cls(image.dtype, 0, 1)
+        if image.dtype == np.uint8:
+            return cls(image.dtype, 0, 255)
+        if not known.size:
+            if integer:
+                raise ValueError(
+                    f"the mask covers the whole image, so the value range of this {image.dtype} image cannot "
+                    "be read from its unmasked pixels; pass value_range=(low, high)"
+                )
+            return cls(image.dtype, 0.0, 1.0)
+        if integer:
+            lo, hi = int(known.min()), int(known.max())
+            if lo == hi:
+                lo, hi = (lo, lo + 1) if lo < np.iinfo(image.dtype).max else (lo - 1, lo)
+            return cls(image.dtype, lo, hi)
         lo, hi = float(known.min()), float(known.max())
         if lo >= 0 and hi <= 1:
             return cls(image.dtype, 0.0, 1.0)
-        return cls(image.dtype, lo, hi if hi > lo else lo + 1)
+        if not math.isfinite(hi - lo):
+            raise ValueError(f"image values span {lo:g}..{hi:g}, too wide to compute with; rescale the image")
+        return cls(image.dtype, lo, hi if hi > lo else lo + max(1.0, abs(lo) * 1e-6))
 
     def to_unit(self, image: np.ndarray) -> np.ndarray:
-        return (image.astype(np.float64) - self.lo) / (self.hi - self.lo)
+        return (image.astype(np.float64) - self.lo) / (float(self.hi) - float(self.lo))
 
     def from_unit(self, x: np.ndarray) -> np.ndarray:
-        x = np.clip(x, 0, 1) * (self.hi - self.lo) + self.lo
-        if np.issubdtype(self.dtype, np.integer) or self.dtype == bool:
-            x = np.rint(x)
-        return x.astype(self.dtype)
+        x = np.clip(x, 0, 1) * (float(self.hi) - float(self.lo)) + float(self.lo)
+        if self.dtype == bool:
+            return x >= 0.5
+        if not np.issubdtype(self.dtype, np.integer):
+            return np.clip(x, self.lo, self.hi).astype(self.dtype)
+        # exact for int64 / uint64 too: no float -> int cast outside the dtype's range
+        info = np.iinfo(self.dtype)
+        x = np.rint(x)
+        top, bottom = x >= float(info.max), x <= float(info.min)
+        out = np.where(top | bottom, 0, x).astype(self.dtype)
+        out[top], out[bottom] = info.max, info.min
+        lo = np.asarray(math.ceil(self.lo), dtype=self.dtype)
+        hi = np.asarray(math.floor(self.hi), dtype=self.dtype)
+        return np.minimum(np.maximum(out, lo), hi)
+
+
+def _check_value_range(value_range, dtype) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"value_range must be (low, high) numbers or None, got {value_range!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"value_range must be finite with low < high, got {value_range!r}")
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        if lo < info.min or hi > info.max:
+            raise ValueError(f"value_range {value_range!r} is outside what {dtype} holds ({info.min}..{info.max})")
+        return lo, hi
+    return lo, hi
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+
+def check_options(samples=1, seed=None, temperature=1.0, top_k=None, top_p=None, greedy=False, feather=2.0) -> dict:
+    """The sampling options, checked (``ValueError`` naming the argument) and as plain Python
+    numbers."""
+    if not _is_int(samples) or not 1 <= samples <= MAX_SAMPLES:
+        raise ValueError(
+            f"samples must be an integer from 1 to {MAX_SAMPLES} (candidates per call), got {samples!r}; "
+            "for more, call again with seed + samples"
+        )
+    samples = int(samples)
+    if seed is not None:
+        if not _is_int(seed):
+            raise ValueError(f"seed must be an integer (or None to draw one), got {seed!r}")
+        if seed < 0 or seed + samples - 1 >= SEED_MAX:
+            raise ValueError(
+                f"seed must be in [0, 2**63 - samples] (candidate k uses seed + k, an int64), got {seed!r}"
+            )
+        seed = int(seed)
+    if not _is_real(temperature) or not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if top_k is not None and (not _is_int(top_k) or top_k < 1):
+        raise ValueError(f"top_k must be an integer >= 1 or None, got {top_k!r}")
+    if top_p is not None and (not _is_real(top_p) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p must be a number in (0, 1] or None, got {top_p!r}")
+    if not isinstance(greedy, (bool, np.bool_)):
+        raise ValueError(f"greedy must be True or False, got {greedy!r}")
+    if not _is_real(feather) or not math.isfinite(feather) or feather < 0:
+        raise ValueError(f"feather must be a finite number of pixels >= 0, got {feather!r}")
+    return dict(
+        samples=samples,
+        seed=seed,
+        temperature=float(temperature),
+        top_k=None if top_k is None else int(top_k),
+        top_p=None if top_p is None else float(top_p),
+        greedy=bool(greedy),
+        feather=float(feather),
+    )
 
 
 def _to_rgb(unit: np.ndarray) -> np.ndarray:
@@ -200,6 +315,11 @@ class EditResult:
     device: str
     seconds: float
 
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The seed of each candidate: candidate k is the single edit with ``seed + k``."""
+        return tuple(self.seed + k for k in range(self.samples))
+
 
 def edit_with_info(
     image,
@@ -217,6 +337,7 @@ def edit_with_info(
     greedy: bool = False,
     device="auto",
     feather: float = 2.0,
+    value_range=None,
     progress=None,
     cancel=None,
     cache: bool = True,
@@ -227,13 +348,14 @@ def edit_with_info(
     image = check_image(image)
     mask = normalize_mask(mask, image.shape)
     mode_def = get_mode(mode)
-    if int(samples) != samples or samples < 1:
-        raise ValueError(f"samples must be a positive integer, got {samples!r}")
-    if feather < 0:
-        raise ValueError(f"feather must be >= 0 pixels, got {feather}")
-    pose = None if pose is None else check_pose(pose)
+    opts = check_options(samples, seed, temperature, top_k, top_p, greedy, feather)
+    samples, feather = opts["samples"], opts["feather"]
+    pose = None if pose is None else check_pose(pose, image.shape)
     sketch = None if sketch is None else normalize_sketch(sketch, image.shape)
-    options = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy)
+    options = SamplingOptions(
+        temperature=opts["temperature"], top_k=opts["top_k"], top_p=opts["top_p"], greedy=opts["greedy"]
+    )
+    intensity = _Intensity.of(image, mask, value_range)
 
     if model is None:
         model = _default_model(pose, sketch)
@@ -254,21 +376,20 @@ def edit_with_info(
     dtype = param.dtype
     res = model.resolution
 
-    intensity = _Intensity.of(image, mask)
-    unit = intensity.to_unit(image)
-    rgb = _to_rgb(unit)
-    rgb = np.where(mask[..., None], np.nan_to_num(rgb, nan=0.0, posinf=1.0, neginf=0.0), rgb)
-
-    # ---- window, resized to the model's resolution
+    # ---- window, resized to the model's resolution; only the window is converted
     context = max(res // 8, int(np.ceil(feather)) + 1)
     r0, c0, h, w = edit_window(mask, res, context)
     win = (slice(r0, r0 + h), slice(c0, c0 + w))
+    mask_w = mask[win]
+    unit = intensity.to_unit(image[win])
+    rgb = _to_rgb(unit)
+    rgb = np.where(mask_w[..., None], np.nan_to_num(rgb, nan=0.0, posinf=1.0, neginf=0.0), rgb)
 
     def to_tensor(a):
         return torch.from_numpy(np.ascontiguousarray(a)).to(dev, dtype)
 
-    x = to_tensor(rgb[win].transpose(2, 0, 1))[None]
-    m = torch.from_numpy(mask[win]).to(dev)[None, None]
+    x = to_tensor(rgb.transpose(2, 0, 1))[None]
+    m = torch.from_numpy(np.ascontiguousarray(mask_w)).to(dev)[None, None]
     x, m = _resize_masked(x, m, (res, res))
     x = x * 2 - 1
 
@@ -278,14 +399,18 @@ def edit_with_info(
     elif sketch is not None:
         from napari_ilat.engine.sketch import compose_sketch
 
-        full = compose_sketch(unit if unit.ndim == 2 else rgb, mask, sketch)
+        full = intensity.to_unit(image)
+        full = compose_sketch(full if full.ndim == 2 else _to_rgb(full), mask, sketch)
         s = to_tensor(full[win])[None, None]
         cond = _resize(s, (res, res)).clamp(0, 1)
 
-    generator = torch.Generator(device=dev)
-    seed = draw_seed() if seed is None else int(seed)
-    generator.manual_seed(seed)
+    seed = draw_seed() if opts["seed"] is None else opts["seed"]
 
+    # ---- composite: generated inside the mask, blend in the band, input bytes elsewhere
+    alpha = feather_alpha(mask_w, feather)  # the band lies inside the window (context > feather)
+    a = alpha[..., None]
+    touched = alpha > 0
+    out = np.repeat(image[None], samples, axis=0)
     vq = model.vqgan
     with torch.inference_mode():
         z_hat = vq.encode(x, m if mode_def.two_stream else None)
@@ -293,40 +418,39 @@ def edit_with_info(
         m_q = vq.token_mask(m)
         known = ~m_q[0].flatten()
         tokens = torch.where(known, tokens[0].flatten(), 0)  # masked ids are never read
-        out_tokens = sample_tokens(
-            model.transformer,
-            tokens,
-            known,
-            cond,
-            mode=mode_def.order,
-            samples=samples,
-            options=options,
-            generator=generator,
-            progress=progress,
-            cancel=cancel,
-            cache=cache,
-        )
         grid = m_q.shape[-2:]
-        gen = vq.decode_tokens(
-            out_tokens.view(samples, *grid),
-            z_hat.expand(samples, -1, -1, -1),
-            m_q.expand(samples, -1, -1),
-        )
-        gen = _resize(((gen + 1) / 2).clamp(0, 1), (h, w))
-    gen = gen.permute(0, 2, 3, 1).double().cpu().numpy()  # (samples, h, w, 3)
+        for k in range(samples):  # candidate k = the single edit with seed + k
+            generator = torch.Generator(device=dev)
+            generator.manual_seed(seed + k)
+            step = None
+            if progress is not None:
 
-    # ---- composite: generated inside the mask, blend in the band, input bytes elsewhere
-    alpha = feather_alpha(mask, feather)
-    a = alpha[win][None, ..., None]
-    blended = a * gen + (1 - a) * rgb[win][None]
-    values = intensity.from_unit(_from_rgb(blended, unit[win]))
-    touched = alpha[win] > 0
-    out = np.repeat(image[None], samples, axis=0)
-    out_win = out[(slice(None),) + win]
-    if image.ndim == 3 and image.shape[2] == 4:
-        out_win[:, touched, :3] = values[:, touched]  # alpha is returned as given
-    else:
-        out_win[:, touched] = values[:, touched]
+                def step(done, total, k=k):
+                    progress(k * total + done, samples * total)
+
+            out_tokens = sample_tokens(
+                model.transformer,
+                tokens,
+                known,
+                cond,
+                mode=mode_def.order,
+                samples=1,
+                options=options,
+                generator=generator,
+                progress=step,
+                cancel=cancel,
+                cache=cache,
+            )
+            gen = vq.decode_tokens(out_tokens.view(1, *grid), z_hat, m_q)
+            gen = _resize(((gen + 1) / 2).clamp(0, 1), (h, w))
+            gen = gen[0].permute(1, 2, 0).double().cpu().numpy()  # (h, w, 3)
+            blended = a * gen + (1 - a) * rgb
+            values = intensity.from_unit(_from_rgb(blended, unit))
+            out_win = out[k][win]
+            if image.ndim == 3 and image.shape[2] == 4:
+                out_win[touched, :3] = values[touched]  # alpha is returned as given
+            else:
+                out_win[touched] = values[touched]
     return EditResult(
         image=out if samples > 1 else out[0],
         seed=seed,
@@ -354,6 +478,7 @@ def edit(
     greedy: bool = False,
     device="auto",
     feather: float = 2.0,
+    value_range=None,
     progress=None,
     cancel=None,
     cache: bool = True,
@@ -362,12 +487,19 @@ def edit(
 
     Parameters
     ----------
-    image : (H, W), (H, W, 1|3|4) array, uint8/uint16/bool/float. Floats in [0, 1] are used
-        as is; other float ranges are mapped from the unmasked pixels' min..max.
+    image : (H, W), (H, W, 1|3|4) array of real numbers or bool (any integer or float
+        dtype). Its value range, which the output stays in: ``value_range`` when given;
+        else uint8 0..255, bool 0..1, floats in [0, 1] as is, and every other dtype (floats
+        beyond [0, 1], uint16, int8..int64, uint32, uint64) the min..max of the unmasked
+        pixels' colour channels (so 12-bit data in uint16 stays 12-bit). Alpha is returned
+        as given.
     mask : (H, W) array (or (H, W, C) from a colour file); non-zero in any colour
-        channel = region to regenerate.
+        channel = region to regenerate; a varying alpha channel counts too (the rule:
+        napari_ilat.engine.inputs).
     pose : optional (18, 2|3) keypoints (x = column, y = row[, visible]) in image pixels,
-        COCO/OpenPose order; invisible keypoints are -1. Needs a pose model.
+        COCO/OpenPose order; invisible keypoints are -1. Needs a pose model. A keypoint more
+        than the image's size outside it is an error; a pose in the top-left third only
+        warns (made for a smaller image?).
     sketch : optional (H, W) stroke map, 1 = stroke, used inside the mask; outside it the
         condition is XDoG of the unmasked image. Needs a sketch model. bool, floats in
         [0, 1] as is; uint8 / uint16 divided by 255 / 65535; other values up to 255 divided
@@ -376,12 +508,16 @@ def edit(
         Default: "pose" when a pose is given, else "natural".
     mode : "ilat" (two-stream encoder + local AR), "ilat*" (plain encoder, ablation) or
         "taming" (plain encoder, raster AR with context from above/left only).
-    samples : number of candidates; > 1 adds a leading candidate axis to the output.
-    seed : same seed and inputs give the same output; None draws a fresh one (draw_seed;
-        edit_with_info reports it).
+    samples : number of candidates, 1..MAX_SAMPLES (64), generated one at a time; > 1 adds
+        a leading candidate axis to the output. Candidate k is the single edit with seed
+        ``seed + k``.
+    seed : an integer in [0, 2**63 - samples]; same seed and inputs give the same output;
+        None draws a fresh one (draw_seed; edit_with_info reports it).
     temperature, top_k, top_p, greedy : sampling options (see SamplingOptions).
     device : "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N".
-    feather : width in pixels of the blend band outside the mask (0 = hard edge).
+    feather : width in pixels of the blend band outside the mask (0 = hard edge), finite.
+    value_range : optional (low, high): the image's value range (e.g. (0, 4095) for 12-bit
+        data), instead of the rule above. Unmasked values must lie in it.
     progress : callable(done, total) after each generated token.
     cancel : threading.Event or callable returning True to stop (raises EditCancelled).
     cache : False recomputes the whole sequence for every token, like the reference code
@@ -389,7 +525,8 @@ def edit(
 
     Returns
     -------
-    Array of the input's dtype and shape, or (samples, *shape) when samples > 1.
+    Array of the input's dtype and shape, or (samples, *shape) when samples > 1. Bad input
+    raises ValueError naming the argument.
     """
     return edit_with_info(
         image,
@@ -406,6 +543,7 @@ def edit(
         greedy=greedy,
         device=device,
         feather=feather,
+        value_range=value_range,
         progress=progress,
         cancel=cancel,
         cache=cache,

@@ -4,19 +4,30 @@ engine works on. :func:`napari_ilat.edit`, ``napari-ilat edit`` (files) and the 
 
 The rules (docs/api.md):
 
-- **image**: (H, W) or (H, W, 1|3|4), numeric or bool, at least 8x8 pixels.
-- **mask**: (H, W), or (H, W, C) read from a colour file; a pixel is masked when it is
-  non-zero in any colour channel (alpha, the 4th channel or the 2nd of grey+alpha, is
-  ignored). Any dtype: ``mask != 0``.
+- **image**: (H, W) or (H, W, 1|3|4), real numbers or bool (not complex, strings or
+  objects), at least 8x8 pixels.
+- **mask**: (H, W), or (H, W, C) read from a colour file; real numbers or bool. A pixel is
+  masked when it is non-zero in any colour channel. Alpha (the 4th channel, or the 2nd of
+  grey+alpha): a uniform alpha is ignored (an opaque PNG); a varying one is read too: a
+  fully transparent pixel (alpha 0) is never masked, and when the colour channels are zero
+  at every non-transparent pixel (a mask painted in the alpha channel only) the mask is
+  ``alpha != 0``.
 - **sketch**: (H, W) (or (H, W, C): the mean of the colour channels), 1 = stroke, 0 = empty.
   bool: True = stroke; uint8 / uint16: divided by the dtype's maximum (255 / 65535), like
   an image; any other dtype (float, int32, int64): values in [0, 1] are used as they are and
   a maximum above 1 means 8-bit values, divided by 255 (above 255 is an error). The result
   is clipped to [0, 1].
-- **pose**: (18, 2|3) keypoints (x = column, y = row[, visible]) in image pixels.
+- **pose**: (18, 2|3) keypoints (x = column, y = row[, visible]) in image pixels; a
+  keypoint is invisible when visible == 0 or x or y is negative. A visible keypoint more
+  than one image width / height outside the image is an error (a pose in other units or for
+  another image); one just outside the image is fine (a limb leaving the frame). When every
+  visible keypoint lies in the top-left third of the image, a ``UserWarning`` says the pose
+  was probably made for a smaller image.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -34,11 +45,16 @@ def check_image(image) -> np.ndarray:
             f"image must be 2D greyscale (H, W) or colour (H, W, 3|4), got shape {image.shape}; "
             "for a stack, pass the 2D slice you want to edit"
         )
-    if not (np.issubdtype(image.dtype, np.number) or image.dtype == bool):
-        raise ValueError(f"image must be numeric, got dtype {image.dtype}")
+    if not _real(image.dtype):
+        raise ValueError(f"image must hold real numbers or bool, got dtype {image.dtype}")
     if min(image.shape[:2]) < 8:
         raise ValueError(f"image is too small to edit ({image.shape[:2]}); need at least 8x8 pixels")
     return image
+
+
+def _real(dtype) -> bool:
+    """bool, integers or floats: not complex, strings, objects, dates."""
+    return np.issubdtype(dtype, np.bool_) or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
 
 
 def _colour_channels(a: np.ndarray) -> np.ndarray:
@@ -47,8 +63,11 @@ def _colour_channels(a: np.ndarray) -> np.ndarray:
 
 
 def _plane(a, shape, what: str) -> np.ndarray:
-    """A per-pixel input as (H, W, C) (C >= 1, alpha dropped), checked against ``shape``."""
-    a = np.asarray(a)
+    """A per-pixel input as (H, W, C) (C >= 1, alpha kept), checked against ``shape``."""
+    try:
+        a = np.asarray(a)
+    except (TypeError, ValueError) as e:  # ragged nested lists
+        raise ValueError(f"{what} must be a 2D (H, W) array: {e}") from e
     if a.ndim == 2:
         a = a[..., None]
     if a.ndim != 3:
@@ -58,9 +77,9 @@ def _plane(a, shape, what: str) -> np.ndarray:
             f"{what} shape {a.shape[:2]} does not match the image's {tuple(shape[:2])}; "
             f"draw the {what} on a layer of the same size as the image"
         )
-    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
-        raise ValueError(f"{what} must be numeric, got dtype {a.dtype}")
-    return _colour_channels(a)
+    if not _real(a.dtype):
+        raise ValueError(f"{what} must hold real numbers or bool, got dtype {a.dtype}")
+    return a
 
 
 def normalize_mask(mask, shape=None) -> np.ndarray:
@@ -69,10 +88,16 @@ def normalize_mask(mask, shape=None) -> np.ndarray:
     ``shape``: the image's shape to check against (None: no check). Raises ``ValueError``
     on NaN / inf or an empty mask.
     """
-    m = _plane(mask, shape, "mask")
-    if np.issubdtype(m.dtype, np.floating) and not np.isfinite(m).all():
+    a = _plane(mask, shape, "mask")
+    if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
         raise ValueError("mask contains NaN or inf; use 0 for keep and 1 (or any label) for regenerate")
-    m = (m != 0).any(-1)
+    colour = (_colour_channels(a) != 0).any(-1)
+    m = colour
+    if a.shape[2] in (2, 4):
+        alpha = a[..., -1]
+        if alpha.size and alpha.min() != alpha.max():  # a varying alpha is part of the mask
+            seen = alpha != 0
+            m = seen if not colour[seen].any() else colour & seen
     if not m.any():
         raise ValueError("mask is empty: paint the region to regenerate (any non-zero label)")
     return m
@@ -80,7 +105,7 @@ def normalize_mask(mask, shape=None) -> np.ndarray:
 
 def normalize_sketch(sketch, shape=None) -> np.ndarray:
     """float64 (H, W) stroke map in [0, 1], 1 = stroke (the scaling rule: the module doc)."""
-    s = _plane(sketch, shape, "sketch")
+    s = _colour_channels(_plane(sketch, shape, "sketch"))
     if s.dtype == bool:
         return s.any(-1).astype(np.float64)
     if s.dtype in (np.uint8, np.uint16):
@@ -97,9 +122,16 @@ def normalize_sketch(sketch, shape=None) -> np.ndarray:
     return np.clip(s.mean(-1) / scale, 0.0, 1.0)
 
 
-def check_pose(pose) -> np.ndarray:
-    """float64 (18, 2|3) keypoints, checked."""
-    kp = np.asarray(pose, dtype=np.float64)
+def check_pose(pose, shape=None) -> np.ndarray:
+    """float64 (18, 2|3) keypoints, checked; with the image's ``shape``, also against its size
+    (the rule: the module doc)."""
+    try:
+        kp = np.asarray(pose, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            f"pose must be an array of shape ({NUM_KEYPOINTS}, 2) or ({NUM_KEYPOINTS}, 3) of numbers "
+            f"(x, y[, visible]) per keypoint: {e}"
+        ) from e
     if kp.ndim != 2 or kp.shape[0] != NUM_KEYPOINTS or kp.shape[1] not in (2, 3):
         raise ValueError(
             f"pose must be an array of shape ({NUM_KEYPOINTS}, 2) or ({NUM_KEYPOINTS}, 3) with "
@@ -107,4 +139,30 @@ def check_pose(pose) -> np.ndarray:
         )
     if not np.isfinite(kp).all():
         raise ValueError("pose contains NaN or inf; mark missing keypoints with x = y = -1")
+    if shape is not None:
+        _check_pose_in_image(kp, tuple(shape[:2]))
     return kp
+
+
+def _check_pose_in_image(kp: np.ndarray, shape: tuple[int, int]) -> None:
+    from napari_ilat.engine.skeleton import KEYPOINT_NAMES
+
+    h, w = shape
+    vis = (kp[:, 0] >= 0) & (kp[:, 1] >= 0)
+    if kp.shape[1] == 3:
+        vis &= kp[:, 2] > 0
+    far = vis & ((kp[:, 0] > 2 * w) | (kp[:, 1] > 2 * h))
+    if far.any():
+        k = int(np.flatnonzero(far)[0])
+        raise ValueError(
+            f"pose keypoint {KEYPOINT_NAMES[k]!r} at x={kp[k, 0]:g}, y={kp[k, 1]:g} is far outside the "
+            f"{h}x{w} image (more than its size beyond the edge); give keypoints in this image's pixels "
+            "(x = column, y = row), or mark it invisible with x = y = -1"
+        )
+    if vis.sum() >= 2 and kp[vis, 0].max() < w / 3 and kp[vis, 1].max() < h / 3:
+        warnings.warn(
+            f"every pose keypoint lies in the top-left third of the {h}x{w} image: was the pose made "
+            "for a smaller image? Keypoints are in this image's pixels (x = column, y = row).",
+            UserWarning,
+            stacklevel=3,
+        )

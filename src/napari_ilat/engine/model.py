@@ -10,7 +10,8 @@ Two layouts, both read by :func:`load_model`:
   models must stay under 16 MiB a file) and are loaded back as float32.
 
 Loading never unpickles: safetensors holds raw tensors only, and each checksum is verified
-before the bytes are parsed.
+before the bytes are parsed. Checksums are required (a JSON without them is refused), and
+the JSON may only name weights files beside it (no directories, no absolute paths).
 """
 
 from __future__ import annotations
@@ -164,14 +165,29 @@ def _save_split(model: ILATModel, stem: Path, dtype) -> Path:
     return cfg_path
 
 
-def _read_weights(weights: Path, cfg_path: Path, sha256: str | None) -> dict:
-    """Checked bytes -> tensors: refuses pickles, checks the sha256, then parses."""
+def _weights_path(cfg_path: Path, name) -> Path:
+    """The weights file ``name`` beside ``cfg_path``: a bare file name only."""
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise ValueError(
+            f"{cfg_path}: weights file name {name!r} must be a file name beside the JSON (no directory, "
+            "no absolute path)"
+        )
+    return cfg_path.parent / name
+
+
+def _read_weights(weights: Path, cfg_path: Path, sha256) -> dict:
+    """Checked bytes -> tensors: refuses pickles, requires and checks the sha256, then parses."""
     if not weights.exists():
         raise FileNotFoundError(f"weights file {weights} is missing")
     data = weights.read_bytes()
     if data[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or data[:4] == b"PK\x03\x04":
         raise ValueError(f"{weights} is a pickle/zip checkpoint; only safetensors files are loaded")
-    if sha256 is not None and _sha256(data) != sha256:
+    if not isinstance(sha256, str) or len(sha256) != 64:
+        raise ValueError(
+            f"{cfg_path.name} has no valid sha256 for {weights.name}; checksums are required (save the "
+            "model with save_model() or `napari-ilat train`, which record them)"
+        )
+    if _sha256(data) != sha256.lower():
         raise ValueError(
             f"{weights} does not match the checksum in {cfg_path.name} (truncated or modified "
             "file?); re-copy or re-train it"
@@ -219,12 +235,10 @@ def load_model(name_or_path, device="cpu", dtype=torch.float32) -> ILATModel:
         except (KeyError, TypeError) as e:
             raise ValueError(f"{cfg_path} is not a napari-ilat model config: bad 'files' entry {e}") from e
         for (name, sha), (_, module) in zip(names, parts):
-            if Path(name).name != name:  # the JSON may only name files beside it
-                raise ValueError(f"{cfg_path}: weights file name {name!r} must not contain a directory")
-            part_state = _read_weights(cfg_path.parent / name, cfg_path, sha)
+            part_state = _read_weights(_weights_path(cfg_path, name), cfg_path, sha)
             state.update({f"{module}.{k}": v for k, v in part_state.items()})
     else:
-        weights = cfg_path.parent / meta.get("weights", cfg_path.with_suffix(".safetensors").name)
+        weights = _weights_path(cfg_path, meta.get("weights", cfg_path.with_suffix(".safetensors").name))
         state = _read_weights(weights, cfg_path, meta.get("sha256"))
     model = ILATModel(config)
     # float16-stored weights are cast to the model's float32 here (load_state_dict copies)

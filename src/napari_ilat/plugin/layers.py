@@ -359,9 +359,10 @@ def gather_inputs(image, mask, pose=None, sketch=None, *, viewer=None, sketch_wi
 
 
 def result_name(source_name: str, mode: str, seed: int, samples: int, index: tuple[int, ...]) -> str:
-    bits = [f"{mode_label(mode)} seed {seed}"]
-    if samples > 1:
-        bits.append(f"{samples} candidates")
+    """``<source> [iLAT seed 3]``; N candidates: ``[iLAT seeds 3..6]`` (candidate k, the slider's
+    position k, is the single edit with seed 3 + k)."""
+    seeds = f"seed {seed}" if samples == 1 else f"seeds {seed}..{seed + samples - 1}"
+    bits = [f"{mode_label(mode)} {seeds}"]
     if index:
         bits.append("slice " + ",".join(map(str, index)))
     return f"{source_name} [{', '.join(bits)}]"
@@ -462,6 +463,7 @@ def result_metadata(source_name: str, mask_name: str | None, index: tuple[int, .
         "mode": result.mode,
         "samples": result.samples,
         "seed": result.seed,
+        "seeds": [int(v) for v in result.seeds],  # candidate k: the single edit with this seed
         "device": result.device,
         "seconds": round(float(result.seconds), 3),
     }

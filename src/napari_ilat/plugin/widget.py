@@ -19,6 +19,7 @@ import os
 import threading
 import time
 import traceback
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from magicgui.widgets import (
 )
 from napari.layers import Image, Labels, Points, Shapes
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QEvent, QObject, QTimer
 
 from napari_ilat.engine.modes import MODES
 from napari_ilat.plugin import layers as _layers
@@ -90,6 +91,7 @@ class JobResult:
     result: object = None  # the engine's EditResult (array, seed used, ...) when "ok"
     message: str = ""
     seconds: float = 0.0
+    warnings: list = field(default_factory=list)  # the engine's warnings (shown as notifications)
 
     @property
     def array(self) -> np.ndarray | None:
@@ -110,16 +112,19 @@ def run_job(inputs: EditInputs, params: dict, state: JobState, threads: int | No
 
             old_threads = torch.get_num_threads()
             torch.set_num_threads(threads)
-        out = edit_with_info(
-            inputs.image,
-            inputs.mask,
-            inputs.pose,
-            inputs.sketch,
-            progress=state.progress,
-            cancel=state.cancel,
-            **params,
-        )
-        return JobResult("ok", out, seconds=time.perf_counter() - t0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = edit_with_info(
+                inputs.image,
+                inputs.mask,
+                inputs.pose,
+                inputs.sketch,
+                progress=state.progress,
+                cancel=state.cancel,
+                **params,
+            )
+        messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        return JobResult("ok", out, seconds=time.perf_counter() - t0, warnings=messages)
     except EditCancelled:
         return JobResult("cancelled", seconds=time.perf_counter() - t0)
     except (ValueError, FileNotFoundError) as e:
@@ -140,6 +145,19 @@ def worker_threads() -> int:
 
 
 # --------------------------------------------------------------------------- the widget
+
+
+class _CloseWatcher(QObject):
+    """Calls ``callback`` when the watched window gets a close event."""
+
+    def __init__(self, callback, parent=None):
+        super().__init__(parent)
+        self._callback = callback
+
+    def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
+        if event.type() == QEvent.Type.Close:
+            self._callback()
+        return False
 
 
 class ILATWidget(Container):
@@ -269,8 +287,36 @@ class ILATWidget(Container):
         for layer in self.viewer.layers:
             self._watch(layer)
         self._bind_key()
+        self._watch_viewer_close()
         self._refresh()
         self._autoselect()
+
+    def _watch_viewer_close(self):
+        """A closed viewer cancels the running edit and resets the running flag."""
+        window = getattr(getattr(self.viewer, "window", None), "_qt_window", None)
+        if window is None:
+            return
+        ref = weakref.ref(self)
+
+        def closed():
+            me = ref()
+            if me is not None:
+                me.viewer_closed()
+
+        self._close_watcher = _CloseWatcher(closed, window)
+        window.installEventFilter(self._close_watcher)
+
+    def viewer_closed(self) -> None:
+        """The viewer is closing: cancel a running edit (nothing is added) and reset."""
+        self._timer.stop()
+        if self._state is not None:
+            self._state.cancel.set()
+        self._state, self._worker, self._pending = None, None, None
+        try:
+            self._set_running(False)
+            self.status.value = "viewer closed: edit cancelled"
+        except RuntimeError:  # the Qt widgets are already deleted
+            pass
 
     # ---------------------------------------------------------------- choices
 
@@ -405,6 +451,7 @@ class ILATWidget(Container):
             )
             params = self._params()
         except InputError as e:
+            self.status.value = f"error: {e}"  # not the previous run's "done in ..."
             show_error(f"napari-ilat: {e}")
             return
         for note in inputs.notes:
@@ -458,6 +505,8 @@ class ILATWidget(Container):
         self._timer.stop()
         pending, self._pending = self._pending, None
         self._state, self._worker = None, None
+        if pending is None:  # reset already (the viewer was closed)
+            return
         self._set_running(False)
         if result.status == "cancelled":
             self.status.value = "cancelled: nothing added"
@@ -468,6 +517,15 @@ class ILATWidget(Container):
             show_error(f"napari-ilat: {result.message}")
             return
         self._poll_done()
+        for message in result.warnings:
+            show_warning(f"napari-ilat: {message}")
+        source = pending["source"]
+        if not any(layer is source for layer in self.viewer.layers):
+            self.status.value = f"source layer {source.name!r} was deleted: result not added"
+            show_warning(
+                f"napari-ilat: the image layer {source.name!r} was deleted while generating; the result was not added"
+            )
+            return
         t0 = time.perf_counter()
         try:
             self.last_result = _layers.add_edit_result(

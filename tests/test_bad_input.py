@@ -1,0 +1,236 @@
+"""Issue 17, engine side: bad or unusual input to edit() is a ValueError naming the argument,
+or an output in the input's dtype, shape and value range; never garbage."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from napari_ilat import edit, edit_with_info
+from napari_ilat.engine.editing import MAX_SAMPLES, feather_alpha
+from napari_ilat.engine.inputs import normalize_mask
+
+SHAPE = (32, 40)
+
+
+def _mask(shape=SHAPE):
+    m = np.zeros(shape, bool)
+    m[10:20, 12:26] = True
+    return m
+
+
+def _grey(lo, hi, dtype, shape=SHAPE, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(lo, hi, size=shape, endpoint=True).astype(dtype)
+
+
+# ---------------------------------------------------------------- value ranges
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64, np.uint32, np.uint64, np.uint16])
+def test_integer_dtypes_stay_in_the_inputs_range(tiny_model, dtype):
+    """int16 holding 0..215 used to come back with -27305..25268 inside the mask."""
+    img = _grey(3, 100, dtype)
+    mask = _mask()
+    out = edit(img, mask, model=tiny_model, seed=0, feather=0)
+    assert out.dtype == img.dtype and out.shape == img.shape
+    assert out.min() >= 3 and out.max() <= 100, (out.min(), out.max())
+    assert np.array_equal(out[~mask], img[~mask])
+    assert not np.array_equal(out[mask], img[mask])
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_int64_and_uint64_extremes_are_exact(tiny_model, dtype):
+    """Values at the dtype's ends go back without wrapping around (float -> int casts)."""
+    from napari_ilat.engine.editing import _Intensity
+
+    info = np.iinfo(dtype)
+    img = np.full(SHAPE, info.max, dtype)
+    img[::2] = info.min
+    mask = _mask()
+    intensity = _Intensity.of(img, mask)
+    back = intensity.from_unit(np.array([0.0, 1e-30, 0.5, 1.0 - 1e-17, 1.0]))
+    assert back[0] == info.min and back[-1] == info.max and back[-2] == info.max
+    out = edit(img, mask, model=tiny_model, seed=1, feather=1)
+    far = ~(feather_alpha(mask, 1) > 0)
+    assert out.dtype == dtype and np.array_equal(out[far], img[far])
+
+
+def test_uint16_holding_12_bit_data_is_not_brightened(tiny_model):
+    """The range is read from the unmasked pixels, not assumed to be 0..65535."""
+    img = _grey(0, 4095, np.uint16)
+    mask = _mask()
+    out = edit(img, mask, model=tiny_model, seed=0)
+    assert out.max() <= 4095
+    stated = edit(img, mask, model=tiny_model, seed=0, value_range=(0, 4095))
+    assert stated.max() <= 4095
+
+
+def test_value_range_is_checked(tiny_model):
+    img, mask = _grey(0, 4095, np.uint16), _mask()
+    for bad, message in [
+        ((0, 1000), "outside value_range"),
+        ((5, 5), "low < high"),
+        ((0, 70000), "outside what uint16 holds"),
+        ("wide", "value_range must be"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            edit(img, mask, model=tiny_model, value_range=bad)
+
+
+def test_whole_image_mask_on_int16_needs_value_range(tiny_model):
+    img = _grey(0, 200, np.int16)
+    full = np.ones(SHAPE, bool)
+    with pytest.raises(ValueError, match="value_range"):
+        edit(img, full, model=tiny_model, seed=0)
+    out = edit(img, full, model=tiny_model, seed=0, value_range=(0, 200))
+    assert 0 <= out.min() and out.max() <= 200
+
+
+def test_huge_float_span_is_refused(tiny_model):
+    img = np.zeros(SHAPE)
+    img[0, 0], img[0, 1] = -1e308, 1e308
+    with pytest.raises(ValueError, match="image values span"):
+        edit(img, _mask(), model=tiny_model)
+
+
+def test_complex_image_is_refused(tiny_model):
+    with pytest.raises(ValueError, match="image must hold real numbers"):
+        edit(np.zeros(SHAPE, complex), _mask(), model=tiny_model)
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [
+        np.full(SHAPE, "x"),
+        np.full(SHAPE, None, dtype=object),
+        np.ones(SHAPE, dtype=object),
+        np.ones(SHAPE, complex),
+    ],
+    ids=["strings", "objects-none", "objects-int", "complex"],
+)
+def test_string_object_and_complex_masks_are_refused(tiny_model, mask):
+    with pytest.raises(ValueError, match="mask must hold real numbers"):
+        edit(np.zeros(SHAPE), mask, model=tiny_model)
+
+
+def test_rgba_mask_painted_only_in_alpha_is_the_alpha():
+    mask = _mask()
+    rgba = np.zeros(SHAPE + (4,), np.uint8)
+    rgba[mask, 3] = 255
+    np.testing.assert_array_equal(normalize_mask(rgba), mask)
+    grey_alpha = rgba[..., 2:]  # (H, W, 2): grey + alpha
+    np.testing.assert_array_equal(normalize_mask(grey_alpha), mask)
+
+
+def test_rgba_mask_transparent_pixels_are_never_masked():
+    """White strokes on a transparent *white* background: only the opaque strokes count."""
+    mask = _mask()
+    rgba = np.full(SHAPE + (4,), 255, np.uint8)
+    rgba[..., 3] = 0
+    rgba[mask, 3] = 255
+    np.testing.assert_array_equal(normalize_mask(rgba), mask)
+    opaque = np.zeros(SHAPE + (4,), np.uint8)
+    opaque[..., 3] = 255  # uniform alpha: ignored, so an empty mask
+    with pytest.raises(ValueError, match="mask is empty"):
+        normalize_mask(opaque)
+
+
+# ---------------------------------------------------------------- options
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(samples=2.0), "samples must be an integer"),
+        (dict(samples=True), "samples must be an integer"),
+        (dict(samples=MAX_SAMPLES + 1), "samples must be an integer from 1 to 64"),
+        (dict(top_k=1.5), "top_k must be an integer"),
+        (dict(seed=1.7), "seed must be an integer"),
+        (dict(seed=2**63), r"seed must be in \[0, 2\*\*63"),
+        (dict(seed=2**63 - 2, samples=3), r"seed must be in \[0, 2\*\*63"),
+        (dict(seed=-1), r"seed must be in"),
+        (dict(feather=float("inf")), "feather must be a finite number"),
+        (dict(feather=float("nan")), "feather must be a finite number"),
+        (dict(feather="2"), "feather must be a finite number"),
+        (dict(temperature=float("inf")), "temperature must be a finite number"),
+        (dict(temperature="hot"), "temperature must be"),
+        (dict(top_p=float("nan")), "top_p must be"),
+        (dict(greedy="no"), "greedy must be True or False"),
+        (dict(device="meta"), "device must be"),
+        (dict(device="mps"), "device 'mps' asked for"),
+        (dict(device="cuda:7"), "device 'cuda:7' asked for"),
+    ],
+    ids=lambda v: str(v) if not isinstance(v, dict) else ",".join(f"{k}={v[k]!r}" for k in v),
+)
+def test_bad_options_are_value_errors_naming_the_argument(tiny_model, kwargs, message):
+    import torch
+
+    if kwargs.get("device") == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    if kwargs.get("device") == "cuda:7" and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 GPUs")
+    with pytest.raises(ValueError, match=message):
+        edit(np.zeros(SHAPE), _mask(), model=tiny_model, **kwargs)
+
+
+def test_numpy_integers_are_fine_for_samples_seed_top_k(tiny_model):
+    out = edit(np.zeros(SHAPE), _mask(), model=tiny_model, samples=np.int64(2), seed=np.uint32(3), top_k=np.int8(5))
+    assert out.shape == (2, *SHAPE)
+
+
+def test_candidate_k_equals_the_single_edit_with_seed_plus_k(tiny_model):
+    rng = np.random.default_rng(0)
+    img, mask = rng.random(SHAPE + (3,)), _mask()
+    result = edit_with_info(img, mask, model=tiny_model, seed=10, samples=3)
+    assert result.seeds == (10, 11, 12)
+    for k, seed in enumerate(result.seeds):
+        np.testing.assert_array_equal(result.image[k], edit(img, mask, model=tiny_model, seed=seed))
+
+
+def test_samples_progress_counts_every_candidate(tiny_model):
+    calls = []
+    edit(np.zeros(SHAPE), _mask(), model=tiny_model, seed=0, samples=3, progress=lambda d, t: calls.append((d, t)))
+    assert [d for d, _ in calls] == list(range(1, len(calls) + 1))
+    assert calls[-1][0] == calls[-1][1]
+
+
+# ---------------------------------------------------------------- poses
+
+
+@pytest.mark.parametrize(
+    "pose",
+    [[[1, 2]] * 17 + [[1]], [["a", "b"]] * 18, [[None, None]] * 18, 5.0],
+    ids=["ragged", "strings", "nulls", "scalar"],
+)
+def test_malformed_pose_is_a_value_error_naming_pose(tiny_pose_model, pose):
+    with pytest.raises(ValueError, match="pose"):
+        edit(np.zeros(SHAPE), _mask(), pose, model=tiny_pose_model)
+
+
+def test_keypoints_far_outside_the_image_are_refused(tiny_pose_model):
+    pose = np.full((18, 3), -1.0)
+    pose[0] = (10, 10, 1)
+    pose[1] = (5000, 10, 1)  # more than the image's width beyond its edge
+    with pytest.raises(ValueError, match="'neck' at x=5000, y=10 is far outside the 32x40 image"):
+        edit(np.zeros(SHAPE), _mask(), pose, model=tiny_pose_model)
+    pose[1] = (45, 10, 1)  # just outside (a limb leaving the frame): fine
+    edit(np.zeros(SHAPE), _mask(), pose, model=tiny_pose_model, seed=0)
+    pose[1] = (5000, 10, 0)  # invisible: ignored
+    edit(np.zeros(SHAPE), _mask(), pose, model=tiny_pose_model, seed=0)
+
+
+def test_pose_made_for_a_smaller_image_warns(tiny_pose_model):
+    shape = (120, 150)
+    mask = np.zeros(shape, bool)
+    mask[50:60, 50:60] = True
+    pose = np.full((18, 3), -1.0)
+    pose[:4] = [(5, 5, 1), (10, 20, 1), (30, 30, 1), (12, 8, 1)]  # all in the top-left third
+    with pytest.warns(UserWarning, match="made for a smaller image"):
+        edit(np.zeros(shape), mask, pose, model=tiny_pose_model, seed=0)
+    pose[2] = (100, 90, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        edit(np.zeros(shape), mask, pose, model=tiny_pose_model, seed=0)

@@ -1,0 +1,266 @@
+"""Issue 17, command-line side: `napari-ilat edit` never writes over an input, never changes
+unmasked pixels without saying so (--lossy), keeps 16 bits, and answers bad input with a
+message (exit code 2) or, in folder mode, reports and skips the one image."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import skimage.io
+import tifffile
+
+from napari_ilat.cli import main
+from napari_ilat.cli.edit import read_image, read_metadata, read_pose, write_image
+
+H, W = 40, 48
+
+
+@pytest.fixture
+def d(tmp_path):
+    rng = np.random.default_rng(0)
+    img = (rng.random((H, W, 3)) * 255).astype(np.uint8)
+    mask = np.zeros((H, W), np.uint8)
+    mask[10:22, 12:30] = 255
+    skimage.io.imsave(tmp_path / "img.png", img, check_contrast=False)
+    skimage.io.imsave(tmp_path / "mask.png", mask, check_contrast=False)
+    return tmp_path
+
+
+def edit_args(d, model, *extra, image="img.png", out="out.png"):
+    out = [] if out is None else ["-o", str(d / out)]
+    return ["edit", str(d / image), "--mask", str(d / "mask.png"), "--model", str(model), "-q", *out, *extra]
+
+
+def _far(mask):
+    from scipy import ndimage
+
+    return ndimage.distance_transform_edt(mask == 0) > 3
+
+
+# ---------------------------------------------------------------- never overwrite an input
+
+
+def test_output_onto_the_input_image_is_refused_without_overwrite(d, tiny_model_path, capsys):
+    before = (d / "img.png").read_bytes()
+    assert main(edit_args(d, tiny_model_path, "--seed", "0", out="img.png")) == 2
+    assert "would overwrite the input" in capsys.readouterr().err
+    assert (d / "img.png").read_bytes() == before
+    assert main(edit_args(d, tiny_model_path, "--seed", "0", out="mask.png")) == 2  # the mask too
+    assert main(edit_args(d, tiny_model_path, "--seed", "0", "--overwrite", out="img.png")) == 0
+    assert (d / "img.png").read_bytes() != before
+    assert not list(d.glob(".*partial*"))  # written beside, then moved over
+
+
+def test_folder_output_into_the_input_folder_is_refused(d, tiny_model_path, capsys):
+    (d / "imgs").mkdir()
+    (d / "masks").mkdir()
+    for stem in ("a", "b"):
+        (d / "imgs" / f"{stem}.png").write_bytes((d / "img.png").read_bytes())
+        (d / "masks" / f"{stem}.png").write_bytes((d / "mask.png").read_bytes())
+    before = {p.name: p.read_bytes() for p in (d / "imgs").iterdir()}
+    args = ["edit", str(d / "imgs"), "--mask", str(d / "masks"), "--model", str(tiny_model_path), "-q"]
+    assert main([*args, "-o", str(d / "imgs")]) == 2
+    assert "-o is an input folder" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (d / "imgs").iterdir()} == before
+
+
+# ---------------------------------------------------------------- formats
+
+
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        ("x.gif", "GIF holds 256 colours"),
+        ("x.xyz", "unsupported output format '.xyz'"),
+        ("x.webp", "unsupported output format '.webp'"),
+        ("x.jpg", "JPEG compression changes every pixel, the unmasked ones too"),
+    ],
+)
+def test_lossy_or_unknown_output_formats_are_refused(d, tiny_model_path, capsys, out, message):
+    assert main(edit_args(d, tiny_model_path, out=out)) == 2
+    assert message in capsys.readouterr().err
+    assert not (d / out).exists()
+
+
+def test_jpeg_with_lossy_names_the_loss(d, tiny_model_path, capsys):
+    argv = [a for a in edit_args(d, tiny_model_path, out="y.jpg") if a != "-q"]
+    assert main([*argv, "--lossy", "--seed", "0"]) == 0
+    assert "JPEG, lossy: unmasked pixels changed too" in capsys.readouterr().err
+
+
+def test_16_bit_rgb_tiff_to_png_stays_16_bit(d, tiny_model_path):
+    img = (np.random.default_rng(1).random((H, W, 3)) * 65535).astype(np.uint16)
+    tifffile.imwrite(d / "img16.tif", img, photometric="rgb")
+    assert main(edit_args(d, tiny_model_path, "--seed", "2", image="img16.tif", out="o16.png")) == 0
+    out = read_image(d / "o16.png")
+    assert out.dtype == np.uint16 and out.shape == img.shape
+    far = _far(skimage.io.imread(d / "mask.png"))
+    np.testing.assert_array_equal(out[far], img[far])
+    assert read_metadata(d / "o16.png")["seed"] == 2
+    # and a 16-bit colour PNG in: 16 bits out
+    assert main(edit_args(d, tiny_model_path, "--seed", "2", image="o16.png", out="again.tif")) == 0
+    again = tifffile.imread(d / "again.tif")
+    assert again.dtype == np.uint16
+    np.testing.assert_array_equal(again[far], img[far])
+
+
+@pytest.mark.parametrize("shape", [(H, W), (H, W, 2), (H, W, 4)], ids=["grey", "grey-alpha", "rgba"])
+def test_16_bit_png_roundtrip(tmp_path, shape):
+    img = (np.random.default_rng(2).random(shape) * 65535).astype(np.uint16)
+    write_image(tmp_path / "a.png", img, {"seed": 1})
+    back = read_image(tmp_path / "a.png")
+    assert back.dtype == np.uint16
+    np.testing.assert_array_equal(back, img)
+    assert read_metadata(tmp_path / "a.png") == {"seed": 1}
+
+
+def test_16_bit_colour_png_without_imagecodecs_is_refused_not_truncated(tmp_path, monkeypatch):
+    img = (np.random.default_rng(2).random((H, W, 3)) * 65535).astype(np.uint16)
+    write_image(tmp_path / "a.png", img)
+    monkeypatch.setitem(sys.modules, "imagecodecs", None)  # import fails
+    with pytest.raises(ValueError, match="16-bit colour PNG.*imagecodecs"):
+        read_image(tmp_path / "a.png")
+
+
+def test_palette_png_input_keeps_unmasked_pixels(d, tiny_model_path):
+    from PIL import Image
+
+    rgb = skimage.io.imread(d / "img.png")
+    Image.fromarray(rgb).quantize(16).save(d / "pal.png")
+    colours = np.asarray(Image.open(d / "pal.png").convert("RGB"))
+    assert main(edit_args(d, tiny_model_path, "--seed", "0", image="pal.png", out="o.png")) == 0
+    far = _far(skimage.io.imread(d / "mask.png"))
+    np.testing.assert_array_equal(skimage.io.imread(d / "o.png")[..., :3][far], colours[far])
+
+
+def test_corrupt_image_error_has_no_plugin_advice(d, tiny_model_path, capsys):
+    (d / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    assert main(edit_args(d, tiny_model_path, image="bad.png")) == 2
+    err = capsys.readouterr().err
+    assert "corrupt" in err and "install" not in err.lower() and "plugin" not in err.lower()
+
+
+def test_output_parent_is_a_file(d, tiny_model_path, capsys):
+    (d / "afile").write_text("x")
+    assert main(edit_args(d, tiny_model_path, out="afile/out.png")) == 2
+    assert "afile is a file, not a folder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- tracebacks -> messages
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--feather", "inf"], "feather must be a finite number"),
+        (["--feather", "nan"], "feather must be a finite number"),
+        (["--device", "meta"], "device must be"),
+        (["--device", "mps"], "device 'mps' asked for"),
+        (["--seed", str(2**63)], "seed must be in"),
+        (["--samples", "1000"], "--samples must be from 1 to 64"),
+        (["--temperature", "inf"], "temperature must be a finite number"),
+    ],
+)
+def test_bad_options_exit_2_with_a_message(d, tiny_model_path, capsys, extra, message):
+    import torch
+
+    if "mps" in extra and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    assert main([*edit_args(d, tiny_model_path), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [[5], 5, None, [1, "a"], [1, 2, 3, 4]],
+    ids=["short", "scalar", "null", "string", "long"],
+)
+def test_pose_json_dict_with_bad_entries_is_a_message(d, tiny_pose_model_path, capsys, entry):
+    (d / "pose.json").write_text(json.dumps({"nose": [10, 10], "neck": entry}))
+    args = [*edit_args(d, tiny_pose_model_path), "--pose", str(d / "pose.json")]
+    assert main(args) == 2
+    assert "keypoint 'neck' must be [x, y] or [x, y, visible] numbers" in capsys.readouterr().err
+
+
+def test_pose_json_made_for_another_image_size_warns(d, tiny_pose_model_path, capsys):
+    (d / "pose.json").write_text(json.dumps({"keypoints": {"nose": [10, 10]}, "image_size": [128, 128]}))
+    with pytest.warns(UserWarning, match="made for a 128x128 image, this image is 40x48"):
+        read_pose(d / "pose.json", (H, W, 3))
+    argv = [a for a in edit_args(d, tiny_pose_model_path) if a != "-q"]
+    assert main([*argv, "--pose", str(d / "pose.json"), "--seed", "0"]) == 0
+    assert "warning: pose.json was made for a 128x128 image" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- folder mode
+
+
+def _folder(d, names=("a", "b", "c")):
+    for sub in ("imgs", "masks"):
+        (d / sub).mkdir()
+    for stem in names:
+        (d / "imgs" / f"{stem}.png").write_bytes((d / "img.png").read_bytes())
+        (d / "masks" / f"{stem}.png").write_bytes((d / "mask.png").read_bytes())
+    return ["edit", str(d / "imgs"), "--mask", str(d / "masks"), "-o", str(d / "out")]
+
+
+def test_folder_missing_mask_is_reported_and_skipped(d, tiny_model_path, capsys):
+    args = _folder(d)
+    (d / "masks" / "b.png").unlink()
+    assert main([*args, "--model", str(tiny_model_path), "--seed", "0"]) == 1
+    assert sorted(p.name for p in (d / "out").iterdir()) == ["a.png", "c.png"]
+    err = capsys.readouterr().err
+    assert "skipped: no mask for b.png" in err and "1 of 3 images failed: b.png" in err
+
+
+def test_folder_unwritable_output_is_reported_and_skipped(d, tiny_model_path, capsys):
+    args = _folder(d)
+    (d / "out" / "b.png").mkdir(parents=True)  # a folder where the file should go
+    assert main([*args, "--model", str(tiny_model_path), "--seed", "0"]) == 1
+    assert (d / "out" / "a.png").is_file() and (d / "out" / "c.png").is_file()
+    err = capsys.readouterr().err
+    assert "b.png: skipped" in err and "Traceback" not in err
+
+
+def test_folder_jpeg_input_is_written_as_png_and_said(d, tiny_model_path, capsys):
+    args = _folder(d, ("a",))
+    skimage.io.imsave(d / "imgs" / "j.jpg", skimage.io.imread(d / "img.png"), check_contrast=False)
+    (d / "masks" / "j.png").write_bytes((d / "mask.png").read_bytes())
+    assert main([*args, "--model", str(tiny_model_path), "--seed", "0"]) == 0
+    assert sorted(p.name for p in (d / "out").iterdir()) == ["a.png", "j.png"]
+    assert "written as PNG (JPEG is lossy; --lossy keeps it)" in capsys.readouterr().err
+    assert main([*args, "--model", str(tiny_model_path), "--seed", "0", "--lossy"]) == 0
+    assert (d / "out" / "j.jpg").is_file()
+
+
+# ---------------------------------------------------------------- candidates, version, help
+
+
+def test_cli_candidate_k_is_the_single_edit_with_seed_plus_k(d, tiny_model_path, capsys):
+    argv = [a for a in edit_args(d, tiny_model_path, out="c.png") if a != "-q"]
+    assert main([*argv, "--samples", "3", "--seed", "5"]) == 0
+    assert "seeds 5..7: candidate k = --seed 5+k" in capsys.readouterr().err
+    assert read_metadata(d / "c_2.png")["seed"] == 7
+    assert main(edit_args(d, tiny_model_path, "--seed", "7", out="single.png")) == 0
+    np.testing.assert_array_equal(skimage.io.imread(d / "c_2.png"), skimage.io.imread(d / "single.png"))
+
+
+def test_version_flag(capsys):
+    import napari_ilat
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and f"napari-ilat {napari_ilat.__version__}" in capsys.readouterr().out
+
+
+def test_edit_help_shows_defaults():
+    out = subprocess.run(
+        [sys.executable, "-m", "napari_ilat.cli", "edit", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    flat = " ".join(out.split())
+    for text in ("temperature > 0 (default: 1.0)", "(default: off)", "(default: 2.0)", "(default: 1)"):
+        assert text in flat, text

@@ -314,8 +314,11 @@ def ilat_from_state_dicts(
     z_emb = _need(t, "z_emb.weight", "the iLAT transformer")
     pos = _need(t, "pos_emb.weight", "the iLAT transformer")
     n_cond = _need(t, "c_emb.weight", "the iLAT transformer")  # validated below
-    sk_cfg = sketch_vq_config_from_state(sketch)
-    grid = sk_cfg.resolution // sk_cfg.factor
+    # [c_sp, N sketch tokens, z_sp, N image tokens]: 2 (N + 1) positions
+    grid = math.isqrt(pos.shape[0] // 2 - 1)
+    if pos.shape[0] != 2 * (grid * grid + 1):
+        raise ValueError(f"the iLAT transformer has {pos.shape[0]} positions, not 2 (N + 1) for an N-token grid")
+    sk_cfg = sketch_vq_config_from_state(sketch, grid=grid)
     vq_cfg = vqgan_config_from_state(image, grid=grid, out_act="tanh", what="the image TS-VQGAN")
     if sk_cfg.resolution != vq_cfg.resolution:
         raise ValueError(f"sketch VQGAN grid/resolution {sk_cfg.resolution} != image VQGAN's {vq_cfg.resolution}")

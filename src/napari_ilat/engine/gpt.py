@@ -80,6 +80,12 @@ class GPTConfig:
         return self.grid * self.grid
 
     @property
+    def n_slots(self) -> int:
+        """Image slots: N (slot s holds z_{s-1}, slot 0 the start), plus slot N holding the last
+        token where the position table has room for it (iLAT: it is context under the LA mask)."""
+        return min(self.n_tokens + 1, self.n_positions - self.n_cond)
+
+    @property
     def n_cond(self) -> int:
         """Condition positions before slot 0 (iLAT sketch: start + one token per cell)."""
         if self.cond == "sketch":
@@ -170,10 +176,11 @@ class GPTTransformer(nn.Module):
             raise ValueError(f"expected {self.config.n_tokens} tokens per image, got {n}")
         cond_tokens = self.encode_condition(cond, b)
         c = cond_tokens.shape[1]
+        m = self.config.n_slots - 1  # slots 1..m hold z_0 .. z_{m-1}
         if mode == "ilat":
-            order, n_in = permutation(known[:, :-1])  # slot s >= 1 is "known" if z_{s-1} is
+            order, n_in = permutation(known[:, :m])  # slot s >= 1 is "known" if z_{s-1} is
         elif mode == "taming":
-            order = torch.arange(n - 1, device=tokens.device).expand(b, -1)
+            order = torch.arange(m, device=tokens.device).expand(b, -1)
             n_in = torch.zeros(b, dtype=torch.long, device=tokens.device)
         else:
             raise ValueError(f"mode must be 'ilat' or 'taming', got {mode!r}")
@@ -181,8 +188,8 @@ class GPTTransformer(nn.Module):
         x = torch.cat([cond_tokens, self.start_slot(b), body], dim=1)
         hidden = self.run(x, permuted_mask(n_in, c, x.shape[1]))
         rows = torch.empty_like(order)
-        rows.scatter_(1, order, torch.arange(n - 1, device=tokens.device).expand(b, -1))
-        rows = torch.cat([rows.new_full((b, 1), -1), rows], dim=1) + c + 1  # row of slot s
+        rows.scatter_(1, order, torch.arange(m, device=tokens.device).expand(b, -1))
+        rows = torch.cat([rows.new_full((b, 1), -1), rows], dim=1)[:, :n] + c + 1  # row of slot s < N
         return self.logits(hidden.gather(1, rows[..., None].expand(-1, -1, hidden.shape[-1])))
 
 
@@ -245,6 +252,7 @@ def sample_gpt(
     out = tokens.clone()[None].repeat(samples, 1)
     step_logits = []
     dev = tokens.device
+    n_slots = model.config.n_slots
 
     def emit(j, u, logits):
         if return_logits:
@@ -264,12 +272,10 @@ def sample_gpt(
             c = cond_tokens.shape[1]
             if mode == "ilat":
                 # prompt: [C, S, slots whose input is known]; stream: slots holding masked tokens
-                kin = torch.cat([known.new_ones(1), known[:-1]])
-                prefix = (kin[1:].nonzero().flatten() + 1).tolist()
-                n_stream = n - 1 - len(prefix)
+                prefix = (known[: n_slots - 1].nonzero().flatten() + 1).tolist()
             else:
                 prefix = list(range(1, targets[0] + 1))  # teacher-forced, causal
-                n_stream = n - 1 - len(prefix)
+            n_stream = n_slots - 1 - len(prefix)
             slots = torch.tensor(prefix, dtype=torch.long, device=dev)
             x = torch.cat([cond_tokens, model.start_slot(1), model.slot(tokens[slots - 1], slots)[None]], dim=1)
             n_in = torch.tensor([len(prefix) if mode == "ilat" else 0], device=dev)
@@ -288,7 +294,7 @@ def sample_gpt(
                     emit(j, u, model.logits(hidden[row[u]]).expand(samples, -1))
                 else:
                     emit(j, u, feed(u))
-                if mode == "ilat" and u + 1 < n and known[u + 1]:
+                if mode == "ilat" and u + 1 < n_slots and (u + 1 == n or known[u + 1]):
                     feed(u + 1)  # holds the generated z_u: context for later stream slots
     if _cancelled(cancel):
         raise EditCancelled()

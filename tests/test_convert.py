@@ -442,3 +442,12 @@ def test_gpt_cached_sampler_equals_recomputing(ilat_model, taming_model, mode):
             torch.testing.assert_close(la, lb, atol=1e-5, rtol=1e-5)
             if mode == "ilat":
                 assert torch.equal(a[:, known], tokens[known].expand(2, -1))
+
+
+def test_model_notice_says_taming_star(tmp_path, taming_model, ilat_model):
+    from napari_ilat.engine.convert import model_notice
+    from napari_ilat.engine.model import save_model
+
+    assert "Taming*" in model_notice(taming_model)
+    assert "Taming*" in model_notice(save_model(taming_model, tmp_path / "t"))
+    assert model_notice(ilat_model) is None and model_notice(save_model(ilat_model, tmp_path / "i")) is None

@@ -395,8 +395,26 @@ def convert_ilat(image_vqgan, sketch_vqgan, transformer, *, n_head: int = ILAT_N
     return ilat_from_state_dicts(image, sketch, t, n_head=n_head, name=name or "ilat-ffhq")
 
 
+def model_notice(model) -> str | None:
+    """What a user should know before editing with ``model`` (an ILATModel, or the path of
+    its NAME.json, read without the weights): the Taming* notice for causal-trained
+    transformers, else None."""
+    if isinstance(model, (str, Path)):
+        import json
+
+        try:
+            cfg = json.loads(Path(model).with_suffix(".json").read_text())["config"]["transformer"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        trained = cfg.get("trained_mask", "la")
+    else:
+        trained = getattr(model.config.transformer, "trained_mask", "la")
+    return TAMING_NOTICE if trained == "causal" else None
+
+
 __all__ = [
     "TAMING_NOTICE",
+    "model_notice",
     "convert_ilat",
     "convert_taming",
     "ilat_from_state_dicts",

@@ -27,7 +27,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save_file
 
-from napari_ilat.engine.transformer import LATransformer, TransformerConfig
+from napari_ilat.engine.gpt import build_transformer, transformer_config_from_dict
+from napari_ilat.engine.transformer import TransformerConfig
 from napari_ilat.engine.vqgan import VQGANConfig, VQModel
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -64,7 +65,7 @@ class ModelConfig:
     def from_dict(cls, d: dict) -> ModelConfig:
         return cls(
             vqgan=VQGANConfig.from_dict(d["vqgan"]),
-            transformer=TransformerConfig.from_dict(d["transformer"]),
+            transformer=transformer_config_from_dict(d["transformer"]),  # ours, or "gpt" (converted)
             name=d.get("name", "custom"),
             description=d.get("description", ""),
         )
@@ -77,7 +78,7 @@ class ILATModel(nn.Module):
         super().__init__()
         self.config = config
         self.vqgan = VQModel(config.vqgan)
-        self.transformer = LATransformer(config.transformer)
+        self.transformer = build_transformer(config.transformer)
 
     @property
     def resolution(self) -> int:

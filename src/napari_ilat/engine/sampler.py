@@ -117,6 +117,11 @@ def sample_tokens(
     every token after the first masked one is resampled); with ``return_logits`` also the
     (samples, steps, V) logits that produced them.
     """
+    if getattr(model.config, "layout", "ilat") == "gpt":  # converted published weights
+        from napari_ilat.engine.gpt import sample_gpt
+
+        kw = dict(samples=samples, options=options, generator=generator, cache=cache, progress=progress)
+        return sample_gpt(model, tokens, known, cond, mode=mode, cancel=cancel, return_logits=return_logits, **kw)
     opts = options or SamplingOptions()
     tokens, known = tokens.flatten(), known.flatten().bool()
     plan = _plan(known, mode)

@@ -36,6 +36,7 @@ __all__ = [
     "VectorQuantizer",
     "ResnetBlock",
     "AttnBlock",
+    "InstanceNorm",
     "pixel_mask_pyramid",
 ]
 
@@ -58,11 +59,30 @@ class VQGANConfig:
     n_embed: int = 512
     dropout: float = 0.0
     beta: float = 0.25
+    # Architecture options of other published VQGANs (defaults: taming's VQModel, which is
+    # what every model before them used). iLAT's FFHQ TS-VQGAN: norm "instance", attention
+    # False, downsample "conv4", out_act "tanh" (docs/convert.md).
+    norm: str = "group"  # "group" (GroupNorm(32), eps 1e-6, affine) | "instance" (no affine, eps 1e-5)
+    attention: bool = True  # False: no self-attention blocks anywhere (nor in the middle)
+    ch_mult_dec: tuple[int, ...] | None = None  # decoder channel multipliers (None: ch_mult)
+    downsample: str = "pad_conv3"  # "pad_conv3": pad (0,1,0,1), 3x3 stride 2 | "conv4": 4x4 stride 2 pad 1
+    out_act: str = "none"  # "none" | "tanh" at the decoder's end
 
     def __post_init__(self):
         # accept lists (JSON) and store tuples, so from_dict(to_dict()) round-trips
         self.ch_mult = tuple(int(m) for m in self.ch_mult)
         self.attn_resolutions = tuple(int(r) for r in self.attn_resolutions)
+        if self.ch_mult_dec is not None:
+            self.ch_mult_dec = tuple(int(m) for m in self.ch_mult_dec)
+            if len(self.ch_mult_dec) != len(self.ch_mult):
+                raise ValueError(f"ch_mult_dec {self.ch_mult_dec} must have as many levels as ch_mult {self.ch_mult}")
+        for name, allowed in (("norm", NORMS), ("downsample", DOWNSAMPLES), ("out_act", OUT_ACTS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"VQGANConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    @property
+    def decoder_ch_mult(self) -> tuple[int, ...]:
+        return self.ch_mult if self.ch_mult_dec is None else self.ch_mult_dec
 
     @property
     def factor(self) -> int:
@@ -76,6 +96,8 @@ class VQGANConfig:
         d = asdict(self)
         d["ch_mult"] = list(self.ch_mult)
         d["attn_resolutions"] = list(self.attn_resolutions)
+        if self.ch_mult_dec is not None:
+            d["ch_mult_dec"] = list(self.ch_mult_dec)
         return d
 
     @classmethod
@@ -95,6 +117,11 @@ class VQGANConfig:
             embed_dim=256,
             n_embed=1024,
         )
+
+
+NORMS = ("group", "instance")
+DOWNSAMPLES = ("pad_conv3", "conv4")
+OUT_ACTS = ("none", "tanh")
 
 
 # -----------------------------------------------------------------------------
@@ -165,39 +192,60 @@ class GroupNorm(nn.GroupNorm):
     def forward(self, x, mask=None):
         if mask is None:
             return super().forward(x)
-        B, C, H, W = x.shape
-        G = self.num_groups
         dtype = x.dtype  # statistics in float32 at least (bf16 sums lose the mean under autocast)
-        x = _at_least_float32(x)
-        valid = ~mask
-        # a fully masked sample has no clean statistics; any content may reach masked
-        # positions, so fall back to statistics over everything (finite, deterministic)
-        valid = (valid | ~valid.any(dim=(2, 3), keepdim=True))[:, None]  # (B,1,1,H,W)
-        xg = x.reshape(B, G, C // G, H, W)
-        count = valid.sum(dim=(2, 3, 4), keepdim=True) * (C // G)
-        mean = torch.where(valid, xg, 0).sum(dim=(2, 3, 4), keepdim=True) / count
-        var = torch.where(valid, (xg - mean) ** 2, 0).sum(dim=(2, 3, 4), keepdim=True) / count
-        xg = (xg - mean) / torch.sqrt(var + self.eps)
-        out = xg.reshape(B, C, H, W) * self.weight[:, None, None] + self.bias[:, None, None]
+        xn = _masked_normalize(x, mask, self.num_groups, self.eps)
+        out = xn * self.weight[:, None, None] + self.bias[:, None, None]
         return out.to(dtype) if dtype in (torch.float16, torch.bfloat16) else out
+
+
+class InstanceNorm(nn.InstanceNorm2d):
+    """nn.InstanceNorm2d (no affine parameters, no running statistics, eps 1e-5: iLAT's
+    TS-VQGAN) whose statistics, given a mask, come from unmasked positions only: per
+    (sample, channel), the masked GroupNorm with one channel per group."""
+
+    def forward(self, x, mask=None):
+        if mask is None:
+            return super().forward(x)
+        dtype = x.dtype
+        out = _masked_normalize(x, mask, x.shape[1], self.eps)
+        return out.to(dtype) if dtype in (torch.float16, torch.bfloat16) else out
+
+
+def _masked_normalize(x, mask, groups: int, eps: float) -> torch.Tensor:
+    """(x - mean) / sqrt(var + eps) per (sample, group), statistics over unmasked positions."""
+    B, C, H, W = x.shape
+    G = groups
+    x = _at_least_float32(x)
+    valid = ~mask
+    # a fully masked sample has no clean statistics; any content may reach masked
+    # positions, so fall back to statistics over everything (finite, deterministic)
+    valid = (valid | ~valid.any(dim=(2, 3), keepdim=True))[:, None]  # (B,1,1,H,W)
+    xg = x.reshape(B, G, C // G, H, W)
+    count = valid.sum(dim=(2, 3, 4), keepdim=True) * (C // G)
+    mean = torch.where(valid, xg, 0).sum(dim=(2, 3, 4), keepdim=True) / count
+    var = torch.where(valid, (xg - mean) ** 2, 0).sum(dim=(2, 3, 4), keepdim=True) / count
+    xg = (xg - mean) / torch.sqrt(var + eps)
+    return xg.reshape(B, C, H, W)
 
 
 def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-def Normalize(channels):
+def Normalize(channels, kind: str = "group"):
+    if kind == "instance":
+        return InstanceNorm(channels)
     return GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
 
 
 class ResnetBlock(nn.Module):
     # taming's ResnetBlock with temb_channels=0 (no temb_proj) and conv_shortcut=False
-    def __init__(self, in_channels, out_channels, dropout=0.0):
+    def __init__(self, in_channels, out_channels, dropout=0.0, norm="group"):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.norm1 = Normalize(in_channels)
+        self.norm1 = Normalize(in_channels, norm)
         self.conv1 = Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1)
-        self.norm2 = Normalize(out_channels)
+        self.norm2 = Normalize(out_channels, norm)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = Conv2d(out_channels, out_channels, kernel_size=3, stride=1, padding=1)
         if in_channels != out_channels:
@@ -216,9 +264,9 @@ class AttnBlock(nn.Module):
     """Single-head spatial self-attention (taming). Given a mask, unmasked queries attend
     unmasked keys only (they always have at least themselves); masked queries attend all."""
 
-    def __init__(self, channels):
+    def __init__(self, channels, norm="group"):
         super().__init__()
-        self.norm = Normalize(channels)
+        self.norm = Normalize(channels, norm)
         self.q = nn.Conv2d(channels, channels, kernel_size=1)
         self.k = nn.Conv2d(channels, channels, kernel_size=1)
         self.v = nn.Conv2d(channels, channels, kernel_size=1)
@@ -246,12 +294,17 @@ class AttnBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    def __init__(self, channels):
+    def __init__(self, channels, kind="pad_conv3"):
         super().__init__()
-        # torch has no asymmetric conv padding: pad (0,1,0,1) by hand, then k3 s2 p0
-        self.conv = Conv2d(channels, channels, kernel_size=3, stride=2, padding=0)
+        self.kind = kind
+        if kind == "conv4":  # iLAT: 4x4 stride 2, symmetric padding 1
+            self.conv = Conv2d(channels, channels, kernel_size=4, stride=2, padding=1)
+        else:  # taming: torch has no asymmetric conv padding: pad (0,1,0,1) by hand, then k3 s2 p0
+            self.conv = Conv2d(channels, channels, kernel_size=3, stride=2, padding=0)
 
     def forward(self, x, mask_in=None, mask_out=None):
+        if self.kind == "conv4":
+            return self.conv(x, mask_in, mask_out)
         pad = (0, 1, 0, 1)
         if mask_in is not None:
             mask_in = F.pad(mask_in, pad)  # padding is zeros in both streams: not masked
@@ -278,12 +331,20 @@ def _level(block, attn, downsample=None, upsample=None) -> nn.Module:
     return level
 
 
-def _mid(channels, dropout) -> nn.Module:
+def _mid(channels, cfg: VQGANConfig) -> nn.Module:
     mid = nn.Module()
-    mid.block_1 = ResnetBlock(channels, channels, dropout)
-    mid.attn_1 = AttnBlock(channels)
-    mid.block_2 = ResnetBlock(channels, channels, dropout)
+    mid.block_1 = ResnetBlock(channels, channels, cfg.dropout, cfg.norm)
+    if cfg.attention:
+        mid.attn_1 = AttnBlock(channels, cfg.norm)
+    mid.block_2 = ResnetBlock(channels, channels, cfg.dropout, cfg.norm)
     return mid
+
+
+def _mid_forward(mid, h, m=None):
+    h = mid.block_1(h, m)
+    if hasattr(mid, "attn_1"):
+        h = mid.attn_1(h, m)
+    return mid.block_2(h, m)
 
 
 # -----------------------------------------------------------------------------
@@ -301,15 +362,16 @@ class Encoder(nn.Module):
             block, attn = nn.ModuleList(), nn.ModuleList()
             block_in = cfg.ch * in_ch_mult[i_level]
             for _ in range(cfg.num_res_blocks):
-                block.append(ResnetBlock(block_in, cfg.ch * mult, cfg.dropout))
+                block.append(ResnetBlock(block_in, cfg.ch * mult, cfg.dropout, cfg.norm))
                 block_in = cfg.ch * mult
-                if res in cfg.attn_resolutions:
-                    attn.append(AttnBlock(block_in))
+                if cfg.attention and res in cfg.attn_resolutions:
+                    attn.append(AttnBlock(block_in, cfg.norm))
             last = i_level == self.num_resolutions - 1
-            self.down.append(_level(block, attn, downsample=None if last else Downsample(block_in)))
+            down = None if last else Downsample(block_in, cfg.downsample)
+            self.down.append(_level(block, attn, downsample=down))
             res = res if last else res // 2
-        self.mid = _mid(block_in, cfg.dropout)
-        self.norm_out = Normalize(block_in)
+        self.mid = _mid(block_in, cfg)
+        self.norm_out = Normalize(block_in, cfg.norm)
         self.conv_out = Conv2d(block_in, cfg.z_channels, kernel_size=3, stride=1, padding=1)
 
     def forward(self, x, mask=None):
@@ -326,7 +388,7 @@ class Encoder(nn.Module):
             if i_level != n - 1:
                 h = level.downsample(h, m, masks[i_level + 1])
         m = masks[-1]
-        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h, m), m), m)
+        h = _mid_forward(self.mid, h, m)
         return self.conv_out(nonlinearity(self.norm_out(h, m)), m)
 
 
@@ -335,27 +397,29 @@ class Decoder(nn.Module):
 
     def __init__(self, cfg: VQGANConfig):
         super().__init__()
-        block_in = cfg.ch * cfg.ch_mult[-1]
+        ch_mult = cfg.decoder_ch_mult
+        block_in = cfg.ch * ch_mult[-1]
         res = cfg.resolution // cfg.factor
+        self.out_act = cfg.out_act
         self.conv_in = Conv2d(cfg.z_channels, block_in, kernel_size=3, stride=1, padding=1)
-        self.mid = _mid(block_in, cfg.dropout)
+        self.mid = _mid(block_in, cfg)
         self.up = nn.ModuleList()
-        for i_level in reversed(range(len(cfg.ch_mult))):
+        for i_level in reversed(range(len(ch_mult))):
             block, attn = nn.ModuleList(), nn.ModuleList()
-            block_out = cfg.ch * cfg.ch_mult[i_level]
+            block_out = cfg.ch * ch_mult[i_level]
             for _ in range(cfg.num_res_blocks + 1):
-                block.append(ResnetBlock(block_in, block_out, cfg.dropout))
+                block.append(ResnetBlock(block_in, block_out, cfg.dropout, cfg.norm))
                 block_in = block_out
-                if res in cfg.attn_resolutions:
-                    attn.append(AttnBlock(block_in))
+                if cfg.attention and res in cfg.attn_resolutions:
+                    attn.append(AttnBlock(block_in, cfg.norm))
             self.up.insert(0, _level(block, attn, upsample=Upsample(block_in) if i_level else None))
             res = res * 2 if i_level else res
-        self.norm_out = Normalize(block_in)
+        self.norm_out = Normalize(block_in, cfg.norm)
         self.conv_out = Conv2d(block_in, cfg.out_ch, kernel_size=3, stride=1, padding=1)
 
     def forward(self, z):
         h = self.conv_in(z)
-        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
+        h = _mid_forward(self.mid, h)
         for i_level in reversed(range(len(self.up))):
             level = self.up[i_level]
             for i_block, block in enumerate(level.block):
@@ -364,7 +428,8 @@ class Decoder(nn.Module):
                     h = level.attn[i_block](h)
             if i_level != 0:
                 h = level.upsample(h)
-        return self.conv_out(nonlinearity(self.norm_out(h)))
+        h = self.conv_out(nonlinearity(self.norm_out(h)))
+        return torch.tanh(h) if self.out_act == "tanh" else h
 
 
 # -----------------------------------------------------------------------------

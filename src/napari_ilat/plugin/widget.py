@@ -396,6 +396,10 @@ class ILATWidget(Container):
         )
         if path:
             self.add_model(path)
+            from napari_ilat.engine.convert import model_notice
+
+            if note := model_notice(path):  # e.g. a converted taming transformer: Taming*
+                show_info(f"napari-ilat: {note}")
         else:
             with self.model.changed.blocked():
                 self.model.value = self._last_model

@@ -368,6 +368,10 @@ def edit_with_info(
         raise ValueError(
             f"model {model.config.name!r} is not sketch-conditioned ({model.cond}); drop sketch or use a sketch model"
         )
+    if sketch is None and getattr(model.transformer, "requires_condition", False):
+        # a model with no unconditional mode (e.g. the converted iLAT FFHQ model): no strokes
+        # means an empty stroke map, the condition outside the mask still comes from the image
+        sketch = np.zeros(image.shape[:2], np.float32)
 
     dev = resolve_device(device)
     param = next(model.parameters())

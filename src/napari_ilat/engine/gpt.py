@@ -128,6 +128,11 @@ class GPTTransformer(nn.Module):
 
     # -- embeddings ---------------------------------------------------------
 
+    @property
+    def requires_condition(self) -> bool:
+        """A conditional converted model was never trained without its condition."""
+        return self.config.cond != "none"
+
     def encode_condition(self, cond, batch: int) -> torch.Tensor:
         """(B, n_cond, d) condition part of the sequence, positions included."""
         w = self.tok_emb.weight

@@ -92,3 +92,25 @@ def test_resume_may_change_the_time_budget(tmp_path):
     assert (cfg.steps, cfg.budget_minutes) == (20, 30.0)
     _, cfg = C.read_resume(tmp_path, "vqgan", Stage1Config, Stage1Config(steps=20))  # no --budget: kept
     assert cfg.budget_minutes == 75.0
+
+
+def test_training_progress_plain_lines_in_logs_and_tqdm_on_a_terminal(capsys, monkeypatch):
+    import sys
+
+    p = C.Progress(20, every=10)
+    for s in range(1, 21):
+        p.update(s, loss=1.0)
+    p.message("validation 1")
+    p.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert [ln.split(" |")[0] for ln in lines] == ["step 10/20 loss 1.0000", "step 20/20 loss 1.0000", "validation 1"]
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    p = C.Progress(20, every=10)
+    assert p.bar is not None  # tqdm's
+    for s in range(1, 21):
+        p.update(s, loss=0.5)
+    p.message("validation 2")
+    p.close()
+    err = capsys.readouterr().err
+    assert "20/20" in err and "loss=0.5000" in err and "validation 2" in err and "step 10/20" not in err

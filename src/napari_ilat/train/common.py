@@ -294,37 +294,44 @@ def set_lr(opt: torch.optim.Optimizer, lr: float):
 
 
 class Progress:
-    """A one-line text progress bar on stderr with the running (EMA) loss; plain lines when
-    stderr is not a terminal (log files), so logs stay readable."""
+    """Training progress on stderr: tqdm's bar with the running (EMA) losses on a terminal;
+    plain lines every ``every`` steps otherwise (log files stay readable)."""
 
     def __init__(self, total: int, start: int = 0, enabled: bool = True, every: int = 10):
+        from tqdm import tqdm
+
         self.total, self.step, self.enabled, self.every = total, start, enabled, every
         self.t0, self.s0 = time.time(), start
         self.ema: dict[str, float] = {}
         self.tty = sys.stderr.isatty()
+        self.bar = (
+            tqdm(total=total, initial=start, unit="step", file=sys.stderr, dynamic_ncols=True)
+            if enabled and self.tty
+            else None
+        )
 
     def update(self, step: int, **losses):
-        self.step = step
         for k, v in losses.items():
             self.ema[k] = v if k not in self.ema else 0.9 * self.ema[k] + 0.1 * v
-        if not self.enabled or (not self.tty and step % self.every and step != self.total):
+        if self.bar is not None:
+            self.bar.update(step - self.step)
+            self.bar.set_postfix({k: f"{v:.4f}" for k, v in self.ema.items()}, refresh=False)
+        self.step = step
+        if self.bar is not None or not self.enabled or (step % self.every and step != self.total):
             return
-        done = step - self.s0
-        rate = done / max(1e-9, time.time() - self.t0)
-        eta = (self.total - step) / rate if rate > 0 else float("inf")
-        frac = step / max(1, self.total)
-        bar = "#" * int(24 * frac) + "-" * (24 - int(24 * frac))
+        rate = (step - self.s0) / max(1e-9, time.time() - self.t0)
         loss = " ".join(f"{k} {v:.4f}" for k, v in self.ema.items())
-        line = f"[{bar}] {step}/{self.total} {loss} | {rate:.2f} it/s eta {eta / 60:.1f} min"
-        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+        print(f"step {step}/{self.total} {loss} | {rate:.2f} it/s", file=sys.stderr, flush=True)
 
     def message(self, text: str):
-        if self.enabled:
-            print(("\n" if self.tty else "") + text, file=sys.stderr, flush=True)
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        elif self.enabled:
+            print(text, file=sys.stderr, flush=True)
 
     def close(self):
-        if self.enabled and self.tty:
-            print(file=sys.stderr)
+        if self.bar is not None:
+            self.bar.close()
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

@@ -31,7 +31,7 @@ from napari_ilat.engine.gpt import build_transformer, transformer_config_from_di
 from napari_ilat.engine.transformer import TransformerConfig
 from napari_ilat.engine.vqgan import VQGANConfig, VQModel
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
+WEIGHTS_DIR = Path(__file__).parent.parent / "weights"  # napari_ilat/weights/
 FORMAT_VERSION = 1
 SPLIT_FORMAT_VERSION = 2
 _PARTS = (("stage1", "vqgan"), ("stage2", "transformer"))

@@ -118,6 +118,9 @@ class _Intensity:
 
     @classmethod
     def of(cls, image: np.ndarray, mask: np.ndarray, value_range=None) -> _Intensity:
+        if value_range is None and image.dtype in (np.uint8, np.bool_):
+            # fixed ranges: no pass over the image (an 8000 x 8000 photo costs nothing here)
+            return cls(image.dtype, 0, 255 if image.dtype == np.uint8 else 1)
         colour = image[..., :3] if image.ndim == 3 and image.shape[2] == 4 else image
         known = colour[~mask]  # never the masked pixels: their values must not matter
         integer = np.issubdtype(image.dtype, np.integer)

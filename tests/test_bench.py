@@ -1,5 +1,7 @@
 """The bench commands run end to end (tiny configurations; the numbers are not checked)."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -111,3 +113,29 @@ def test_bench_quality_uses_the_separate_plain_model(tmp_path, monkeypatch):
 def test_bench_rejects_bad_rates(capsys):
     assert main(["bench", "speed", "--rates", "0,2"]) == 2
     assert "--rates" in capsys.readouterr().err
+
+
+def test_bench_scale_cli(tmp_path, tiny_pose_model_path):
+    out = tmp_path / "scale.json"
+    assert (
+        main(
+            [
+                "bench",
+                "scale",
+                "--size",
+                "96",
+                "--mask",
+                "8",
+                "--repeats",
+                "1",
+                "--model",
+                str(tiny_pose_model_path),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    r = json.loads(out.read_text())
+    assert r["image"] == "96x96x3 uint8" and r["median_s"] > 0 and r["peak_above_gib"] >= 0
+    assert main(["bench", "scale", "--size", "8", "--mask", "64"]) == 2

@@ -38,6 +38,14 @@ def add_arguments(parser):
     q.add_argument("--examples", help="write example grids to PREFIX_{pose,natural,sketch}.png")
     q.add_argument("--out", help="also write the markdown tables to this file")
 
+    b = sub.add_parser("scale", help="edit time and peak memory for a small mask on a big image")
+    b.add_argument("--size", type=int, default=8000, help="image side in pixels (default 8000)")
+    b.add_argument("--mask", type=int, default=64, help="mask side in pixels (default 64)")
+    b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--model", default="natural")
+    b.add_argument("--threads", type=int, default=None)
+    b.add_argument("--out", help="also write the JSON result to this file")
+
     g = sub.add_parser("gui", help="longest Qt event-loop stall during a threaded generation (needs a display)")
     g.add_argument("--model", default=None, help="'default' (random), 'tiny', or a path to NAME.json")
     g.add_argument("--size", type=int, default=128)
@@ -56,6 +64,14 @@ def run(args) -> int:
         md = speed_markdown(result)
         if args.plot:
             speed_plot(result, args.plot)
+    elif args.what == "scale":
+        import json
+
+        from napari_ilat.evaluation.speed import big_image
+
+        if args.size < 16 or not 1 <= args.mask < args.size:
+            raise ValueError("--size must be >= 16 and --mask between 1 and --size - 1")
+        md = json.dumps(big_image(args.size, args.mask, args.repeats, args.model, args.threads), indent=2)
     elif args.what == "gui":
         import json
 

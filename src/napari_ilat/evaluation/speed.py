@@ -187,3 +187,41 @@ def speed_plot(r: dict, path) -> None:
     axes[0].legend()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def big_image(size: int = 8000, mask_side: int = 64, repeats: int = 3, model="natural", threads=None) -> dict:
+    """Edit time and peak memory for a small mask on a big RGB uint8 image (the work and
+    memory should be bounded by the model's window, not the image). Peak memory is the
+    growth of the process's peak resident set over what it held with the image made and the
+    model loaded (Linux ``ru_maxrss``), so it includes the output array (one image's bytes)."""
+    import resource
+
+    from napari_ilat.engine.editing import edit
+
+    if threads:
+        torch.set_num_threads(threads)
+    img = np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    mask = np.zeros((size, size), bool)
+    r = c = size // 2
+    mask[r : r + mask_side, c : c + mask_side] = True
+    win = (slice(max(0, r - 128), r + mask_side + 128), slice(max(0, c - 128), c + mask_side + 128))
+    edit(img[win], mask[win], model=model, seed=0, device="cpu")  # model load, warm-up
+
+    def peak_gib():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+
+    base, times = peak_gib(), []
+    for i in range(repeats):
+        t = time.perf_counter()
+        edit(img, mask, model=model, seed=i, device="cpu")
+        times.append(time.perf_counter() - t)
+    return {
+        "image": f"{size}x{size}x3 uint8",
+        "mask": f"{mask_side}x{mask_side}",
+        "median_s": statistics.median(times),
+        "peak_above_gib": peak_gib() - base,
+        "image_gib": img.nbytes / 2**30,
+        "repeats": repeats,
+        "threads": torch.get_num_threads(),
+        "load": os.getloadavg()[0],
+    }

@@ -498,5 +498,8 @@ def test_stage2_init_from_a_model_continues_its_transformer(stage1_run, tmp_path
     assert w.keys() == start.transformer.state_dict().keys()
     for k, v in start.transformer.state_dict().items():
         assert torch.equal(w[k], v), k
+    meta = json.loads(export(tmp_path / "cont", tmp_path / "m" / "cont")[0].read_text())
+    assert meta["training"]["started_from"]["model"] == "start.json"  # provenance kept
+    assert meta["training"]["started_from"]["training"]["steps"] == 1
     fs = C.load_weights(tmp_path / "cont", "first_stage")
     assert torch.equal(fs["quantize.embedding.weight"], start.vqgan.state_dict()["quantize.embedding.weight"])

@@ -41,7 +41,12 @@ def _provenance(run: dict) -> dict:
         "validation": run["history"][-1] if run.get("history") else None,
     }
     src = run["first_stage"].get("source")
-    if src and Path(src).is_dir() and C.has_checkpoint(src):
+    if src and str(src).endswith(".json") and Path(src).is_file():
+        # the run started from an exported model (`train transformer --init MODEL`): keep how
+        # that one was trained (device, minutes, steps) beside this run's own numbers
+        prior = json.loads(Path(src).read_text()).get("training")
+        info["started_from"] = {"model": Path(src).name, "training": prior}
+    elif src and Path(src).is_dir() and C.has_checkpoint(src):
         r1 = C.read_run(src)
         info["first_stage"] = {
             "steps": r1["step"],

@@ -216,12 +216,6 @@ def build_transformer(cfg) -> nn.Module:
     return LATransformer(cfg)
 
 
-def _cancelled(cancel) -> bool:
-    if cancel is None:
-        return False
-    return cancel.is_set() if hasattr(cancel, "is_set") else bool(cancel())
-
-
 @torch.inference_mode()
 def sample_gpt(
     model: GPTTransformer,
@@ -241,7 +235,7 @@ def sample_gpt(
     """:func:`napari_ilat.engine.sampler.sample_tokens` for a GPT-layout transformer (same
     arguments and results). ``ilat``: masked tokens in raster order under the LA mask;
     ``taming``: tokens before the first masked one teacher-forced, every later one sampled."""
-    from napari_ilat.engine.sampler import EditCancelled, SamplingOptions, pick
+    from napari_ilat.engine.sampler import EditCancelled, SamplingOptions, is_cancelled, pick
 
     opts = options or SamplingOptions()
     tokens, known = tokens.flatten(), known.flatten().bool()
@@ -266,10 +260,10 @@ def sample_gpt(
         if progress is not None:
             progress(j + 1, len(targets))
 
-    if targets and not _cancelled(cancel):
+    if targets and not is_cancelled(cancel):
         if not cache:  # reference: the whole sequence for every token
             for j, u in enumerate(targets):
-                if _cancelled(cancel):
+                if is_cancelled(cancel):
                     raise EditCancelled()
                 emit(j, u, model(out, known.expand(samples, -1), cond, mode)[:, u])
         else:
@@ -293,7 +287,7 @@ def sample_gpt(
                 return model.logits(model.run(x[:, None], None, kv)[:, -1])
 
             for j, u in enumerate(targets):
-                if _cancelled(cancel):
+                if is_cancelled(cancel):
                     raise EditCancelled()
                 if u in row:  # a prompt row predicts z_u (ilat: the first-token quirk)
                     emit(j, u, model.logits(hidden[row[u]]).expand(samples, -1))
@@ -301,7 +295,7 @@ def sample_gpt(
                     emit(j, u, feed(u))
                 if mode == "ilat" and u + 1 < n_slots and (u + 1 == n or known[u + 1]):
                     feed(u + 1)  # holds the generated z_u: context for later stream slots
-    if _cancelled(cancel):
+    if is_cancelled(cancel):
         raise EditCancelled()
     if return_logits:
         v = model.config.vocab_size

@@ -85,7 +85,8 @@ def _plan(known: torch.Tensor, mode: str) -> _Plan:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
 
-def _is_cancelled(cancel) -> bool:
+def is_cancelled(cancel) -> bool:
+    """``cancel``: None, a threading.Event or a callable returning bool."""
     if cancel is None:
         return False
     return cancel.is_set() if hasattr(cancel, "is_set") else bool(cancel())
@@ -146,12 +147,12 @@ def sample_tokens(
         # One forward over the prompt (prefix + teacher-forced stream entries) fills the cache.
         length = stream0 + first + 1
         kv = KVCache(model.config, samples, length + plan.n_steps - 1, cond_tokens)
-        if plan.n_steps and not _is_cancelled(cancel):
+        if plan.n_steps and not is_cancelled(cancel):
             x = model.embed_sequence(out[:1], order[None], n_known, cond_tokens, cells)[:, :length]
             hidden = model.run(x, permuted_mask(n_known, n_cond, length), kv)
             emit(first, model.logits(hidden[:, -1]).expand(samples, -1))
         for j in range(first + 1, first + plan.n_steps):
-            if _is_cancelled(cancel):
+            if is_cancelled(cancel):
                 raise EditCancelled()
             prev, query = order[plan.n_known + j - 1], order[plan.n_known + j]
             x = model.stream_input(out[:, prev], prev.expand(samples), query.expand(samples), cells)
@@ -164,12 +165,12 @@ def sample_tokens(
         mask = permuted_mask(n_known, n_cond, full)
         conds = cond_tokens.expand(samples, -1, -1)
         for j in range(first, first + plan.n_steps):
-            if _is_cancelled(cancel):
+            if is_cancelled(cancel):
                 raise EditCancelled()
             x = model.embed_sequence(out, orders, n_known.expand(samples), conds, cells)
             hidden = model.run(x, mask)
             emit(j, model.logits(hidden[:, stream0 + j]))
-    if _is_cancelled(cancel):
+    if is_cancelled(cancel):
         raise EditCancelled()
     if return_logits:
         v = model.config.vocab_size

@@ -87,30 +87,9 @@ SKELETON_COLORS: np.ndarray = np.array(
     dtype=np.uint8,
 )
 
-#: One RGB colour (uint8) per keypoint, for drawing.
-KEYPOINT_COLORS: np.ndarray = np.array(
-    [
-        [255, 0, 0],
-        [255, 85, 0],
-        [255, 170, 0],
-        [255, 255, 0],
-        [170, 255, 0],
-        [85, 255, 0],
-        [0, 255, 0],
-        [0, 255, 85],
-        [0, 255, 170],
-        [0, 255, 255],
-        [0, 170, 255],
-        [0, 85, 255],
-        [0, 0, 255],
-        [85, 0, 255],
-        [170, 0, 255],
-        [255, 0, 255],
-        [255, 0, 170],
-        [255, 0, 85],
-    ],
-    dtype=np.uint8,
-)
+#: One RGB colour (uint8) per keypoint, for drawing: the bones' rainbow, one step further
+#: for the 18th keypoint.
+KEYPOINT_COLORS: np.ndarray = np.vstack([SKELETON_COLORS, np.array([[255, 0, 85]], np.uint8)])
 
 #: Body parts of the synthetic figure, in the fixed depth order they are drawn
 #: (back to front). Each part is one shape; its index is its label in label maps.

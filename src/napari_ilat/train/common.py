@@ -420,8 +420,11 @@ def budget_progress(t0: float, elapsed: float, budget_minutes: float) -> float |
 
 
 def budget_spent(D: Dist, device, progress: float | None) -> bool:
-    """All ranks agree on the end of the budget (so they stop at the same step)."""
-    return D.any(progress is not None and progress >= 1.0, device)
+    """All ranks agree on the end of the budget (so they stop at the same step). Without a
+    budget (the same config on every rank) no collective is needed: False at once."""
+    if progress is None:
+        return False
+    return D.any(progress >= 1.0, device)
 
 
 def load_rank_rng(out, rank: int, default: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -63,7 +63,6 @@ class RecipeConfig:
     token_pool: int | None = None
     # evaluation sizes (None: by device)
     n_eval: int | None = None
-    extra: dict = field(default_factory=dict)  # free-form notes recorded in recipe.json
 
 
 def plan(cfg: RecipeConfig, device: torch.device) -> dict:

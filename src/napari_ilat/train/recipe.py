@@ -54,6 +54,7 @@ class RecipeConfig:
     n_embd: int = 256
     dropout: float = 0.1
     cond_map: bool = True  # per-token cells of the pose map / sketch (posemap.py)
+    plain: bool = False  # iLAT* ablation: no two-stream convolutions in either stage
     stage2_lr: float | None = None
     # sizing (None: by device)
     batch1: int | None = None
@@ -110,7 +111,7 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
     prec = C.pick_precision(precision, dev)
     p = plan(cfg, dev)
     cond = "pose" if cfg.data == "pose" else "sketch"
-    name = cfg.name or (cfg.data if cfg.data in ("pose", "natural") else "custom")
+    name = cfg.name or (cfg.data if cfg.data in ("pose", "natural") else "custom") + ("-plain" if cfg.plain else "")
     record = {
         "config": asdict(cfg),
         "plan": p,
@@ -144,6 +145,7 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         budget_minutes=p["stage1_minutes"],
         disc_weight=0.0,
         reuse=p["reuse1"],
+        plain=cfg.plain,
         val_every=big,
         sample_every=big,
         save_every=big,
@@ -184,6 +186,7 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         workers=p["workers"],
         token_pool=p["token_pool"],
         budget_minutes=p["stage2_minutes"],
+        plain=cfg.plain,
         val_every=big,
         sample_every=big,
         save_every=big,
@@ -222,6 +225,7 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         n_ppl=n,
         n_pose=n if cond == "pose" else 0,
         n_speed=0,
+        plain=cfg.plain,
         device=str(dev),
         seed=cfg.seed,
     )

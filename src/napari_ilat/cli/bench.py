@@ -1,4 +1,4 @@
-"""``napari-ilat bench speed|quality|gui``: the command line of the benchmarks.
+"""``napari-ilat bench speed|quality|scale|regenerate|native|gui``: the command line of the benchmarks.
 
 The measurements live in napari_ilat.evaluation (speed, quality) and, for the GUI
 responsiveness check that needs Qt, in napari_ilat.plugin.bench_gui.
@@ -46,6 +46,21 @@ def add_arguments(parser):
     b.add_argument("--threads", type=int, default=None)
     b.add_argument("--out", help="also write the JSON result to this file")
 
+    r = sub.add_parser("regenerate", help="whole edit, iLAT vs Taming, first edit vs repeated Generate")
+    r.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    r.add_argument("--rate", type=float, default=0.066, help="masked-token rate (default: %(default)s)")
+    r.add_argument("--repeats", type=int, default=5)
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--threads", type=int, default=None)
+    r.add_argument("--out", help="also write the markdown table to this file")
+
+    n = sub.add_parser("native", help="a big mask at native resolution (sliding windows) vs resized")
+    n.add_argument("--size", type=int, default=1024, help="image side in pixels (default 1024)")
+    n.add_argument("--mask", type=int, default=512, help="mask side in pixels (default 512)")
+    n.add_argument("--model", default="natural")
+    n.add_argument("--threads", type=int, default=None)
+    n.add_argument("--out", help="also write the JSON result to this file")
+
     g = sub.add_parser("gui", help="longest Qt event-loop stall during a threaded generation (needs a display)")
     g.add_argument("--model", default=None, help="'default' (random), 'tiny', or a path to NAME.json")
     g.add_argument("--size", type=int, default=128)
@@ -72,6 +87,20 @@ def run(args) -> int:
         if args.size < 16 or not 1 <= args.mask < args.size:
             raise ValueError("--size must be >= 16 and --mask between 1 and --size - 1")
         md = json.dumps(big_image(args.size, args.mask, args.repeats, args.model, args.threads), indent=2)
+    elif args.what == "regenerate":
+        from napari_ilat.evaluation.speed import regenerate_markdown, regenerate_speed
+
+        if not 0 < args.rate <= 1:
+            raise ValueError("--rate must be a fraction in (0, 1]")
+        md = regenerate_markdown(regenerate_speed(args.preset, args.rate, args.repeats, args.device, args.threads))
+    elif args.what == "native":
+        import json
+
+        from napari_ilat.evaluation.speed import native_speed
+
+        if args.size < 16 or not 1 <= args.mask < args.size:
+            raise ValueError("--size must be >= 16 and --mask between 1 and --size - 1")
+        md = json.dumps(native_speed(args.size, args.mask, args.model, args.threads), indent=2)
     elif args.what == "gui":
         import json
 

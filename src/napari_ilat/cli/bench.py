@@ -6,6 +6,7 @@ responsiveness check that needs Qt, in napari_ilat.plugin.bench_gui.
 
 from __future__ import annotations
 
+from napari_ilat.evaluation.quality import TEST_SETS
 from napari_ilat.evaluation.speed import DEFAULT_RATES, PRESETS, speed, speed_markdown, speed_plot
 
 
@@ -35,6 +36,11 @@ def add_arguments(parser):
         "--plain-natural-model", default=None, help="iLAT* ablation for natural patches (as --plain-pose-model)"
     )
     q.add_argument("--n", type=int, default=200, help="cases per test set (default 200)")
+    q.add_argument(
+        "--sets",
+        default=",".join(TEST_SETS),
+        help=f"comma-separated test sets, of {', '.join(TEST_SETS)} (default: all)",
+    )
     q.add_argument("--examples", help="write example grids to PREFIX_{pose,natural,sketch}.png")
     q.add_argument("--out", help="also write the markdown tables to this file")
 
@@ -116,6 +122,10 @@ def run(args) -> int:
         def model(name):
             return None if name == "none" else name
 
+        sets = tuple(x.strip() for x in args.sets.split(",") if x.strip())
+        unknown = [x for x in sets if x not in TEST_SETS]
+        if unknown or not sets:
+            raise ValueError(f"--sets: unknown test set(s) {unknown}; choose from {', '.join(TEST_SETS)}")
         md = quality(
             model(args.pose_model),
             model(args.natural_model),
@@ -124,6 +134,7 @@ def run(args) -> int:
             examples=args.examples,
             plain_pose_model=args.plain_pose_model,
             plain_natural_model=args.plain_natural_model,
+            sets=sets,
         )
     print(md)
     if args.out:

@@ -134,6 +134,9 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
     # training must end by this time; stage 2 gets whatever stage 1 (and its validation) left
     deadline = t_start + 60 * (p["stage1_minutes"] + p["stage2_minutes"])
     big = 10**9  # the time budget ends each stage, not a step count
+    # a GPU validates every 200 steps (a few seconds each), so recipe.json keeps PSNR and
+    # perplexity against wall-clock; a CPU run is too short for more than the final one
+    val_every = 200 if dev.type == "cuda" else big
     c1 = stage1.Stage1Config(
         data=cfg.data,
         steps=big,
@@ -146,7 +149,7 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         disc_weight=0.0,
         reuse=p["reuse1"],
         plain=cfg.plain,
-        val_every=big,
+        val_every=val_every,
         sample_every=big,
         save_every=big,
         log_every=50,
@@ -168,6 +171,7 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         "seconds": round(time.time() - t, 1),
         "steps": r1["step"],
         "validation": r1["history"][-1] if r1["history"] else None,
+        "curve": r1["history"],
     }
     log(f"stage 1: {r1['step']} steps, {record['phases']['stage1']}")
     _write(out / "recipe.json", record)
@@ -187,7 +191,7 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         token_pool=p["token_pool"],
         budget_minutes=p["stage2_minutes"],
         plain=cfg.plain,
-        val_every=big,
+        val_every=val_every,
         sample_every=big,
         save_every=big,
         log_every=50,
@@ -200,6 +204,7 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         "seconds": round(time.time() - t, 1),
         "steps": r2["step"],
         "validation": r2["history"][-1] if r2["history"] else None,
+        "curve": r2["history"],
     }
     log(f"stage 2: {r2['step']} steps, {record['phases']['stage2']}")
     _write(out / "recipe.json", record)

@@ -158,3 +158,18 @@ def test_bench_scale_cli(tmp_path, tiny_pose_model_path):
     r = json.loads(out.read_text())
     assert r["image"] == "96x96x3 uint8" and r["median_s"] > 0 and r["peak_above_gib"] >= 0
     assert main(["bench", "scale", "--size", "8", "--mask", "64"]) == 2
+
+
+def test_bench_regenerate_and_native_cli(tmp_path, capsys):
+    """The two issue-16 benchmarks run end to end on tiny models and report what they measured."""
+    assert main(["bench", "regenerate", "--preset", "tiny", "--rate", "0.2", "--repeats", "1", "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "first edit of the image + mask (cold)" in text and "repeated Generate" in text
+    tiny = save_model(ILATModel.tiny(resolution=32), tmp_path / "tiny")
+    out = tmp_path / "native.json"
+    args = ["bench", "native", "--size", "192", "--mask", "96", "--model", str(tiny), "--threads", "1"]
+    assert main([*args, "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    # native generates every token of the mask at the model's scale; resize one window's worth
+    assert r["native"]["tokens"] > r["resize"]["tokens"] > 0
+    assert r["native"]["seconds"] > 0 and r["resize"]["seconds"] > 0

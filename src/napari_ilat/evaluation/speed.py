@@ -79,13 +79,18 @@ VARIANTS = {  # timed variant -> (edit() keywords, sample_tokens() keywords)
 }
 
 
-def speed(preset="default", rates=(0.066, 0.3), repeats=5, device="cpu", threads=None) -> dict:
+def _setup(preset: str, device, threads):
+    """(device, the preset's model in eval mode on it, a sync function, resolution, factor)."""
     dev = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
     model = PRESETS[preset]().to(dev).eval()
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    res, f = model.resolution, model.config.vqgan.factor
+    return dev, model, sync, model.resolution, model.config.vqgan.factor
+
+
+def speed(preset="default", rates=(0.066, 0.3), repeats=5, device="cpu", threads=None) -> dict:
+    dev, model, sync, res, f = _setup(preset, device, threads)
     t = model.transformer
     n_tokens = t.config.n_tokens
     image = (np.random.default_rng(0).random((res, res, 3)) * 255).astype(np.uint8)
@@ -241,12 +246,7 @@ def regenerate_speed(preset="default", rate=0.066, repeats=5, device="cpu", thre
     variants interleaved; medians."""
     from napari_ilat.engine.reuse import FIRST_STAGE_CACHE
 
-    dev = resolve_device(device)
-    if threads:
-        torch.set_num_threads(threads)
-    model = PRESETS[preset]().to(dev).eval()
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    res, f = model.resolution, model.config.vqgan.factor
+    dev, model, sync, res, f = _setup(preset, device, threads)
     image = (np.random.default_rng(0).random((res, res, 3)) * 255).astype(np.uint8)
     mask, exact = token_box_mask(res, f, rate, np.random.default_rng(0))
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from napari_ilat.engine.conditions import normalize_keypoints
+from napari_ilat.engine.imagebart import is_imagebart, sample_imagebart
 from napari_ilat.engine.inputs import check_image, check_pose, normalize_mask, normalize_sketch
 from napari_ilat.engine.model import ILATModel, load_model
 from napari_ilat.engine.modes import MODE_NAMES, get_mode
@@ -96,9 +97,23 @@ def _load_cached(name: str) -> ILATModel:
 
 
 def cached_model(model) -> ILATModel:
-    """``model`` as an :class:`ILATModel`: one as is, a bundled name or a path loaded once
-    (the last four are kept)."""
-    return model if isinstance(model, ILATModel) else _load_cached(str(model))
+    """``model`` as a model object (:class:`ILATModel`, or an ImageBART model): one as is, a
+    bundled name or a path loaded once (the last four are kept)."""
+    return model if isinstance(model, torch.nn.Module) else _load_cached(str(model))
+
+
+def _check_model_kind(model, mode) -> None:
+    """An ImageBART model runs mode ``imagebart`` only, and that mode needs one."""
+    kind = "imagebart" if is_imagebart(model) else "ilat"
+    if kind == mode.model_kind:
+        return
+    name = getattr(model.config, "name", "model")
+    if mode.model_kind == "imagebart":
+        raise ValueError(
+            f"mode 'imagebart' needs an ImageBART model, and {name!r} is an iLAT model: train one with "
+            "`napari-ilat train imagebart` and load its NAME.json"
+        )
+    raise ValueError(f"model {name!r} is an ImageBART model: it runs mode 'imagebart' only, not {mode.name!r}")
 
 
 def _default_model(pose, sketch) -> str:
@@ -363,6 +378,7 @@ def edit_with_info(
     if model is None:
         model = _default_model(pose, sketch)
     model = cached_model(model)
+    _check_model_kind(model, mode_def)
     if pose is not None and model.cond != "pose":
         raise ValueError(
             f"model {model.config.name!r} is not pose-conditioned ({model.cond}); drop pose or use a pose model"
@@ -371,7 +387,7 @@ def edit_with_info(
         raise ValueError(
             f"model {model.config.name!r} is not sketch-conditioned ({model.cond}); drop sketch or use a sketch model"
         )
-    if sketch is None and getattr(model.transformer, "requires_condition", False):
+    if sketch is None and getattr(getattr(model, "transformer", None), "requires_condition", False):
         # a model with no unconditional mode (e.g. the converted iLAT FFHQ model): no strokes
         # means an empty stroke map, the condition outside the mask still comes from the image
         sketch = np.zeros(image.shape[:2], np.float32)
@@ -419,6 +435,8 @@ def edit_with_info(
     touched = alpha > 0
     out = np.repeat(image[None], samples, axis=0)
     vq = model.vqgan
+    # the token sampler of the model's engine (one calling convention for both)
+    sampler, net = (sample_imagebart, model.bart) if is_imagebart(model) else (sample_tokens, model.transformer)
     with torch.inference_mode():
         z_hat = vq.encode(x, m if mode_def.two_stream else None)
         _, tokens, _ = vq.quantize_latents(z_hat)
@@ -435,8 +453,8 @@ def edit_with_info(
                 def step(done, total, k=k):
                     progress(k * total + done, samples * total)
 
-            out_tokens = sample_tokens(
-                model.transformer,
+            out_tokens = sampler(
+                net,
                 tokens,
                 known,
                 cond,
@@ -513,8 +531,10 @@ def edit(
         by 255 (the rule: napari_ilat.engine.inputs).
     model : an :class:`ILATModel`, a bundled model name or a path to a saved model.
         Default: "pose" when a pose is given, else "natural".
-    mode : "ilat" (two-stream encoder + local AR), "ilat*" (plain encoder, ablation) or
-        "taming" (plain encoder, raster AR with context from above/left only).
+    mode : "ilat" (two-stream encoder + local AR), "ilat*" (plain encoder, ablation),
+        "taming" (plain encoder, raster AR with context from above/left only) or
+        "imagebart" (plain encoder + coarse-to-fine reverse diffusion; needs an ImageBART
+        model, napari_ilat.engine.imagebart).
     samples : number of candidates, 1..MAX_SAMPLES (64), generated one at a time; > 1 adds
         a leading candidate axis to the output. Candidate k is the single edit with seed
         ``seed + k``.

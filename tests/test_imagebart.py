@@ -1,0 +1,324 @@
+"""ImageBART, the second engine (issue 15): forward process, guided masked sampling, the
+cached decoder, the model files, and the front ends (edit(), CLI, widget). Tiny random
+models only: no network, a few seconds on a 2-core CPU."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import napari_ilat.engine.imagebart as ib
+from napari_ilat.engine.imagebart import (
+    ImageBARTConfig,
+    ImageBARTModel,
+    geometric_betas,
+    q_marginal,
+    q_step,
+    sample_imagebart,
+    save_imagebart,
+)
+from napari_ilat.engine.sampler import EditCancelled, SamplingOptions
+
+
+@pytest.fixture(scope="module")
+def tiny_ib():
+    return ImageBARTModel.tiny(resolution=32)
+
+
+@pytest.fixture(scope="module")
+def tiny_ib_path(tmp_path_factory, tiny_ib):
+    return save_imagebart(tiny_ib, tmp_path_factory.mktemp("ib") / "tiny_ib")
+
+
+def _case(model, seed=0):
+    """Clean tokens and a known map with masked runs of several lengths (an edge, a middle
+    run, single tokens, the last token)."""
+    n = model.bart.config.n_tokens
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, model.bart.config.vocab_size, (n,), generator=g)
+    known = torch.ones(n, dtype=torch.bool)
+    known[0:3] = False
+    known[20:31] = False
+    known[[40, 42, 50, n - 1]] = False
+    return tokens, known
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+# ---------------------------------------------------------------- forward process
+
+
+def test_geometric_schedule_is_the_design_one():
+    assert geometric_betas(4) == (0.25, 1 / 3, 0.5, 1.0)
+    cfg = ImageBARTConfig(n_stages=4, vocab_size=8, grid=2)
+    assert [round(cfg.keep_prob(t), 12) for t in range(5)] == [1, 0.75, 0.5, 0.25, 0]
+    with pytest.raises(ValueError, match="last one 1"):
+        ImageBARTConfig(n_stages=2, betas=(0.5, 0.5))
+    assert ImageBARTConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("betas", [None, (0.1, 0.3, 1.0)])
+def test_forward_marginals_match_the_schedule(betas):
+    """Sequential q(x_t | x_{t-1}) steps and the closed form q(x_t | x_0) both give
+    P(x_t = x_0) = abar_t + (1 - abar_t) / K, and the redrawn codes are uniform."""
+    k, n = 16, 200_000
+    cfg = ImageBARTConfig(vocab_size=k, grid=4, n_stages=3, betas=betas)
+    g = _gen(0)
+    x0 = torch.zeros(n, dtype=torch.long)  # code 0 everywhere: counts of every code are easy
+    x = x0
+    for t in range(1, cfg.n_stages + 1):
+        x = q_step(x, t, cfg, g)
+        closed = q_marginal(x0, t, cfg, g)
+        abar = cfg.keep_prob(t)
+        p_same = abar + (1 - abar) / k
+        tol = 5 * np.sqrt(p_same * (1 - p_same) / n)  # 5 sigma: a fixed seed, never flaky
+        for sample in (x, closed):
+            counts = torch.bincount(sample, minlength=k).double() / n
+            assert abs(counts[0].item() - p_same) < tol, (t, counts[0].item(), p_same)
+            other = (1 - abar) / k  # every other code: only by a redraw
+            tol_o = 5 * np.sqrt(other * (1 - other) / n) + 1e-12
+            assert (counts[1:] - other).abs().max().item() < tol_o, (t, counts[1:])
+    assert cfg.keep_prob(cfg.n_stages) == 0  # x_T is pure noise
+
+
+def test_q_step_only_where_asked():
+    cfg = ImageBARTConfig(vocab_size=32, grid=4, n_stages=2)
+    x = torch.zeros(4, 16, dtype=torch.long)
+    where = torch.zeros_like(x, dtype=torch.bool)
+    where[:, :8] = True
+    y = q_step(x, 2, cfg, _gen(0), where)  # beta_2 = 1: every asked token redrawn
+    assert (y[:, 8:] == 0).all() and (y[:, :8] != 0).any()
+
+
+# ---------------------------------------------------------------- guided sampling
+
+
+def assert_known_kept_by_every_stage(model, tokens, known, **kw):
+    """Every pass of every stage returns the known tokens unchanged."""
+    out, chain = sample_imagebart(model.bart, tokens, known, return_chain=True, **kw)
+    assert len(chain) >= model.bart.config.n_stages
+    for t, x in chain:
+        assert torch.equal(x[:, known], tokens[known].expand(x.shape[0], -1)), f"stage {t} changed known tokens"
+    assert torch.equal(out, chain[-1][1])
+    return out, chain
+
+
+def test_known_tokens_come_out_of_every_stage_unchanged(tiny_ib):
+    tokens, known = _case(tiny_ib)
+    out, chain = assert_known_kept_by_every_stage(tiny_ib, tokens, known, samples=3, generator=_gen(1), repeats=2)
+    assert [t for t, _ in chain] == [3, 2, 2, 1, 1]  # the noise stage once, the others twice
+    assert not torch.equal(out[:, ~known], tokens[~known].expand(3, -1))  # masked ones are generated
+
+
+def test_a_decoder_that_ignores_the_guide_fails(tiny_ib, monkeypatch):
+    """Planted bug: the guide is not added to the logits. The check above must catch it."""
+    tokens, known = _case(tiny_ib)
+    monkeypatch.setattr(ib, "apply_guide", lambda logits, guide: logits)
+    with pytest.raises(AssertionError, match="changed known tokens"):
+        assert_known_kept_by_every_stage(tiny_ib, tokens, known, samples=2, generator=_gen(1))
+
+
+def test_guide_rows():
+    tokens = torch.tensor([2, 0, 1])
+    known = torch.tensor([True, False, True])
+    g = ib.guide_logits(tokens, known, 3)
+    assert g[1].eq(0).all()
+    assert g[0].tolist() == [float("-inf"), float("-inf"), 0.0] and g[2].argmax() == 1
+
+
+def test_same_seed_same_output_other_seed_other_output(tiny_ib):
+    tokens, known = _case(tiny_ib)
+    a = sample_imagebart(tiny_ib.bart, tokens, known, samples=2, generator=_gen(5))
+    b = sample_imagebart(tiny_ib.bart, tokens, known, samples=2, generator=_gen(5))
+    c = sample_imagebart(tiny_ib.bart, tokens, known, samples=2, generator=_gen(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_cached_decoder_equals_full_recomputation():
+    """Chunks of any length against the cache give the logits of one full causal pass."""
+    torch.manual_seed(0)
+    model = ImageBARTModel.tiny(resolution=32).double()
+    stage = model.bart.stage(1)  # an encoder-decoder stage
+    n = model.bart.config.n_tokens
+    x_t = torch.randint(0, 64, (2, n))
+    x_prev = torch.randint(0, 64, (2, n))
+    with torch.no_grad():
+        full = stage(x_t, x_prev)
+        memory = stage.memory(x_t)
+        kv = ib.DecoderCache(stage.config, 2, stage.pos_emb)
+        inputs = stage.decoder_inputs(x_prev)
+        parts, start = [], 0
+        for size in (1, 5, 1, 1, 17, 3, n):
+            size = min(size, n - start)
+            if size <= 0:
+                break
+            parts.append(stage.decode(inputs[:, start : start + size], start, memory, kv))
+            start += size
+    torch.testing.assert_close(torch.cat(parts, 1), full, rtol=0, atol=1e-10)
+
+
+def test_cached_sampling_equals_uncached(tiny_ib):
+    model = ImageBARTModel.tiny(resolution=32).double()
+    tokens, known = _case(model)
+    for opts in (SamplingOptions(), SamplingOptions(greedy=True), SamplingOptions(top_k=5, temperature=0.7)):
+        a = sample_imagebart(model.bart, tokens, known, samples=2, generator=_gen(2), options=opts, repeats=2)
+        b = sample_imagebart(
+            model.bart, tokens, known, samples=2, generator=_gen(2), options=opts, repeats=2, cache=False
+        )
+        assert torch.equal(a, b)
+
+
+def test_sequential_steps_grow_with_the_masked_tokens_only(tiny_ib, monkeypatch):
+    """One decoder call per masked token per pass; known runs go in one chunk, and nothing
+    after the last masked token is fed."""
+    calls = []
+    real = ib.ReverseStage.decode
+
+    def counting(self, inputs, start, memory, cache=None):
+        calls.append(inputs.shape[1])
+        return real(self, inputs, start, memory, cache)
+
+    monkeypatch.setattr(ib.ReverseStage, "decode", counting)
+    n = tiny_ib.bart.config.n_tokens
+    tokens = torch.zeros(n, dtype=torch.long)
+    for n_masked in (1, 4, 12):
+        calls.clear()
+        known = torch.ones(n, dtype=torch.bool)
+        known[10 : 10 + n_masked] = False
+        sample_imagebart(tiny_ib.bart, tokens, known, generator=_gen(0))
+        assert len(calls) == 3 * n_masked  # T = 3 stages, no repeats
+        assert sum(calls) == 3 * (10 + n_masked)  # up to the last masked token only
+
+
+def test_progress_counts_every_stage_and_cancel_stops_within_one_token(tiny_ib):
+    tokens, known = _case(tiny_ib)
+    m = int((~known).sum())
+    seen = []
+    sample_imagebart(
+        tiny_ib.bart, tokens, known, generator=_gen(0), repeats=2, progress=lambda d, t: seen.append((d, t))
+    )
+    total = (1 + 2 + 2) * m
+    assert seen == [(i, total) for i in range(1, total + 1)]
+
+    stop = threading.Event()
+    seen.clear()
+
+    def progress(done, total):
+        seen.append(done)
+        if done == m + 3:  # inside the second stage
+            stop.set()
+
+    with pytest.raises(EditCancelled):
+        sample_imagebart(tiny_ib.bart, tokens, known, generator=_gen(0), progress=progress, cancel=stop)
+    assert seen[-1] == m + 3  # not one token more
+
+
+def test_unconditional_only_and_bad_repeats(tiny_ib):
+    tokens, known = _case(tiny_ib)
+    with pytest.raises(ValueError, match="unconditional"):
+        sample_imagebart(tiny_ib.bart, tokens, known, torch.zeros(1, 18, 3))
+    with pytest.raises(ValueError, match="repeats"):
+        sample_imagebart(tiny_ib.bart, tokens, known, repeats=0)
+
+
+# ---------------------------------------------------------------- model files
+
+
+def test_save_load_round_trip(tiny_ib, tiny_ib_path, tmp_path):
+    import json
+
+    from napari_ilat import load_model
+
+    meta = json.loads(tiny_ib_path.read_text())
+    assert meta["kind"] == "imagebart" and set(meta["files"]) == {"stage1", "bart1", "bart2", "bart3"}
+    loaded = load_model(tiny_ib_path)
+    assert isinstance(loaded, ImageBARTModel) and loaded.config.to_dict() == tiny_ib.config.to_dict()
+    for k, v in tiny_ib.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    # float16 storage loads back as float32; a modified file is refused
+    p16 = save_imagebart(tiny_ib, tmp_path / "half", dtype=torch.float16)
+    assert next(load_model(p16).parameters()).dtype == torch.float32
+    f = tmp_path / "half.bart2.safetensors"
+    f.write_bytes(f.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ValueError, match="checksum"):
+        load_model(p16)
+
+
+# ---------------------------------------------------------------- edit(), CLI, widget
+
+
+def _image_and_mask():
+    rng = np.random.default_rng(0)
+    img = (rng.random((40, 48, 3)) * 255).astype(np.uint8)
+    mask = np.zeros((40, 48), bool)
+    mask[6:18, 10:30] = True
+    return img, mask
+
+
+def test_edit_in_imagebart_mode(tiny_ib):
+    from scipy import ndimage
+
+    from napari_ilat import edit, edit_with_info
+
+    img, mask = _image_and_mask()
+    res = edit_with_info(img, mask, model=tiny_ib, mode="imagebart", seed=4)
+    again = edit(img, mask, model=tiny_ib, mode="imagebart", seed=4)
+    assert res.mode == "imagebart" and np.array_equal(res.image, again)
+    band = ndimage.binary_dilation(mask, np.ones((3, 3), bool), iterations=3)
+    assert np.array_equal(res.image[~band], img[~band])  # outside the mask and feather band: as given
+    assert not np.array_equal(res.image[mask], img[mask])
+    two = edit(img, mask, model=tiny_ib, mode="imagebart", seed=4, samples=2)
+    assert np.array_equal(two[0], res.image)  # candidate k = the single edit with seed + k
+
+
+def test_edit_progress_and_cancel_leave_nothing(tiny_ib):
+    from napari_ilat import edit
+
+    img, mask = _image_and_mask()
+    stop = threading.Event()
+    seen = []
+
+    def progress(done, total):
+        seen.append((done, total))
+        if done == 2:
+            stop.set()
+
+    result = None
+    with pytest.raises(EditCancelled):
+        result = edit(img, mask, model=tiny_ib, mode="imagebart", seed=1, progress=progress, cancel=stop)
+    assert result is None and seen[-1][0] == 2
+
+
+def test_modes_and_models_must_match(tiny_ib, tiny_model):
+    from napari_ilat import edit
+
+    img, mask = _image_and_mask()
+    with pytest.raises(ValueError, match="needs an ImageBART model.*napari-ilat train imagebart"):
+        edit(img, mask, model=tiny_model, mode="imagebart")
+    with pytest.raises(ValueError, match="runs mode 'imagebart' only"):
+        edit(img, mask, model=tiny_ib, mode="ilat")
+    with pytest.raises(ValueError, match="not sketch-conditioned"):
+        edit(img, mask, model=tiny_ib, mode="imagebart", sketch=np.zeros((40, 48)))
+
+
+def test_cli_edit_imagebart(tiny_ib_path, tmp_path, capsys):
+    import skimage.io
+
+    from napari_ilat.cli import main
+
+    img, mask = _image_and_mask()
+    skimage.io.imsave(tmp_path / "img.png", img, check_contrast=False)
+    skimage.io.imsave(tmp_path / "mask.png", (mask * 255).astype(np.uint8), check_contrast=False)
+    args = ["edit", str(tmp_path / "img.png"), "--mask", str(tmp_path / "mask.png"), "--model", str(tiny_ib_path)]
+    assert main([*args, "--mode", "imagebart", "--seed", "2", "-o", str(tmp_path / "out.png")]) == 0
+    out = skimage.io.imread(tmp_path / "out.png")
+    assert out.shape == img.shape and np.array_equal(out[30:], img[30:])
+    assert not np.array_equal(out[mask], img[mask])
+    assert "wrote" in capsys.readouterr().err
+    assert main([*args, "--mode", "ilat", "-o", str(tmp_path / "bad.png")]) != 0
+    assert "runs mode 'imagebart' only" in capsys.readouterr().err

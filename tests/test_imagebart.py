@@ -322,3 +322,131 @@ def test_cli_edit_imagebart(tiny_ib_path, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().err
     assert main([*args, "--mode", "ilat", "-o", str(tmp_path / "bad.png")]) != 0
     assert "runs mode 'imagebart' only" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- training
+
+
+def test_train_resume_export_load_edit(tiny_model_path, tmp_path):
+    """`napari-ilat train imagebart` for a few steps (first stage taken from a model JSON),
+    interrupted and resumed = uninterrupted; export; load_model; edit in mode imagebart."""
+    import json
+
+    from napari_ilat import edit, load_model
+    from napari_ilat.cli import main
+    from napari_ilat.train.imagebart import ImageBARTTrainConfig, train
+
+    tiny = ["--n-embd", "32", "--n-head", "2", "--n-enc-layer", "1", "--n-dec-layer", "1", "--n-stages", "2"]
+    common = ["--steps", "4", "--batch-size", "2", "--val-size", "4", "--val-every", "2", "--sample-every", "4"]
+    common += ["--save-every", "2", "--device", "cpu", "--quiet", "--token-pool", "8"]
+    out = tmp_path / "run"
+    assert main(["train", "imagebart", "--out", str(out), "--steps", "1"]) == 2  # no --first-stage: refused
+    assert (
+        main(
+            [
+                "train",
+                "imagebart",
+                "--first-stage",
+                str(tiny_model_path),
+                "--out",
+                str(out),
+                *tiny,
+                *common,
+                "--stop-at",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert json.loads((out / "run.json").read_text())["step"] == 2
+    assert main(["train", "imagebart", "--out", str(out), "--resume", *common[:2], "--device", "cpu", "--quiet"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["step"] == 4 and run["stage"] == "imagebart"
+    assert [h["step"] for h in run["history"]] == [2, 4] and all(h["val_loss"] > 0 for h in run["history"])
+    assert (out / "samples" / "step_0000004.png").exists()
+
+    cfg = ImageBARTTrainConfig(steps=4, batch_size=2, val_size=4, val_every=2, sample_every=0, token_pool=8)
+    arch = dict(n_embd=32, n_head=2, n_enc_layer=1, n_dec_layer=1, n_stages=2)
+    straight = train(cfg, arch, tmp_path / "straight", first_stage=str(tiny_model_path), device="cpu", quiet=True)
+    from napari_ilat.train.common import weights_digest
+    from napari_ilat.train.imagebart import model_from_run
+
+    assert weights_digest(model_from_run(out)[0].bart) == straight["weights_sha256"]
+
+    assert main(["train", "export", "--transformer", str(out), "--out", str(tmp_path / "ib")]) == 0
+    model = load_model(tmp_path / "ib.json")
+    assert model.config.imagebart.n_stages == 2 and model.config.name == "ib"
+    img, mask = _image_and_mask()
+    res = edit(img, mask, model=str(tmp_path / "ib.json"), mode="imagebart", seed=0)
+    assert res.shape == img.shape and not np.array_equal(res[mask], img[mask])
+
+
+# ---------------------------------------------------------------- widget (napari, under Xvfb)
+
+
+def _needs_display():
+    import os
+    import sys
+
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        pytest.skip("needs a display (run under xvfb-run)")
+
+
+@pytest.fixture
+def photo_widget(make_napari_viewer, tiny_ib, monkeypatch):
+    """The photo sample, the dock widget (synchronous) with the tiny ImageBART model, and
+    the notifications it sends."""
+    _needs_display()
+    import napari_ilat.plugin.widget as w
+
+    got = {"error": [], "warning": [], "info": []}
+    for kind in got:
+        monkeypatch.setattr(w, f"show_{kind}", got[kind].append)
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-ilat", "photo")
+    widget = w.ILATWidget(viewer, synchronous=True)
+    viewer.window.add_dock_widget(widget)
+    widget.add_model(tiny_ib, "tiny imagebart")
+    widget.seed.value = 3
+    return viewer, widget, got
+
+
+@pytest.mark.gui
+def test_widget_generates_in_imagebart_mode(photo_widget):
+    viewer, widget, got = photo_widget
+    assert "imagebart" in widget.mode.choices
+    n = len(viewer.layers)
+    widget.mode.value = "ilat"
+    widget.generate()  # an ImageBART model in an iLAT mode: a clear notification, no layer
+    assert len(viewer.layers) == n and "runs mode 'imagebart' only" in got["error"][-1]
+    widget.mode.value = "imagebart"
+    widget.generate()
+    assert len(viewer.layers) == n + 1, got
+    assert widget.last_result.name.endswith("[ImageBART seed 3]")
+    assert widget.progress.value == widget.progress.max > 0
+
+
+@pytest.mark.gui
+def test_widget_cancel_in_imagebart_mode_adds_no_layer(photo_widget, monkeypatch):
+    import napari_ilat.engine.editing as edit_mod
+
+    viewer, widget, got = photo_widget
+    real = edit_mod.edit_with_info
+    seen = []
+
+    def cancelling(*args, progress=None, cancel=None, **kw):
+        def p(done, total):
+            seen.append(done)
+            progress(done, total)
+            if done == 3:  # the user presses Cancel here
+                cancel.set()
+
+        return real(*args, progress=p, cancel=cancel, **kw)
+
+    monkeypatch.setattr(edit_mod, "edit_with_info", cancelling)
+    widget.mode.value = "imagebart"
+    n = len(viewer.layers)
+    widget.generate()
+    assert len(viewer.layers) == n and seen[-1] == 3
+    assert widget.status.value.startswith("cancelled") and got["error"] == []
+    assert widget.generate_btn.enabled and not widget.cancel_btn.enabled

@@ -117,9 +117,11 @@ class ImageBARTConfig:
 
 def _redraw(x: torch.Tensor, prob: float, vocab: int, generator, where: torch.Tensor | None = None):
     """Each token of ``x`` (where ``where``, default everywhere) redrawn uniformly w.p. ``prob``.
-    Both random tensors are always drawn, so the generator advances the same for any mask."""
-    coin = torch.rand(x.shape, generator=generator, device=x.device) < prob
-    codes = torch.randint(0, vocab, x.shape, generator=generator, device=x.device)
+    Both random tensors are always drawn, so the generator advances the same for any mask;
+    they are drawn on the generator's device (a CPU training generator, CUDA tokens)."""
+    dev = x.device if generator is None else generator.device
+    coin = (torch.rand(x.shape, generator=generator, device=dev) < prob).to(x.device)
+    codes = torch.randint(0, vocab, x.shape, generator=generator, device=dev).to(x.device)
     if where is not None:
         coin = coin & where
     return torch.where(coin, codes, x)

@@ -450,3 +450,35 @@ def test_widget_cancel_in_imagebart_mode_adds_no_layer(photo_widget, monkeypatch
     assert len(viewer.layers) == n and seen[-1] == 3
     assert widget.status.value.startswith("cancelled") and got["error"] == []
     assert widget.generate_btn.enabled and not widget.cancel_btn.enabled
+
+
+# ---------------------------------------------------------------- benchmarks
+
+
+def test_bench_compare_hooks_and_speed(tiny_ib, tiny_model):
+    from napari_ilat.evaluation import imagebart as ev
+
+    mask = ev.upper_half_mask(32)
+    assert mask[:16].all() and not mask[16:].any()
+    res = ev.compare(tiny_ib, tiny_model, tasks=("upper_half", "box"), n=2, keep_examples=1)
+    assert set(res) == {"upper_half", "box"}
+    for r in res.values():
+        assert r["n"] == 2 and {"imagebart", "ilat", "taming", "biharmonic"} <= set(r["mean"])
+        assert all(np.isfinite(v) for v in r["mean"]["imagebart"].values())
+    md = ev.compare_markdown(res, "tiny_ib", "tiny")
+    assert "Upper-half completion" in md and "| imagebart |" in md
+    with pytest.raises(ValueError, match="not an ImageBART model"):
+        ev.compare(tiny_model, None, n=1)
+    rows = ev.sampling_speed(tiny_ib, stages=(2, 3), fractions=(0.1, 0.5), repeats=1)
+    assert [(r["stages"], r["masked_tokens"]) for r in rows] == [(2, 6), (2, 32), (3, 6), (3, 32)]
+    assert "| 3 | 32 (50.0%)" in ev.speed_markdown(rows)
+
+
+def test_cli_bench_imagebart(tiny_ib_path, tmp_path, capsys):
+    from napari_ilat.cli import main
+
+    out = tmp_path / "ib.md"
+    args = ["bench", "imagebart", "--model", str(tiny_ib_path), "--ilat-model", "none", "--tasks", "upper_half"]
+    assert main([*args, "--n", "1", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "Upper-half completion" in text and "| imagebart |" in text and "| biharmonic |" in text

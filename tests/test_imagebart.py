@@ -302,6 +302,8 @@ def test_modes_and_models_must_match(tiny_ib, tiny_model):
         edit(img, mask, model=tiny_model, mode="imagebart")
     with pytest.raises(ValueError, match="runs mode 'imagebart' only"):
         edit(img, mask, model=tiny_ib, mode="ilat")
+    with pytest.raises(ValueError, match="none is bundled"):  # no model given, none bundled (yet)
+        edit(img, mask, mode="imagebart")
     with pytest.raises(ValueError, match="not sketch-conditioned"):
         edit(img, mask, model=tiny_ib, mode="imagebart", sketch=np.zeros((40, 48)))
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from napari_ilat.engine.conditions import normalize_keypoints
-from napari_ilat.engine.imagebart import is_imagebart, sample_imagebart
+from napari_ilat.engine.imagebart import default_imagebart_model, is_imagebart, sample_imagebart
 from napari_ilat.engine.inputs import check_image, check_pose, normalize_mask, normalize_sketch
 from napari_ilat.engine.model import ILATModel, load_model
 from napari_ilat.engine.modes import MODE_NAMES, get_mode
@@ -376,7 +376,7 @@ def edit_with_info(
     intensity = _Intensity.of(image, mask, value_range)
 
     if model is None:
-        model = _default_model(pose, sketch)
+        model = default_imagebart_model() if mode_def.model_kind == "imagebart" else _default_model(pose, sketch)
     model = cached_model(model)
     _check_model_kind(model, mode_def)
     if pose is not None and model.cond != "pose":
@@ -530,7 +530,8 @@ def edit(
         [0, 1] as is; uint8 / uint16 divided by 255 / 65535; other values up to 255 divided
         by 255 (the rule: napari_ilat.engine.inputs).
     model : an :class:`ILATModel`, a bundled model name or a path to a saved model.
-        Default: "pose" when a pose is given, else "natural".
+        Default: "pose" when a pose is given, else "natural"; for mode "imagebart" the
+        first bundled ImageBART model.
     mode : "ilat" (two-stream encoder + local AR), "ilat*" (plain encoder, ablation),
         "taming" (plain encoder, raster AR with context from above/left only) or
         "imagebart" (plain encoder + coarse-to-fine reverse diffusion; needs an ImageBART

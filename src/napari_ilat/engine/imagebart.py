@@ -406,6 +406,23 @@ def is_imagebart(model) -> bool:
     return getattr(model, "kind", None) == KIND
 
 
+def default_imagebart_model() -> str:
+    """The first bundled ImageBART model's name (what mode imagebart uses with no model
+    given); ValueError when none is bundled."""
+    from napari_ilat.engine.model import WEIGHTS_DIR
+
+    for p in sorted(WEIGHTS_DIR.glob("*.json")):
+        try:
+            if json.loads(p.read_text()).get("kind") == KIND:
+                return p.stem
+        except (OSError, ValueError, AttributeError):
+            continue
+    raise ValueError(
+        "mode 'imagebart' needs an ImageBART model and none is bundled: train one with "
+        "`napari-ilat train imagebart` and pass its NAME.json as the model"
+    )
+
+
 # --------------------------------------------------------------------------- masked editing
 
 
@@ -615,4 +632,5 @@ __all__ = [
     "save_imagebart",
     "load_imagebart",
     "is_imagebart",
+    "default_imagebart_model",
 ]

@@ -484,3 +484,10 @@ def test_cli_bench_imagebart(tiny_ib_path, tmp_path, capsys):
     assert main([*args, "--n", "1", "--out", str(out)]) == 0
     text = out.read_text()
     assert "Upper-half completion" in text and "| imagebart |" in text and "| biharmonic |" in text
+
+
+def test_train_eval_points_an_imagebart_model_to_its_bench(tiny_ib_path, capsys):
+    from napari_ilat.cli import main
+
+    assert main(["train", "eval", "--model", str(tiny_ib_path), "--n-recon", "1"]) == 2
+    assert "bench imagebart" in capsys.readouterr().err

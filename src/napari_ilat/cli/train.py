@@ -160,6 +160,13 @@ def add_arguments(parser: argparse.ArgumentParser):
         "NAME.json), a stage-1 run directory, a taming .ckpt or a .safetensors; required unless --resume",
     )
     p.add_argument("--first-stage-config", default=None, help="JSON VQGANConfig for a .ckpt/.safetensors first stage")
+    p.add_argument(
+        "--cond",
+        default=None,
+        choices=["none", "sketch", "pose"],
+        help="condition (default none; pose needs --data pose)",
+    )
+    p.add_argument("--cond-dropout", type=float, default=None, help="fraction of unconditional steps (conditional)")
     p.add_argument("--n-stages", type=int, default=3, help="T reverse stages")
     p.add_argument(
         "--betas",
@@ -373,7 +380,7 @@ def run(args) -> int:
 
         _check_out(args)
         cfg = ImageBARTTrainConfig()
-        _set(cfg, args, _COMMON + ("token_pool",))
+        _set(cfg, args, _COMMON + ("token_pool", "cond", "cond_dropout"))
         if not args.resume and not args.first_stage:
             raise ValueError("--first-stage is required (e.g. --first-stage natural, or a NAME.json)")
         arch = dict(

@@ -56,10 +56,12 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from napari_ilat.engine.model import SPLIT_FORMAT_VERSION, read_checked_weights
+from napari_ilat.engine.posemap import PoseMapEncoder, SketchMapEncoder
 from napari_ilat.engine.sampler import EditCancelled, SamplingOptions, is_cancelled, pick
 from napari_ilat.engine.vqgan import VQGANConfig, VQModel
 
 KIND = "imagebart"
+CONDITIONS = ("none", "pose", "sketch")
 
 
 def geometric_betas(n_stages: int) -> tuple[float, ...]:
@@ -78,6 +80,10 @@ class ImageBARTConfig:
     n_head: int = 4
     n_embd: int = 256
     dropout: float = 0.0
+    # "sketch" / "pose": every stage adds each token's cell of the condition map (the shared
+    # posemap encoders, as the LA transformer's cond_map) to its encoder and decoder inputs
+    cond: str = "none"
+    sketch_patch: int = 8  # pixels per token side (= first-stage factor f)
 
     def __post_init__(self):
         if self.n_stages < 1:
@@ -93,6 +99,8 @@ class ImageBARTConfig:
             raise ValueError(f"betas must be in (0, 1) with the last one 1 (x_T pure noise), got {self.betas}")
         if self.n_embd % self.n_head:
             raise ValueError("n_embd must be divisible by n_head")
+        if self.cond not in CONDITIONS:
+            raise ValueError(f"cond must be one of {CONDITIONS}, got {self.cond!r}")
 
     @property
     def n_tokens(self) -> int:
@@ -269,22 +277,39 @@ class ReverseStage(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("pos_emb"):
                 nn.init.normal_(p, std=0.02)
+        # after the GPT-style init: the map encoders keep PyTorch's fan-in init (transformer.py)
+        if cfg.cond == "pose":
+            self.cond_map = PoseMapEncoder(d, cfg.grid)
+        elif cfg.cond == "sketch":
+            self.cond_map = SketchMapEncoder(d, cfg.sketch_patch)
 
-    def memory(self, x_t: torch.Tensor):
+    def cells(self, cond, batch: int):
+        """Per-token condition embeddings (B, N, d) in raster order, or None (no condition, or
+        an unconditional model; a conditional one is trained with condition dropout)."""
+        if cond is None or self.config.cond == "none":
+            return None
+        c = self.cond_map(cond.to(self.pos_emb.dtype))
+        return c.expand(batch, -1, -1) if c.shape[0] == 1 else c
+
+    def memory(self, x_t: torch.Tensor, cells=None):
         """x_t (B, N) -> per decoder layer the cross-attention (k, v), or None (no encoder)."""
         if not self.has_encoder:
             return None
-        h = self.drop(self.enc_tok_emb(x_t) + self.enc_pos_emb)
+        h = self.enc_tok_emb(x_t) + self.enc_pos_emb
+        h = self.drop(h if cells is None else h + cells)
         for block in self.encoder:
             h = block(h)
         h = self.enc_ln(h)
         return [block.cross.memory_kv(h) for block in self.decoder]
 
-    def decode(self, inputs: torch.Tensor, start: int, memory, cache: DecoderCache | None = None):
+    def decode(self, inputs: torch.Tensor, start: int, memory, cache: DecoderCache | None = None, cells=None):
         """Decoder over input tokens ``inputs`` (B, t) at positions start..start+t-1 (with a
-        cache: appended to it, attending everything cached before). Returns logits (B, t, V)."""
+        cache: appended to it, attending everything cached before); ``cells``: all N
+        positions' condition embeddings, each input gets the cell of the position it
+        predicts. Returns logits (B, t, V)."""
         t = inputs.shape[1]
-        x = self.drop(self.tok_emb(inputs) + self.pos_emb[start : start + t])
+        x = self.tok_emb(inputs) + self.pos_emb[start : start + t]
+        x = self.drop(x if cells is None else x + cells[:, start : start + t])
         for i, block in enumerate(self.decoder):
             x = block(x, None if memory is None else memory[i], cache)
         if cache is not None:
@@ -296,9 +321,11 @@ class ReverseStage(nn.Module):
         s = torch.full_like(x_prev[:, :1], self.start)
         return torch.cat([s, x_prev[:, :-1]], dim=1)
 
-    def forward(self, x_t: torch.Tensor, x_prev: torch.Tensor) -> torch.Tensor:
-        """Training forward: logits (B, N, V) of x_{t-1} given x_t, teacher-forced."""
-        return self.decode(self.decoder_inputs(x_prev), 0, self.memory(x_t))
+    def forward(self, x_t: torch.Tensor, x_prev: torch.Tensor, cond=None) -> torch.Tensor:
+        """Training forward: logits (B, N, V) of x_{t-1} given x_t (and the condition),
+        teacher-forced."""
+        cells = self.cells(cond, x_t.shape[0])
+        return self.decode(self.decoder_inputs(x_prev), 0, self.memory(x_t, cells), cells=cells)
 
 
 def _init_weights(m):
@@ -319,13 +346,13 @@ class ImageBART(nn.Module):
     def stage(self, t: int) -> ReverseStage:
         return self.stages[t - 1]
 
-    def forward(self, x0: torch.Tensor, generator=None) -> dict[int, torch.Tensor]:
+    def forward(self, x0: torch.Tensor, generator=None, cond=None) -> dict[int, torch.Tensor]:
         """Training: for every stage t a fresh (x_t, x_{t-1}) from the forward process of x0
         (B, N); returns {t: cross-entropy of x_{t-1} under stage t}."""
         losses = {}
         for t in range(1, self.config.n_stages + 1):
             x_t, x_prev = q_pair(x0, t, self.config, generator)
-            logits = self.stage(t)(x_t, x_prev)
+            logits = self.stage(t)(x_t, x_prev, cond)
             losses[t] = F.cross_entropy(logits.flatten(0, 1).float(), x_prev.flatten())
         return losses
 
@@ -346,6 +373,8 @@ class ImageBARTModelConfig:
             raise ValueError(f"ImageBART vocab {b.vocab_size} != codebook size {v.n_embed}")
         if b.grid != v.grid:
             raise ValueError(f"ImageBART grid {b.grid} != first-stage grid {v.grid}")
+        if b.cond == "sketch" and b.sketch_patch != v.factor:
+            raise ValueError(f"sketch_patch {b.sketch_patch} != first-stage factor {v.factor}")
 
     def to_dict(self) -> dict:
         return {
@@ -371,7 +400,6 @@ class ImageBARTModel(nn.Module):
     reverse stages. What :func:`napari_ilat.load_model` returns for an ImageBART JSON."""
 
     kind = KIND
-    cond = "none"  # unconditional: the sketch / pose encoders are not wired to it (yet)
 
     def __init__(self, config: ImageBARTModelConfig):
         super().__init__()
@@ -382,6 +410,10 @@ class ImageBARTModel(nn.Module):
     @property
     def resolution(self) -> int:
         return self.config.vqgan.resolution
+
+    @property
+    def cond(self) -> str:
+        return self.config.imagebart.cond
 
     @classmethod
     def tiny(cls, resolution: int = 32, seed: int = 0, **kw) -> ImageBARTModel:
@@ -398,6 +430,7 @@ class ImageBARTModel(nn.Module):
             n_embed=64,
         )
         b = dict(vocab_size=vq.n_embed, grid=vq.grid, n_stages=3, n_enc_layer=1, n_dec_layer=2, n_head=2, n_embd=32)
+        b["sketch_patch"] = vq.factor
         b.update(kw)
         return cls(ImageBARTModelConfig(vq, ImageBARTConfig(**b), name="tiny-imagebart")).eval()
 
@@ -465,7 +498,7 @@ class _Ticker:
             self.progress(self.done, self.total)
 
 
-def _denoise(stage, x_t, guide, masked, opts, generator, cache, ticker: _Ticker):
+def _denoise(stage, x_t, guide, masked, opts, generator, cache, ticker: _Ticker, cond=None):
     """One reverse pass: x_{t-1} (B, N) from x_t, the guide forcing the known positions.
 
     The guide decides every known token whatever the logits, so the decoder inputs at known
@@ -474,7 +507,8 @@ def _denoise(stage, x_t, guide, masked, opts, generator, cache, ticker: _Ticker)
     (reference, for tests and benchmarks): every step recomputes the decoder over all
     inputs from the start, as a plain AR implementation would."""
     b, n = x_t.shape
-    memory = stage.memory(x_t)
+    cells = stage.cells(cond, b)
+    memory = stage.memory(x_t, cells)
     # the guide's codes at known positions; masked ones are written before anything reads them
     out = guide.argmax(-1)[None].repeat(b, 1)
     kv = DecoderCache(stage.config, b, stage.pos_emb) if cache else None
@@ -483,9 +517,9 @@ def _denoise(stage, x_t, guide, masked, opts, generator, cache, ticker: _Ticker)
         ticker.before()
         inputs = torch.cat([torch.full_like(x_t[:, :1], stage.start), out[:, :u]], dim=1)
         if cache:
-            logits = stage.decode(inputs[:, fed : u + 1], fed, memory, kv)
+            logits = stage.decode(inputs[:, fed : u + 1], fed, memory, kv, cells)
         else:
-            logits = stage.decode(inputs, 0, memory)[:, fed:]
+            logits = stage.decode(inputs, 0, memory, cells=cells)[:, fed:]
         logits = apply_guide(logits, guide[fed : u + 1])
         if u > fed:  # known positions: the guide leaves one finite code, the true one
             out[:, fed:u] = logits[:, :-1].argmax(-1)
@@ -515,8 +549,9 @@ def sample_imagebart(
 ):
     """Regenerate the masked tokens of one token map through all T reverse stages.
 
-    The calling convention of :func:`napari_ilat.engine.sampler.sample_tokens` (``cond``
-    must be None: these stages are unconditional; ``mode`` must be "imagebart").
+    The calling convention of :func:`napari_ilat.engine.sampler.sample_tokens`: ``cond``
+    is the condition tensor with batch 1 (sketch (1, 1, R, R) or pose (1, 18, 3)) for a
+    conditional model, or None; ``mode`` must be "imagebart".
     ``tokens``: (N,) clean codes (values at masked positions are ignored); ``known``: (N,)
     bool. ``repeats``: passes per stage (> 1: forward-backward re-noise / re-denoise of the
     masked tokens). ``progress(done, total)`` counts the masked tokens of every pass of every
@@ -524,7 +559,7 @@ def sample_imagebart(
     :class:`EditCancelled`. Returns (samples, N) codes with known tokens unchanged; with
     ``return_chain`` also the list of (t, x_{t-1}) after every pass.
     """
-    if cond is not None:
+    if cond is not None and model.config.cond == "none":
         raise ValueError("this ImageBART model is unconditional: no pose or sketch")
     if mode != "imagebart":
         raise ValueError(f"an ImageBART model samples in mode 'imagebart', not {mode!r}")
@@ -547,7 +582,7 @@ def sample_imagebart(
     for t, r in plan:
         if r > 0:  # forward-backward: x_{t-1} back to x_t, masked positions only
             x = q_step(x, t, cfg, generator, unknown)
-        x = _denoise(model.stage(t), x, guide, masked, opts, generator, cache, ticker)
+        x = _denoise(model.stage(t), x, guide, masked, opts, generator, cache, ticker, cond)
         if return_chain:
             chain.append((t, x.clone()))
     if is_cancelled(cancel):

@@ -10,6 +10,10 @@ For each batch of training images:
 
 All T stages train every step on the same images (each has its own weights, so each gets
 every step's gradient). No masks are involved: editing uses the guide at sampling time.
+Conditional models (``--cond sketch|pose``) get the edit-time condition of a training edit
+pair (``Stage2Pairs``: for sketches XDoG of the known pixels outside a random mask and the
+target's own XDoG inside it; for poses the target pose), dropped with probability
+``cond_dropout`` so the model also edits without one.
 The first stage comes from an existing model or run (``--first-stage natural``, a NAME.json,
 a stage-1 run directory, a taming checkpoint): a parameter, so a better first stage can be
 swapped in without touching this code.
@@ -44,7 +48,7 @@ from napari_ilat.engine.imagebart import (
 )
 from napari_ilat.engine.vqgan import VQGANConfig, VQModel
 from napari_ilat.train import common as C
-from napari_ilat.train.data import Stage1Images, collate, loader
+from napari_ilat.train.data import Stage1Images, Stage2Pairs, collate, loader
 from napari_ilat.train.first_stage import load_first_stage_weights
 
 STAGE = "imagebart"  # the run record's "stage"
@@ -53,6 +57,8 @@ STAGE = "imagebart"  # the run record's "stage"
 @dataclass
 class ImageBARTTrainConfig:
     data: str = "natural"  # "natural", "pose" or a folder of images
+    cond: str = "none"  # "none", "sketch" or "pose" (needs --data pose)
+    cond_dropout: float = 0.2  # conditional models: fraction of unconditional steps
     steps: int = 20000
     batch_size: int = 16
     lr: float = 3e-4
@@ -70,30 +76,43 @@ class ImageBARTTrainConfig:
     budget_minutes: float = 0.0  # > 0: the schedule spans this much training time, then stop
 
 
+def _dataset(cfg: ImageBARTTrainConfig, split: str, resolution: int, length: int):
+    if cfg.cond == "none":
+        return Stage1Images(cfg.data, split, resolution, length)
+    return Stage2Pairs(cfg.data, split, resolution, length, cfg.cond, causal_frac=0.0)
+
+
 @torch.no_grad()
-def tokenize(vq: VQModel, images: torch.Tensor, device) -> torch.Tensor:
-    """(B, 3, R, R) in [-1, 1] -> (B, N) codes from the plain encoder."""
-    _, idx, _ = vq.quantize_latents(vq.encode(images.to(device), None))
-    return idx.flatten(1)
+def tokenize(vq: VQModel, batch: dict, cond: str, device) -> dict:
+    """Batch of items -> {"tokens": (B, N) codes from the plain encoder[, cond: condition]}."""
+    _, idx, _ = vq.quantize_latents(vq.encode(batch["image"].to(device), None))
+    out = {"tokens": idx.flatten(1)}
+    if cond != "none":
+        out[cond] = batch[cond].to(device)
+    return out
 
 
-def tokenize_items(vq, ds, indices, device, batch=16) -> torch.Tensor:
+def tokenize_items(vq, ds, indices, cond, device, batch=16) -> dict:
     parts = []
     for i in range(0, len(indices), batch):
         b = collate([ds[j] for j in indices[i : i + batch]])
-        parts.append(tokenize(vq, b["image"], device).cpu())
-    return torch.cat(parts)
+        parts.append({k: v.cpu() for k, v in tokenize(vq, b, cond, device).items()})
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
 @torch.no_grad()
-def stage_losses(net: ImageBART, tokens: torch.Tensor, device, seed: int = 0, batch: int = 32) -> dict[int, float]:
-    """Mean cross-entropy of every stage over ``tokens`` under one fixed noise draw."""
+def stage_losses(net: ImageBART, data: dict, device, seed: int = 0, batch: int = 32) -> dict[int, float]:
+    """Mean cross-entropy of every stage over ``data`` (tokens and, for a conditional model,
+    its condition) under one fixed noise draw."""
     net.eval()
     g = torch.Generator().manual_seed(seed)
     sums = {t: 0.0 for t in range(1, net.config.n_stages + 1)}
+    tokens = data["tokens"]
+    key = net.config.cond
     for i in range(0, len(tokens), batch):
         x0 = tokens[i : i + batch].to(device)
-        for t, loss in net(x0, g).items():
+        cond = data[key][i : i + batch].to(device) if key in data else None
+        for t, loss in net(x0, g, cond).items():
             sums[t] += loss.item() * len(x0)
     return {t: v / len(tokens) for t, v in sums.items()}
 
@@ -161,7 +180,9 @@ def train(
         if first_stage is None:
             raise ValueError("a first stage is required (e.g. --first-stage natural, or a NAME.json)")
         vq_cfg, vq_sd = load_first_stage_weights(first_stage, first_stage_config)
-        net_cfg = ImageBARTConfig(vocab_size=vq_cfg.n_embed, grid=vq_cfg.grid, **arch)
+        net_cfg = ImageBARTConfig(
+            vocab_size=vq_cfg.n_embed, grid=vq_cfg.grid, cond=cfg.cond, sketch_patch=vq_cfg.factor, **arch
+        )
         first_stage_source = str(first_stage)
     vq = VQModel(vq_cfg)
     vq.load_taming_state_dict(vq_sd, strict=True)
@@ -178,28 +199,34 @@ def train(
         start, history, elapsed = C.restore(
             out, D, modules={"imagebart": net}, optimizers={"imagebart": opt}, generator=gen, scaler=scaler
         )
-    net_ddp = DDP(net, device_ids=[dev.index] if dev.type == "cuda" else None) if D.enabled else net
+    # condition-dropout steps leave the condition map encoders unused: DDP must be told
+    net_ddp = (
+        DDP(net, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=net_cfg.cond != "none")
+        if D.enabled
+        else net
+    )
 
     R = vq_cfg.resolution
-    val_ds = Stage1Images(cfg.data, "validation", R, max(cfg.val_size, 4))
-    val = tokenize_items(vq, val_ds, list(range(cfg.val_size)), dev) if D.main else None
+    cond_key = net_cfg.cond
+    val_ds = _dataset(cfg, "validation", R, max(cfg.val_size, 4))
+    val = tokenize_items(vq, val_ds, list(range(cfg.val_size)), cond_key, dev) if D.main else None
     val_images = torch.stack([val_ds[i]["image"] for i in range(4)]) if D.main else None
-    train_ds = Stage1Images(cfg.data, "train", R, cfg.train_length)
+    train_ds = _dataset(cfg, "train", R, cfg.train_length)
     if cfg.token_pool > 0:
         pool_path = out / "token_pool.safetensors"
         if D.main and not pool_path.exists():
             t0 = time.time()
-            pool = tokenize_items(vq, train_ds, list(range(cfg.token_pool)), dev)
-            C.atomic_save_file({"tokens": pool}, pool_path)
+            pool = tokenize_items(vq, train_ds, list(range(cfg.token_pool)), cond_key, dev)
+            C.atomic_save_file(pool, pool_path)
             if not quiet:
                 print(f"token pool: {cfg.token_pool} images encoded in {time.time() - t0:.0f} s", flush=True)
         D.barrier()
-        pool = load_file(str(pool_path))["tokens"]
+        pool = load_file(str(pool_path))
         index_batches = C.batch_indices(cfg.token_pool, cfg.batch_size, cfg.seed, D.rank, D.world, start)
-        batches = (pool[b] for b in index_batches)
+        batches = ({k: v[b] for k, v in pool.items()} for b in index_batches)
     else:
         index_batches = C.batch_indices(len(train_ds), cfg.batch_size, cfg.seed, D.rank, D.world, start)
-        batches = (tokenize(vq, b["image"], dev) for b in loader(train_ds, index_batches, cfg.workers))
+        batches = (tokenize(vq, b, cond_key, dev) for b in loader(train_ds, index_batches, cfg.workers))
 
     bar = C.Progress(cfg.steps, start, enabled=D.main and not quiet, every=cfg.log_every)
     t0 = time.time()
@@ -233,11 +260,14 @@ def train(
     stop = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     while step < stop:
         net.train()
-        x0 = next(batches).to(dev).long()
+        b = next(batches)
+        x0 = b["tokens"].to(dev).long()
+        drop = cond_key != "none" and torch.rand((), generator=gen).item() < cfg.cond_dropout
+        cond = b[cond_key].to(dev) if cond_key != "none" and not drop else None
         lr = C.lr_at(step, cfg.lr, cfg.warmup, cfg.steps, progress=C.budget_progress(t0, elapsed, cfg.budget_minutes))
         C.set_lr(opt, lr)
         with C.autocast(dev, prec):
-            losses = net_ddp(x0, gen)
+            losses = net_ddp(x0, gen, cond)
         loss = torch.stack(list(losses.values())).mean()
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

@@ -115,6 +115,13 @@ def test_known_tokens_come_out_of_every_stage_unchanged(tiny_ib):
     assert not torch.equal(out[:, ~known], tokens[~known].expand(3, -1))  # masked ones are generated
 
 
+def test_noisy_known_context_still_keeps_known_tokens(tiny_ib):
+    tokens, known = _case(tiny_ib)
+    out, _ = assert_known_kept_by_every_stage(tiny_ib, tokens, known, samples=2, generator=_gen(1), noisy_known=True)
+    clean = sample_imagebart(tiny_ib.bart, tokens, known, samples=2, generator=_gen(1))
+    assert not torch.equal(out, clean)  # the encoders did read other context
+
+
 def test_a_decoder_that_ignores_the_guide_fails(tiny_ib, monkeypatch):
     """Planted bug: the guide is not added to the logits. The check above must catch it."""
     tokens, known = _case(tiny_ib)

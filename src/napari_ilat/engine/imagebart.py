@@ -542,6 +542,7 @@ def sample_imagebart(
     options: SamplingOptions | None = None,
     generator: torch.Generator | None = None,
     repeats: int = 1,
+    noisy_known: bool = False,
     cache: bool = True,
     progress: Callable[[int, int], None] | None = None,
     cancel=None,
@@ -554,7 +555,10 @@ def sample_imagebart(
     conditional model, or None; ``mode`` must be "imagebart".
     ``tokens``: (N,) clean codes (values at masked positions are ignored); ``known``: (N,)
     bool. ``repeats``: passes per stage (> 1: forward-backward re-noise / re-denoise of the
-    masked tokens). ``progress(done, total)`` counts the masked tokens of every pass of every
+    masked tokens). ``noisy_known``: the encoders read the known tokens as a draw from
+    q(x_t | x_0), the noise level they were trained on, instead of clean (the reference's
+    way, the default); the decoders' guide forces the clean codes either way.
+    ``progress(done, total)`` counts the masked tokens of every pass of every
     stage; ``cancel`` (Event or callable) is checked before each of them and raises
     :class:`EditCancelled`. Returns (samples, N) codes with known tokens unchanged; with
     ``return_chain`` also the list of (t, x_{t-1}) after every pass.
@@ -574,6 +578,7 @@ def sample_imagebart(
     guide = guide_logits(tokens, known, cfg.vocab_size, dtype)
     masked = (~known).nonzero().flatten()
     unknown = ~known[None].expand(samples, -1)
+    known_b = known[None].expand(samples, -1)
     # x_T: uniform noise at masked positions, the clean codes elsewhere
     x = _redraw(tokens[None].repeat(samples, 1), 1.0, cfg.vocab_size, generator, unknown)
     plan = _stage_plan(cfg, repeats)
@@ -582,7 +587,10 @@ def sample_imagebart(
     for t, r in plan:
         if r > 0:  # forward-backward: x_{t-1} back to x_t, masked positions only
             x = q_step(x, t, cfg, generator, unknown)
-        x = _denoise(model.stage(t), x, guide, masked, opts, generator, cache, ticker, cond)
+        x_in = x
+        if noisy_known and cfg.betas[t - 1] < 1.0:  # only a stage with an encoder reads x_t
+            x_in = _redraw(x, 1.0 - cfg.keep_prob(t), cfg.vocab_size, generator, known_b)
+        x = _denoise(model.stage(t), x_in, guide, masked, opts, generator, cache, ticker, cond)
         if return_chain:
             chain.append((t, x.clone()))
     if is_cancelled(cancel):

@@ -78,10 +78,29 @@ def test_bench_quality_cli(tmp_path):
     text = out.read_text()
     for method in ("ilat", "ilat*", "taming", "biharmonic"):
         assert f"| {method} |" in text
-    assert text.count("held-out cases") == 3
-    for name in ("pose", "natural", "sketch"):
+    assert text.count("held-out cases") == 4
+    for name in ("pose", "natural", "box", "sketch"):
         assert (tmp_path / f"ex_{name}.png").exists()
     assert "ilat* = the same weights with the plain encoder" in text
+
+
+def test_bench_quality_sets_and_box_cases(tmp_path, capsys):
+    from napari_ilat.evaluation.quality import box_cases
+
+    natural = save_model(ILATModel.tiny(cond="sketch", resolution=32, seed=1), tmp_path / "nat")
+    assert (
+        main(["bench", "quality", "--pose-model", "none", "--natural-model", str(natural), "--n", "2", "--sets", "box"])
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert text.count("held-out cases") == 1 and "Box inpainting" in text
+    assert main(["bench", "quality", "--natural-model", str(natural), "--sets", "boxes"]) == 2
+    assert "unknown test set" in capsys.readouterr().err
+    for _, image, target, mask, cond in box_cases(20, 128):
+        rows, cols = np.nonzero(mask)
+        h, w = np.ptp(rows) + 1, np.ptp(cols) + 1
+        assert h == w and 48 <= h <= 64 and mask.sum() == h * w and cond == {}
+        assert image is target
 
 
 def test_bench_quality_uses_the_separate_plain_model(tmp_path, monkeypatch):

@@ -66,7 +66,10 @@ def test_natural_patches_use_only_their_splits_photos():
         for seed in split_seeds(split, 12):
             _, photo = natural.natural_patch(int(seed), 32)
             seen[split].add(photo)
-    assert seen["test"] <= {"chelsea", "coffee"} and seen["validation"] <= {"rocket"}
+    assert seen["test"] <= {"chelsea", "coffee"}
+    # validation: rocket and held-out strips of the training photographs (several colours)
+    assert "rocket" in seen["validation"] and len(seen["validation"]) >= 4
+    assert seen["validation"] <= {"rocket"} | set(backgrounds.COLOR_PHOTOS["train"])
     assert not (seen["train"] & (set(backgrounds.COLOR_PHOTOS["test"]) | {"cat"}))
     test_photos = set(backgrounds.COLOR_PHOTOS["test"]) | set(backgrounds.GREY_PHOTOS["test"]) | {"cat"}
     train_photos = set(backgrounds.COLOR_PHOTOS["train"]) | set(backgrounds.GREY_PHOTOS["train"])
@@ -146,3 +149,35 @@ def test_data_cli_contact_sheet(tmp_path):
     out = tmp_path / "cs.png"
     args = parser.parse_args(["contact-sheet", "--out", str(out), "--n", "1", "--resolution", "32"])
     assert cli.run(args) == 0 and out.exists()
+
+
+def test_training_crops_never_enter_the_validation_strip(monkeypatch):
+    """On a photo that is black left of the held-out strip and white inside it, crops with the
+    training columns are black and crops with the validation strip's columns are white."""
+    photo = np.zeros((200, 500, 3), np.uint8)
+    keep = 1 - natural.HOLDOUT
+    photo[:, int(round(keep * 500)) :] = 255
+    monkeypatch.setattr(backgrounds, "load_photo", lambda name: photo)
+    monkeypatch.setattr(backgrounds, "photo_pyramid", lambda name: (photo.astype(np.float32),))
+    for seed in range(50):
+        rng = np.random.default_rng(seed)
+        assert backgrounds.crop_photo("x", rng, (48, 48), scale_range=(1.0, 1.0), columns=(0.0, keep)).max() == 0
+        assert backgrounds.crop_photo("x", rng, (48, 48), scale_range=(1.0, 1.0), columns=(keep, 1.0)).min() == 255
+
+
+def test_hue_rotation_keeps_luma_and_turns_hue():
+    from skimage.color import rgb2hsv
+
+    img = np.zeros((8, 8, 3), np.uint8)
+    img[...] = (150, 110, 90)  # a warm, saturated colour, far from the clipping bounds after turning
+    turned = natural.rotate_hue(img, 120)
+    luma = lambda a: a.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)  # noqa: E731
+    assert np.abs(luma(turned) - luma(img)).max() <= 1.5
+    h0, h1 = rgb2hsv(img)[0, 0, 0] * 360, rgb2hsv(turned)[0, 0, 0] * 360
+    d = (h1 - h0 + 180) % 360 - 180
+    assert 80 < abs(d) < 160  # YIQ angle and HSV hue differ, but the hue has moved a long way
+    assert np.array_equal(natural.rotate_hue(img, 0), img)
+    # training patches are turned about half of the time, test patches never
+    seeds = split_seeds("train", 40)
+    hues = [rgb2hsv(natural.natural_patch(int(s), 32)[0]).mean() for s in seeds]
+    assert len(set(np.round(hues, 6))) == 40

@@ -283,6 +283,19 @@ def test_edit_in_imagebart_mode(tiny_ib):
     assert np.array_equal(two[0], res.image)  # candidate k = the single edit with seed + k
 
 
+def test_a_mask_larger_than_one_window_is_edited_resized(tiny_ib):
+    from napari_ilat import edit
+
+    rng = np.random.default_rng(1)
+    img = (rng.random((80, 90, 3)) * 255).astype(np.uint8)
+    mask = np.zeros((80, 90), bool)
+    mask[8:70, 10:80] = True  # several 32 px windows at the model's scale
+    seen = []
+    out = edit(img, mask, model=tiny_ib, mode="imagebart", seed=0, progress=lambda d, t: seen.append(t))
+    assert out.shape == img.shape and not np.array_equal(out[mask], img[mask])
+    assert np.array_equal(out[75:], img[75:]) and seen[-1] <= 3 * 64  # one 8x8-token window, 3 stages
+
+
 def test_edit_progress_and_cancel_leave_nothing(tiny_ib):
     from napari_ilat import edit
 

@@ -54,3 +54,19 @@ def test_thumbnail_code_loses_detail_finer_than_the_factor():
         thumbnail_code(smooth[..., 0], 8, 512)
     with pytest.raises(ValueError, match="levels"):
         thumbnail_code(smooth, 8, 7)
+
+
+def test_hue_error_measures_turned_colours_on_coloured_pixels_only():
+    from napari_ilat.evaluation.metrics import hue_error
+
+    red = np.zeros((4, 4, 3), np.uint8)
+    red[...] = (200, 0, 0)
+    green = red[..., [1, 0, 2]]
+    assert hue_error(red, red) == 0
+    assert abs(hue_error(red, green) - 120) < 1e-6
+    assert abs(hue_error(green, red) - 120) < 1e-6  # circular, symmetric
+    grey = np.full((4, 4, 3), 128, np.uint8)
+    assert np.isnan(hue_error(grey, red))  # hue means nothing for a grey reference
+    half = red.copy()
+    half[:2] = 128  # only the coloured half counts
+    assert abs(hue_error(half, green) - 120) < 1e-6

@@ -1,4 +1,4 @@
-"""``napari-ilat bench speed|quality|scale|imagebart|gui``: the command line of the benchmarks.
+"""``napari-ilat bench speed|quality|scale|regenerate|native|imagebart|gui``: the command line of the benchmarks.
 
 The measurements live in napari_ilat.evaluation (speed, quality) and, for the GUI
 responsiveness check that needs Qt, in napari_ilat.plugin.bench_gui.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+from napari_ilat.evaluation.quality import TEST_SETS
 from napari_ilat.evaluation.speed import DEFAULT_RATES, PRESETS, speed, speed_markdown, speed_plot
 
 
@@ -37,6 +38,11 @@ def add_arguments(parser):
         "--plain-natural-model", default=None, help="iLAT* ablation for natural patches (as --plain-pose-model)"
     )
     q.add_argument("--n", type=int, default=200, help="cases per test set (default 200)")
+    q.add_argument(
+        "--sets",
+        default=",".join(TEST_SETS),
+        help=f"comma-separated test sets, of {', '.join(TEST_SETS)} (default: all)",
+    )
     q.add_argument("--examples", help="write example grids to PREFIX_{pose,natural,sketch}.png")
     q.add_argument("--out", help="also write the markdown tables to this file")
 
@@ -47,6 +53,21 @@ def add_arguments(parser):
     b.add_argument("--model", default="natural")
     b.add_argument("--threads", type=int, default=None)
     b.add_argument("--out", help="also write the JSON result to this file")
+
+    r = sub.add_parser("regenerate", help="whole edit, iLAT vs Taming, first edit vs repeated Generate")
+    r.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    r.add_argument("--rate", type=float, default=0.066, help="masked-token rate (default: %(default)s)")
+    r.add_argument("--repeats", type=int, default=5)
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--threads", type=int, default=None)
+    r.add_argument("--out", help="also write the markdown table to this file")
+
+    n = sub.add_parser("native", help="a big mask at native resolution (sliding windows) vs resized")
+    n.add_argument("--size", type=int, default=1024, help="image side in pixels (default 1024)")
+    n.add_argument("--mask", type=int, default=512, help="mask side in pixels (default 512)")
+    n.add_argument("--model", default="natural")
+    n.add_argument("--threads", type=int, default=None)
+    n.add_argument("--out", help="also write the JSON result to this file")
 
     i = sub.add_parser(
         "imagebart", help="ImageBART vs iLAT / Taming / biharmonic: upper-half completion, box, brush; speed"
@@ -86,6 +107,20 @@ def run(args) -> int:
         if args.size < 16 or not 1 <= args.mask < args.size:
             raise ValueError("--size must be >= 16 and --mask between 1 and --size - 1")
         md = json.dumps(big_image(args.size, args.mask, args.repeats, args.model, args.threads), indent=2)
+    elif args.what == "regenerate":
+        from napari_ilat.evaluation.speed import regenerate_markdown, regenerate_speed
+
+        if not 0 < args.rate <= 1:
+            raise ValueError("--rate must be a fraction in (0, 1]")
+        md = regenerate_markdown(regenerate_speed(args.preset, args.rate, args.repeats, args.device, args.threads))
+    elif args.what == "native":
+        import json
+
+        from napari_ilat.evaluation.speed import native_speed
+
+        if args.size < 16 or not 1 <= args.mask < args.size:
+            raise ValueError("--size must be >= 16 and --mask between 1 and --size - 1")
+        md = json.dumps(native_speed(args.size, args.mask, args.model, args.threads), indent=2)
     elif args.what == "imagebart":
         from napari_ilat.evaluation import imagebart as ib
 
@@ -121,6 +156,10 @@ def run(args) -> int:
         def model(name):
             return None if name == "none" else name
 
+        sets = tuple(x.strip() for x in args.sets.split(",") if x.strip())
+        unknown = [x for x in sets if x not in TEST_SETS]
+        if unknown or not sets:
+            raise ValueError(f"--sets: unknown test set(s) {unknown}; choose from {', '.join(TEST_SETS)}")
         md = quality(
             model(args.pose_model),
             model(args.natural_model),
@@ -129,6 +168,7 @@ def run(args) -> int:
             examples=args.examples,
             plain_pose_model=args.plain_pose_model,
             plain_natural_model=args.plain_natural_model,
+            sets=sets,
         )
     print(md)
     if args.out:

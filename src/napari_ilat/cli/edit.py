@@ -82,6 +82,14 @@ def add_arguments(p) -> None:
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default: %(default)s)")
     p.add_argument(
+        "--resolution",
+        default="native",
+        choices=("native", "resize"),
+        help="a mask larger than the model's window: 'native' generates it at the model's pixel scale with "
+        "sliding windows (time grows with the masked area), 'resize' fits it into one window and scales the "
+        "result back (faster, coarser) (default: %(default)s)",
+    )
+    p.add_argument(
         "--feather", type=float, default=2.0, help="blend band width in px outside the mask (default: %(default)s)"
     )
     p.add_argument("-o", "--output", required=True, help="output file (one image) or folder (folder input)")
@@ -479,6 +487,7 @@ def run(args) -> int:
                     greedy=args.greedy,
                     device=args.device,
                     feather=args.feather,
+                    resolution=args.resolution,
                     progress=bar,
                 )
             for message in _warnings_text(caught):

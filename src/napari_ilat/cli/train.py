@@ -213,6 +213,11 @@ def add_arguments(parser: argparse.ArgumentParser):
     p.add_argument("--n-layer", type=int, default=None)
     p.add_argument("--n-embd", type=int, default=None)
     p.add_argument("--no-cond-map", action="store_true", help="no per-token condition cells (ablation)")
+    p.add_argument(
+        "--plain",
+        action="store_true",
+        help="iLAT* ablation: both stages without two-stream convolutions (evaluated in mode ilat*)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
@@ -426,7 +431,12 @@ def run(args) -> int:
             for s in ("stage1", "stage2"):
                 shutil.rmtree(out / s, ignore_errors=True)
         cfg = RecipeConfig(
-            data=args.data, minutes=args.minutes, seed=args.seed, name=args.name, cond_map=not args.no_cond_map
+            data=args.data,
+            minutes=args.minutes,
+            seed=args.seed,
+            name=args.name,
+            cond_map=not args.no_cond_map,
+            plain=args.plain,
         )
         _set(
             cfg,

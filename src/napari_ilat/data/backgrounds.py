@@ -27,7 +27,7 @@ from napari_ilat.data.splits import check_split
 
 #: Colour photographs per split (natural patches draw from these only).
 COLOR_PHOTOS: dict[str, tuple[str, ...]] = {
-    "train": ("astronaut", "hubble_deep_field", "immunohistochemistry", "retina", "colorwheel"),
+    "train": ("astronaut", "hubble_deep_field", "immunohistochemistry", "retina", "colorwheel", "motorcycle"),
     "validation": ("rocket",),
     "test": ("chelsea", "coffee"),
 }
@@ -55,7 +55,8 @@ def load_photo(name: str) -> np.ndarray:
         raise ValueError(f"{name!r} is not one of the bundled offline photos {sorted(BUNDLED_PHOTOS)}")
     import skimage.data
 
-    img = np.asarray(getattr(skimage.data, name)())
+    # "motorcycle": the left view of skimage's stereo pair (the right one would leak: same scene)
+    img = np.asarray(skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)())
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     img = np.ascontiguousarray(img[..., :3], dtype=np.uint8)
@@ -99,6 +100,7 @@ def crop_photo(
     shape: tuple[int, int],
     scale_range: tuple[float, float] = (0.8, 4.0),
     hflip: bool = True,
+    columns: tuple[float, float] = (0.0, 1.0),
 ) -> np.ndarray:
     """A random square-pixel crop of photo ``name`` resized to ``shape``, uint8 HxWx3.
 
@@ -106,10 +108,13 @@ def crop_photo(
     ``scale_range`` (clamped so the crop fits in the photo); position uniform; flipped
     left-right with probability 1/2 when ``hflip``. Down-scaling uses a box pyramid plus
     bilinear interpolation, so crops are smooth (no aliasing from large reductions).
+    ``columns``: the crop stays inside this fraction of the photo's width (a held-out strip).
     """
     out_h, out_w = shape
     photo = load_photo(name)
-    ph, pw = photo.shape[:2]
+    ph, full_w = photo.shape[:2]
+    c0, c1 = int(round(columns[0] * full_w)), int(round(columns[1] * full_w))
+    pw = c1 - c0
     max_scale = min(ph / out_h, pw / out_w)
     lo, hi = scale_range
     hi = min(hi, max_scale)
@@ -117,7 +122,7 @@ def crop_photo(
     s = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if hi > lo else hi
     crop_h, crop_w = out_h * s, out_w * s
     y0 = rng.uniform(0, max(ph - crop_h, 0))
-    x0 = rng.uniform(0, max(pw - crop_w, 0))
+    x0 = c0 + rng.uniform(0, max(pw - crop_w, 0))
     flip = bool(hflip and rng.random() < 0.5)
     levels = photo_pyramid(name)
     level = int(np.clip(np.floor(np.log2(max(s, 1.0))), 0, len(levels) - 1))

@@ -2,10 +2,17 @@
 XDoG sketches, for the sketch-guided / free-form inpainting model.
 
 A patch is a random square crop of one of the split's colour photographs
-(``backgrounds.COLOR_PHOTOS``: test = chelsea (= cat) + coffee, validation = rocket,
-train = astronaut, hubble_deep_field, immunohistochemistry, retina, colorwheel), with
-scale jitter (0.8x to 4x photo pixels per output pixel, log-uniform, clamped to the
-photo) and a random left-right flip. Everything is a pure function of the seed.
+(``backgrounds.COLOR_PHOTOS``: test = chelsea (= cat) + coffee; train = astronaut,
+hubble_deep_field, immunohistochemistry, retina, colorwheel, motorcycle), with scale jitter
+(0.8x to 4x photo pixels per output pixel, log-uniform, clamped to the photo) and a random
+left-right flip. Everything is a pure function of the seed.
+
+Validation covers the training photographs' colours, not one photograph's: it draws from
+rocket and from a held-out strip (the right ``HOLDOUT`` of the width) of every training
+photograph, which training crops never enter. Training patches get their hue rotated by a
+random angle half of the time (a rotation in the YIQ chroma plane: luma and saturation stay,
+so the statistics stay natural; channel shuffles taught an earlier model grey), because the
+training photographs lack blue and green. Test patches are unchanged by both.
 """
 
 from __future__ import annotations
@@ -20,6 +27,22 @@ from napari_ilat.data.splits import SPLIT_SEED_RANGES, STREAM_NATURAL_PATCH, rng
 from napari_ilat.engine.sketch import xdog
 
 DEFAULT_RATE_RANGE = (0.05, 0.5)
+HOLDOUT = 0.2  # right fraction of each training photograph's width kept for validation
+HUE_ROTATION_P = 0.5  # training patches whose hue is rotated
+
+# RGB <-> YIQ (NTSC): Y is luma, (I, Q) the chroma plane whose angle is the hue
+_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
+_RGB = np.linalg.inv(_YIQ).astype(np.float32)
+
+
+def rotate_hue(image: np.ndarray, degrees: float) -> np.ndarray:
+    """``image`` (uint8 HxWx3) with its hue rotated by ``degrees``: a rotation of the YIQ
+    chroma plane, so luma and chroma magnitude are kept (up to clipping to 0-255)."""
+    a = np.deg2rad(degrees)
+    rot = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]], np.float32)
+    m = _RGB @ rot @ _YIQ
+    out = image.astype(np.float32) @ m.T
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 def _photo_split(seed: int) -> str:
@@ -56,9 +79,23 @@ def natural_patch(seed: int, resolution: int = 128) -> tuple[np.ndarray, str]:
 
 
 def _patch(rng, seed, resolution):
-    names = COLOR_PHOTOS[_photo_split(seed)]
+    split = _photo_split(seed)
+    shape = (resolution, resolution)
+    if split == "test":  # unchanged since the first benchmarks: no extra random draws
+        names = COLOR_PHOTOS["test"]
+        name = names[int(rng.integers(len(names)))]
+        return crop_photo(name, rng, shape, scale_range=(0.8, 4.0)), name
+    if split == "validation":
+        names = COLOR_PHOTOS["validation"] + COLOR_PHOTOS["train"]
+        name = names[int(rng.integers(len(names)))]
+        columns = (0.0, 1.0) if name in COLOR_PHOTOS["validation"] else (1 - HOLDOUT, 1.0)
+        return crop_photo(name, rng, shape, scale_range=(0.8, 4.0), columns=columns), name
+    names = COLOR_PHOTOS["train"]
     name = names[int(rng.integers(len(names)))]
-    return crop_photo(name, rng, (resolution, resolution), scale_range=(0.8, 4.0)), name
+    image = crop_photo(name, rng, shape, scale_range=(0.8, 4.0), columns=(0.0, 1 - HOLDOUT))
+    if rng.random() < HUE_ROTATION_P:
+        image = rotate_hue(image, rng.uniform(-180.0, 180.0))
+    return image, name
 
 
 def make_natural_sample(

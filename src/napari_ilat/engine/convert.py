@@ -10,6 +10,7 @@ round trip is bit-exact. The key-by-key table: docs/convert.md.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -353,6 +354,45 @@ def ilat_from_state_dicts(
         source="iLAT (ewrfcas/iLAT)",
     )
     return _model(vq_cfg, image, t_cfg, ours, name, "converted from iLAT (ewrfcas/iLAT): FFHQ sketch-guided editing")
+
+
+def ilat_ffhq_config(name: str = "ilat-ffhq-shape") -> ModelConfig:
+    """The architecture of iLAT's published FFHQ model (configs/vqgan_ffhq.yml,
+    configs/transformer_ffhq.yml): 256 px TS-VQGAN, f = 16, 2048 codes x 256, InstanceNorm, no
+    attention, encoder and decoder from ``ch_mult`` (1, 2, 4, 6, 8); a sketch VQGAN of the same
+    shape on one channel; a 12 x 768 LA transformer over 514 positions. What
+    ``ilat_from_state_dicts`` reads off the real files; ``bench speed --preset ilat-ffhq`` times it
+    with random weights (the work per token does not depend on the values)."""
+    vq = VQGANConfig(
+        resolution=256,
+        ch=64,
+        ch_mult=(1, 2, 4, 6, 8),
+        num_res_blocks=2,
+        attn_resolutions=(),
+        z_channels=256,
+        embed_dim=256,
+        n_embed=2048,
+        norm="instance",
+        attention=False,
+        downsample="conv4",
+        out_act="tanh",
+    )
+    sketch = dataclasses.replace(vq, in_channels=1, out_ch=1, out_act="none")
+    t = GPTConfig(
+        vocab_size=2048,
+        grid=16,
+        n_layer=12,
+        n_head=ILAT_N_HEAD,
+        n_embd=768,
+        n_positions=514,
+        cond="sketch",
+        sketch_patch=16,
+        sketch_vq=sketch,
+        head_mlp=True,
+        head_bias=True,
+        trained_mask="la",
+    )
+    return ModelConfig(vq, t, name=name)
 
 
 def to_ilat(model: ILATModel) -> tuple[dict, dict, dict]:

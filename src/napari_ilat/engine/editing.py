@@ -6,14 +6,22 @@ The pipeline, and the one rule it keeps: the old content inside the mask may rea
 1. validate and convert the image to float RGB in [0, 1] (the value range: uint8 0..255,
    bool 0..1, floats in [0, 1] as is, every other dtype the unmasked pixels' min..max, or
    ``value_range`` when given; the output stays in that range);
-2. pick a window around the mask (native resolution when it fits the model, else resized);
+2. pick a window around the mask at the model's pixel scale: one model window (16 x 16
+   tokens for the bundled models) when the mask fits, else a larger token grid around the
+   mask, generated with sliding windows (``resolution="native"``, the default); or one
+   window resized to the model's resolution (``resolution="resize"``: faster, coarser);
 3. encode with the two-stream encoder (``ilat``) or the plain one (``ilat*``, ``taming``),
-   quantize, M_q = maxpool_f(mask);
-4. sample the masked tokens (cached sampler), one candidate at a time: candidate k is the
-   single edit with seed ``seed + k`` (at most :data:`MAX_SAMPLES` candidates a call);
-5. decode z_q*M_q + z_hat*(1-M_q), paste back, and composite with a feather band that lies
-   *outside* the mask: inside it generated pixels, in the band a blend of generated and
-   original unmasked pixels, everywhere else the input bytes unchanged.
+   quantize, M_q = maxpool_f(mask) -- or reuse all of it from the last edits of the same
+   image, mask and window (:mod:`napari_ilat.engine.reuse`);
+4. sample the masked tokens (cached sampler; :mod:`napari_ilat.engine.sliding` for grids
+   larger than one window), one candidate at a time: candidate k is the single edit with
+   seed ``seed + k`` (at most :data:`MAX_SAMPLES` candidates a call);
+5. decode z_q*M_q + z_hat*(1-M_q) -- only the region the mask and its feather band cover
+   when that is at most half the window (:mod:`napari_ilat.engine.region_decode`,
+   ``decode="auto"``), else all of it (``decode="full"``) --, paste back, and composite
+   with a feather band that lies *outside* the mask: inside it generated pixels, in the
+   band a blend of generated and original unmasked pixels, everywhere else the input bytes
+   unchanged.
 """
 
 from __future__ import annotations
@@ -31,11 +39,14 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from napari_ilat.engine.conditions import normalize_keypoints
-from napari_ilat.engine.imagebart import default_imagebart_model, is_imagebart, sample_imagebart
+from napari_ilat.engine.imagebart import default_imagebart_model, is_imagebart, sample_imagebart_grid
 from napari_ilat.engine.inputs import check_image, check_pose, normalize_mask, normalize_sketch
 from napari_ilat.engine.model import ILATModel, load_model
 from napari_ilat.engine.modes import MODE_NAMES, get_mode
-from napari_ilat.engine.sampler import EditCancelled, SamplingOptions, sample_tokens
+from napari_ilat.engine.region_decode import Box, decode_region, record_reference, region_plan
+from napari_ilat.engine.reuse import FIRST_STAGE_CACHE, first_stage_key
+from napari_ilat.engine.sampler import EditCancelled, SamplingOptions
+from napari_ilat.engine.sliding import sample_grid
 
 #: The mode names edit() accepts (the definitions: napari_ilat.engine.modes.MODES).
 MODES = MODE_NAMES
@@ -46,6 +57,19 @@ SEED_MAX = 2**63
 #: At most this many candidates per call: they are generated one at a time (memory: one
 #: candidate's work plus the output, ``samples`` copies of the image).
 MAX_SAMPLES = 64
+#: edit(resolution=...): "native" generates a mask larger than one model window at the
+#: model's own pixel scale with sliding windows (time grows with the masked area);
+#: "resize" fits the mask's surroundings into one window (faster, coarser). Masks that fit
+#: one window are edited the same way by both.
+RESOLUTIONS = ("native", "resize")
+#: edit(decode=...): "auto" decodes only the region the mask and its feather band cover
+#: when it is at most REGION_MAX_FRACTION of the window (statistics from the unmasked
+#: image's decode; a few grey levels from the full decode, docs/benchmarks.md), else the
+#: whole window; "full" always decodes the whole window.
+DECODES = ("auto", "full")
+REGION_MAX_FRACTION = 0.5
+#: Tokens of latent around the decoded region's own tokens that the region decoder reads.
+REGION_MARGIN = 3
 
 __all__ = [
     "edit",
@@ -58,6 +82,9 @@ __all__ = [
     "draw_seed",
     "cached_model",
     "resolve_device",
+    "RESOLUTIONS",
+    "DECODES",
+    "native_window",
 ]
 
 
@@ -292,6 +319,29 @@ def edit_window(mask: np.ndarray, resolution: int, context: int) -> tuple[int, i
     return place(r_lo, r_hi, h, mask.shape[0]), place(c_lo, c_hi, w, mask.shape[1]), h, w
 
 
+def native_window(mask: np.ndarray, resolution: int, factor: int, context: int) -> tuple[int, int, int, int] | None:
+    """(row0, col0, height, width) of a window at the model's own pixel scale: whole tokens
+    (multiples of ``factor``), at least ``resolution`` a side, holding the mask's bounding
+    box plus ``context`` pixels each side where the image allows. None when the image is
+    smaller than ``resolution`` in a dimension or no whole-token window holds the mask
+    (then the window is resized: :func:`edit_window`). A mask that fits one model window
+    gets exactly :func:`edit_window`'s window."""
+    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    box = []
+    for lo, hi, extent in ((rows[0], rows[-1] + 1, mask.shape[0]), (cols[0], cols[-1] + 1, mask.shape[1])):
+        top = extent // factor * factor
+        if top < resolution:
+            return None
+        size = min(max(resolution, -(-(hi - lo + 2 * context) // factor) * factor), top)
+        if size < hi - lo:
+            return None
+        start = (lo + hi) // 2 - size // 2
+        start = min(max(start, hi - size, 0), lo, extent - size)
+        box.append((int(start), int(size)))
+    (r0, h), (c0, w) = box
+    return r0, c0, h, w
+
+
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
@@ -359,6 +409,8 @@ def edit_with_info(
     progress=None,
     cancel=None,
     cache: bool = True,
+    resolution: str = "native",
+    decode: str = "auto",
 ) -> EditResult:
     """:func:`edit`, returning an :class:`EditResult`: the array plus the seed (and model,
     mode, device, seconds) actually used. Same arguments as :func:`edit`."""
@@ -366,6 +418,10 @@ def edit_with_info(
     image = check_image(image)
     mask = normalize_mask(mask, image.shape)
     mode_def = get_mode(mode)
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f"resolution must be one of {', '.join(RESOLUTIONS)}, got {resolution!r}")
+    if decode not in DECODES:
+        raise ValueError(f"decode must be one of {', '.join(DECODES)}, got {decode!r}")
     opts = check_options(samples, seed, temperature, top_k, top_p, greedy, feather)
     samples, feather = opts["samples"], opts["feather"]
     pose = None if pose is None else check_pose(pose, image.shape)
@@ -399,9 +455,19 @@ def edit_with_info(
     dtype = param.dtype
     res = model.resolution
 
-    # ---- window, resized to the model's resolution; only the window is converted
+    # ---- window: at the model's pixel scale (native), or resized to its resolution;
+    # only the window is converted
+    f = model.config.vqgan.factor
     context = max(res // 8, int(np.ceil(feather)) + 1)
-    r0, c0, h, w = edit_window(mask, res, context)
+    box = native_window(mask, res, f, context) if resolution == "native" else None
+    if box is not None and is_imagebart(model) and tuple(box[2:]) != (res, res):
+        box = None  # ImageBART samples one model window (no sliding windows yet): resized
+    native = box is not None
+    if box is None:
+        box = edit_window(mask, res, context)
+    r0, c0, h, w = box
+    native = native or (h, w) == (res, res)  # the window at the model's own scale
+    size = (h, w) if native else (res, res)
     win = (slice(r0, r0 + h), slice(c0, c0 + w))
     mask_w = mask[win]
     unit = intensity.to_unit(image[win])
@@ -413,37 +479,74 @@ def edit_with_info(
 
     x = to_tensor(rgb.transpose(2, 0, 1))[None]
     m = torch.from_numpy(np.ascontiguousarray(mask_w)).to(dev)[None, None]
-    x, m = _resize_masked(x, m, (res, res))
+    x, m = _resize_masked(x, m, size)
     x = x * 2 - 1
 
-    cond = None
-    if pose is not None:
-        cond = to_tensor(normalize_keypoints(pose, (r0, c0, h, w)))[None]
-    elif sketch is not None:
+    sketch_full = None
+    if sketch is not None:
         from napari_ilat.engine.sketch import compose_sketch
 
         full = intensity.to_unit(image)
-        full = compose_sketch(full if full.ndim == 2 else _to_rgb(full), mask, sketch)
-        s = to_tensor(full[win])[None, None]
-        cond = _resize(s, (res, res)).clamp(0, 1)
+        sketch_full = compose_sketch(full if full.ndim == 2 else _to_rgb(full), mask, sketch)
+
+    def cond_at(tr0, tc0):
+        """The condition of the model window whose top-left token is (tr0, tc0) of the grid."""
+        if native:
+            wr, wc, wh, ww = r0 + tr0 * f, c0 + tc0 * f, res, res
+        else:
+            wr, wc, wh, ww = r0, c0, h, w
+        if pose is not None:
+            return to_tensor(normalize_keypoints(pose, (wr, wc, wh, ww)))[None]
+        if sketch_full is not None:
+            sk = to_tensor(sketch_full[wr : wr + wh, wc : wc + ww])[None, None]
+            return _resize(sk, (res, res)).clamp(0, 1)
+        return None
 
     seed = draw_seed() if opts["seed"] is None else opts["seed"]
 
     # ---- composite: generated inside the mask, blend in the band, input bytes elsewhere
     alpha = feather_alpha(mask_w, feather)  # the band lies inside the window (context > feather)
-    a = alpha[..., None]
     touched = alpha > 0
+    rows, cols = np.nonzero(touched.any(1))[0], np.nonzero(touched.any(0))[0]
+    roi = Box(int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)  # window pixels
+    roi_win = (slice(roi.r0, roi.r1), slice(roi.c0, roi.c1))
+    a = alpha[roi_win][..., None]
+    touched = touched[roi_win]
+    rgb_roi, unit_roi = rgb[roi_win], unit[roi_win]
     out = np.repeat(image[None], samples, axis=0)
     vq = model.vqgan
+    use_region = native and decode == "auto" and roi.area <= REGION_MAX_FRACTION * h * w
     # the token sampler of the model's engine (one calling convention for both)
-    sampler, net = (sample_imagebart, model.bart) if is_imagebart(model) else (sample_tokens, model.transformer)
+    grid_sampler, net = (sample_imagebart_grid, model.bart) if is_imagebart(model) else (sample_grid, model.transformer)
     with torch.inference_mode():
-        z_hat = vq.encode(x, m if mode_def.two_stream else None)
-        _, tokens, _ = vq.quantize_latents(z_hat)
-        m_q = vq.token_mask(m)
-        known = ~m_q[0].flatten()
-        tokens = torch.where(known, tokens[0].flatten(), 0)  # masked ids are never read
-        grid = m_q.shape[-2:]
+        # the first stage's work on this window, or the same tensors from the last edits
+        key = first_stage_key(
+            vq,
+            dev,
+            dtype,
+            mode_def.two_stream,
+            box,
+            size,
+            (intensity.lo, intensity.hi),
+            image_win=image[win],
+            mask_win=mask_w,
+        )
+        entry = FIRST_STAGE_CACHE.get(key, vq)
+        if entry is None:
+            z_hat = vq.encode(x, m if mode_def.two_stream else None, known_only=True)
+            _, tokens, _ = vq.quantize_latents(z_hat)
+            entry = FIRST_STAGE_CACHE.put(key, vq, {"z_hat": z_hat, "tokens": tokens, "token_mask": vq.token_mask(m)})
+        z_hat, tokens, m_q = entry["z_hat"], entry["tokens"], entry["token_mask"]
+        known = ~m_q[0]
+        tokens = torch.where(known, tokens[0], 0)  # masked ids are never read
+        grid = tuple(m_q.shape[-2:])
+        ref = None
+        if use_region:
+            ref_name = ("decode_reference", roi, REGION_MARGIN)
+            ref = entry.get(ref_name)
+            if ref is None:
+                ref = record_reference(vq, z_hat, region_plan(vq.config, grid, roi, REGION_MARGIN))
+                FIRST_STAGE_CACHE.add(key, ref_name, ref)
         for k in range(samples):  # candidate k = the single edit with seed + k
             generator = torch.Generator(device=dev)
             generator.manual_seed(seed + k)
@@ -453,25 +556,29 @@ def edit_with_info(
                 def step(done, total, k=k):
                     progress(k * total + done, samples * total)
 
-            out_tokens = sampler(
+            out_tokens = grid_sampler(
                 net,
                 tokens,
                 known,
-                cond,
+                cond_at,
+                window=net.config.grid,
                 mode=mode_def.order,
-                samples=1,
                 options=options,
                 generator=generator,
                 progress=step,
                 cancel=cancel,
                 cache=cache,
             )
-            gen = vq.decode_tokens(out_tokens.view(1, *grid), z_hat, m_q)
-            gen = _resize(((gen + 1) / 2).clamp(0, 1), (h, w))
-            gen = gen[0].permute(1, 2, 0).double().cpu().numpy()  # (h, w, 3)
-            blended = a * gen + (1 - a) * rgb
-            values = intensity.from_unit(_from_rgb(blended, unit))
-            out_win = out[k][win]
+            if ref is not None:
+                z = torch.where(m_q[:, None], vq.embed_tokens(out_tokens[None]), z_hat)
+                gen = ((decode_region(vq, z, ref) + 1) / 2).clamp(0, 1)
+            else:
+                gen = vq.decode_tokens(out_tokens[None], z_hat, m_q)
+                gen = _resize(((gen + 1) / 2).clamp(0, 1), (h, w))[..., roi.r0 : roi.r1, roi.c0 : roi.c1]
+            gen = gen[0].permute(1, 2, 0).double().cpu().numpy()  # (roi h, roi w, 3)
+            blended = a * gen + (1 - a) * rgb_roi
+            values = intensity.from_unit(_from_rgb(blended, unit_roi))
+            out_win = out[k][win][roi_win]
             if image.ndim == 3 and image.shape[2] == 4:
                 out_win[touched, :3] = values[touched]  # alpha is returned as given
             else:
@@ -507,6 +614,8 @@ def edit(
     progress=None,
     cancel=None,
     cache: bool = True,
+    resolution: str = "native",
+    decode: str = "auto",
 ) -> np.ndarray:
     """Regenerate the masked region of ``image``; everything else is returned as given.
 
@@ -550,6 +659,15 @@ def edit(
     cancel : threading.Event or callable returning True to stop (raises EditCancelled).
     cache : False recomputes the whole sequence for every token, like the reference code
         (same result; only for benchmarks).
+    resolution : "native" (default): a mask larger than the model's window (128 px for the
+        bundled models) is generated at the model's pixel scale with sliding windows, time
+        growing with the masked area; "resize": the mask's surroundings are resized into one
+        window and the result scaled back (faster, coarser). Masks that fit one window: the
+        same either way.
+    decode : "auto" (default): decode only the region of the mask and its feather band when
+        it covers at most half the window (a few grey levels from a full decode: the
+        decoder's normalisation statistics come from the unmasked image's decode); "full":
+        decode the whole window.
 
     Returns
     -------
@@ -575,4 +693,6 @@ def edit(
         progress=progress,
         cancel=cancel,
         cache=cache,
+        resolution=resolution,
+        decode=decode,
     ).image

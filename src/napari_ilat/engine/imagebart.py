@@ -598,6 +598,43 @@ def sample_imagebart(
     return (x, chain) if return_chain else x
 
 
+def sample_imagebart_grid(
+    model: ImageBART,
+    tokens: torch.Tensor,
+    known: torch.Tensor,
+    cond_at=None,
+    *,
+    window: int,
+    mode: str = "imagebart",
+    options: SamplingOptions | None = None,
+    generator: torch.Generator | None = None,
+    cache: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+    cancel=None,
+) -> torch.Tensor:
+    """:func:`sample_imagebart` with the calling convention of
+    :func:`napari_ilat.engine.sliding.sample_grid`, for a grid of exactly one window
+    (``edit()`` resizes a larger mask's window to the model's: no sliding windows here yet).
+    ``tokens``, ``known``: (H, W); ``cond_at(0, 0)``: the window's condition. Returns (H, W)."""
+    h, w = tokens.shape
+    if (h, w) != (window, window) or window != model.config.grid:
+        raise ValueError(f"ImageBART samples one {model.config.grid}x{model.config.grid}-token window, got {h}x{w}")
+    cond = None if cond_at is None else cond_at(0, 0)
+    out = sample_imagebart(
+        model,
+        tokens.flatten(),
+        known.flatten(),
+        cond,
+        mode=mode,
+        options=options,
+        generator=generator,
+        cache=cache,
+        progress=progress,
+        cancel=cancel,
+    )
+    return out[0].view(h, w)
+
+
 # --------------------------------------------------------------------------- saving / loading
 
 
@@ -672,6 +709,7 @@ __all__ = [
     "guide_logits",
     "apply_guide",
     "sample_imagebart",
+    "sample_imagebart_grid",
     "save_imagebart",
     "load_imagebart",
     "is_imagebart",

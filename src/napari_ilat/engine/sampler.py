@@ -69,9 +69,12 @@ class _Plan:
     n_known: int  # prefix length in image tokens
     n_forced: int  # stream entries whose targets are given (teacher forcing, taming mode)
 
+    n_steps_limit: int | None = None  # generate only this many (sample_tokens' ``steps``)
+
     @property
     def n_steps(self) -> int:
-        return len(self.order) - self.n_known - self.n_forced
+        n = len(self.order) - self.n_known - self.n_forced
+        return n if self.n_steps_limit is None else min(n, self.n_steps_limit)
 
 
 def _plan(known: torch.Tensor, mode: str) -> _Plan:
@@ -83,6 +86,15 @@ def _plan(known: torch.Tensor, mode: str) -> _Plan:
         first = int(masked[0]) if len(masked) else len(known)
         return _Plan(torch.arange(len(known), device=known.device), 0, first)
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def _first_steps(out, tokens, known, mode, steps):
+    """Keep only the first ``steps`` generated entries of a full run (input ids elsewhere)."""
+    plan = _plan(known.flatten().bool(), mode)
+    keep = plan.order[plan.n_known + plan.n_forced : plan.n_known + plan.n_forced + steps]
+    res = tokens.flatten().clone()[None].repeat(out.shape[0], 1)
+    res[:, keep] = out[:, keep]
+    return res
 
 
 def is_cancelled(cancel) -> bool:
@@ -107,6 +119,7 @@ def sample_tokens(
     progress: Callable[[int, int], None] | None = None,
     cancel=None,
     return_logits: bool = False,
+    steps: int | None = None,
 ):
     """Fill the masked tokens of one image, ``samples`` candidates in one batch.
 
@@ -116,16 +129,23 @@ def sample_tokens(
     is checked before every step and raises :class:`EditCancelled`.
     Returns (samples, N) ids with known tokens unchanged in ``ilat`` mode (in ``taming`` mode
     every token after the first masked one is resampled); with ``return_logits`` also the
-    (samples, steps, V) logits that produced them.
+    (samples, steps, V) logits that produced them. ``steps``: generate only the first
+    ``steps`` stream entries (the others keep their input ids); the sliding-window sampler
+    uses it to fill one run of a big grid per window (``progress`` then counts to ``steps``).
     """
     if getattr(model.config, "layout", "ilat") == "gpt":  # converted published weights
         from napari_ilat.engine.gpt import sample_gpt
 
         kw = dict(samples=samples, options=options, generator=generator, cache=cache, progress=progress)
+        if steps is not None:  # the converted layout generates every stream entry: keep the first ones
+            out = sample_gpt(model, tokens, known, cond, mode=mode, cancel=cancel, **kw)
+            return _first_steps(out, tokens, known, mode, steps)
         return sample_gpt(model, tokens, known, cond, mode=mode, cancel=cancel, return_logits=return_logits, **kw)
     opts = options or SamplingOptions()
     tokens, known = tokens.flatten(), known.flatten().bool()
     plan = _plan(known, mode)
+    if steps is not None:
+        plan.n_steps_limit = max(0, min(int(steps), plan.n_steps))
     order = plan.order
     out = tokens.clone()[None].repeat(samples, 1)
     cond_tokens = model.encode_condition(cond, 1)

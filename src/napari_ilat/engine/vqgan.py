@@ -22,6 +22,7 @@ Masks everywhere: True (or nonzero) = region to regenerate.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass
 
 import torch
@@ -156,6 +157,9 @@ def pixel_mask_pyramid(mask: torch.Tensor, n_levels: int) -> list[torch.Tensor]:
 # resolution of the tensor it accompanies, or None for the ordinary computation)
 
 
+_STREAMS = threading.local()  # .known_only: see VQModel.encode
+
+
 def nonlinearity(x):
     return x * torch.sigmoid(x)  # swish, written as taming does so mask=None is bit-identical
 
@@ -176,6 +180,10 @@ class Conv2d(nn.Conv2d):
     def forward(self, x, mask_in=None, mask_out=None):
         if mask_in is None:
             return super().forward(x)
+        if getattr(_STREAMS, "known_only", False):
+            # the masked stream only (VQModel.encode(known_only=True)): the unmasked outputs
+            # are the same tensors bit for bit, at half the cost
+            return super().forward(torch.where(mask_in, 0, x))
         full = super().forward(x)
         masked = super().forward(torch.where(mask_in, 0, x))
         return torch.where(mask_in if mask_out is None else mask_out, full, masked)
@@ -276,21 +284,35 @@ class AttnBlock(nn.Module):
         h_ = self.norm(x, mask)
         q, k, v = self.q(h_), self.k(h_), self.v(h_)
         b, c, hh, ww = q.shape
-        q = q.reshape(b, c, hh * ww).permute(0, 2, 1)  # b, n(query), c
-        k = k.reshape(b, c, hh * ww)  # b, c, n(key)
-        v = v.reshape(b, c, hh * ww)
-        w_ = torch.bmm(q, k) * (int(c) ** (-0.5))
-        if mask is not None:
-            m = mask.reshape(b, 1, hh * ww)  # m[..., j]: position j is masked
+        n = hh * ww
+        q = q.reshape(b, c, n).permute(0, 2, 1)  # b, n(query), c
+        k = k.reshape(b, c, n)  # b, c, n(key)
+        v = v.reshape(b, c, n)
+        m = None if mask is None else mask.reshape(b, 1, n)  # m[..., j]: position j is masked
+        # A disallowed key has weight exactly 0, but 0 * NaN/inf is NaN: unmasked queries
+        # read values from a second stream in which masked values are zeroed.
+        v0 = None if m is None else torch.where(m, 0, v)
+        # big maps (native-resolution edits of large masks): queries in chunks, so the
+        # weights never exceed ATTN_CHUNK x n (a map up to ATTN_CHUNK positions: one chunk)
+        parts = [self._attend(q, k, v, m, v0, s, ATTN_CHUNK) for s in range(0, n, ATTN_CHUNK)]
+        h_ = parts[0] if len(parts) == 1 else torch.cat(parts, 2)
+        return x + self.proj_out(h_.reshape(b, c, hh, ww))
+
+    @staticmethod
+    def _attend(q, k, v, m, v0, start, size):
+        q = q[:, start : start + size] if q.shape[1] > size else q
+        w_ = torch.bmm(q, k) * (int(k.shape[1]) ** (-0.5))
+        if m is not None:
+            mq = m[..., start : start + q.shape[1]]
             # query i may attend key j iff i is masked or j is not
-            w_ = torch.where(m.transpose(1, 2) | ~m, w_, float("-inf"))
+            w_ = torch.where(mq.transpose(1, 2) | ~m, w_, float("-inf"))
         w_ = F.softmax(w_, dim=2).permute(0, 2, 1)  # b, key, query
         h_ = torch.bmm(v, w_)  # b, c, query
-        if mask is not None:
-            # A disallowed key has weight exactly 0, but 0 * NaN/inf is NaN: unmasked
-            # queries read values from a second stream in which masked values are zeroed.
-            h_ = torch.where(m, h_, torch.bmm(torch.where(m, 0, v), w_))
-        return x + self.proj_out(h_.reshape(b, c, hh, ww))
+        return h_ if m is None else torch.where(mq, h_, torch.bmm(v0, w_))
+
+
+#: Attention maps with more positions than this attend in query chunks of this size.
+ATTN_CHUNK = 4096
 
 
 class Downsample(nn.Module):
@@ -504,12 +526,18 @@ class VQModel(nn.Module):
             )
         return mask.expand(x.shape[0], -1, -1, -1)
 
-    def encode(self, x, mask=None) -> torch.Tensor:
+    def encode(self, x, mask=None, *, known_only: bool = False) -> torch.Tensor:
         """x (B,C,H,W) in [-1,1] -> continuous z_hat (B, embed_dim, H/f, W/f).
 
         mask (pixel mask, True/nonzero = region to regenerate): two-stream encoding; no
         value of a masked pixel can reach z_hat outside token_mask(mask), bit for bit.
         mask=None: the plain taming encoder.
+
+        known_only (with a mask): skip the full stream, which only masked positions read.
+        z_hat outside token_mask(mask) is bit-identical to the two-stream result (every
+        unmasked position reads the masked stream, and masked positions never reach it);
+        inside it, z_hat is the masked stream's value instead of the training target. For
+        edits, which regenerate those tokens; half the convolutions.
         """
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
             raise ValueError(
@@ -518,7 +546,13 @@ class VQModel(nn.Module):
         self._check_spatial(x.shape[2], x.shape[3], "image")
         if mask is not None:
             mask = self._pixel_mask(mask, x)
-        return self.quant_conv(self.encoder(x, mask))
+        if not (known_only and mask is not None):
+            return self.quant_conv(self.encoder(x, mask))
+        _STREAMS.known_only = True  # per thread: a concurrent encode elsewhere is unaffected
+        try:
+            return self.quant_conv(self.encoder(x, mask))
+        finally:
+            _STREAMS.known_only = False
 
     def quantize_latents(self, z_hat):
         """z_hat -> (z_q, indices (B,h,w) long, codebook+commitment loss)."""

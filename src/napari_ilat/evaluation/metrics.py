@@ -33,6 +33,20 @@ def mae(a, b, mask=None) -> float:
     return float(d[mask].mean() if mask is not None else d.mean())
 
 
+def hue_error(reference, image, min_saturation: float = 0.15, min_value: float = 0.15) -> float:
+    """Mean absolute hue difference in degrees (circular, 0-180) of ``image`` from
+    ``reference`` (RGB), over the reference's coloured pixels (HSV saturation and value both
+    >= the minimums: hue means nothing for greys and near-blacks); nan if there are none."""
+    from skimage.color import rgb2hsv
+
+    ha, hb = rgb2hsv(to_unit(reference)), rgb2hsv(to_unit(image))
+    keep = (ha[..., 1] >= min_saturation) & (ha[..., 2] >= min_value)
+    if not keep.any():
+        return float("nan")
+    d = np.abs(ha[..., 0][keep] - hb[..., 0][keep]) * 360.0
+    return float(np.minimum(d, 360.0 - d).mean())
+
+
 def ssim(a, b, mask=None) -> float:
     """Mean SSIM; with a mask, the mean of the SSIM map over the masked pixels."""
     a, b = to_unit(a), to_unit(b)

@@ -64,6 +64,27 @@ def natural_cases(n: int, resolution: int, guided: bool):
         yield int(seed), s.image, s.image, s.mask, cond
 
 
+BOX_SIDES = (48, 64)  # box test set: one square hole, side uniform in this range (px)
+
+
+def box_cases(n: int, resolution: int):
+    """Natural test patches with one square box mask of 48-64 px (at 128 px: 14-25% of the
+    patch) at a random place, unguided: the classic 'remove this object' hole."""
+    from napari_ilat.data import make_natural_sample, split_seeds
+
+    for seed in split_seeds("test", n):
+        s = make_natural_sample(int(seed), resolution, mask_kinds=("brush",))
+        rng = np.random.default_rng([int(seed), BOX_STREAM])
+        side = min(resolution, int(rng.integers(BOX_SIDES[0], BOX_SIDES[1] + 1)) * resolution // 128)
+        r, c = (int(v) for v in rng.integers(0, resolution - side + 1, size=2))
+        mask = np.zeros((resolution, resolution), bool)
+        mask[r : r + side, c : c + side] = True
+        yield int(seed), s.image, s.image, mask, {}
+
+
+BOX_STREAM = 11  # random stream of the box test set's boxes (independent of the patch's)
+
+
 def evaluate(
     cases,
     model,
@@ -149,14 +170,23 @@ def _model(m):
 TEST_SETS = {
     "pose": "Pose-guided editing, synthetic pose pairs",
     "natural": "Free-form inpainting, natural patches (no guidance)",
+    "box": "Box inpainting, natural patches, one 48-64 px square hole (no guidance)",
     "sketch": "Sketch-guided inpainting, natural patches (true XDoG inside the mask)",
 }
 
 
 def quality(
-    pose_model, natural_model, n_pose=200, n_natural=200, examples=None, plain_pose_model=None, plain_natural_model=None
+    pose_model,
+    natural_model,
+    n_pose=200,
+    n_natural=200,
+    examples=None,
+    plain_pose_model=None,
+    plain_natural_model=None,
+    sets=tuple(TEST_SETS),
 ) -> str:
-    """Run both test sets; returns the markdown (and writes example grids if asked).
+    """Run the test sets named in ``sets`` (keys of TEST_SETS); returns the markdown (and
+    writes example grids if asked).
 
     ``plain_*_model``: the iLAT* ablation's model (first stage trained without two-stream
     convolutions); without it ``ilat*`` runs the plain encoder on the iLAT model's weights."""
@@ -170,6 +200,7 @@ def quality(
             n_natural,
             lambda m: natural_cases(n_natural, m.resolution, guided=False),
         ),
+        ("box", natural_model, plain_natural_model, n_natural, lambda m: box_cases(n_natural, m.resolution)),
         (
             "sketch",
             natural_model,
@@ -178,6 +209,8 @@ def quality(
             lambda m: natural_cases(n_natural, m.resolution, guided=True),
         ),
     ):
+        if key not in sets:
+            continue
         label = TEST_SETS[key]
         model, plain = _model(model), _model(plain)
         if model is None:

@@ -18,6 +18,7 @@ import time
 import numpy as np
 import torch
 
+from napari_ilat.engine.convert import ilat_ffhq_config
 from napari_ilat.engine.editing import edit, resolve_device
 from napari_ilat.engine.model import ILATModel, ModelConfig
 from napari_ilat.engine.sampler import SamplingOptions, sample_tokens
@@ -36,6 +37,8 @@ PRESETS = {
             name="paper-size",
         )
     ),
+    # iLAT's published FFHQ shapes (what `napari-ilat convert ilat` produces), random weights
+    "ilat-ffhq": lambda: ILATModel(ilat_ffhq_config()),
 }
 
 
@@ -88,6 +91,9 @@ def speed(preset="default", rates=(0.066, 0.3), repeats=5, device="cpu", threads
     image = (np.random.default_rng(0).random((res, res, 3)) * 255).astype(np.uint8)
     tokens = torch.randint(0, t.config.vocab_size, (n_tokens,), generator=torch.Generator().manual_seed(0)).to(dev)
     greedy = SamplingOptions(greedy=True)
+    # a model with no unconditional mode (converted iLAT) samples under an empty stroke map,
+    # as edit() gives it when no sketch is drawn
+    cond = torch.zeros(1, 1, res, res, device=dev) if getattr(t, "requires_condition", False) else None
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
     rows = []
@@ -105,7 +111,7 @@ def speed(preset="default", rates=(0.066, 0.3), repeats=5, device="cpu", threads
         )
         row["sample"] = _median_times(
             {
-                name: lambda i, kw=kw, known=known: sample_tokens(t, tokens, known[i], options=greedy, **kw)
+                name: lambda i, kw=kw, known=known: sample_tokens(t, tokens, known[i], cond, options=greedy, **kw)
                 for name, (_, kw) in VARIANTS.items()
             },
             repeats,
@@ -225,3 +231,98 @@ def big_image(size: int = 8000, mask_side: int = 64, repeats: int = 3, model="na
         "threads": torch.get_num_threads(),
         "load": os.getloadavg()[0],
     }
+
+
+def regenerate_speed(preset="default", rate=0.066, repeats=5, device="cpu", threads=None) -> dict:
+    """Whole edit at one masked rate, iLAT vs Taming mode, the way the widget's Generate is
+    pressed: ``cold`` is the first edit of an image + mask (the first-stage cache emptied
+    before every call), ``warm`` a repeated one (new seed, same image and mask: the encoding
+    and the decode reference come from the cache). One mask, seeds 1..repeats, the four
+    variants interleaved; medians."""
+    from napari_ilat.engine.reuse import FIRST_STAGE_CACHE
+
+    dev = resolve_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    model = PRESETS[preset]().to(dev).eval()
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    res, f = model.resolution, model.config.vqgan.factor
+    image = (np.random.default_rng(0).random((res, res, 3)) * 255).astype(np.uint8)
+    mask, exact = token_box_mask(res, f, rate, np.random.default_rng(0))
+
+    def run(mode, warm):
+        def fn(i):
+            if not warm:
+                FIRST_STAGE_CACHE.clear()
+            edit(image, mask, model=model, mode=mode, seed=i, device=dev)
+
+        return fn
+
+    for mode in ("ilat", "taming"):  # fill the cache for the warm runs
+        edit(image, mask, model=model, mode=mode, seed=0, device=dev)
+    fns = {f"{mode}_{kind}": run(mode, kind == "warm") for mode in ("ilat", "taming") for kind in ("cold", "warm")}
+    # warm variants first in each round, so that a cold run's clear() never empties their entry
+    order = ["ilat_warm", "taming_warm", "ilat_cold", "taming_cold"]
+    times = _median_times({k: fns[k] for k in order}, repeats, sync)
+    for mode in ("ilat", "taming"):  # the cold runs emptied the cache: re-time warm alone
+        edit(image, mask, model=model, mode=mode, seed=0, device=dev)
+    times.update(_median_times({k: fns[k] for k in ("ilat_warm", "taming_warm")}, repeats, sync))
+    return {
+        "preset": preset,
+        "device": str(dev) if dev.type != "cuda" else torch.cuda.get_device_name(dev),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "rate": exact,
+        "masked_tokens": int(round(exact * model.config.transformer.n_tokens)),
+        "repeats": repeats,
+        "times": times,
+    }
+
+
+def regenerate_markdown(r: dict) -> str:
+    t = r["times"]
+    return "\n".join(
+        [
+            f"Preset `{r['preset']}`, {r['rate']:.1%} masked ({r['masked_tokens']} tokens), device {r['device']}, "
+            f"{r['threads']} threads, torch {r['torch']}, median of {r['repeats']}:",
+            "",
+            "| edit | iLAT (s) | Taming (s) | Taming / iLAT |",
+            "|---|---|---|---|",
+            f"| first edit of the image + mask (cold) | {t['ilat_cold']:.3f} | {t['taming_cold']:.3f} | "
+            f"{t['taming_cold'] / t['ilat_cold']:.1f}x |",
+            f"| repeated Generate: new seed (warm) | {t['ilat_warm']:.3f} | {t['taming_warm']:.3f} | "
+            f"{t['taming_warm'] / t['ilat_warm']:.1f}x |",
+        ]
+    )
+
+
+def native_speed(size: int = 1024, mask_side: int = 512, model="natural", threads=None, seed=0) -> dict:
+    """One edit of a ``mask_side`` square mask in the middle of a ``size`` square RGB image at
+    native resolution (sliding windows), and the same with resolution="resize"."""
+    from napari_ilat.engine.editing import cached_model, edit_with_info
+
+    if threads:
+        torch.set_num_threads(threads)
+    m = cached_model(model)
+    img = (np.random.default_rng(0).random((size, size, 3)) * 255).astype(np.uint8)
+    mask = np.zeros((size, size), bool)
+    r = (size - mask_side) // 2
+    mask[r : r + mask_side, r : r + mask_side] = True
+    edit(img[:160, :160], mask[r - 40 : r + 120, r - 40 : r + 120], model=m, seed=0, device="cpu")  # warm-up
+    out = {"image": f"{size}x{size}x3 uint8", "mask": f"{mask_side}x{mask_side}", "model": str(model)}
+    for resolution in ("native", "resize"):
+        counted = []
+        t = time.perf_counter()
+        edit_with_info(
+            img,
+            mask,
+            model=m,
+            seed=seed,
+            device="cpu",
+            resolution=resolution,
+            progress=lambda d, n, c=counted: c.append(n),
+        )
+        out[resolution] = {"seconds": time.perf_counter() - t, "tokens": counted[-1] if counted else 0}
+    out["threads"] = torch.get_num_threads()
+    out["load"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return out

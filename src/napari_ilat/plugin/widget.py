@@ -218,6 +218,12 @@ class ILATWidget(Container):
             tooltip="iLAT: two-stream VQGAN + local AR (the product); iLAT*: plain "
             "encoder (ablation); Taming: raster AR with context from above/left",
         )
+        self.resolution = ComboBox(
+            label="resolution",
+            choices=[("native", "native"), ("resize (faster)", "resize")],
+            tooltip="a mask larger than the model's window: 'native' generates it at the model's pixel scale "
+            "with sliding windows; 'resize' fits it into one window and scales the result back (faster, coarser)",
+        )
         self.device = ComboBox(label="device", choices=available_devices())
         self.samples = SpinBox(
             label="candidates", value=1, min=1, max=16, tooltip="N candidates become one layer with a slider"
@@ -253,6 +259,7 @@ class ILATWidget(Container):
                 self.sketch_width,
                 self.model,
                 self.mode,
+                self.resolution,
                 self.device,
                 self.samples,
                 self.seed,
@@ -432,6 +439,7 @@ class ILATWidget(Container):
             temperature=float(self.temperature.value),
             top_k=int(self.top_k.value) or None,
             device=self.device.value,
+            resolution=self.resolution.value,
         )
 
     @property

@@ -54,6 +54,7 @@ class RecipeConfig:
     n_embd: int = 256
     dropout: float = 0.1
     cond_map: bool = True  # per-token cells of the pose map / sketch (posemap.py)
+    plain: bool = False  # iLAT* ablation: no two-stream convolutions in either stage
     stage2_lr: float | None = None
     # sizing (None: by device)
     batch1: int | None = None
@@ -110,7 +111,7 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
     prec = C.pick_precision(precision, dev)
     p = plan(cfg, dev)
     cond = "pose" if cfg.data == "pose" else "sketch"
-    name = cfg.name or (cfg.data if cfg.data in ("pose", "natural") else "custom")
+    name = cfg.name or (cfg.data if cfg.data in ("pose", "natural") else "custom") + ("-plain" if cfg.plain else "")
     record = {
         "config": asdict(cfg),
         "plan": p,
@@ -133,6 +134,9 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
     # training must end by this time; stage 2 gets whatever stage 1 (and its validation) left
     deadline = t_start + 60 * (p["stage1_minutes"] + p["stage2_minutes"])
     big = 10**9  # the time budget ends each stage, not a step count
+    # a GPU validates every 200 steps (a few seconds each), so recipe.json keeps PSNR and
+    # perplexity against wall-clock; a CPU run is too short for more than the final one
+    val_every = 200 if dev.type == "cuda" else big
     c1 = stage1.Stage1Config(
         data=cfg.data,
         steps=big,
@@ -144,7 +148,8 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         budget_minutes=p["stage1_minutes"],
         disc_weight=0.0,
         reuse=p["reuse1"],
-        val_every=big,
+        plain=cfg.plain,
+        val_every=val_every,
         sample_every=big,
         save_every=big,
         log_every=50,
@@ -166,6 +171,7 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         "seconds": round(time.time() - t, 1),
         "steps": r1["step"],
         "validation": r1["history"][-1] if r1["history"] else None,
+        "curve": r1["history"],
     }
     log(f"stage 1: {r1['step']} steps, {record['phases']['stage1']}")
     _write(out / "recipe.json", record)
@@ -184,7 +190,8 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         workers=p["workers"],
         token_pool=p["token_pool"],
         budget_minutes=p["stage2_minutes"],
-        val_every=big,
+        plain=cfg.plain,
+        val_every=val_every,
         sample_every=big,
         save_every=big,
         log_every=50,
@@ -197,6 +204,7 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         "seconds": round(time.time() - t, 1),
         "steps": r2["step"],
         "validation": r2["history"][-1] if r2["history"] else None,
+        "curve": r2["history"],
     }
     log(f"stage 2: {r2['step']} steps, {record['phases']['stage2']}")
     _write(out / "recipe.json", record)
@@ -222,6 +230,7 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         n_ppl=n,
         n_pose=n if cond == "pose" else 0,
         n_speed=0,
+        plain=cfg.plain,
         device=str(dev),
         seed=cfg.seed,
     )

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from napari_ilat.data import random_mask
 from napari_ilat.engine.vqgan import VQGANConfig, VQModel
-from napari_ilat.evaluation.metrics import psnr, thumbnail_code
+from napari_ilat.evaluation.metrics import hue_error, psnr, thumbnail_code
 from napari_ilat.train import common as C
 from napari_ilat.train.data import Stage1Images, loader
 from napari_ilat.train.losses import PatchDiscriminator, hinge_d_loss, structural_loss
@@ -96,15 +96,20 @@ def evaluate_reconstruction(
     the same images, as a yardstick."""
     ds = Stage1Images(data, split, resolution, n)
     vq.eval()
-    psnrs, used = [], torch.zeros(vq.config.n_embed, dtype=torch.bool)
+    psnrs, hues, used = [], [], torch.zeros(vq.config.n_embed, dtype=torch.bool)
     for i in range(0, n, batch):
         x = torch.stack([ds[j]["image"] for j in range(i, min(n, i + batch))]).to(device)
         xrec, _, idx = vq(x)
         mse = (((xrec.clamp(-1, 1) - x) / 2) ** 2).flatten(1).mean(1)
         psnrs += (10 * torch.log10(1 / mse.clamp_min(1e-10))).tolist()
         used[idx.flatten().cpu()] = True
+        if x.shape[1] == 3:  # does the code keep colours? (a learnt warm palette did not)
+            to_np = lambda t: ((t.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()  # noqa: E731
+            hues += [hue_error(a, b) for a, b in zip(to_np(x), to_np(xrec), strict=True)]
+    hues = [h for h in hues if h == h]  # images without coloured pixels have no hue
     return {
         "psnr": float(np.mean(psnrs)),
+        "hue_error": float(np.mean(hues)) if hues else float("nan"),
         "codebook_usage": float(used.float().mean()),
         "thumbnail_psnr": naive_code_psnr(data, split, resolution, n, vq.config.factor, vq.config.n_embed),
     }
@@ -292,7 +297,7 @@ def train(
             sample_grid(vq, cfg.data, model_cfg.resolution, out / "samples" / f"step_{step:07d}.png", dev)
         if D.main and cfg.val_every and (step % cfg.val_every == 0 or step == stop):
             m = evaluate_reconstruction(vq, cfg.data, model_cfg.resolution, cfg.val_size, device=dev)
-            history.append({"step": step, **m})
+            history.append({"step": step, "seconds": round(time.time() - t0 + elapsed, 1), **m})
             bar.message(
                 f"step {step}: validation PSNR {m['psnr']:.2f} dB (naive same-rate code "
                 f"{m['thumbnail_psnr']:.2f}), codebook usage {m['codebook_usage']:.0%}"

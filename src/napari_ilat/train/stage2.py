@@ -312,7 +312,11 @@ def train(
                 },
             )
         if D.main and cfg.val_every and (step % cfg.val_every == 0 or step == stop):
-            rec = {"step": step, "perplexity": perplexity(tf, val, cond_key, dev)}
+            rec = {
+                "step": step,
+                "seconds": round(time.time() - t0 + elapsed, 1),
+                "perplexity": perplexity(tf, val, cond_key, dev),
+            }
             if cond_key:
                 rec["perplexity_uncond"] = perplexity(tf, val, None, dev)
             history.append(rec)

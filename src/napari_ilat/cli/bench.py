@@ -1,10 +1,12 @@
-"""``napari-ilat bench speed|quality|scale|regenerate|native|gui``: the command line of the benchmarks.
+"""``napari-ilat bench speed|quality|scale|regenerate|native|imagebart|gui``: the command line of the benchmarks.
 
 The measurements live in napari_ilat.evaluation (speed, quality) and, for the GUI
 responsiveness check that needs Qt, in napari_ilat.plugin.bench_gui.
 """
 
 from __future__ import annotations
+
+import sys
 
 from napari_ilat.evaluation.quality import TEST_SETS
 from napari_ilat.evaluation.speed import DEFAULT_RATES, PRESETS, speed, speed_markdown, speed_plot
@@ -67,6 +69,18 @@ def add_arguments(parser):
     n.add_argument("--threads", type=int, default=None)
     n.add_argument("--out", help="also write the JSON result to this file")
 
+    i = sub.add_parser(
+        "imagebart", help="ImageBART vs iLAT / Taming / biharmonic: upper-half completion, box, brush; speed"
+    )
+    i.add_argument("--model", required=True, help="the ImageBART model (NAME.json or bundled name)")
+    i.add_argument("--ilat-model", default="natural", help="iLAT model for ilat / taming ('none' to skip)")
+    i.add_argument("--tasks", default="upper_half,box,brush", help="comma-separated: upper_half, box, brush")
+    i.add_argument("--n", type=int, default=100, help="cases per task (default 100)")
+    i.add_argument("--examples", help="write example grids to PREFIX_{task}.png")
+    i.add_argument("--speed", action="store_true", help="also time sampling against the masked area and T")
+    i.add_argument("--threads", type=int, default=None)
+    i.add_argument("--out", help="also write the markdown to this file")
+
     g = sub.add_parser("gui", help="longest Qt event-loop stall during a threaded generation (needs a display)")
     g.add_argument("--model", default=None, help="'default' (random), 'tiny', or a path to NAME.json")
     g.add_argument("--size", type=int, default=128)
@@ -107,6 +121,26 @@ def run(args) -> int:
         if args.size < 16 or not 1 <= args.mask < args.size:
             raise ValueError("--size must be >= 16 and --mask between 1 and --size - 1")
         md = json.dumps(native_speed(args.size, args.mask, args.model, args.threads), indent=2)
+    elif args.what == "imagebart":
+        from napari_ilat.evaluation import imagebart as ib
+
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        ilat = None if args.ilat_model == "none" else args.ilat_model
+        tasks = tuple(t for t in args.tasks.split(",") if t)
+        results = ib.compare(
+            args.model,
+            ilat,
+            tasks=tasks,
+            n=args.n,
+            keep_examples=4 if args.examples else 0,
+            progress=lambda task, k: k % 10 == 0 and print(f"{task}: {k}/{args.n}", file=sys.stderr, flush=True),
+        )
+        md = ib.compare_markdown(results, str(args.model), ilat, args.examples)
+        if args.speed:
+            md += "\n\n" + ib.speed_markdown(ib.sampling_speed(args.model))
     elif args.what == "gui":
         import json
 

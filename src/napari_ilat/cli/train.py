@@ -5,6 +5,8 @@
     napari-ilat train export       --first-stage runs/pose-vq --transformer runs/pose-tf --out NAME
     napari-ilat train eval         --model NAME --data pose
     napari-ilat train recipe       --data pose --minutes 10 --out runs/pose-recipe
+    napari-ilat train imagebart    --data natural --first-stage natural --out runs/nat-ib
+    napari-ilat train export       --transformer runs/nat-ib --out NAME   (an ImageBART run too)
 
 Multi-GPU / multi-node: launch the same command with torchrun, e.g.
 ``torchrun --nproc_per_node 8 -m napari_ilat.cli train vqgan ...`` (DistributedDataParallel;
@@ -147,6 +149,45 @@ def add_arguments(parser: argparse.ArgumentParser):
     )
 
     p = sub.add_parser(
+        "imagebart",
+        help="ImageBART: T encoder-decoder reverse stages on a frozen first stage (mode imagebart)",
+    )
+    _common(p)
+    p.add_argument(
+        "--first-stage",
+        default=None,
+        help="where the (frozen) first stage comes from: a model (bundled name such as 'natural', or "
+        "NAME.json), a stage-1 run directory, a taming .ckpt or a .safetensors; required unless --resume",
+    )
+    p.add_argument("--first-stage-config", default=None, help="JSON VQGANConfig for a .ckpt/.safetensors first stage")
+    p.add_argument(
+        "--cond",
+        default=None,
+        choices=["none", "sketch", "pose"],
+        help="condition (default none; pose needs --data pose)",
+    )
+    p.add_argument("--cond-dropout", type=float, default=None, help="fraction of unconditional steps (conditional)")
+    p.add_argument("--n-stages", type=int, default=3, help="T reverse stages")
+    p.add_argument(
+        "--betas",
+        type=lambda t: tuple(float(v) for v in t.split(",")),
+        default=None,
+        help="the schedule beta_1..beta_T, comma-separated, the last 1 (default: geometric 1/(T-t+1))",
+    )
+    p.add_argument("--n-enc-layer", type=int, default=2, help="encoder blocks per stage")
+    p.add_argument("--n-dec-layer", type=int, default=4, help="decoder blocks per stage")
+    p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("--n-embd", type=int, default=256)
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument(
+        "--token-pool",
+        type=int,
+        default=None,
+        help="pre-encode this many training images once and cycle over them (0 = encode every batch)",
+    )
+    p.add_argument("--export", default=None, help="also export the model to this path (NAME -> NAME.json + ...)")
+
+    p = sub.add_parser(
         "recipe",
         help="data -> stage 1 -> stage 2 -> export -> eval in one time budget, "
         "sized to the device (CUDA bf16 on a GPU)",
@@ -185,7 +226,7 @@ def add_arguments(parser: argparse.ArgumentParser):
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("export", help="bundle a stage-1 + stage-2 run pair as a loadable model")
-    p.add_argument("--transformer", required=True, help="stage-2 run directory")
+    p.add_argument("--transformer", required=True, help="stage-2 run directory (or an ImageBART run directory)")
     p.add_argument("--out", required=True, help="output path (NAME -> NAME.json + NAME.stage{1,2}.safetensors)")
     p.add_argument("--name", default=None)
     p.add_argument("--description", default="")
@@ -339,6 +380,41 @@ def run(args) -> int:
         )
         _summary(rec)
         return 0
+    if cmd == "imagebart":
+        from napari_ilat.train.imagebart import ImageBARTTrainConfig, export, train
+
+        _check_out(args)
+        cfg = ImageBARTTrainConfig()
+        _set(cfg, args, _COMMON + ("token_pool", "cond", "cond_dropout"))
+        if not args.resume and not args.first_stage:
+            raise ValueError("--first-stage is required (e.g. --first-stage natural, or a NAME.json)")
+        arch = dict(
+            n_stages=args.n_stages,
+            betas=args.betas,
+            n_enc_layer=args.n_enc_layer,
+            n_dec_layer=args.n_dec_layer,
+            n_head=args.n_head,
+            n_embd=args.n_embd,
+            dropout=args.dropout,
+        )
+        rec = train(
+            cfg,
+            arch,
+            args.out,
+            first_stage=args.first_stage,
+            first_stage_config=args.first_stage_config,
+            resume=args.resume,
+            device=args.device,
+            precision=args.precision,
+            stop_at=args.stop_at,
+            time_limit=args.time_limit,
+            quiet=args.quiet,
+        )
+        _summary(rec)
+        if args.export:
+            for p in export(args.out, args.export):
+                print(f"{p}  ({Path(p).stat().st_size / 2**20:.2f} MiB)")
+        return 0
     if cmd == "recipe":
         from napari_ilat.train.common import has_checkpoint
         from napari_ilat.train.recipe import RecipeConfig
@@ -384,14 +460,22 @@ def run(args) -> int:
         return 0
     if cmd == "export":
         from napari_ilat.train.export import export
+        from napari_ilat.train.imagebart import export as export_imagebart
+        from napari_ilat.train.imagebart import is_imagebart_run
 
+        if is_imagebart_run(args.transformer):  # an ImageBART run: its own files
+            if args.single_file:
+                raise ValueError("--single-file: ImageBART models are written as one file per stage")
+            export, kw = export_imagebart, {}
+        else:
+            kw = {"single_file": args.single_file}
         paths = export(
             args.transformer,
             args.out,
             name=args.name,
             description=args.description,
             dtype=args.dtype,
-            single_file=args.single_file,
+            **kw,
         )
         for p in paths:
             print(f"{p}  ({Path(p).stat().st_size / 2**20:.2f} MiB)")

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from napari_ilat.engine.conditions import normalize_keypoints
+from napari_ilat.engine.imagebart import default_imagebart_model, is_imagebart, sample_imagebart_grid
 from napari_ilat.engine.inputs import check_image, check_pose, normalize_mask, normalize_sketch
 from napari_ilat.engine.model import ILATModel, load_model
 from napari_ilat.engine.modes import MODE_NAMES, get_mode
@@ -123,9 +124,23 @@ def _load_cached(name: str) -> ILATModel:
 
 
 def cached_model(model) -> ILATModel:
-    """``model`` as an :class:`ILATModel`: one as is, a bundled name or a path loaded once
-    (the last four are kept)."""
-    return model if isinstance(model, ILATModel) else _load_cached(str(model))
+    """``model`` as a model object (:class:`ILATModel`, or an ImageBART model): one as is, a
+    bundled name or a path loaded once (the last four are kept)."""
+    return model if isinstance(model, torch.nn.Module) else _load_cached(str(model))
+
+
+def _check_model_kind(model, mode) -> None:
+    """An ImageBART model runs mode ``imagebart`` only, and that mode needs one."""
+    kind = "imagebart" if is_imagebart(model) else "ilat"
+    if kind == mode.model_kind:
+        return
+    name = getattr(model.config, "name", "model")
+    if mode.model_kind == "imagebart":
+        raise ValueError(
+            f"mode 'imagebart' needs an ImageBART model, and {name!r} is an iLAT model: train one with "
+            "`napari-ilat train imagebart` and load its NAME.json"
+        )
+    raise ValueError(f"model {name!r} is an ImageBART model: it runs mode 'imagebart' only, not {mode.name!r}")
 
 
 def _default_model(pose, sketch) -> str:
@@ -417,8 +432,9 @@ def edit_with_info(
     intensity = _Intensity.of(image, mask, value_range)
 
     if model is None:
-        model = _default_model(pose, sketch)
+        model = default_imagebart_model() if mode_def.model_kind == "imagebart" else _default_model(pose, sketch)
     model = cached_model(model)
+    _check_model_kind(model, mode_def)
     if pose is not None and model.cond != "pose":
         raise ValueError(
             f"model {model.config.name!r} is not pose-conditioned ({model.cond}); drop pose or use a pose model"
@@ -427,7 +443,7 @@ def edit_with_info(
         raise ValueError(
             f"model {model.config.name!r} is not sketch-conditioned ({model.cond}); drop sketch or use a sketch model"
         )
-    if sketch is None and getattr(model.transformer, "requires_condition", False):
+    if sketch is None and getattr(getattr(model, "transformer", None), "requires_condition", False):
         # a model with no unconditional mode (e.g. the converted iLAT FFHQ model): no strokes
         # means an empty stroke map, the condition outside the mask still comes from the image
         sketch = np.zeros(image.shape[:2], np.float32)
@@ -444,6 +460,8 @@ def edit_with_info(
     f = model.config.vqgan.factor
     context = max(res // 8, int(np.ceil(feather)) + 1)
     box = native_window(mask, res, f, context) if resolution == "native" else None
+    if box is not None and is_imagebart(model) and tuple(box[2:]) != (res, res):
+        box = None  # ImageBART samples one model window (no sliding windows yet): resized
     native = box is not None
     if box is None:
         box = edit_window(mask, res, context)
@@ -498,6 +516,8 @@ def edit_with_info(
     out = np.repeat(image[None], samples, axis=0)
     vq = model.vqgan
     use_region = native and decode == "auto" and roi.area <= REGION_MAX_FRACTION * h * w
+    # the token sampler of the model's engine (one calling convention for both)
+    grid_sampler, net = (sample_imagebart_grid, model.bart) if is_imagebart(model) else (sample_grid, model.transformer)
     with torch.inference_mode():
         # the first stage's work on this window, or the same tensors from the last edits
         key = first_stage_key(
@@ -536,12 +556,12 @@ def edit_with_info(
                 def step(done, total, k=k):
                     progress(k * total + done, samples * total)
 
-            out_tokens = sample_grid(
-                model.transformer,
+            out_tokens = grid_sampler(
+                net,
                 tokens,
                 known,
                 cond_at,
-                window=model.config.transformer.grid,
+                window=net.config.grid,
                 mode=mode_def.order,
                 options=options,
                 generator=generator,
@@ -619,9 +639,12 @@ def edit(
         [0, 1] as is; uint8 / uint16 divided by 255 / 65535; other values up to 255 divided
         by 255 (the rule: napari_ilat.engine.inputs).
     model : an :class:`ILATModel`, a bundled model name or a path to a saved model.
-        Default: "pose" when a pose is given, else "natural".
-    mode : "ilat" (two-stream encoder + local AR), "ilat*" (plain encoder, ablation) or
-        "taming" (plain encoder, raster AR with context from above/left only).
+        Default: "pose" when a pose is given, else "natural"; for mode "imagebart" the
+        first bundled ImageBART model.
+    mode : "ilat" (two-stream encoder + local AR), "ilat*" (plain encoder, ablation),
+        "taming" (plain encoder, raster AR with context from above/left only) or
+        "imagebart" (plain encoder + coarse-to-fine reverse diffusion; needs an ImageBART
+        model, napari_ilat.engine.imagebart).
     samples : number of candidates, 1..MAX_SAMPLES (64), generated one at a time; > 1 adds
         a leading candidate axis to the output. Candidate k is the single edit with seed
         ``seed + k``.

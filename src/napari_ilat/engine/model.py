@@ -199,6 +199,12 @@ def _read_weights(weights: Path, cfg_path: Path, sha256) -> dict:
         raise ValueError(f"{weights} is not a valid safetensors file: {e}") from e
 
 
+def read_checked_weights(cfg_path: Path, name, sha256) -> dict:
+    """The tensors of weights file ``name`` beside ``cfg_path`` (a bare file name), its
+    sha256 checked first: for other model kinds stored the same way (engine/imagebart.py)."""
+    return _read_weights(_weights_path(cfg_path, name), cfg_path, sha256)
+
+
 def bundled_models() -> list[str]:
     return sorted(p.stem for p in WEIGHTS_DIR.glob("*.json"))
 
@@ -221,10 +227,18 @@ def _resolve(name_or_path) -> Path:
 
 
 def load_model(name_or_path, device="cpu", dtype=torch.float32) -> ILATModel:
-    """Load a bundled model by name or a saved model by path; verifies the sha256 first."""
+    """Load a bundled model by name or a saved model by path; verifies the sha256 first.
+    A JSON of ``"kind": "imagebart"`` gives an ImageBARTModel (engine/imagebart.py)."""
     cfg_path = _resolve(name_or_path)
     try:
         meta = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg_path} is not a napari-ilat model config: {e}") from e
+    if isinstance(meta, dict) and meta.get("kind") == "imagebart":  # the other engine: its own loader
+        from napari_ilat.engine.imagebart import load_imagebart
+
+        return load_imagebart(cfg_path, meta, device, dtype)
+    try:
         config = ModelConfig.from_dict(meta["config"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{cfg_path} is not a napari-ilat model config: {e}") from e
@@ -247,4 +261,4 @@ def load_model(name_or_path, device="cpu", dtype=torch.float32) -> ILATModel:
     return model.to(device=device, dtype=dtype).eval()
 
 
-__all__ = ["ILATModel", "ModelConfig", "load_model", "save_model", "bundled_models"]
+__all__ = ["ILATModel", "ModelConfig", "load_model", "save_model", "bundled_models", "read_checked_weights"]

@@ -22,10 +22,10 @@ import time
 import numpy as np
 
 from napari_ilat.engine.editing import cached_model, edit
-from napari_ilat.engine.modes import MODE_NAMES
+from napari_ilat.engine.modes import modes_for
 from napari_ilat.evaluation.metrics import all_metrics
 
-LEARNED = MODE_NAMES  # every engine mode
+LEARNED = modes_for("ilat")  # every mode of an iLAT model (imagebart: evaluation/imagebart.py)
 METRICS = ("psnr", "ssim", "mae", "psnr_mask", "ssim_mask", "mae_mask")
 
 

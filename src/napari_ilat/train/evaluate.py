@@ -123,6 +123,8 @@ def evaluate(
     if Path(str(model_name)).is_dir():
         return _evaluate_first_stage_run(Path(str(model_name)), data, split, n_recon, device)
     model = load_model(model_name).to(device)
+    if getattr(model, "kind", None) == "imagebart":
+        raise ValueError(f"{model_name} is an ImageBART model: measure it with `napari-ilat bench imagebart`")
     mode = "ilat*" if plain else "ilat"
     data = data or ("pose" if model.cond == "pose" else "natural")
     R = model.resolution

@@ -1,0 +1,358 @@
+"""Train ImageBART's reverse stages on tokens of a frozen first stage (DESIGN.md section 4).
+
+For each batch of training images:
+
+    x_0   = plain-encoder tokens of the image      (ImageBART has no two-stream encoder)
+    for every stage t = 1..T:
+        x_{t-1} ~ q(x_{t-1} | x_0),  x_t ~ q(x_t | x_{t-1})     a fresh draw every step
+        loss_t = CE(stage_t(x_t, teacher-forced x_{t-1}), x_{t-1})
+    loss  = mean_t loss_t
+
+All T stages train every step on the same images (each has its own weights, so each gets
+every step's gradient). No masks are involved: editing uses the guide at sampling time.
+Conditional models (``--cond sketch|pose``) get the edit-time condition of a training edit
+pair (``Stage2Pairs``: for sketches XDoG of the known pixels outside a random mask and the
+target's own XDoG inside it; for poses the target pose), dropped with probability
+``cond_dropout`` so the model also edits without one.
+The first stage comes from an existing model or run (``--first-stage natural``, a NAME.json,
+a stage-1 run directory, a taming checkpoint): a parameter, so a better first stage can be
+swapped in without touching this code.
+
+Validation: each stage's cross-entropy on a fixed validation set under a fixed noise draw
+(comparable across steps and runs), and an upper-half completion grid (the paper's
+showcase: regenerate the top half from the bottom half).
+
+Run-directory conventions are those of ``train transformer`` (common.py): safetensors
+checkpoints, ``--resume``, ``--time-limit``, ``--budget``, DDP under torchrun, progress.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from napari_ilat.engine.imagebart import (
+    ImageBART,
+    ImageBARTConfig,
+    ImageBARTModel,
+    ImageBARTModelConfig,
+    sample_imagebart,
+    save_imagebart,
+)
+from napari_ilat.engine.vqgan import VQGANConfig, VQModel
+from napari_ilat.train import common as C
+from napari_ilat.train.data import Stage1Images, Stage2Pairs, collate, loader
+from napari_ilat.train.first_stage import load_first_stage_weights
+
+STAGE = "imagebart"  # the run record's "stage"
+
+
+@dataclass
+class ImageBARTTrainConfig:
+    data: str = "natural"  # "natural", "pose" or a folder of images
+    cond: str = "none"  # "none", "sketch" or "pose" (needs --data pose)
+    cond_dropout: float = 0.2  # conditional models: fraction of unconditional steps
+    steps: int = 20000
+    batch_size: int = 16
+    lr: float = 3e-4
+    warmup: int = 200
+    weight_decay: float = 0.01
+    token_pool: int = 0  # > 0: pre-encode this many images once and cycle over them (CPU)
+    log_every: int = 10
+    val_every: int = 500
+    sample_every: int = 500
+    save_every: int = 200
+    val_size: int = 64
+    seed: int = 0
+    workers: int = 0
+    train_length: int = 1_000_000
+    budget_minutes: float = 0.0  # > 0: the schedule spans this much training time, then stop
+
+
+def _dataset(cfg: ImageBARTTrainConfig, split: str, resolution: int, length: int):
+    if cfg.cond == "none":
+        return Stage1Images(cfg.data, split, resolution, length)
+    return Stage2Pairs(cfg.data, split, resolution, length, cfg.cond, causal_frac=0.0)
+
+
+@torch.no_grad()
+def tokenize(vq: VQModel, batch: dict, cond: str, device) -> dict:
+    """Batch of items -> {"tokens": (B, N) codes from the plain encoder[, cond: condition]}."""
+    _, idx, _ = vq.quantize_latents(vq.encode(batch["image"].to(device), None))
+    out = {"tokens": idx.flatten(1)}
+    if cond != "none":
+        out[cond] = batch[cond].to(device)
+    return out
+
+
+def tokenize_items(vq, ds, indices, cond, device, batch=16) -> dict:
+    parts = []
+    for i in range(0, len(indices), batch):
+        b = collate([ds[j] for j in indices[i : i + batch]])
+        parts.append({k: v.cpu() for k, v in tokenize(vq, b, cond, device).items()})
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+@torch.no_grad()
+def stage_losses(net: ImageBART, data: dict, device, seed: int = 0, batch: int = 32) -> dict[int, float]:
+    """Mean cross-entropy of every stage over ``data`` (tokens and, for a conditional model,
+    its condition) under one fixed noise draw."""
+    net.eval()
+    g = torch.Generator().manual_seed(seed)
+    sums = {t: 0.0 for t in range(1, net.config.n_stages + 1)}
+    tokens = data["tokens"]
+    key = net.config.cond
+    for i in range(0, len(tokens), batch):
+        x0 = tokens[i : i + batch].to(device)
+        cond = data[key][i : i + batch].to(device) if key in data else None
+        for t, loss in net(x0, g, cond).items():
+            sums[t] += loss.item() * len(x0)
+    return {t: v / len(tokens) for t, v in sums.items()}
+
+
+@torch.no_grad()
+def upper_half_grid(vq, net: ImageBART, images: torch.Tensor, path: Path, device):
+    """Rows: target, lower half given, ImageBART's upper half (tokens; decoded as an edit)."""
+    net.eval()
+    g = torch.Generator(device=device).manual_seed(0)
+    grid = vq.config.grid
+    known = torch.ones(grid, grid, dtype=torch.bool, device=device)
+    known[: grid // 2] = False
+    rows = [[], [], []]
+    for img in images:
+        x = img[None].to(device)
+        z = vq.encode(x, None)
+        _, idx, _ = vq.quantize_latents(z)
+        out = sample_imagebart(net, idx.flatten(), known.flatten(), generator=g)
+        rec = vq.decode_tokens(out.view(1, grid, grid), z, (~known)[None])
+        half = torch.zeros_like(x)
+        half[..., x.shape[-2] // 2 :, :] = x[..., x.shape[-2] // 2 :, :]
+        for row, im in zip(rows, (x, half, rec)):
+            row.append(C.to_uint8(im)[0])
+    C.save_grid([np.stack(r) for r in rows], path)
+
+
+def _optimizer(net: ImageBART, cfg: ImageBARTTrainConfig):
+    # nanoGPT: decay matrices, not biases, norms, embeddings
+    decay, no_decay = [], []
+    for name, p in net.named_parameters():
+        is_matrix = p.ndim >= 2 and not name.endswith(("emb.weight", "pos_emb"))
+        (decay if is_matrix else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+
+
+def train(
+    cfg: ImageBARTTrainConfig,
+    arch: dict,
+    out,
+    *,
+    first_stage=None,
+    first_stage_config=None,
+    resume=False,
+    device="auto",
+    precision="auto",
+    stop_at=None,
+    time_limit=None,
+    quiet=False,
+) -> dict:
+    """Train (or resume) ImageBART's stages in ``out``; returns the final run record.
+    ``arch``: ImageBARTConfig fields (n_stages, betas, n_enc_layer, ...)."""
+    out = Path(out)
+    dev = C.pick_device(device)
+    prec = C.pick_precision(precision, dev)
+    D = C.Dist(dev)
+    out.mkdir(parents=True, exist_ok=True)
+    if resume:
+        run, cfg = C.read_resume(out, STAGE, ImageBARTTrainConfig, cfg)
+        vq_cfg = VQGANConfig.from_dict(run["first_stage"]["config"])
+        vq_sd = C.load_weights(out, "first_stage")
+        net_cfg = ImageBARTConfig.from_dict(run["model"])
+        first_stage_source = run["first_stage"].get("source")
+    else:
+        if first_stage is None:
+            raise ValueError("a first stage is required (e.g. --first-stage natural, or a NAME.json)")
+        vq_cfg, vq_sd = load_first_stage_weights(first_stage, first_stage_config)
+        net_cfg = ImageBARTConfig(
+            vocab_size=vq_cfg.n_embed, grid=vq_cfg.grid, cond=cfg.cond, sketch_patch=vq_cfg.factor, **arch
+        )
+        first_stage_source = str(first_stage)
+    vq = VQModel(vq_cfg)
+    vq.load_taming_state_dict(vq_sd, strict=True)
+    vq.to(dev).eval().requires_grad_(False)  # frozen
+
+    gen = C.seed_everything(cfg.seed, D.rank)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    net = ImageBART(net_cfg).to(dev)
+    C.seed_everything(cfg.seed, D.rank)
+    opt = _optimizer(net, cfg)
+    scaler = C.grad_scaler(prec)
+    start, history, elapsed = 0, [], 0.0
+    if resume:
+        start, history, elapsed = C.restore(
+            out, D, modules={"imagebart": net}, optimizers={"imagebart": opt}, generator=gen, scaler=scaler
+        )
+    # condition-dropout steps leave the condition map encoders unused: DDP must be told
+    net_ddp = (
+        DDP(net, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=net_cfg.cond != "none")
+        if D.enabled
+        else net
+    )
+
+    R = vq_cfg.resolution
+    cond_key = net_cfg.cond
+    val_ds = _dataset(cfg, "validation", R, max(cfg.val_size, 4))
+    val = tokenize_items(vq, val_ds, list(range(cfg.val_size)), cond_key, dev) if D.main else None
+    val_images = torch.stack([val_ds[i]["image"] for i in range(4)]) if D.main else None
+    train_ds = _dataset(cfg, "train", R, cfg.train_length)
+    if cfg.token_pool > 0:
+        pool_path = out / "token_pool.safetensors"
+        if D.main and not pool_path.exists():
+            t0 = time.time()
+            pool = tokenize_items(vq, train_ds, list(range(cfg.token_pool)), cond_key, dev)
+            C.atomic_save_file(pool, pool_path)
+            if not quiet:
+                print(f"token pool: {cfg.token_pool} images encoded in {time.time() - t0:.0f} s", flush=True)
+        D.barrier()
+        pool = load_file(str(pool_path))
+        index_batches = C.batch_indices(cfg.token_pool, cfg.batch_size, cfg.seed, D.rank, D.world, start)
+        batches = ({k: v[b] for k, v in pool.items()} for b in index_batches)
+    else:
+        index_batches = C.batch_indices(len(train_ds), cfg.batch_size, cfg.seed, D.rank, D.world, start)
+        batches = (tokenize(vq, b, cond_key, dev) for b in loader(train_ds, index_batches, cfg.workers))
+
+    bar = C.Progress(cfg.steps, start, enabled=D.main and not quiet, every=cfg.log_every)
+    t0 = time.time()
+    step = start
+
+    def run_record():
+        return {
+            "stage": STAGE,
+            "step": step,
+            "model": net_cfg.to_dict(),
+            "train": asdict(cfg),
+            "first_stage": {"config": vq_cfg.to_dict(), "source": first_stage_source},
+            "world_size": D.world,
+            "device": str(dev),
+            "precision": prec,
+            "history": history,
+            "elapsed_s": elapsed + time.time() - t0,
+        }
+
+    def save():
+        C.save_all(
+            out,
+            D,
+            modules={"imagebart": net, "first_stage": vq},
+            optimizers={"imagebart": opt},
+            generator=gen,
+            scaler=scaler,
+            run=run_record(),
+        )
+
+    stop = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+    while step < stop:
+        net.train()
+        b = next(batches)
+        x0 = b["tokens"].to(dev).long()
+        drop = cond_key != "none" and torch.rand((), generator=gen).item() < cfg.cond_dropout
+        cond = b[cond_key].to(dev) if cond_key != "none" and not drop else None
+        lr = C.lr_at(step, cfg.lr, cfg.warmup, cfg.steps, progress=C.budget_progress(t0, elapsed, cfg.budget_minutes))
+        C.set_lr(opt, lr)
+        with C.autocast(dev, prec):
+            losses = net_ddp(x0, gen, cond)
+        loss = torch.stack(list(losses.values())).mean()
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        scaler.step(opt)
+        scaler.update()
+        step += 1
+        if C.budget_spent(D, dev, C.budget_progress(t0, elapsed, cfg.budget_minutes)):
+            stop = step  # validate, save and end here
+        bar.update(step, loss=loss.item())
+        if step % cfg.log_every == 0 and D.main:
+            rec = {"step": step, "lr": lr, "loss": loss.item(), "time": time.time() - t0 + elapsed}
+            rec.update({f"loss_t{t}": v.item() for t, v in losses.items()})
+            C.log_line(out, rec)
+        if D.main and cfg.val_every and (step % cfg.val_every == 0 or step == stop):
+            per_stage = stage_losses(net, val, dev)
+            rec = {"step": step, "val_loss": float(np.mean(list(per_stage.values())))}
+            rec.update({f"val_loss_t{t}": v for t, v in per_stage.items()})
+            history.append(rec)
+            bar.message(
+                f"step {step}: validation cross-entropy per stage "
+                + ", ".join(f"t={t} {v:.3f}" for t, v in per_stage.items())
+                + f" (mean {rec['val_loss']:.3f}; uniform = {np.log(net_cfg.vocab_size):.3f})"
+            )
+        if D.main and cfg.sample_every and (step % cfg.sample_every == 0 or step == stop):
+            upper_half_grid(vq, net, val_images, out / "samples" / f"step_{step:07d}.png", dev)
+        if C.end_of_step(
+            D, dev, step=step, stop=stop, save_every=cfg.save_every, t0=t0, time_limit=time_limit, save=save, bar=bar
+        ):
+            break
+    bar.close()
+    record = run_record()
+    record["weights_sha256"] = C.weights_digest(net)
+    D.close()
+    return record
+
+
+# --------------------------------------------------------------------------- export
+
+
+def is_imagebart_run(run_dir) -> bool:
+    run_dir = Path(run_dir)
+    return C.has_checkpoint(run_dir) and C.read_run(run_dir).get("stage") == STAGE
+
+
+def model_from_run(run_dir, name: str | None = None, description: str = "") -> tuple[ImageBARTModel, dict]:
+    run_dir = Path(run_dir)
+    if not C.has_checkpoint(run_dir):
+        raise FileNotFoundError(f"{run_dir} is not a training run directory")
+    run = C.read_run(run_dir)
+    if run.get("stage") != STAGE:
+        raise ValueError(f"{run_dir} is a {run.get('stage')!r} run, not an ImageBART run")
+    cfg = ImageBARTModelConfig(
+        VQGANConfig.from_dict(run["first_stage"]["config"]),
+        ImageBARTConfig.from_dict(run["model"]),
+        name=name or run_dir.name,
+        description=description,
+    )
+    model = ImageBARTModel(cfg)
+    model.vqgan.load_state_dict(C.load_weights(run_dir, "first_stage"), strict=True)
+    model.bart.load_state_dict(C.load_weights(run_dir, "imagebart"), strict=True)
+    return model.eval(), run
+
+
+def export(run_dir, out, *, name=None, description="", dtype="float16") -> list[Path]:
+    """Write the ImageBART model (JSON + first stage + one file per reverse stage); returns
+    the paths written, JSON first."""
+    out = Path(out)
+    stem = out.with_suffix("") if out.suffix in (".json", ".safetensors") else out
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    model, run = model_from_run(run_dir, name or stem.name, description)
+    torch_dtype = {"float16": torch.float16, "float32": None}[dtype]
+    cfg_path = save_imagebart(model, stem, dtype=torch_dtype)
+    meta = json.loads(cfg_path.read_text())
+    meta["training"] = {  # informational; the checksums cover the weights
+        "steps": run["step"],
+        "train_minutes": round(run.get("elapsed_s", 0) / 60, 1),
+        "device": run.get("device"),
+        "world_size": run.get("world_size"),
+        "first_stage": run["first_stage"].get("source"),
+        "validation": run["history"][-1] if run.get("history") else None,
+    }
+    cfg_path.write_text(json.dumps(meta, indent=2) + "\n")
+    paths = [cfg_path] + [cfg_path.parent / f["file"] for f in meta["files"].values()]
+    for p in paths:  # safetensors writes 0600; files that ship in a wheel must be world-readable
+        p.chmod(0o644)
+    return paths

@@ -453,3 +453,28 @@ def test_model_notice_says_taming_star(tmp_path, taming_model, ilat_model):
     assert "Taming*" in model_notice(taming_model)
     assert "Taming*" in model_notice(save_model(taming_model, tmp_path / "t"))
     assert model_notice(ilat_model) is None and model_notice(save_model(ilat_model, tmp_path / "i")) is None
+
+
+@pytest.mark.slow
+def test_the_ilat_ffhq_preset_is_what_converting_the_published_layout_gives():
+    """bench speed --preset ilat-ffhq times the published shapes: written out in the reference
+    layout and converted back, the preset's model comes back with the same architecture."""
+    from napari_ilat.engine.convert import ilat_ffhq_config
+    from napari_ilat.engine.model import ILATModel
+
+    model = ILATModel(ilat_ffhq_config())
+    image, sketch, t = to_ilat(model)
+    assert image["quantize.embedding.weight"].shape == (2048, 256)
+    assert t["pos_emb.weight"].shape[0] == 514
+    # the published configs (configs/vqgan_ffhq.yml, transformer_ffhq.yml)
+    vq = model.config.vqgan
+    assert (vq.ch, vq.ch_mult, vq.num_res_blocks, vq.z_channels, vq.resolution) == (64, (1, 2, 4, 6, 8), 2, 256, 256)
+    assert (vq.norm, vq.attention, vq.downsample, vq.out_act) == ("instance", False, "conv4", "tanh")
+    assert sum(k.startswith("blocks.") and k.endswith(".attn.key.weight") for k in t) == 12
+    assert t["z_emb.weight"].shape == (2048, 768)
+    back = ilat_from_state_dicts(image, sketch, t, name=model.config.name)
+    assert back.config.vqgan == model.config.vqgan
+    tb, tm = back.config.transformer, model.config.transformer
+    for field in ("vocab_size", "grid", "n_layer", "n_head", "n_embd", "n_positions", "cond", "head_mlp", "head_bias"):
+        assert getattr(tb, field) == getattr(tm, field), field
+    assert tb.sketch_vq.ch_mult == tm.sketch_vq.ch_mult and tb.sketch_vq.in_channels == 1

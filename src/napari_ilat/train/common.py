@@ -388,6 +388,25 @@ def restore(out, D: Dist, *, modules: dict, optimizers: dict, generator: torch.G
     return run["step"], run.get("history", []), run.get("elapsed_s", 0.0)
 
 
+def run_record(
+    stage: str, step: int, model: dict, train, D: Dist, device, precision, history, elapsed_s, **extra
+) -> dict:
+    """The run.json record every training command writes with its checkpoints (``extra``:
+    stage-specific fields, e.g. the first stage a transformer was trained on)."""
+    return {
+        "stage": stage,
+        "step": step,
+        "model": model,
+        "train": asdict(train),
+        **extra,
+        "world_size": D.world,
+        "device": str(device),
+        "precision": precision,
+        "history": history,
+        "elapsed_s": elapsed_s,
+    }
+
+
 def save_all(out, D: Dist, *, modules: dict, optimizers: dict, generator: torch.Generator, scaler, run: dict):
     """One checkpoint of a (possibly distributed) run: every rank's RNG, rank 0's weights,
     optimizer state and run record; the barrier keeps ranks from racing past a half-written save."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -201,17 +201,8 @@ def train(
     step = start
 
     def run_record():
-        return {
-            "stage": "vqgan",
-            "step": step,
-            "model": model_cfg.to_dict(),
-            "train": asdict(cfg),
-            "world_size": D.world,
-            "device": str(dev),
-            "precision": prec,
-            "history": history,
-            "elapsed_s": elapsed + time.time() - t0,
-        }
+        elapsed_s = elapsed + time.time() - t0
+        return C.run_record("vqgan", step, model_cfg.to_dict(), cfg, D, dev, prec, history, elapsed_s)
 
     def save():
         C.save_all(

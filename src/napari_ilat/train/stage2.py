@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -254,18 +254,11 @@ def train(
     step = start
 
     def run_record():
-        return {
-            "stage": "transformer",
-            "step": step,
-            "model": tf_cfg.to_dict(),
-            "train": asdict(cfg),
-            "first_stage": {"config": vq_cfg.to_dict(), "source": first_stage_source},
-            "world_size": D.world,
-            "device": str(dev),
-            "precision": prec,
-            "history": history,
-            "elapsed_s": elapsed + time.time() - t0,
-        }
+        first_stage = {"config": vq_cfg.to_dict(), "source": first_stage_source}
+        elapsed_s = elapsed + time.time() - t0
+        return C.run_record(
+            "transformer", step, tf_cfg.to_dict(), cfg, D, dev, prec, history, elapsed_s, first_stage=first_stage
+        )
 
     def save():
         C.save_all(

@@ -302,6 +302,18 @@ def _check_out(args):
         raise ValueError(f"{out} already holds a checkpoint; pass --resume to continue it or --overwrite")
 
 
+def _run_options(args) -> dict:
+    """The keywords every training command's ``train()`` takes from the shared options."""
+    return dict(
+        resume=args.resume,
+        device=args.device,
+        precision=args.precision,
+        stop_at=args.stop_at,
+        time_limit=args.time_limit,
+        quiet=args.quiet,
+    )
+
+
 def run(args) -> int:
     cmd = args.train_command
     if getattr(args, "threads", None):
@@ -338,13 +350,8 @@ def run(args) -> int:
             cfg,
             mc,
             args.out,
-            resume=args.resume,
-            device=args.device,
-            precision=args.precision,
-            stop_at=args.stop_at,
-            time_limit=args.time_limit,
+            **_run_options(args),
             init_weights=init,
-            quiet=args.quiet,
         )
         _summary(rec)
         return 0
@@ -370,12 +377,7 @@ def run(args) -> int:
             args.out,
             first_stage=args.first_stage,
             first_stage_config=args.first_stage_config,
-            resume=args.resume,
-            device=args.device,
-            precision=args.precision,
-            stop_at=args.stop_at,
-            time_limit=args.time_limit,
-            quiet=args.quiet,
+            **_run_options(args),
             init=args.init,
         )
         _summary(rec)
@@ -403,12 +405,7 @@ def run(args) -> int:
             args.out,
             first_stage=args.first_stage,
             first_stage_config=args.first_stage_config,
-            resume=args.resume,
-            device=args.device,
-            precision=args.precision,
-            stop_at=args.stop_at,
-            time_limit=args.time_limit,
-            quiet=args.quiet,
+            **_run_options(args),
         )
         _summary(rec)
         if args.export:

@@ -55,7 +55,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from napari_ilat.engine.model import SPLIT_FORMAT_VERSION, read_checked_weights
+from napari_ilat.engine.model import SPLIT_FORMAT_VERSION, check_matches_first_stage, read_checked_weights
 from napari_ilat.engine.posemap import PoseMapEncoder, SketchMapEncoder
 from napari_ilat.engine.sampler import EditCancelled, SamplingOptions, is_cancelled, pick
 from napari_ilat.engine.vqgan import VQGANConfig, VQModel
@@ -368,13 +368,7 @@ class ImageBARTModelConfig:
     description: str = ""
 
     def __post_init__(self):
-        v, b = self.vqgan, self.imagebart
-        if b.vocab_size != v.n_embed:
-            raise ValueError(f"ImageBART vocab {b.vocab_size} != codebook size {v.n_embed}")
-        if b.grid != v.grid:
-            raise ValueError(f"ImageBART grid {b.grid} != first-stage grid {v.grid}")
-        if b.cond == "sketch" and b.sketch_patch != v.factor:
-            raise ValueError(f"sketch_patch {b.sketch_patch} != first-stage factor {v.factor}")
+        check_matches_first_stage(self.imagebart, self.vqgan, "ImageBART")
 
     def to_dict(self) -> dict:
         return {

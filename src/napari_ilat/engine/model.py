@@ -37,6 +37,17 @@ SPLIT_FORMAT_VERSION = 2
 _PARTS = (("stage1", "vqgan"), ("stage2", "transformer"))
 
 
+def check_matches_first_stage(second, vqgan: VQGANConfig, what: str) -> None:
+    """A second stage (transformer, ImageBART) must read the first stage's tokens: same
+    vocabulary and grid, and sketch cells of one token's pixels."""
+    if second.vocab_size != vqgan.n_embed:
+        raise ValueError(f"{what} vocab {second.vocab_size} != codebook size {vqgan.n_embed}")
+    if second.grid != vqgan.grid:
+        raise ValueError(f"{what} grid {second.grid} != first-stage grid {vqgan.grid}")
+    if second.cond == "sketch" and second.sketch_patch != vqgan.factor:
+        raise ValueError(f"sketch_patch {second.sketch_patch} != first-stage factor {vqgan.factor}")
+
+
 @dataclass
 class ModelConfig:
     vqgan: VQGANConfig = field(default_factory=VQGANConfig)
@@ -45,13 +56,7 @@ class ModelConfig:
     description: str = ""
 
     def __post_init__(self):
-        v, t = self.vqgan, self.transformer
-        if t.vocab_size != v.n_embed:
-            raise ValueError(f"transformer vocab {t.vocab_size} != codebook size {v.n_embed}")
-        if t.grid != v.grid:
-            raise ValueError(f"transformer grid {t.grid} != first-stage grid {v.grid}")
-        if t.cond == "sketch" and t.sketch_patch != v.factor:
-            raise ValueError(f"sketch_patch {t.sketch_patch} != first-stage factor {v.factor}")
+        check_matches_first_stage(self.transformer, self.vqgan, "transformer")
 
     def to_dict(self) -> dict:
         return {

@@ -388,6 +388,17 @@ def restore(out, D: Dist, *, modules: dict, optimizers: dict, generator: torch.G
     return run["step"], run.get("history", []), run.get("elapsed_s", 0.0)
 
 
+def clipped_step(opt, scaler, loss, params, max_norm: float = 1.0) -> None:
+    """One optimiser step on ``loss`` through the (possibly disabled) grad scaler, with the
+    gradient norm of ``params`` clipped to ``max_norm`` on unscaled gradients. The caller calls
+    ``scaler.update()`` once all of the step's optimisers have stepped."""
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    torch.nn.utils.clip_grad_norm_(params, max_norm)
+    scaler.step(opt)
+
+
 def run_record(
     stage: str, step: int, model: dict, train, D: Dist, device, precision, history, elapsed_s, **extra
 ) -> dict:

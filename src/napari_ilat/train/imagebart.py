@@ -262,11 +262,7 @@ def train(
         with C.autocast(dev, prec):
             losses = net_ddp(x0, gen, cond)
         loss = torch.stack(list(losses.values())).mean()
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        scaler.step(opt)
+        C.clipped_step(opt, scaler, loss, net.parameters())
         scaler.update()
         step += 1
         if C.budget_spent(D, dev, C.budget_progress(t0, elapsed, cfg.budget_minutes)):

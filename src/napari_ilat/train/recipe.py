@@ -94,6 +94,18 @@ def plan(cfg: RecipeConfig, device: torch.device) -> dict:
     return p
 
 
+def _phase(result: dict, t0: float) -> dict:
+    """A stage's entry in recipe.json: wall seconds since ``t0``, steps, the last validation
+    and the whole validation curve."""
+    history = result["history"]
+    return {
+        "seconds": round(time.time() - t0, 1),
+        "steps": result["step"],
+        "validation": history[-1] if history else None,
+        "curve": history,
+    }
+
+
 def _write(path: Path, obj: dict):
     path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
 
@@ -167,12 +179,7 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
     )
     t = time.time()
     r1 = stage1.train(c1, m1, out / "stage1", device=dev, precision=prec, quiet=quiet)
-    record["phases"]["stage1"] = {
-        "seconds": round(time.time() - t, 1),
-        "steps": r1["step"],
-        "validation": r1["history"][-1] if r1["history"] else None,
-        "curve": r1["history"],
-    }
+    record["phases"]["stage1"] = _phase(r1, t)
     log(f"stage 1: {r1['step']} steps, {record['phases']['stage1']}")
     _write(out / "recipe.json", record)
 
@@ -200,12 +207,7 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
     arch = dict(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, cond_map=cfg.cond_map)
     t = time.time()
     r2 = stage2.train(c2, arch, out / "stage2", first_stage=out / "stage1", device=dev, precision=prec, quiet=quiet)
-    record["phases"]["stage2"] = {
-        "seconds": round(time.time() - t, 1),
-        "steps": r2["step"],
-        "validation": r2["history"][-1] if r2["history"] else None,
-        "curve": r2["history"],
-    }
+    record["phases"]["stage2"] = _phase(r2, t)
     log(f"stage 2: {r2['step']} steps, {record['phases']['stage2']}")
     _write(out / "recipe.json", record)
 

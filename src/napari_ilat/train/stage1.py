@@ -241,11 +241,7 @@ def train(
             with C.autocast(dev, prec):
                 gloss = -disc(xrec).float().mean()
             loss = loss + cfg.disc_weight * gloss
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(vq.parameters(), 1.0)
-        scaler.step(opt)
+        C.clipped_step(opt, scaler, loss, vq.parameters())
         dloss = torch.zeros((), device=dev)
         if use_disc:
             disc.requires_grad_(True)

@@ -283,11 +283,7 @@ def train(
         with C.autocast(dev, prec):
             logits, order, n_known = tf_ddp(tokens, known, cond)
         loss = masked_token_loss(logits.float(), tokens, order, n_known)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(tf.parameters(), 1.0)
-        scaler.step(opt)
+        C.clipped_step(opt, scaler, loss, tf.parameters())
         scaler.update()
         step += 1
         if C.budget_spent(D, dev, C.budget_progress(t0, elapsed, cfg.budget_minutes)):

@@ -17,6 +17,17 @@ its left and right and half a window above and below. Every masked token is gene
 exactly once, known tokens are never changed, and ``progress(done, total)`` counts the
 masked tokens of the whole grid. A grid of exactly one window is the plain cached sampler
 (bit for bit the same call).
+
+Why blocks run in batches (``parallel=True``, the default for ``ilat`` mode): one generated
+token is a single-token forward whose cost on a CPU is reading the weights, so four windows
+stepped together cost little more than one (3.7 ms for one, 5.1 ms for four, bundled
+model, one thread). Blocks far enough apart do not see each other's tokens, so they can
+run at once without changing what any of them conditions on: :func:`wavefront_levels`
+puts a block after every earlier block whose tokens lie in its window, and no earlier than
+every earlier block whose window holds its tokens (that one reads them as still masked).
+Each level then reads the grid as the sequential order would have left it, and with
+greedy picks the result is the sequential one (tested); with sampling it differs only in
+the order the random numbers are drawn.
 """
 
 from __future__ import annotations
@@ -25,9 +36,10 @@ from collections.abc import Callable
 
 import torch
 
-from napari_ilat.engine.sampler import EditCancelled, is_cancelled, sample_tokens
+from napari_ilat.engine.sampler import EditCancelled, SamplingOptions, is_cancelled, pick, sample_tokens
+from napari_ilat.engine.transformer import KVCache, permutation, permuted_mask
 
-__all__ = ["sample_grid", "grid_blocks"]
+__all__ = ["sample_grid", "grid_blocks", "wavefront_levels"]
 
 
 def grid_blocks(todo: torch.Tensor, window: int, rows: int | None = None, cols: int | None = None) -> list:
@@ -73,12 +85,15 @@ def sample_grid(
     cancel=None,
     block_rows: int | None = None,
     block_cols: int | None = None,
+    parallel: bool = True,
 ) -> torch.Tensor:
     """Fill the masked tokens of an (H, W) grid, H and W >= ``window``.
 
     ``tokens``: (H, W) ids (masked positions ignored); ``known``: (H, W) bool;
     ``cond_at(r0, c0)``: the condition tensor of the window whose top-left token is
     (r0, c0), or None. Returns (H, W) ids: known tokens as given, masked ones generated.
+    ``parallel``: run independent blocks together (``ilat`` mode with the cache on the
+    LA layout; see the module doc); False runs them one by one.
     """
     h, w = tokens.shape
     if h < window or w < window:
@@ -101,6 +116,17 @@ def sample_grid(
     out = tokens.clone()
     todo = ~known.bool()
     total = int(todo.sum())
+    layout = getattr(model.config, "layout", "ilat")
+    if parallel and mode == "ilat" and cache and layout != "gpt":
+        blocks = grid_blocks(todo, window, block_rows, block_cols)
+        levels = wavefront_levels(blocks, window)
+        done = 0
+        for level in range(max(levels, default=-1) + 1):
+            batch = [b for b, lv in zip(blocks, levels) if lv == level]
+            done = _run_level(
+                model, out, todo, batch, cond_at, window, options, generator, progress, cancel, done, total
+            )
+        return out
     done = 0
     for r, r_end, c, c_end, r0, c0 in grid_blocks(todo, window, block_rows, block_cols):
         if is_cancelled(cancel):
@@ -146,4 +172,137 @@ def sample_grid(
         out[win] = flat.view(window, window)
         todo[r:r_end, c:c_end] = False
         done += counts[-1]
+    return out
+
+
+def wavefront_levels(blocks: list, window: int) -> list[int]:
+    """For :func:`grid_blocks`' blocks in generation order, the level at which each can run
+    so that running a level's blocks together (all read the grid, then all write) gives what
+    the one-by-one order gives: block j runs after every earlier block whose tokens lie in
+    j's window (j must see them generated) and no earlier than every earlier block whose
+    window holds j's tokens (that block must still read them as masked)."""
+
+    def overlaps(a, b):  # (r, r_end, c, c_end) rectangles of grid tokens
+        return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
+
+    def win(b):
+        return (b[4], b[4] + window, b[5], b[5] + window)
+
+    levels = []
+    for j, bj in enumerate(blocks):
+        level = 0
+        for i in range(j):
+            bi = blocks[i]
+            if overlaps(bi[:4], win(bj)):
+                level = max(level, levels[i] + 1)
+            elif overlaps(win(bi), bj[:4]):
+                level = max(level, levels[i])
+        levels.append(level)
+    return levels
+
+
+def _run_level(model, out, todo, batch, cond_at, window, options, generator, progress, cancel, done, total):
+    """Generate the blocks of one wavefront level together; updates ``out`` and ``todo`` in
+    place and returns the new count of generated tokens."""
+    wins, targets, steps, counts, conds = [], [], [], [], []
+    for r, r_end, c, c_end, r0, c0 in batch:
+        win = (slice(r0, r0 + window), slice(c0, c0 + window))
+        target = torch.zeros_like(todo)
+        target[r:r_end, c:c_end] = todo[r:r_end, c:c_end]
+        target = target[win].flatten()
+        if not target.any():
+            continue
+        stream = todo[win].flatten().nonzero().flatten()
+        is_target = target[stream]
+        n = int(is_target.nonzero().flatten()[-1]) + 1
+        wins.append(win)
+        targets.append(target)
+        steps.append(n)
+        counts.append(is_target[:n].cumsum(0).tolist())
+        conds.append(cond_at(r0, c0))
+    if not wins:
+        return done
+
+    def step(j):  # j stream entries of every window generated
+        if progress is not None:
+            progress(done + sum(cn[min(j, len(cn)) - 1] for cn in counts), total)
+
+    res = _sample_windows(
+        model,
+        torch.stack([out[w].flatten() for w in wins]),
+        torch.stack([(~todo[w]).flatten() for w in wins]),
+        conds,
+        steps,
+        options,
+        generator,
+        cancel,
+        step,
+    )
+    for w, target, row in zip(wins, targets, res):
+        flat = out[w].flatten()
+        flat[target] = row[target]
+        out[w] = flat.view(window, window)
+    for r, r_end, c, c_end, _, _ in batch:
+        todo[r:r_end, c:c_end] = False
+    return done + sum(cn[-1] for cn in counts)
+
+
+@torch.inference_mode()
+def _sample_windows(model, tokens, known, conds, steps, options, generator, cancel, on_step):
+    """``ilat`` mode over B windows at once: ``tokens``, ``known`` (B, N); window i generates
+    its first ``steps[i]`` stream entries (the others keep their ids). Each window's prompt
+    [C, S, known, first stream entry] runs alone (the prompts differ in length) and its
+    keys/values are right-aligned in one shared cache, so every later step is one batched
+    single-token forward; each window's attention masks the others' padding. Returns (B, N)."""
+    opts = options or SamplingOptions()
+    b, n = tokens.shape
+    out = tokens.clone()
+    order, n_known = permutation(known.bool())
+    n_known_l = n_known.tolist()
+    cond_tokens = [model.encode_condition(c, 1) for c in conds]
+    cells = [model.condition_cells(c, 1) for c in conds]
+    cells = None if cells[0] is None else torch.cat(cells)
+    lengths = [ct.shape[1] + 1 + k + 1 for ct, k in zip(cond_tokens, n_known_l)]
+    p, most = max(lengths), max(steps)
+    kv = KVCache(model.config, b, p + most - 1, cond_tokens[0])
+    kv.k.zero_(), kv.v.zero_()  # padding is masked, but an uninitialised NaN would still leak
+    valid = torch.zeros(b, p + most - 1, dtype=torch.bool, device=tokens.device)
+    rows = torch.arange(b, device=tokens.device)
+    first_logits = []
+    for i in range(b):
+        if is_cancelled(cancel):
+            raise EditCancelled()
+        one = KVCache(model.config, 1, lengths[i], cond_tokens[i])
+        nk = n_known[i : i + 1]
+        ci = None if cells is None else cells[i : i + 1]
+        x = model.embed_sequence(out[i : i + 1], order[i : i + 1], nk, cond_tokens[i], ci)[:, : lengths[i]]
+        hidden = model.run(x, permuted_mask(nk, cond_tokens[i].shape[1], lengths[i]), one)
+        first_logits.append(model.logits(hidden[:, -1]))
+        kv.k[:, i, :, p - lengths[i] : p] = one.k[:, 0]
+        kv.v[:, i, :, p - lengths[i] : p] = one.v[:, 0]
+        valid[i, p - lengths[i] :] = True
+    kv.length = p
+    live = torch.tensor(steps, device=tokens.device)
+    slot = n_known  # stream entry 0 of every window
+
+    def emit(j, logits):
+        picked = pick(logits, opts, generator)
+        pos = order[rows, (slot + j).clamp(max=n - 1)]
+        keep = live > j
+        out[rows[keep], pos[keep]] = picked[keep]
+
+    emit(0, torch.cat(first_logits))
+    on_step(1)
+    for j in range(1, most):
+        if is_cancelled(cancel):
+            raise EditCancelled()
+        prev = order[rows, (slot + j - 1).clamp(max=n - 1)]
+        query = order[rows, (slot + j).clamp(max=n - 1)]
+        x = model.stream_input(out[rows, prev], prev, query, cells)
+        mask = valid[:, None, None, : kv.length + 1]
+        hidden = model.run(x[:, None], mask, kv)
+        emit(j, model.logits(hidden[:, -1]))
+        on_step(j + 1)
+    if is_cancelled(cancel):
+        raise EditCancelled()
     return out

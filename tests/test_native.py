@@ -443,3 +443,71 @@ def test_cli_resolution_flag(tmp_path, tiny_model_path):
     assert not np.array_equal(outs["native"], outs["resize"])
     with pytest.raises(SystemExit):
         main(["edit", str(tmp_path / "img.png"), "--mask", str(tmp_path / "mask.png"), "--resolution", "x", "-o", "o"])
+
+
+# --------------------------------------------------------------------------- prompt reuse
+
+
+def test_prompt_store_hits_and_equals_recomputation(tiny):
+    """Repeated sampling with the same prompt reuses its keys/values: same tokens bit for
+    bit; another condition, mode, known set or changed weights is a miss."""
+    from napari_ilat.engine.sampler import PROMPTS_KEPT
+
+    t = ILATModel.tiny(cond="pose", cond_map=True, resolution=32, seed=8).double().transformer
+    g = t.config.grid
+    tokens = torch.randint(0, 64, (g * g,), generator=torch.Generator().manual_seed(0))
+    known = torch.rand(g * g, generator=torch.Generator().manual_seed(1)) > 0.3
+    pose = torch.rand(1, 18, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    store = {}
+
+    def run(seed, cond=pose, mode="ilat", k=known, samples=1, prompts=store):
+        return sample_tokens(
+            t,
+            tokens,
+            k,
+            cond,
+            mode=mode,
+            samples=samples,
+            generator=torch.Generator().manual_seed(seed),
+            prompts=prompts,
+        )
+
+    for mode in ("ilat", "taming"):
+        for seed in (3, 4):
+            fresh = run(seed, mode=mode, prompts=None)
+            assert torch.equal(run(seed, mode=mode), fresh)  # computes and stores
+            assert torch.equal(run(seed, mode=mode), fresh)  # a hit
+        assert torch.equal(run(5, mode=mode, samples=3), run(5, mode=mode, samples=3, prompts=None))
+    assert len(store) == 2  # one prompt per mode
+    moved = pose.clone()
+    moved[0, 3, 0] += 0.2
+    assert torch.equal(run(6, cond=moved), run(6, cond=moved, prompts=None)) and len(store) == 3
+    other = known.clone()
+    other[int((~known).nonzero()[0])] = True
+    assert torch.equal(run(6, k=other), run(6, k=other, prompts=None)) and len(store) == PROMPTS_KEPT
+    run(7, cond=None)
+    assert len(store) == PROMPTS_KEPT  # bounded: the oldest went
+    with torch.no_grad():
+        t.head.weight.mul_(1.3)
+    assert torch.equal(run(8), run(8, prompts=None))  # new weights: recomputed, not the old prompt
+
+
+def test_repeated_generate_reuses_the_prompt(tiny, monkeypatch):
+    """edit(): the second Generate on the same image and mask runs no prompt forward."""
+    img = photo((32, 32))
+    mask = np.zeros((32, 32), bool)
+    mask[8:18, 10:20] = True
+    first = edit(img, mask, model=tiny, seed=1)
+    real, lengths = tiny.transformer.run, []
+
+    def counting(x, mask=None, cache=None):
+        lengths.append(x.shape[1])
+        return real(x, mask, cache)
+
+    monkeypatch.setattr(tiny.transformer, "run", counting)
+    assert np.array_equal(edit(img, mask, model=tiny, seed=1), first)
+    assert lengths and max(lengths) == 1  # single-token steps only
+    FIRST_STAGE_CACHE.clear()
+    lengths.clear()
+    assert np.array_equal(edit(img, mask, model=tiny, seed=1), first)
+    assert max(lengths) > 1  # cold: the prompt is computed again

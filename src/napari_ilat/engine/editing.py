@@ -547,6 +547,11 @@ def edit_with_info(
             if ref is None:
                 ref = record_reference(vq, z_hat, region_plan(vq.config, grid, roi, REGION_MARGIN))
                 FIRST_STAGE_CACHE.add(key, ref_name, ref)
+        # the transformer's prompt for this window, kept with the entry for repeated Generate
+        prompts = entry.get("prompts")
+        if prompts is None:
+            prompts = {}
+            FIRST_STAGE_CACHE.add(key, "prompts", prompts)
         for k in range(samples):  # candidate k = the single edit with seed + k
             generator = torch.Generator(device=dev)
             generator.manual_seed(seed + k)
@@ -568,6 +573,7 @@ def edit_with_info(
                 progress=step,
                 cancel=cancel,
                 cache=cache,
+                **({} if is_imagebart(model) else {"prompts": prompts}),
             )
             if ref is not None:
                 z = torch.where(m_q[:, None], vq.embed_tokens(out_tokens[None]), z_hat)

@@ -7,6 +7,15 @@ grows with the masked area, not with the image. The reference sampler does what 
 official code did (recompute the whole sequence for every token) and exists for tests and
 benchmarks.
 
+Repeated Generate on the same image and mask (a new seed, more candidates) gives the same
+prompt again, so its keys/values and first logits can be kept: ``sample_tokens(...,
+prompts=store)`` looks them up in ``store`` (a dict; edit() keeps one per first-stage cache
+entry, so it shares that cache's bounds) under the model (identity, weights version, dtype
+and device), the mode, the tokens, the known set, the condition and the prompt's length,
+and otherwise computes and stores them (at most ``PROMPTS_KEPT``, oldest dropped first). A
+hit returns the very tensors a recomputation makes, so the output is the same bit for bit
+(tested).
+
 Modes:
 - ``ilat``: known tokens form the prefix, masked tokens are generated in raster order.
 - ``taming``: vanilla raster AR on the same network (empty known set): tokens before the
@@ -16,14 +25,17 @@ Modes:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from napari_ilat.engine.reuse import weights_version
 from napari_ilat.engine.transformer import KVCache, LATransformer, permutation, permuted_mask
 
 MODES = ("ilat", "taming")
+PROMPTS_KEPT = 4  # prompts per store: a few conditions (moved keypoints, new strokes) back and forth
 
 
 class EditCancelled(Exception):
@@ -88,6 +100,15 @@ def _plan(known: torch.Tensor, mode: str) -> _Plan:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
 
+def _prompt_key(model, mode, tokens, known, cond, length) -> tuple:
+    """What a prompt's keys/values depend on (the masked ids are never read)."""
+    ids = torch.where(known, tokens, -1)
+    c = None if cond is None else (tuple(cond.shape), str(cond.dtype), cond.cpu().double().numpy().tobytes())
+    w = model.tok_emb.weight
+    version = weights_version(model)
+    return (id(model), version, str(w.dtype), str(w.device), mode, int(length), ids.cpu().numpy().tobytes(), c)
+
+
 def _first_steps(out, tokens, known, mode, steps):
     """Keep only the first ``steps`` generated entries of a full run (input ids elsewhere)."""
     plan = _plan(known.flatten().bool(), mode)
@@ -120,6 +141,7 @@ def sample_tokens(
     cancel=None,
     return_logits: bool = False,
     steps: int | None = None,
+    prompts: dict | None = None,
 ):
     """Fill the masked tokens of one image, ``samples`` candidates in one batch.
 
@@ -132,6 +154,8 @@ def sample_tokens(
     (samples, steps, V) logits that produced them. ``steps``: generate only the first
     ``steps`` stream entries (the others keep their input ids); the sliding-window sampler
     uses it to fill one run of a big grid per window (``progress`` then counts to ``steps``).
+    ``prompts``: a dict in which the cached sampler keeps and finds the prompt's keys/values
+    (module doc); None computes them.
     """
     if getattr(model.config, "layout", "ilat") == "gpt":  # converted published weights
         from napari_ilat.engine.gpt import sample_gpt
@@ -168,9 +192,23 @@ def sample_tokens(
         length = stream0 + first + 1
         kv = KVCache(model.config, samples, length + plan.n_steps - 1, cond_tokens)
         if plan.n_steps and not is_cancelled(cancel):
-            x = model.embed_sequence(out[:1], order[None], n_known, cond_tokens, cells)[:, :length]
-            hidden = model.run(x, permuted_mask(n_known, n_cond, length), kv)
-            emit(first, model.logits(hidden[:, -1]).expand(samples, -1))
+            key = None if prompts is None else _prompt_key(model, mode, tokens, known, cond, length)
+            hit = None if key is None else prompts.get(key)
+            if hit is not None and hit[3]() is not model:  # an id() reused by another model
+                hit = None
+            if hit is None:
+                x = model.embed_sequence(out[:1], order[None], n_known, cond_tokens, cells)[:, :length]
+                hidden = model.run(x, permuted_mask(n_known, n_cond, length), kv)
+                logits = model.logits(hidden[:, -1])
+                hit = (kv.k[:, :1, :, :length].clone(), kv.v[:, :1, :, :length].clone(), logits, weakref.ref(model))
+                if key is not None:
+                    while len(prompts) >= PROMPTS_KEPT:  # oldest first (dicts keep insertion order)
+                        prompts.pop(next(iter(prompts)))
+                    prompts[key] = hit
+            else:
+                kv.k[:, :, :, :length], kv.v[:, :, :, :length] = hit[0], hit[1]
+                kv.length = length
+            emit(first, hit[2].expand(samples, -1))
         for j in range(first + 1, first + plan.n_steps):
             if is_cancelled(cancel):
                 raise EditCancelled()

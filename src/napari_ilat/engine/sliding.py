@@ -86,6 +86,7 @@ def sample_grid(
     block_rows: int | None = None,
     block_cols: int | None = None,
     parallel: bool = True,
+    prompts: dict | None = None,
 ) -> torch.Tensor:
     """Fill the masked tokens of an (H, W) grid, H and W >= ``window``.
 
@@ -93,7 +94,8 @@ def sample_grid(
     ``cond_at(r0, c0)``: the condition tensor of the window whose top-left token is
     (r0, c0), or None. Returns (H, W) ids: known tokens as given, masked ones generated.
     ``parallel``: run independent blocks together (``ilat`` mode with the cache on the
-    LA layout; see the module doc); False runs them one by one.
+    LA layout; see the module doc); False runs them one by one. ``prompts``: the cached
+    sampler's prompt store (``sample_tokens``), used when the grid is one window.
     """
     h, w = tokens.shape
     if h < window or w < window:
@@ -111,6 +113,7 @@ def sample_grid(
             cache=cache,
             progress=progress,
             cancel=cancel,
+            prompts=prompts,
         )
         return out[0].view(h, w)
     out = tokens.clone()

@@ -488,7 +488,7 @@ def test_prompt_store_hits_and_equals_recomputation(tiny):
     run(7, cond=None)
     assert len(store) == PROMPTS_KEPT  # bounded: the oldest went
     with torch.no_grad():
-        t.head.weight.mul_(1.3)
+        t.blocks[0].attn.c_attn.weight.mul_(1.3)  # every key/value of the prompt changes
     assert torch.equal(run(8), run(8, prompts=None))  # new weights: recomputed, not the old prompt
 
 

@@ -479,17 +479,21 @@ def test_prompt_store_hits_and_equals_recomputation(tiny):
             assert torch.equal(run(seed, mode=mode), fresh)  # a hit
         assert torch.equal(run(5, mode=mode, samples=3), run(5, mode=mode, samples=3, prompts=None))
     assert len(store) == 2  # one prompt per mode
-    moved = pose.clone()
-    moved[0, 3, 0] += 0.2
-    assert torch.equal(run(6, cond=moved), run(6, cond=moved, prompts=None)) and len(store) == 3
-    other = known.clone()
-    other[int((~known).nonzero()[0])] = True
-    assert torch.equal(run(6, k=other), run(6, k=other, prompts=None)) and len(store) == PROMPTS_KEPT
-    run(7, cond=None)
-    assert len(store) == PROMPTS_KEPT  # bounded: the oldest went
     with torch.no_grad():
         t.blocks[0].attn.c_attn.weight.mul_(1.3)  # every key/value of the prompt changes
     assert torch.equal(run(8), run(8, prompts=None))  # new weights: recomputed, not the old prompt
+    store.clear()
+    run(8)
+    moved = pose.clone()
+    moved[0, 3, 0] += 0.2
+    assert torch.equal(run(6, cond=moved), run(6, cond=moved, prompts=None)) and len(store) == 2
+    other = known.clone()
+    other[int((~known).nonzero()[0])] = True
+    assert torch.equal(run(6, k=other), run(6, k=other, prompts=None)) and len(store) == 3
+    run(7, mode="taming")
+    assert len(store) == PROMPTS_KEPT
+    run(7, cond=None)
+    assert len(store) == PROMPTS_KEPT  # bounded: the oldest went
 
 
 def test_repeated_generate_reuses_the_prompt(tiny, monkeypatch):

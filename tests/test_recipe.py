@@ -52,6 +52,25 @@ def test_recipe_runs_every_phase_and_exports_a_loadable_model(tmp_path):
     assert json.loads((tmp_path / "r" / "recipe.json").read_text())["eval"] == ev
 
 
+@pytest.mark.slow
+def test_recipe_trains_imagebart_alike_on_the_same_first_stage(tmp_path):
+    from napari_ilat.engine.imagebart import is_imagebart
+
+    ib = dict(ib_n_stages=2, ib_n_embd=32, ib_n_head=2, ib_n_enc_layer=1, ib_n_dec_layer=1, token_pool=16)
+    cfg = RecipeConfig(data="natural", minutes=0.2, imagebart_share=0.3, **TINY, **ib)
+    rec = run_recipe(cfg, tmp_path / "r", device="cpu", quiet=True)
+    assert rec["phases"]["imagebart"]["steps"] > 0 and rec["phases"]["imagebart"]["validation"] is not None
+    ilat, bart = load_model(tmp_path / "r" / "natural.json"), load_model(tmp_path / "r" / "natural-imagebart.json")
+    assert is_imagebart(bart) and bart.config.imagebart.n_stages == 2
+    for a, b in zip(ilat.vqgan.state_dict().values(), bart.vqgan.state_dict().values()):
+        assert torch.equal(a, b)  # one first stage for both engines
+    for task in ("upper_half", "box"):
+        assert {"imagebart", "ilat", "taming", "biharmonic"} <= set(rec["eval_imagebart"][task])
+    assert rec["eval_imagebart"] == json.loads((tmp_path / "r" / "recipe.json").read_text())["eval_imagebart"]
+    with pytest.raises(ValueError, match="imagebart_share"):
+        plan(RecipeConfig(imagebart_share=1.0), torch.device("cpu"))
+
+
 def test_plan_sizes_to_the_device():
     cpu = plan(RecipeConfig(minutes=10), torch.device("cpu"))
     gpu = plan(RecipeConfig(minutes=10), torch.device("cuda", 0))
@@ -60,7 +79,10 @@ def test_plan_sizes_to_the_device():
     assert gpu["reuse1"] > 1 and cpu["reuse1"] == 1
     assert gpu["batch1"] > cpu["batch1"] and gpu["batch2"] > cpu["batch2"]
     total = cpu["stage1_minutes"] + cpu["stage2_minutes"]
-    assert total == pytest.approx(10 * (1 - RecipeConfig.eval_share))
+    assert total == pytest.approx(10 * (1 - RecipeConfig.eval_share)) and cpu["imagebart_minutes"] == 0
+    ib = plan(RecipeConfig(minutes=10, imagebart_share=0.25), torch.device("cpu"))
+    assert ib["imagebart_minutes"] == pytest.approx(0.25 * total)
+    assert ib["stage1_minutes"] + ib["stage2_minutes"] == pytest.approx(0.75 * total)
 
 
 def test_budget_schedule():

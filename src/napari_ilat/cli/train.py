@@ -214,6 +214,12 @@ def add_arguments(parser: argparse.ArgumentParser):
     p.add_argument("--n-embd", type=int, default=None)
     p.add_argument("--no-cond-map", action="store_true", help="no per-token condition cells (ablation)")
     p.add_argument(
+        "--imagebart-share",
+        type=float,
+        default=None,
+        help="fraction of the training time for ImageBART on the same first stage (default 0: none)",
+    )
+    p.add_argument(
         "--plain",
         action="store_true",
         help="iLAT* ablation: both stages without two-stream convolutions (evaluated in mode ilat*)",
@@ -420,12 +426,12 @@ def run(args) -> int:
         if not args.minutes > 0:
             raise ValueError(f"--minutes must be > 0, got {args.minutes}")
         out = Path(args.out)
-        if not args.overwrite and any(has_checkpoint(out / s) for s in ("stage1", "stage2")):
+        if not args.overwrite and any(has_checkpoint(out / s) for s in ("stage1", "stage2", "imagebart")):
             raise ValueError(f"{out} already holds recipe runs; pass --overwrite to start over")
         if args.overwrite:
             import shutil
 
-            for s in ("stage1", "stage2"):
+            for s in ("stage1", "stage2", "imagebart"):
                 shutil.rmtree(out / s, ignore_errors=True)
         cfg = RecipeConfig(
             data=args.data,
@@ -450,6 +456,7 @@ def run(args) -> int:
                 "n_eval",
                 "n_layer",
                 "n_embd",
+                "imagebart_share",
             ),
         )
         rec = run_recipe(cfg, out, device=args.device, precision=args.precision, quiet=args.quiet)

@@ -16,6 +16,12 @@ device is sized here, in one place:
 Everything is written under ``--out``: ``stage1/`` and ``stage2/`` run directories (resumable
 with the stage commands), the exported model ``NAME.json`` + ``NAME.stage{1,2}.safetensors``,
 ``eval.json`` and ``recipe.json`` (the plan, the device, the wall time of every phase).
+
+``imagebart_share`` > 0 also trains ImageBART's reverse stages (the second engine,
+docs/imagebart.md) for that fraction of the training time, on the same frozen first stage
+after the transformer, so the two engines are trained alike for the comparison: its run
+goes to ``imagebart/``, its model to ``NAME-imagebart.json`` + files, and its upper-half and
+box comparison against the new iLAT model (and Taming mode on it) to ``recipe.json``.
 """
 
 from __future__ import annotations
@@ -56,6 +62,13 @@ class RecipeConfig:
     cond_map: bool = True  # per-token cells of the pose map / sketch (posemap.py)
     plain: bool = False  # iLAT* ablation: no two-stream convolutions in either stage
     stage2_lr: float | None = None
+    # ImageBART (second engine) on the same first stage, unconditional; 0 = not trained
+    imagebart_share: float = 0.0  # of the training time
+    ib_n_stages: int = 3
+    ib_n_embd: int = 256
+    ib_n_head: int = 8
+    ib_n_enc_layer: int = 2
+    ib_n_dec_layer: int = 4
     # sizing (None: by device)
     batch1: int | None = None
     batch2: int | None = None
@@ -86,7 +99,11 @@ def plan(cfg: RecipeConfig, device: torch.device) -> dict:
     # latent) where 1e-3 reached 22.8 at the same step (docs/training.md); not scaled by batch
     p["stage1_lr"] = cfg.stage1_lr or 2e-4
     p["stage2_lr"] = cfg.stage2_lr or (6e-4 if gpu else 3e-4)
+    if not 0 <= cfg.imagebart_share < 1:
+        raise ValueError(f"imagebart_share must be in [0, 1), got {cfg.imagebart_share}")
     train_min = cfg.minutes * (1 - cfg.eval_share)
+    p["imagebart_minutes"] = train_min * cfg.imagebart_share
+    train_min -= p["imagebart_minutes"]
     p["stage1_minutes"] = train_min * cfg.stage1_share
     p["stage2_minutes"] = train_min - p["stage1_minutes"]
     if cfg.token_pool is None and not gpu:
@@ -211,8 +228,12 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
     log(f"stage 2: {r2['step']} steps, {record['phases']['stage2']}")
     _write(out / "recipe.json", record)
 
-    t = time.time()
     desc = f"napari-ilat train recipe --data {cfg.data} --minutes {cfg.minutes:g} on {record['device_name']} ({prec})"
+    if p["imagebart_minutes"] > 0:
+        record["phases"]["imagebart"] = _imagebart(cfg, p, out, name, desc, dev, prec, val_every, big, quiet)
+        log(f"imagebart: {record['phases']['imagebart']['steps']} steps")
+        _write(out / "recipe.json", record)
+    t = time.time()
     paths = export(out / "stage2", out / name, name=name, description=desc)
     record["model"] = str(paths[0])
     meta = json.loads(paths[0].read_text())
@@ -240,6 +261,56 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
     record["eval"] = res
     record["wall_seconds"] = round(time.time() - t_start, 1)
     _write(out / "eval.json", res)
+    if p["imagebart_minutes"] > 0 and cfg.data == "natural":  # the comparison's test photos
+        record["eval_imagebart"] = _compare_imagebart(out, name, paths[0], min(n, 100))
     _write(out / "recipe.json", record)
     log(f"done in {record['wall_seconds']:.0f} s; eval {json.dumps(res)}")
     return record
+
+
+def _imagebart(cfg: RecipeConfig, p: dict, out: Path, name: str, desc: str, dev, prec, val_every, big, quiet) -> dict:
+    """Train and export ImageBART on the recipe's first stage; its recipe.json phase."""
+    from napari_ilat.train import imagebart
+
+    gpu = dev.type == "cuda"
+    pool = 0 if gpu else p["token_pool"]
+    t = time.time()
+    cib = imagebart.ImageBARTTrainConfig(
+        data=cfg.data,
+        steps=big,
+        batch_size=p["batch2"],
+        lr=p["stage2_lr"],
+        warmup=100,
+        seed=cfg.seed,
+        workers=p["workers"],
+        token_pool=pool,
+        # the pool is encoded inside the budget's clock on the first step: leave its time out
+        budget_minutes=max(0.05, p["imagebart_minutes"] - (pool / 20 + 5) / 60),
+        val_every=val_every,
+        sample_every=big,
+        save_every=big,
+        log_every=50,
+        val_size=min(64, p["n_eval"]),
+    )
+    arch = dict(
+        n_stages=cfg.ib_n_stages,
+        n_embd=cfg.ib_n_embd,
+        n_head=cfg.ib_n_head,
+        n_enc_layer=cfg.ib_n_enc_layer,
+        n_dec_layer=cfg.ib_n_dec_layer,
+        dropout=cfg.dropout,
+    )
+    r = imagebart.train(
+        cib, arch, out / "imagebart", first_stage=out / "stage1", device=dev, precision=prec, quiet=quiet
+    )
+    imagebart.export(out / "imagebart", out / f"{name}-imagebart", name=f"{name}-imagebart", description=desc)
+    return _phase(r, t)
+
+
+def _compare_imagebart(out: Path, name: str, ilat_json: Path, n: int) -> dict:
+    """Upper-half completion and box masks: ImageBART against the recipe's iLAT model (and
+    Taming mode on it), in-mask means; the full tables come from ``bench imagebart``."""
+    from napari_ilat.evaluation.imagebart import compare
+
+    res = compare(str(out / f"{name}-imagebart.json"), str(ilat_json), tasks=("upper_half", "box"), n=n)
+    return {task: r["mean"] for task, r in res.items()}

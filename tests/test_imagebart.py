@@ -283,7 +283,22 @@ def test_edit_in_imagebart_mode(tiny_ib):
     assert np.array_equal(two[0], res.image)  # candidate k = the single edit with seed + k
 
 
-def test_a_mask_larger_than_one_window_is_edited_resized(tiny_ib):
+def test_sliding_windows_on_one_window_equal_the_plain_sampler(tiny_ib):
+    """Greedy, block by block over one window gives what one pass gives: each block's
+    decoder is forced on exactly the tokens the one pass had generated before it."""
+    greedy = SamplingOptions(greedy=True)
+    net = tiny_ib.bart
+    g = net.config.grid
+    for seed in range(3):
+        tokens, known = _case(tiny_ib, seed)
+        one = sample_imagebart(net, tokens, known, options=greedy, generator=torch.Generator().manual_seed(0))[0]
+        slid = ib._sample_sliding(
+            net, tokens.view(g, g), known.view(g, g), lambda r, c: None, g, greedy, torch.Generator(), True, None, None
+        )
+        assert torch.equal(slid.flatten(), one)
+
+
+def test_a_mask_larger_than_one_window_is_edited_at_native_resolution(tiny_ib):
     from napari_ilat import edit
 
     rng = np.random.default_rng(1)
@@ -291,9 +306,51 @@ def test_a_mask_larger_than_one_window_is_edited_resized(tiny_ib):
     mask = np.zeros((80, 90), bool)
     mask[8:70, 10:80] = True  # several 32 px windows at the model's scale
     seen = []
-    out = edit(img, mask, model=tiny_ib, mode="imagebart", seed=0, progress=lambda d, t: seen.append(t))
+    out = edit(img, mask, model=tiny_ib, mode="imagebart", seed=0, progress=lambda d, t: seen.append((d, t)))
     assert out.shape == img.shape and not np.array_equal(out[mask], img[mask])
-    assert np.array_equal(out[75:], img[75:]) and seen[-1] <= 3 * 64  # one 8x8-token window, 3 stages
+    assert np.array_equal(out[75:], img[75:])
+    total = seen[-1][1]
+    masked_tokens = (62 // 4 + 1) * (70 // 4 + 1)  # at least, f = 4
+    assert total >= 3 * masked_tokens > 3 * 64  # every masked token of the grid, 3 stages
+    assert [d for d, _ in seen] == list(range(1, total + 1))  # one report per sampled token
+    assert np.array_equal(out, edit(img, mask, model=tiny_ib, mode="imagebart", seed=0))
+    small = edit(
+        img,
+        mask,
+        model=tiny_ib,
+        mode="imagebart",
+        seed=0,
+        resolution="resize",
+        progress=lambda d, t: seen.append((d, t)),
+    )
+    assert seen[-1][1] <= 3 * 64 and not np.array_equal(small, out)  # one window, resized
+    stop = threading.Event()
+
+    def cancel_at(done, total):
+        if done == total // 2:
+            stop.set()
+
+    with pytest.raises(EditCancelled):
+        edit(img, mask, model=tiny_ib, mode="imagebart", seed=0, progress=cancel_at, cancel=stop)
+
+
+def test_sliding_windows_keep_known_tokens_and_use_each_windows_condition():
+    model = ImageBARTModel.tiny(resolution=32, cond="sketch", seed=2)
+    net = model.bart
+    rng = np.random.default_rng(0)
+    tokens = torch.from_numpy(rng.integers(0, net.config.vocab_size, (13, 19)))
+    known = torch.from_numpy(rng.random((13, 19)) > 0.6)
+    asked = []
+
+    def cond_at(r0, c0):
+        asked.append((r0, c0))
+        return torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(r0 * 100 + c0))
+
+    kw = dict(window=net.config.grid, generator=torch.Generator().manual_seed(3))
+    a = ib.sample_imagebart_grid(net, tokens, known, cond_at, **kw)
+    assert torch.equal(a[known], tokens[known]) and len(set(asked)) > 1
+    b = ib.sample_imagebart_grid(net, tokens, known, lambda r, c: None, **kw)
+    assert not torch.equal(a, b)  # the condition reaches the windows
 
 
 def test_edit_progress_and_cancel_leave_nothing(tiny_ib):

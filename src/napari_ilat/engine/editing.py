@@ -460,8 +460,6 @@ def edit_with_info(
     f = model.config.vqgan.factor
     context = max(res // 8, int(np.ceil(feather)) + 1)
     box = native_window(mask, res, f, context) if resolution == "native" else None
-    if box is not None and is_imagebart(model) and tuple(box[2:]) != (res, res):
-        box = None  # ImageBART samples one model window (no sliding windows yet): resized
     native = box is not None
     if box is None:
         box = edit_window(mask, res, context)

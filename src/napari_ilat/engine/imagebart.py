@@ -58,6 +58,7 @@ from safetensors.torch import save_file
 from napari_ilat.engine.model import SPLIT_FORMAT_VERSION, check_matches_first_stage, read_checked_weights
 from napari_ilat.engine.posemap import PoseMapEncoder, SketchMapEncoder
 from napari_ilat.engine.sampler import EditCancelled, SamplingOptions, is_cancelled, pick
+from napari_ilat.engine.sliding import grid_blocks
 from napari_ilat.engine.vqgan import VQGANConfig, VQModel
 
 KIND = "imagebart"
@@ -607,26 +608,90 @@ def sample_imagebart_grid(
     cancel=None,
 ) -> torch.Tensor:
     """:func:`sample_imagebart` with the calling convention of
-    :func:`napari_ilat.engine.sliding.sample_grid`, for a grid of exactly one window
-    (``edit()`` resizes a larger mask's window to the model's: no sliding windows here yet).
-    ``tokens``, ``known``: (H, W); ``cond_at(0, 0)``: the window's condition. Returns (H, W)."""
+    :func:`napari_ilat.engine.sliding.sample_grid`: ``tokens``, ``known`` (H, W), H and W >=
+    the model's window; ``cond_at(r0, c0)``: the condition of the window whose top-left
+    token is (r0, c0), or None. Returns (H, W) codes, known ones unchanged.
+
+    A grid of one window is :func:`sample_imagebart` (bit for bit the same call). A larger
+    grid is generated at its own scale with sliding windows, one reverse stage at a time over
+    the whole grid, so every stage's encoder reads the finished coarser map x_t around each
+    window: within a stage the masked tokens go in the blocks of
+    :func:`~napari_ilat.engine.sliding.grid_blocks` (bands of window/4 rows, blocks of
+    window/2 columns, each by the window centred on it), and the window's decoder runs in
+    raster order with the guide forcing its known tokens and the ones this stage already
+    generated; it samples the window's other masked tokens up to the block's last one (only
+    the block's are kept; the rest are drawn again by their own block). ``progress(done,
+    total)`` counts every sampled token of every stage; ``cancel`` is checked before each.
+    """
     h, w = tokens.shape
-    if (h, w) != (window, window) or window != model.config.grid:
-        raise ValueError(f"ImageBART samples one {model.config.grid}x{model.config.grid}-token window, got {h}x{w}")
-    cond = None if cond_at is None else cond_at(0, 0)
-    out = sample_imagebart(
-        model,
-        tokens.flatten(),
-        known.flatten(),
-        cond,
-        mode=mode,
-        options=options,
-        generator=generator,
-        cache=cache,
-        progress=progress,
-        cancel=cancel,
-    )
-    return out[0].view(h, w)
+    cfg = model.config
+    if window != cfg.grid or h < window or w < window:
+        raise ValueError(f"ImageBART samples grids of at least one {cfg.grid}x{cfg.grid}-token window, got {h}x{w}")
+    cond_at = cond_at or (lambda r0, c0: None)
+    if (h, w) == (window, window):
+        out = sample_imagebart(
+            model,
+            tokens.flatten(),
+            known.flatten(),
+            cond_at(0, 0),
+            mode=mode,
+            options=options,
+            generator=generator,
+            cache=cache,
+            progress=progress,
+            cancel=cancel,
+        )
+        return out[0].view(h, w)
+    if mode != "imagebart":
+        raise ValueError(f"an ImageBART model samples in mode 'imagebart', not {mode!r}")
+    return _sample_sliding(model, tokens, known, cond_at, window, options, generator, cache, progress, cancel)
+
+
+@torch.inference_mode()
+def _sample_sliding(model, tokens, known, cond_at, window, options, generator, cache, progress, cancel):
+    """The sliding-window case of :func:`sample_imagebart_grid` (any grid of >= 1 window)."""
+    cfg = model.config
+    opts = options or SamplingOptions()
+    tokens, known = tokens.long(), known.bool()
+    masked = ~known
+    # per block: its window, its tokens in the window, the window positions its decoder
+    # samples (the same in every stage: they depend on the mask only)
+    blocks, todo = [], masked.clone()
+    for r, r_end, c, c_end, r0, c0 in grid_blocks(masked, window):
+        win = (slice(r0, r0 + window), slice(c0, c0 + window))
+        target = torch.zeros_like(todo)
+        target[r:r_end, c:c_end] = todo[r:r_end, c:c_end]
+        target = target[win].flatten()
+        if not target.any():
+            continue
+        stream = todo[win].flatten().nonzero().flatten()
+        sampled = stream[stream <= int(target.nonzero()[-1])]
+        blocks.append((win, target, sampled, (r, r_end, c, c_end), (r0, c0)))
+        todo[r:r_end, c:c_end] = False
+    plan = _stage_plan(cfg, 1)
+    ticker = _Ticker(len(plan) * sum(len(b[2]) for b in blocks), progress, cancel)
+    dtype = model.stages[0].pos_emb.dtype
+    conds = {}
+    x = _redraw(tokens.clone(), 1.0, cfg.vocab_size, generator, masked)  # x_T
+    for t, _ in plan:
+        stage = model.stage(t)
+        nxt = torch.where(known, tokens, 0)  # x_{t-1}: the clean codes outside the mask
+        pending = masked.clone()
+        for win, target, sampled, (r, r_end, c, c_end), (r0, c0) in blocks:
+            if (r0, c0) not in conds:
+                conds[(r0, c0)] = cond_at(r0, c0)
+            guide = guide_logits(nxt[win].flatten(), ~pending[win].flatten(), cfg.vocab_size, dtype)
+            out = _denoise(
+                stage, x[win].reshape(1, -1), guide, sampled, opts, generator, cache, ticker, conds[(r0, c0)]
+            )
+            flat = nxt[win].flatten()
+            flat[target] = out[0][target]
+            nxt[win] = flat.view(window, window)
+            pending[r:r_end, c:c_end] = False
+        x = nxt
+    if is_cancelled(cancel):
+        raise EditCancelled()
+    return x
 
 
 # --------------------------------------------------------------------------- saving / loading

@@ -43,6 +43,11 @@ def add_arguments(parser):
         default=",".join(TEST_SETS),
         help=f"comma-separated test sets, of {', '.join(TEST_SETS)} (default: all)",
     )
+    q.add_argument(
+        "--blend",
+        default="seamless",
+        help="compositing of the learned methods: seamless (default), alpha, or both (a row each)",
+    )
     q.add_argument("--examples", help="write example grids to PREFIX_{pose,natural,sketch}.png")
     q.add_argument("--out", help="also write the markdown tables to this file")
 
@@ -160,6 +165,9 @@ def run(args) -> int:
         unknown = [x for x in sets if x not in TEST_SETS]
         if unknown or not sets:
             raise ValueError(f"--sets: unknown test set(s) {unknown}; choose from {', '.join(TEST_SETS)}")
+        blends = {"seamless": ("seamless",), "alpha": ("alpha",), "both": ("seamless", "alpha")}.get(args.blend)
+        if blends is None:
+            raise ValueError(f"--blend must be seamless, alpha or both, got {args.blend!r}")
         md = quality(
             model(args.pose_model),
             model(args.natural_model),
@@ -169,6 +177,7 @@ def run(args) -> int:
             plain_pose_model=args.plain_pose_model,
             plain_natural_model=args.plain_natural_model,
             sets=sets,
+            blends=blends,
         )
     print(md)
     if args.out:

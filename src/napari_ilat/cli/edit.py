@@ -90,6 +90,13 @@ def add_arguments(p) -> None:
         "result back (faster, coarser) (default: %(default)s)",
     )
     p.add_argument(
+        "--blend",
+        default="seamless",
+        choices=("seamless", "alpha"),
+        help="'seamless' shifts the generated content smoothly to meet the image at the mask's edge (keeping "
+        "its detail); 'alpha' pastes it as decoded, cross-fading over the feather band (default: %(default)s)",
+    )
+    p.add_argument(
         "--feather", type=float, default=2.0, help="blend band width in px outside the mask (default: %(default)s)"
     )
     p.add_argument("-o", "--output", required=True, help="output file (one image) or folder (folder input)")
@@ -488,6 +495,7 @@ def run(args) -> int:
                     device=args.device,
                     feather=args.feather,
                     resolution=args.resolution,
+                    blend=args.blend,
                     progress=bar,
                 )
             for message in _warnings_text(caught):

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from napari_ilat.engine.blend import BLENDS, seamless
 from napari_ilat.engine.conditions import normalize_keypoints
 from napari_ilat.engine.imagebart import default_imagebart_model, is_imagebart, sample_imagebart_grid
 from napari_ilat.engine.inputs import check_image, check_pose, normalize_mask, normalize_sketch
@@ -411,6 +412,7 @@ def edit_with_info(
     cache: bool = True,
     resolution: str = "native",
     decode: str = "auto",
+    blend: str = "seamless",
 ) -> EditResult:
     """:func:`edit`, returning an :class:`EditResult`: the array plus the seed (and model,
     mode, device, seconds) actually used. Same arguments as :func:`edit`."""
@@ -422,6 +424,8 @@ def edit_with_info(
         raise ValueError(f"resolution must be one of {', '.join(RESOLUTIONS)}, got {resolution!r}")
     if decode not in DECODES:
         raise ValueError(f"decode must be one of {', '.join(DECODES)}, got {decode!r}")
+    if blend not in BLENDS:
+        raise ValueError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
     opts = check_options(samples, seed, temperature, top_k, top_p, greedy, feather)
     samples, feather = opts["samples"], opts["feather"]
     pose = None if pose is None else check_pose(pose, image.shape)
@@ -505,7 +509,9 @@ def edit_with_info(
     # ---- composite: generated inside the mask, blend in the band, input bytes elsewhere
     alpha = feather_alpha(mask_w, feather)  # the band lies inside the window (context > feather)
     touched = alpha > 0
-    rows, cols = np.nonzero(touched.any(1))[0], np.nonzero(touched.any(0))[0]
+    # seamless blending compares generated and input on a ring of pixels around the mask
+    decoded = touched | ndimage.binary_dilation(mask_w, iterations=3) if blend == "seamless" else touched
+    rows, cols = np.nonzero(decoded.any(1))[0], np.nonzero(decoded.any(0))[0]
     roi = Box(int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)  # window pixels
     roi_win = (slice(roi.r0, roi.r1), slice(roi.c0, roi.c1))
     a = alpha[roi_win][..., None]
@@ -580,6 +586,8 @@ def edit_with_info(
                 gen = vq.decode_tokens(out_tokens[None], z_hat, m_q)
                 gen = _resize(((gen + 1) / 2).clamp(0, 1), (h, w))[..., roi.r0 : roi.r1, roi.c0 : roi.c1]
             gen = gen[0].permute(1, 2, 0).double().cpu().numpy()  # (roi h, roi w, 3)
+            if blend == "seamless":  # shifted smoothly to meet the input at the mask's edge
+                gen = seamless(gen, rgb_roi, mask_w[roi_win])
             blended = a * gen + (1 - a) * rgb_roi
             values = intensity.from_unit(_from_rgb(blended, unit_roi))
             out_win = out[k][win][roi_win]
@@ -620,6 +628,7 @@ def edit(
     cache: bool = True,
     resolution: str = "native",
     decode: str = "auto",
+    blend: str = "seamless",
 ) -> np.ndarray:
     """Regenerate the masked region of ``image``; everything else is returned as given.
 
@@ -672,6 +681,10 @@ def edit(
         it covers at most half the window (a few grey levels from a full decode: the
         decoder's normalisation statistics come from the unmasked image's decode); "full":
         decode the whole window.
+    blend : "seamless" (default): the generated content is shifted smoothly (a biharmonic
+        fill of its difference from the input around the mask) to meet the input at the
+        mask's edge, keeping its detail (napari_ilat.engine.blend); "alpha": pasted as
+        decoded, with the feather band cross-fading.
 
     Returns
     -------
@@ -699,4 +712,5 @@ def edit(
         cache=cache,
         resolution=resolution,
         decode=decode,
+        blend=blend,
     ).image

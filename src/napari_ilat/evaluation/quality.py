@@ -94,6 +94,7 @@ def evaluate(
     models: dict | None = None,
     progress=None,
     editor=None,
+    blends=("seamless",),
 ) -> dict:
     """Mean metrics per method over ``cases``; also median seconds per edit.
 
@@ -101,11 +102,15 @@ def evaluate(
     are scored against ``target`` (the ground truth; for inpainting it is the source).
     ``models`` maps a method to the model it runs with (default: ``model``), e.g. ``ilat*`` to
     the separately trained plain-encoder model. ``editor``: the function that runs a learned
-    method (default :func:`napari_ilat.edit`; same arguments), e.g. an oracle in tests."""
+    method (default :func:`napari_ilat.edit`; same arguments), e.g. an oracle in tests.
+    ``blends``: the compositing of the learned methods (``edit(blend=)``); the first is the
+    method's own row, every other adds a row "METHOD (BLEND)"."""
     models = models or {}
     editor = edit if editor is None else editor
     extra = classical_methods() if classical else {}
-    scores = {m: {k: [] for k in METRICS} for m in (*methods, *extra)}
+    # row name -> (mode, blend) for the learned methods
+    learned = {m if i == 0 else f"{m} ({b})": (m, b) for m in methods for i, b in enumerate(blends)}
+    scores = {m: {k: [] for k in METRICS} for m in (*learned, *extra)}
     seconds = {m: [] for m in scores}
     examples = []
     for i, (seed, source, target, mask, cond) in enumerate(cases):
@@ -115,7 +120,8 @@ def evaluate(
             if m in extra:
                 out = extra[m](source, mask)
             else:
-                out = editor(source, mask, model=models.get(m, model), mode=m, seed=seed, **cond)
+                mode, blend = learned[m]
+                out = editor(source, mask, model=models.get(mode, model), mode=mode, seed=seed, blend=blend, **cond)
             seconds[m].append(time.perf_counter() - t)
             for k, v in all_metrics(out, target, mask).items():
                 scores[m][k].append(v)
@@ -184,12 +190,14 @@ def quality(
     plain_pose_model=None,
     plain_natural_model=None,
     sets=tuple(TEST_SETS),
+    blends=("seamless",),
 ) -> str:
     """Run the test sets named in ``sets`` (keys of TEST_SETS); returns the markdown (and
     writes example grids if asked).
 
     ``plain_*_model``: the iLAT* ablation's model (first stage trained without two-stream
-    convolutions); without it ``ilat*`` runs the plain encoder on the iLAT model's weights."""
+    convolutions); without it ``ilat*`` runs the plain encoder on the iLAT model's weights.
+    ``blends``: see :func:`evaluate` (e.g. ("seamless", "alpha") adds the plain paste's rows)."""
     parts = []
     for key, model, plain, n, make in (
         ("pose", pose_model, plain_pose_model, n_pose, lambda m: pose_cases(n_pose, m.resolution)),
@@ -237,6 +245,7 @@ def quality(
             keep_examples=4 if examples else 0,
             models={"ilat*": plain} if plain is not None else None,
             progress=progress,
+            blends=blends,
         )
         star = (
             f"`{plain.config.name}` (first stage trained without two-stream convolutions)"

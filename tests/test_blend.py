@@ -1,0 +1,69 @@
+"""Seamless compositing (engine/blend.py and edit(blend=)): the generated content keeps its
+detail and meets the input at the mask's edge."""
+
+import numpy as np
+import pytest
+
+from napari_ilat import edit
+from napari_ilat.engine.blend import seamless, smooth_fill
+from napari_ilat.engine.model import ILATModel
+
+
+def _scene(shape=(48, 52), seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]] / max(shape)
+    image = np.clip(np.stack([0.3 + 0.4 * xx, 0.5 + 0.2 * yy, 0.2 + 0.3 * xx * yy], -1), 0, 1)
+    mask = np.zeros(shape, bool)
+    mask[10:34, 12:40] = True
+    mask[30:40, 20:26] = True
+    return image + 0.01 * rng.standard_normal(image.shape), mask
+
+
+@pytest.mark.parametrize("exact_pixels", [10**6, 64])  # exact solve; coarse fill + exact edge band
+def test_a_colour_cast_is_removed_and_detail_kept(exact_pixels):
+    image, mask = _scene()
+    detail = np.zeros_like(image)
+    detail[18:26, 22:30] = 0.2  # an object well inside the mask
+    generated = np.clip(image + detail + np.array([0.15, -0.1, 0.05]), 0, 1)  # drawn in a cast
+    out = seamless(generated, image, mask, exact_pixels=exact_pixels)
+    assert np.array_equal(out[~mask], image[~mask])  # outside: the input, exactly
+    tol = 1e-6 if exact_pixels > mask.sum() else 0.02
+    np.testing.assert_allclose(out[mask], np.clip(image + detail, 0, 1)[mask], atol=tol)
+    plain = np.abs(generated - image - detail)[mask].mean()
+    assert plain > 0.09 and np.abs(out - image - detail)[mask].mean() < plain / 5
+
+
+def test_smooth_fill_reproduces_smooth_fields_and_handles_edge_cases():
+    _, mask = _scene()
+    yy, xx = np.mgrid[: mask.shape[0], : mask.shape[1]]
+    linear = np.stack([0.01 * yy + 0.02 * xx] * 2, -1).astype(np.float64)
+    holed = np.where(mask[..., None], 9.0, linear)
+    np.testing.assert_allclose(smooth_fill(holed, mask), linear, atol=1e-8)
+    np.testing.assert_allclose(smooth_fill(holed, mask, exact_pixels=50), linear, atol=1e-2)
+    assert np.array_equal(smooth_fill(holed, np.zeros_like(mask)), holed)
+    g = np.full((4, 4, 3), 0.3)
+    assert np.array_equal(seamless(g, np.zeros_like(g), np.ones((4, 4), bool)), g)  # nothing to meet
+
+
+def test_edit_blends_seamlessly_by_default_and_keeps_the_outside():
+    model = ILATModel.tiny(resolution=32, seed=3).double()
+    image, mask = _scene((60, 64))
+    img = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+    a = edit(img, mask, model=model, seed=2)
+    b = edit(img, mask, model=model, seed=2, blend="alpha")
+    assert np.array_equal(a, edit(img, mask, model=model, seed=2, blend="seamless"))
+    assert not np.array_equal(a[mask], b[mask])
+    from napari_ilat.engine.editing import feather_alpha
+
+    band = feather_alpha(mask, 2.0) > 0
+    assert np.array_equal(a[~mask], img[~mask])  # seamless: even the feather band is the input
+    assert np.array_equal(b[~band], img[~band])
+    # the seam: the mean jump across the mask's edge is smaller than with the plain paste
+    inner = mask & ~np.roll(mask, 1, 0)
+
+    def jump(x):
+        return np.abs(x[inner].astype(float) - x[np.roll(inner, -1, 0)].astype(float)).mean()
+
+    assert jump(a) < jump(b)
+    with pytest.raises(ValueError, match="blend"):
+        edit(img, mask, model=model, blend="poisson")

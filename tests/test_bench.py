@@ -96,6 +96,15 @@ def test_bench_quality_sets_and_box_cases(tmp_path, capsys):
     assert text.count("held-out cases") == 1 and "Box inpainting" in text
     assert main(["bench", "quality", "--natural-model", str(natural), "--sets", "boxes"]) == 2
     assert "unknown test set" in capsys.readouterr().err
+    args = ["bench", "quality", "--pose-model", "none", "--natural-model", str(natural), "--n", "2", "--sets", "box"]
+    assert main(args + ["--blend", "both"]) == 0
+    both = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line for line in both.splitlines() if line.startswith("| ")}
+    assert {"ilat", "ilat (alpha)", "taming", "taming (alpha)", "biharmonic"} <= set(rows)
+    assert rows["ilat"].split("|")[5] != rows["ilat (alpha)"].split("|")[5]  # the blend changes the in-mask PSNR
+    assert main(args + ["--blend", "alpha"]) == 0
+    alpha = {line.split("|")[1].strip(): line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+    assert alpha["ilat"].split("|")[2:7] == rows["ilat (alpha)"].split("|")[2:7]  # same edits, same scores
     for _, image, target, mask, cond in box_cases(20, 128):
         rows, cols = np.nonzero(mask)
         h, w = np.ptp(rows) + 1, np.ptp(cols) + 1

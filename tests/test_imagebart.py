@@ -565,6 +565,8 @@ def test_cli_bench_imagebart(tiny_ib_path, tmp_path, capsys):
     assert main([*args, "--n", "1", "--out", str(out)]) == 0
     text = out.read_text()
     assert "Upper-half completion" in text and "| imagebart |" in text and "| biharmonic |" in text
+    assert main([*args, "--n", "1", "--blend", "both", "--out", str(out)]) == 0
+    assert "| imagebart (alpha) |" in out.read_text()
 
 
 def test_train_eval_points_an_imagebart_model_to_its_bench(tiny_ib_path, capsys):

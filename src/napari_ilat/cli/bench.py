@@ -43,11 +43,7 @@ def add_arguments(parser):
         default=",".join(TEST_SETS),
         help=f"comma-separated test sets, of {', '.join(TEST_SETS)} (default: all)",
     )
-    q.add_argument(
-        "--blend",
-        default="seamless",
-        help="compositing of the learned methods: seamless (default), alpha, or both (a row each)",
-    )
+    _blend_option(q)
     q.add_argument("--examples", help="write example grids to PREFIX_{pose,natural,sketch}.png")
     q.add_argument("--out", help="also write the markdown tables to this file")
 
@@ -81,6 +77,7 @@ def add_arguments(parser):
     i.add_argument("--ilat-model", default="natural", help="iLAT model for ilat / taming ('none' to skip)")
     i.add_argument("--tasks", default="upper_half,box,brush", help="comma-separated: upper_half, box, brush")
     i.add_argument("--n", type=int, default=100, help="cases per task (default 100)")
+    _blend_option(i)
     i.add_argument("--examples", help="write example grids to PREFIX_{task}.png")
     i.add_argument("--speed", action="store_true", help="also time sampling against the masked area and T")
     i.add_argument("--threads", type=int, default=None)
@@ -93,6 +90,18 @@ def add_arguments(parser):
     g.add_argument("--threads", type=int, default=None)
     g.add_argument("--repeats", type=int, default=3)
     g.add_argument("--out", help="also write the JSON result to this file")
+
+
+BLEND_CHOICES = {"seamless": ("seamless",), "alpha": ("alpha",), "both": ("seamless", "alpha")}
+
+
+def _blend_option(p):
+    p.add_argument(
+        "--blend",
+        default="seamless",
+        choices=sorted(BLEND_CHOICES),
+        help="compositing of the learned methods (edit(blend=)): seamless (default), alpha, or both (a row each)",
+    )
 
 
 def run(args) -> int:
@@ -141,6 +150,7 @@ def run(args) -> int:
             tasks=tasks,
             n=args.n,
             keep_examples=4 if args.examples else 0,
+            blends=BLEND_CHOICES[args.blend],
             progress=lambda task, k: k % 10 == 0 and print(f"{task}: {k}/{args.n}", file=sys.stderr, flush=True),
         )
         md = ib.compare_markdown(results, str(args.model), ilat, args.examples)
@@ -165,9 +175,6 @@ def run(args) -> int:
         unknown = [x for x in sets if x not in TEST_SETS]
         if unknown or not sets:
             raise ValueError(f"--sets: unknown test set(s) {unknown}; choose from {', '.join(TEST_SETS)}")
-        blends = {"seamless": ("seamless",), "alpha": ("alpha",), "both": ("seamless", "alpha")}.get(args.blend)
-        if blends is None:
-            raise ValueError(f"--blend must be seamless, alpha or both, got {args.blend!r}")
         md = quality(
             model(args.pose_model),
             model(args.natural_model),
@@ -177,7 +184,7 @@ def run(args) -> int:
             plain_pose_model=args.plain_pose_model,
             plain_natural_model=args.plain_natural_model,
             sets=sets,
-            blends=blends,
+            blends=BLEND_CHOICES[args.blend],
         )
     print(md)
     if args.out:

@@ -70,10 +70,12 @@ def compare(
     classical: bool = True,
     keep_examples: int = 0,
     progress=None,
+    blends=("seamless",),
 ) -> dict:
     """{task: quality.evaluate result} with ``imagebart`` on ``imagebart_model`` and
     ``baselines`` (iLAT-model modes) on ``ilat_model`` (None: ImageBART and the classical
-    methods only). Both models must work at the same resolution."""
+    methods only). Both models must work at the same resolution. ``blends``: the learned
+    methods' compositing (:func:`napari_ilat.evaluation.quality.evaluate`)."""
     ib = cached_model(imagebart_model)
     if not is_imagebart(ib):
         raise ValueError(f"{getattr(ib.config, 'name', ib)!r} is not an ImageBART model")
@@ -91,6 +93,7 @@ def compare(
             classical=classical,
             keep_examples=keep_examples,
             models={"imagebart": ib},
+            blends=blends,
             progress=None if progress is None else (lambda i, task=task: progress(task, i)),
         )
     return results

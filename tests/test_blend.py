@@ -58,6 +58,7 @@ def test_edit_blends_seamlessly_by_default_and_keeps_the_outside():
     band = feather_alpha(mask, 2.0) > 0
     assert np.array_equal(a[~mask], img[~mask])  # seamless: even the feather band is the input
     assert np.array_equal(b[~band], img[~band])
+
     # the colour: the mean error inside the mask (the random model draws in its own colours)
     def cast(x):
         return np.abs((x[mask].astype(float) - img[mask].astype(float)).mean(0)).sum()

@@ -25,27 +25,13 @@ from pathlib import Path
 
 import torch
 
-from napari_ilat.engine.vqgan import VQGANConfig
 from napari_ilat.train import common as C
 from napari_ilat.train import stage1
 from napari_ilat.train.data import Stage1Images
-from napari_ilat.train.recipe import RecipeConfig, plan
+from napari_ilat.train.recipe import RecipeConfig, first_stage_config, plan
 
 
-def first_stage(cfg: RecipeConfig) -> VQGANConfig:
-    return VQGANConfig(
-        resolution=cfg.resolution,
-        ch=cfg.ch,
-        ch_mult=cfg.ch_mult,
-        num_res_blocks=1,
-        attn_resolutions=(cfg.resolution // 2 ** (len(cfg.ch_mult) - 1),),
-        z_channels=cfg.z_channels,
-        embed_dim=cfg.embed_dim,
-        n_embed=cfg.n_embed,
-    )
-
-
-def timed_run(c1: stage1.Stage1Config, m1: VQGANConfig, dev, prec, seconds: float) -> dict:
+def timed_run(c1: stage1.Stage1Config, m1, dev, prec, seconds: float) -> dict:
     """steps/s of the real loop over ``seconds`` of training (setup and the final validation
     are outside the clock: the run's own elapsed time is used)."""
     with tempfile.TemporaryDirectory() as d:
@@ -77,7 +63,7 @@ def main(argv=None):
     if args.tiny:
         rc = replace(rc, resolution=32, ch=32, ch_mult=(1, 2, 2), z_channels=16, embed_dim=16, n_embed=64)
     p = plan(rc, dev)
-    m1 = first_stage(rc)
+    m1 = first_stage_config(rc)
     big = 10**9
     base = stage1.Stage1Config(
         data=args.data,

@@ -58,7 +58,7 @@ from safetensors.torch import save_file
 from napari_ilat.engine.model import SPLIT_FORMAT_VERSION, check_matches_first_stage, read_checked_weights
 from napari_ilat.engine.posemap import PoseMapEncoder, SketchMapEncoder
 from napari_ilat.engine.sampler import EditCancelled, SamplingOptions, is_cancelled, pick
-from napari_ilat.engine.sliding import grid_blocks
+from napari_ilat.engine.sliding import block_run, grid_blocks
 from napari_ilat.engine.vqgan import VQGANConfig, VQModel
 
 KIND = "imagebart"
@@ -657,17 +657,11 @@ def _sample_sliding(model, tokens, known, cond_at, window, options, generator, c
     # per block: its window, its tokens in the window, the window positions its decoder
     # samples (the same in every stage: they depend on the mask only)
     blocks, todo = [], masked.clone()
-    for r, r_end, c, c_end, r0, c0 in grid_blocks(masked, window):
-        win = (slice(r0, r0 + window), slice(c0, c0 + window))
-        target = torch.zeros_like(todo)
-        target[r:r_end, c:c_end] = todo[r:r_end, c:c_end]
-        target = target[win].flatten()
-        if not target.any():
-            continue
-        stream = todo[win].flatten().nonzero().flatten()
-        sampled = stream[stream <= int(target.nonzero()[-1])]
-        blocks.append((win, target, sampled, (r, r_end, c, c_end), (r0, c0)))
-        todo[r:r_end, c:c_end] = False
+    for block in grid_blocks(masked, window):
+        run = block_run(todo, block, window)
+        if run is not None:
+            blocks.append((run.win, run.target, run.stream, block[:4], block[4:]))
+        todo[block[0] : block[1], block[2] : block[3]] = False
     plan = _stage_plan(cfg, 1)
     ticker = _Ticker(len(plan) * sum(len(b[2]) for b in blocks), progress, cancel)
     dtype = model.stages[0].pos_emb.dtype

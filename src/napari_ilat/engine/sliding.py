@@ -33,13 +33,14 @@ the order the random numbers are drawn.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from napari_ilat.engine.sampler import EditCancelled, SamplingOptions, is_cancelled, pick, sample_tokens
 from napari_ilat.engine.transformer import KVCache, permutation, permuted_mask
 
-__all__ = ["sample_grid", "grid_blocks", "wavefront_levels"]
+__all__ = ["sample_grid", "grid_blocks", "wavefront_levels", "block_run", "BlockRun"]
 
 
 def grid_blocks(todo: torch.Tensor, window: int, rows: int | None = None, cols: int | None = None) -> list:
@@ -68,6 +69,38 @@ def grid_blocks(todo: torch.Tensor, window: int, rows: int | None = None, cols: 
             blocks.append((r, r_end, c, c_end, r0, c0))
             i = j + 1
     return blocks
+
+
+@dataclass
+class BlockRun:
+    """What the window of one block generates (window positions are raster indices)."""
+
+    win: tuple[slice, slice]  # the window on the grid
+    target: torch.Tensor  # (window * window,) bool: the block's tokens
+    stream: torch.Tensor  # the positions generated, in order, up to the block's last token
+    is_target: torch.Tensor  # (len(stream),) bool: which of them are the block's (kept)
+
+
+def block_run(todo: torch.Tensor, block: tuple, window: int, mode: str = "ilat") -> BlockRun | None:
+    """The run of one :func:`grid_blocks` block over the grid's not yet generated tokens
+    ``todo`` (H, W): the window's stream in raster order, its masked tokens still to do
+    (``ilat``; also ImageBART's decoders) or every token from the block's first one on
+    (``taming``), up to the block's last token. None when the block has nothing to do."""
+    r, r_end, c, c_end, r0, c0 = block
+    win = (slice(r0, r0 + window), slice(c0, c0 + window))
+    target = torch.zeros_like(todo)
+    target[r:r_end, c:c_end] = todo[r:r_end, c:c_end]
+    target = target[win].flatten()
+    if not target.any():
+        return None
+    if mode == "ilat":
+        stream = todo[win].flatten().nonzero().flatten()
+    else:
+        pos = target.nonzero().flatten()
+        stream = torch.arange(int(pos[0]), window * window, device=pos.device)
+    is_target = target[stream]
+    n = int(is_target.nonzero().flatten()[-1]) + 1
+    return BlockRun(win, target, stream[:n], is_target[:n])
 
 
 def sample_grid(
@@ -131,26 +164,16 @@ def sample_grid(
             )
         return out
     done = 0
-    for r, r_end, c, c_end, r0, c0 in grid_blocks(todo, window, block_rows, block_cols):
+    for block in grid_blocks(todo, window, block_rows, block_cols):
         if is_cancelled(cancel):
             raise EditCancelled()
-        win = (slice(r0, r0 + window), slice(c0, c0 + window))
-        target = torch.zeros_like(todo)
-        target[r:r_end, c:c_end] = todo[r:r_end, c:c_end]
-        target = target[win].flatten()
-        if not target.any():
+        run = block_run(todo, block, window, mode)
+        if run is None:
             continue
-        # the window's stream, in raster order: its masked tokens not generated yet (ilat), or
-        # every token from the block's first one on (taming); generate it up to the block's
-        # last token and keep the block's tokens
-        if mode == "ilat":
-            stream = todo[win].flatten().nonzero().flatten()
-        else:
-            pos = target.nonzero().flatten()
-            stream = torch.arange(int(pos[0]), window * window, device=pos.device)
-        is_target = target[stream]
-        steps = int(is_target.nonzero().flatten()[-1]) + 1
-        counts = is_target[:steps].cumsum(0).tolist()
+        r, r_end, c, c_end, r0, c0 = block
+        win, target = run.win, run.target
+        steps = len(run.stream)  # the window's stream up to the block's last token
+        counts = run.is_target.cumsum(0).tolist()
         step = None
         if progress is not None:
 
@@ -208,21 +231,15 @@ def _run_level(model, out, todo, batch, cond_at, window, options, generator, pro
     """Generate the blocks of one wavefront level together; updates ``out`` and ``todo`` in
     place and returns the new count of generated tokens."""
     wins, targets, steps, counts, conds = [], [], [], [], []
-    for r, r_end, c, c_end, r0, c0 in batch:
-        win = (slice(r0, r0 + window), slice(c0, c0 + window))
-        target = torch.zeros_like(todo)
-        target[r:r_end, c:c_end] = todo[r:r_end, c:c_end]
-        target = target[win].flatten()
-        if not target.any():
+    for block in batch:
+        run = block_run(todo, block, window)
+        if run is None:
             continue
-        stream = todo[win].flatten().nonzero().flatten()
-        is_target = target[stream]
-        n = int(is_target.nonzero().flatten()[-1]) + 1
-        wins.append(win)
-        targets.append(target)
-        steps.append(n)
-        counts.append(is_target[:n].cumsum(0).tolist())
-        conds.append(cond_at(r0, c0))
+        wins.append(run.win)
+        targets.append(run.target)
+        steps.append(len(run.stream))
+        counts.append(run.is_target.cumsum(0).tolist())
+        conds.append(cond_at(block[4], block[5]))
     if not wins:
         return done
 

@@ -111,6 +111,40 @@ def plan(cfg: RecipeConfig, device: torch.device) -> dict:
     return p
 
 
+def first_stage_config(cfg: RecipeConfig) -> VQGANConfig:
+    """The recipe's first stage: one res block per level, attention at the latent grid."""
+    return VQGANConfig(
+        resolution=cfg.resolution,
+        ch=cfg.ch,
+        ch_mult=cfg.ch_mult,
+        num_res_blocks=1,
+        attn_resolutions=(cfg.resolution // 2 ** (len(cfg.ch_mult) - 1),),
+        z_channels=cfg.z_channels,
+        embed_dim=cfg.embed_dim,
+        n_embed=cfg.n_embed,
+    )
+
+
+BIG = 10**9  # the time budget ends each phase, not a step count
+
+
+def _run_options(cfg: RecipeConfig, p: dict, val_every: int) -> dict:
+    """The training-run fields every phase shares: data, seed, workers, the time budget in
+    charge (no step count, no periodic samples or checkpoints), validation."""
+    return dict(
+        data=cfg.data,
+        steps=BIG,
+        warmup=100,
+        seed=cfg.seed,
+        workers=p["workers"],
+        val_every=val_every,
+        sample_every=BIG,
+        save_every=BIG,
+        log_every=50,
+        val_size=min(64, p["n_eval"]),
+    )
+
+
 def _phase(result: dict, t0: float) -> dict:
     """A stage's entry in recipe.json: wall seconds since ``t0``, steps, the last validation
     and the whole validation curve."""
@@ -162,38 +196,20 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
     log(f"device {record['device_name']} ({prec}); plan {p}")
     # training must end by this time; stage 2 gets whatever stage 1 (and its validation) left
     deadline = t_start + 60 * (p["stage1_minutes"] + p["stage2_minutes"])
-    big = 10**9  # the time budget ends each stage, not a step count
     # a GPU validates every 200 steps (a few seconds each), so recipe.json keeps PSNR and
     # perplexity against wall-clock; a CPU run is too short for more than the final one
-    val_every = 200 if dev.type == "cuda" else big
+    val_every = 200 if dev.type == "cuda" else BIG
+    run_opts = _run_options(cfg, p, val_every)
     c1 = stage1.Stage1Config(
-        data=cfg.data,
-        steps=big,
+        **run_opts,
         batch_size=p["batch1"],
         lr=p["stage1_lr"],
-        warmup=100,
-        seed=cfg.seed,
-        workers=p["workers"],
         budget_minutes=p["stage1_minutes"],
         disc_weight=0.0,
         reuse=p["reuse1"],
         plain=cfg.plain,
-        val_every=val_every,
-        sample_every=big,
-        save_every=big,
-        log_every=50,
-        val_size=min(64, p["n_eval"]),
     )
-    m1 = VQGANConfig(
-        resolution=cfg.resolution,
-        ch=cfg.ch,
-        ch_mult=cfg.ch_mult,
-        num_res_blocks=1,
-        attn_resolutions=(cfg.resolution // 2 ** (len(cfg.ch_mult) - 1),),
-        z_channels=cfg.z_channels,
-        embed_dim=cfg.embed_dim,
-        n_embed=cfg.n_embed,
-    )
+    m1 = first_stage_config(cfg)
     t = time.time()
     r1 = stage1.train(c1, m1, out / "stage1", device=dev, precision=prec, quiet=quiet)
     record["phases"]["stage1"] = _phase(r1, t)
@@ -204,22 +220,13 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
     setup = p["token_pool"] / 20 + 5
     p["stage2_minutes"] = max(0.05, (deadline - time.time() - setup) / 60)
     c2 = stage2.Stage2Config(
-        data=cfg.data,
+        **run_opts,
         cond=cond,
-        steps=big,
         batch_size=p["batch2"],
         lr=p["stage2_lr"],
-        warmup=100,
-        seed=cfg.seed,
-        workers=p["workers"],
         token_pool=p["token_pool"],
         budget_minutes=p["stage2_minutes"],
         plain=cfg.plain,
-        val_every=val_every,
-        sample_every=big,
-        save_every=big,
-        log_every=50,
-        val_size=min(64, p["n_eval"]),
     )
     arch = dict(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, cond_map=cfg.cond_map)
     t = time.time()
@@ -230,7 +237,7 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
 
     desc = f"napari-ilat train recipe --data {cfg.data} --minutes {cfg.minutes:g} on {record['device_name']} ({prec})"
     if p["imagebart_minutes"] > 0:
-        record["phases"]["imagebart"] = _imagebart(cfg, p, out, name, desc, dev, prec, val_every, big, quiet)
+        record["phases"]["imagebart"] = _imagebart(cfg, p, out, name, desc, dev, prec, run_opts, quiet)
         log(f"imagebart: {record['phases']['imagebart']['steps']} steps")
         _write(out / "recipe.json", record)
     t = time.time()
@@ -268,7 +275,7 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
     return record
 
 
-def _imagebart(cfg: RecipeConfig, p: dict, out: Path, name: str, desc: str, dev, prec, val_every, big, quiet) -> dict:
+def _imagebart(cfg: RecipeConfig, p: dict, out: Path, name: str, desc: str, dev, prec, run_opts, quiet) -> dict:
     """Train and export ImageBART on the recipe's first stage; its recipe.json phase."""
     from napari_ilat.train import imagebart
 
@@ -276,21 +283,12 @@ def _imagebart(cfg: RecipeConfig, p: dict, out: Path, name: str, desc: str, dev,
     pool = 0 if gpu else p["token_pool"]
     t = time.time()
     cib = imagebart.ImageBARTTrainConfig(
-        data=cfg.data,
-        steps=big,
+        **run_opts,
         batch_size=p["batch2"],
         lr=p["stage2_lr"],
-        warmup=100,
-        seed=cfg.seed,
-        workers=p["workers"],
         token_pool=pool,
         # the pool is encoded inside the budget's clock on the first step: leave its time out
         budget_minutes=max(0.05, p["imagebart_minutes"] - (pool / 20 + 5) / 60),
-        val_every=val_every,
-        sample_every=big,
-        save_every=big,
-        log_every=50,
-        val_size=min(64, p["n_eval"]),
     )
     arch = dict(
         n_stages=cfg.ib_n_stages,

@@ -114,6 +114,10 @@ def test_drawn_seed_is_the_one_shown_and_reproduces(pose_viewer, errors):
     widget.seed.value = seed
     widget.generate()
     np.testing.assert_array_equal(widget.last_result.data, first.data)
+    assert widget.blend.value == "seamless"  # the default; pasted as drawn is another result
+    widget.blend.value = "alpha"
+    widget.generate()
+    assert errors["error"] == [] and not np.array_equal(widget.last_result.data, first.data)
 
 
 def test_skeleton_follows_points_and_auto_mask(pose_viewer, errors):

@@ -224,6 +224,13 @@ class ILATWidget(Container):
             tooltip="a mask larger than the model's window: 'native' generates it at the model's pixel scale "
             "with sliding windows; 'resize' fits it into one window and scales the result back (faster, coarser)",
         )
+        self.blend = ComboBox(
+            label="blend",
+            choices=[("seamless", "seamless"), ("paste as drawn", "alpha")],
+            tooltip="'seamless' shifts the generated content smoothly to meet the image at the mask's edge "
+            "(no outline, no colour cast; a drawn object in a colour unlike its surroundings also pales); "
+            "'paste as drawn' keeps the decoded colours, cross-fading over a thin band",
+        )
         self.device = ComboBox(label="device", choices=available_devices())
         self.samples = SpinBox(
             label="candidates", value=1, min=1, max=16, tooltip="N candidates become one layer with a slider"
@@ -260,6 +267,7 @@ class ILATWidget(Container):
                 self.model,
                 self.mode,
                 self.resolution,
+                self.blend,
                 self.device,
                 self.samples,
                 self.seed,
@@ -440,6 +448,7 @@ class ILATWidget(Container):
             top_k=int(self.top_k.value) or None,
             device=self.device.value,
             resolution=self.resolution.value,
+            blend=self.blend.value,
         )
 
     @property

@@ -375,7 +375,8 @@ def test_edit_progress_and_cancel_leave_nothing(tiny_ib):
     assert result is None and seen[-1][0] == 2
 
 
-def test_modes_and_models_must_match(tiny_ib, tiny_model):
+def test_modes_and_models_must_match(tiny_ib, tiny_model, tmp_path, monkeypatch):
+    import napari_ilat.engine.model as model_module
     from napari_ilat import edit
 
     img, mask = _image_and_mask()
@@ -383,8 +384,10 @@ def test_modes_and_models_must_match(tiny_ib, tiny_model):
         edit(img, mask, model=tiny_model, mode="imagebart")
     with pytest.raises(ValueError, match="runs mode 'imagebart' only"):
         edit(img, mask, model=tiny_ib, mode="ilat")
-    with pytest.raises(ValueError, match="none is bundled"):  # no model given, none bundled (yet)
-        edit(img, mask, mode="imagebart")
+    with monkeypatch.context() as m:  # no model given and none bundled
+        m.setattr(model_module, "WEIGHTS_DIR", tmp_path)
+        with pytest.raises(ValueError, match="none is bundled"):
+            edit(img, mask, mode="imagebart")
     with pytest.raises(ValueError, match="not sketch-conditioned"):
         edit(img, mask, model=tiny_ib, mode="imagebart", sketch=np.zeros((40, 48)))
 

@@ -121,3 +121,28 @@ def test_the_bundled_models_are_found_and_load():
     for name in ("pose", "natural"):
         model = load_model(name)
         assert model.config.vqgan.resolution == 128 and model.cond in ("pose", "sketch")
+
+
+def test_the_bundled_imagebart_model_shares_the_natural_first_stage():
+    """mode imagebart with no model given uses the bundled ImageBART model, whose first stage
+    is the natural model's file (one copy in the wheel), checksum-verified on load."""
+    import json
+
+    import numpy as np
+
+    from napari_ilat import edit
+    from napari_ilat.engine.imagebart import default_imagebart_model, is_imagebart
+    from napari_ilat.engine.model import WEIGHTS_DIR
+
+    name = default_imagebart_model()
+    meta = json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
+    natural = json.loads((WEIGHTS_DIR / "natural.json").read_text())
+    assert meta["files"]["stage1"] == {**natural["files"]["stage1"]}
+    assert all((WEIGHTS_DIR / f["file"]).stat().st_size < 16 * 2**20 for f in meta["files"].values())
+    model = load_model(name)
+    assert is_imagebart(model) and model.resolution == 128 and "train imagebart" in meta["training"]["command"]
+    img = (np.random.default_rng(0).random((96, 100, 3)) * 255).astype(np.uint8)
+    mask = np.zeros((96, 100), bool)
+    mask[30:50, 40:64] = True
+    out = edit(img, mask, mode="imagebart", seed=0)
+    assert np.array_equal(out[~mask], img[~mask]) and not np.array_equal(out[mask], img[mask])

@@ -520,3 +520,31 @@ def test_repeated_generate_reuses_the_prompt(tiny, monkeypatch):
     lengths.clear()
     assert np.array_equal(edit(img, mask, model=tiny, seed=1), first)
     assert max(lengths) > 1  # cold: the prompt is computed again
+
+
+def test_wavefront_levels_equal_the_all_pairs_rule():
+    """The scheduler stops looking back once bands are out of reach; the levels are those of
+    comparing every pair of blocks."""
+    from napari_ilat.engine.sliding import wavefront_levels
+
+    def overlaps(a, b):
+        return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
+
+    def all_pairs(blocks, window):
+        levels = []
+        for j, bj in enumerate(blocks):
+            wj, level = (bj[4], bj[4] + window, bj[5], bj[5] + window), 0
+            for i, bi in enumerate(blocks[:j]):
+                if overlaps(bi[:4], wj):
+                    level = max(level, levels[i] + 1)
+                elif overlaps((bi[4], bi[4] + window, bi[5], bi[5] + window), bj[:4]):
+                    level = max(level, levels[i])
+            levels.append(level)
+        return levels
+
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        window = int(rng.choice([4, 8, 16]))
+        h, w = rng.integers(window, 70, 2)
+        blocks = grid_blocks(torch.from_numpy(rng.random((h, w)) < rng.uniform(0.02, 0.9)), window)
+        assert wavefront_levels(blocks, window) == all_pairs(blocks, window), seed

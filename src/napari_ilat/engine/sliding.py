@@ -217,8 +217,12 @@ def wavefront_levels(blocks: list, window: int) -> list[int]:
     levels = []
     for j, bj in enumerate(blocks):
         level = 0
-        for i in range(j):
+        for i in range(j - 1, -1, -1):  # nearest first: blocks come band by band, top down
             bi = blocks[i]
+            if bi[1] + 2 * window <= bj[0]:
+                # a window reaches at most one window beyond its block, so neither this block
+                # nor any earlier one (their bands end higher still) can touch block j's window
+                break
             if overlaps(bi[:4], win(bj)):
                 level = max(level, levels[i] + 1)
             elif overlaps(win(bi), bj[:4]):

@@ -71,6 +71,32 @@ def test_recipe_trains_imagebart_alike_on_the_same_first_stage(tmp_path):
         plan(RecipeConfig(imagebart_share=1.0), torch.device("cpu"))
 
 
+@pytest.mark.slow
+def test_recipe_warm_start_continues_both_stages_of_a_model(tmp_path):
+    run_recipe(RecipeConfig(data="pose", minutes=0.1, **TINY), tmp_path / "a", device="cpu", quiet=True)
+    first = json.loads((tmp_path / "a" / "pose.json").read_text())
+    # a learning rate of ~0 leaves the weights where the warm start put them: the exported
+    # weights then equal the start model's (a fresh init, a dropped transformer init or a
+    # codebook restart of the start model's codes would all change them; the files' bytes
+    # may differ in the sign of a float16 zero)
+    args = ["train", "recipe", "--data", "pose", "--minutes", "0.05", "--out", str(tmp_path / "b")]
+    args += ["--init", str(tmp_path / "a" / "pose.json"), "--stage1-lr", "1e-12", "--stage2-lr", "1e-12"]
+    args += ["--n-eval", "2", "--workers", "0", "--seed", "1", "--quiet"]
+    assert main(args) == 0
+    second = json.loads((tmp_path / "b" / "pose.json").read_text())
+    assert second["config"]["vqgan"] == first["config"]["vqgan"]  # the start model's architecture
+    assert second["config"]["transformer"] == first["config"]["transformer"]
+    a, b = load_model(tmp_path / "a" / "pose.json"), load_model(tmp_path / "b" / "pose.json")
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+    init = second["training"]["recipe"]["init"]
+    assert init["stage1_sha256"] == first["files"]["stage1"]["sha256"]
+    assert init["recipe"]["command"].startswith("napari-ilat train recipe --data pose")
+    assert "--init" in second["config"]["description"]
+    rec = json.loads((tmp_path / "b" / "recipe.json").read_text())
+    assert rec["phases"]["stage1"]["steps"] > 0 and rec["phases"]["stage2"]["steps"] > 0
+
+
 def test_plan_sizes_to_the_device():
     cpu = plan(RecipeConfig(minutes=10), torch.device("cpu"))
     gpu = plan(RecipeConfig(minutes=10), torch.device("cuda", 0))

@@ -196,6 +196,11 @@ def add_arguments(parser: argparse.ArgumentParser):
     p.add_argument("--minutes", type=float, required=True, help="the whole budget, evaluation included")
     p.add_argument("--out", required=True, help="directory for both runs, the model and eval.json")
     p.add_argument("--name", default=None, help="exported model name (default: the data name)")
+    p.add_argument(
+        "--init",
+        default=None,
+        help="warm start: continue both stages from this model (bundled name or NAME.json); its architecture is kept",
+    )
     p.add_argument("--stage1-share", type=float, default=None, help="fraction of the training time for stage 1")
     p.add_argument("--batch1", type=int, default=None, help="stage-1 batch (default by device)")
     p.add_argument("--batch2", type=int, default=None, help="stage-2 batch (default by device)")
@@ -457,6 +462,7 @@ def run(args) -> int:
                 "n_layer",
                 "n_embd",
                 "imagebart_share",
+                "init",
             ),
         )
         rec = run_recipe(cfg, out, device=args.device, precision=args.precision, quiet=args.quiet)

@@ -214,7 +214,8 @@ def bundled_models() -> list[str]:
     return sorted(p.stem for p in WEIGHTS_DIR.glob("*.json"))
 
 
-def _resolve(name_or_path) -> Path:
+def model_json_path(name_or_path) -> Path:
+    """The NAME.json of a bundled model name or a saved model's path (error if there is none)."""
     p = Path(name_or_path)
     if p.suffix in (".json", ".safetensors") or p.exists() or p.with_suffix(".json").exists():
         p = p.with_suffix(".json") if p.suffix != ".json" else p
@@ -234,7 +235,7 @@ def _resolve(name_or_path) -> Path:
 def load_model(name_or_path, device="cpu", dtype=torch.float32) -> ILATModel:
     """Load a bundled model by name or a saved model by path; verifies the sha256 first.
     A JSON of ``"kind": "imagebart"`` gives an ImageBARTModel (engine/imagebart.py)."""
-    cfg_path = _resolve(name_or_path)
+    cfg_path = model_json_path(name_or_path)
     try:
         meta = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as e:

@@ -46,6 +46,9 @@ class RecipeConfig:
     eval_share: float = 0.12  # of the whole budget, kept for export + evaluation
     seed: int = 0
     name: str | None = None  # exported model name (default: the data name)
+    # warm start: a model (bundled name or NAME.json) whose first stage and transformer both
+    # stages continue from; its architecture replaces the size fields below
+    init: str | None = None
     # first stage (the bundled size: 128 px, f = 8, 16 x 16 tokens, 512 codes)
     resolution: int = 128
     ch: int = 64
@@ -209,9 +212,16 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         reuse=p["reuse1"],
         plain=cfg.plain,
     )
-    m1 = first_stage_config(cfg)
+    m1, init1 = first_stage_config(cfg), None
+    if cfg.init is not None:
+        from napari_ilat.train.first_stage import load_first_stage_weights
+
+        m1, init1 = load_first_stage_weights(cfg.init)
+        c1.early_restarts = False  # its codes already mean something to its transformer
+        record["init"] = _init_record(cfg.init)
+        log(f"warm start from {record['init']}")
     t = time.time()
-    r1 = stage1.train(c1, m1, out / "stage1", device=dev, precision=prec, quiet=quiet)
+    r1 = stage1.train(c1, m1, out / "stage1", device=dev, precision=prec, init_weights=init1, quiet=quiet)
     record["phases"]["stage1"] = _phase(r1, t)
     log(f"stage 1: {r1['step']} steps, {record['phases']['stage1']}")
     _write(out / "recipe.json", record)
@@ -230,12 +240,17 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
     )
     arch = dict(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, cond_map=cfg.cond_map)
     t = time.time()
-    r2 = stage2.train(c2, arch, out / "stage2", first_stage=out / "stage1", device=dev, precision=prec, quiet=quiet)
+    r2 = stage2.train(
+        c2, arch, out / "stage2", first_stage=out / "stage1", init=cfg.init, device=dev, precision=prec, quiet=quiet
+    )
     record["phases"]["stage2"] = _phase(r2, t)
     log(f"stage 2: {r2['step']} steps, {record['phases']['stage2']}")
     _write(out / "recipe.json", record)
 
-    desc = f"napari-ilat train recipe --data {cfg.data} --minutes {cfg.minutes:g} on {record['device_name']} ({prec})"
+    desc = f"napari-ilat train recipe --data {cfg.data} --minutes {cfg.minutes:g}"
+    if cfg.init is not None:
+        desc += f" --init {record['init']['model']} (stage-1 sha256 {record['init']['stage1_sha256'][:12]})"
+    desc += f" on {record['device_name']} ({prec})"
     if p["imagebart_minutes"] > 0:
         record["phases"]["imagebart"] = _imagebart(cfg, p, out, name, desc, dev, prec, run_opts, quiet)
         log(f"imagebart: {record['phases']['imagebart']['steps']} steps")
@@ -250,6 +265,8 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         "minutes": cfg.minutes,
         "phases": record["phases"],
     }
+    if cfg.init is not None:
+        meta["training"]["recipe"]["init"] = record["init"]
     paths[0].write_text(json.dumps(meta, indent=2) + "\n")
     # the JSON's checksums cover the weights only, so the provenance may be added afterwards
     n = p["n_eval"]
@@ -273,6 +290,24 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
     _write(out / "recipe.json", record)
     log(f"done in {record['wall_seconds']:.0f} s; eval {json.dumps(res)}")
     return record
+
+
+def _init_record(init: str) -> dict:
+    """What a warm start continued from: the model's name, its weights' checksums and how it
+    was trained (its own recipe record), so the chain of runs stays reproducible."""
+    from napari_ilat.engine.model import model_json_path
+
+    meta = json.loads(model_json_path(init).read_text())
+    files = meta.get("files") or {"stage1": meta, "stage2": meta}  # format 2: one file per stage
+    rec = {
+        "model": str(init),
+        "stage1_sha256": files["stage1"]["sha256"],
+        "stage2_sha256": files["stage2"]["sha256"],
+    }
+    training = meta.get("training", {})
+    if "recipe" in training:
+        rec["recipe"] = {k: training["recipe"].get(k) for k in ("command", "device", "minutes")}
+    return rec
 
 
 def _imagebart(cfg: RecipeConfig, p: dict, out: Path, name: str, desc: str, dev, prec, run_opts, quiet) -> dict:

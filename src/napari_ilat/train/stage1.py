@@ -46,6 +46,9 @@ class Stage1Config:
     disc_start: int = 10000  # step at which the PatchGAN loss starts (taming starts late too)
     disc_weight: float = 0.1
     restart_every: int = 200  # 0 = never re-initialise dead codes
+    # the extra restarts at steps 1-100 that initialise a fresh codebook from the data; off
+    # for a warm start (``init_weights``), whose codes already carry a transformer's meaning
+    early_restarts: bool = True
     log_every: int = 10
     val_every: int = 500
     sample_every: int = 500
@@ -260,7 +263,8 @@ def train(
 
         # the first restarts are a data-dependent codebook init: the uniform(+-1/K) init sits
         # far from the encoder's outputs and most codes would never be picked
-        if cfg.restart_every and (step % cfg.restart_every == 0 or step in (1, 10, 30, 60, 100)):
+        early = cfg.early_restarts and step in (1, 10, 30, 60, 100)
+        if cfg.restart_every and (step % cfg.restart_every == 0 or early):
             _restart_dead_codes(vq, usage, x, D, gen)
             usage.zero_()
         bar.update(step, loss=loss.item(), l1=rec.item(), q=qloss.item())

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Trains the bundled models on one GPU, side by side (small models leave most of a big GPU
-# idle; the CPU cores are split between their data workers): the pose recipe, the same recipe
-# without two-stream convolutions (--plain: the iLAT* ablation, trained equally) and the
-# natural recipe; then the GPU speed benchmarks (`bench speed`, three presets), alone on the GPU.
-#   bash scripts/gpu_recipe.sh MINUTES RUN_DIR
+# idle; the CPU cores are split between their data workers), then the GPU benchmarks, alone
+# on the GPU.
+#   bash scripts/gpu_recipe.sh MINUTES RUN_DIR            from scratch: pose, pose --plain (the
+#                                                         iLAT* ablation, trained equally) and
+#                                                         natural; then `bench speed`, 3 presets
+#   bash scripts/gpu_recipe.sh MINUTES RUN_DIR continue   warm start: pose and natural go on from
+#                                                         the bundled models (`--init`, a new data
+#                                                         seed); then `bench regenerate` (whole
+#                                                         edit, iLAT vs Taming) at 2 presets
 # Runs from a source checkout (PYTHONPATH=src): needs torch, numpy, scipy, scikit-image,
-# safetensors and Pillow, not napari. Writes RUN_DIR/{pose,pose-plain,natural}/ (runs, model,
-# eval.json, recipe.json), RUN_DIR/*.log and RUN_DIR/speed_*.md. With $OUT set (the device
-# machine's return folder), the exported weights and a tarball of the records are copied there.
+# safetensors and Pillow, not napari. Writes RUN_DIR/NAME/ (runs, model, eval.json,
+# recipe.json), RUN_DIR/*.log and RUN_DIR/*.md. With $OUT set (the device machine's return
+# folder), the exported models and a tarball of the records are copied there.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-MIN=${1:?minutes}; RUN=${2:?run dir}
+MIN=${1:?minutes}; RUN=${2:?run dir}; MODE=${3:-scratch}
 export PYTHONPATH=src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 mkdir -p "$RUN"
 recipe() {  # name, workers, extra args...
@@ -18,27 +23,46 @@ recipe() {  # name, workers, extra args...
     python3 -m napari_ilat.cli train recipe --minutes "$MIN" --out "$RUN/$name" --workers "$workers" \
         --n-eval 64 --stage1-share 0.6 --overwrite "$@" >"$RUN/$name.log" 2>&1
 }
-recipe pose 6 --data pose &
-p1=$!
-recipe pose-plain 5 --data pose --plain &
-p2=$!
-recipe natural 3 --data natural &
-p3=$!
-wait $p1; r1=$?; wait $p2; r2=$?; wait $p3; r3=$?
-echo "recipes: pose $r1, pose-plain $r2, natural $r3"
 collect() {
     [ -n "${OUT:-}" ] || return 0
-    for n in pose pose-plain natural; do
-        cp "$RUN/$n"/"$n".stage{1,2}.safetensors "$OUT/" 2>/dev/null
+    for d in "$RUN"/*/; do
+        n=$(basename "$d")
+        cp "$d/$n".{json,stage1.safetensors,stage2.safetensors} "$OUT/" 2>/dev/null
     done
     tar czf "$OUT/records.tgz" --exclude='*.safetensors' --exclude='*.pt' --exclude='*.npz' "$RUN" 2>/dev/null
 }
+if [ "$MODE" = continue ]; then
+    nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv -l 30 >"$RUN/gpu.log" 2>&1 &
+    recipe pose 10 --data pose --init pose --seed 1 &
+    p1=$!
+    recipe natural 4 --data natural --init natural --seed 1 &
+    p2=$!
+    wait $p1; r1=$?; wait $p2; r2=$?
+    echo "recipes: pose $r1, natural $r2"
+    status=$((r1 || r2))
+    collect
+    for preset in default paper; do
+        timeout 75 python3 -m napari_ilat.cli bench regenerate --preset "$preset" --device cuda --repeats 5 \
+            --out "$RUN/regenerate_$preset.md" >"$RUN/regenerate_$preset.log" 2>&1
+        echo "bench regenerate $preset: $?"
+    done
+else
+    recipe pose 6 --data pose &
+    p1=$!
+    recipe pose-plain 5 --data pose --plain &
+    p2=$!
+    recipe natural 3 --data natural &
+    p3=$!
+    wait $p1; r1=$?; wait $p2; r2=$?; wait $p3; r3=$?
+    echo "recipes: pose $r1, pose-plain $r2, natural $r3"
+    status=$((r1 || r2 || r3))
+    collect
+    for preset in default paper ilat-ffhq; do
+        timeout 120 python3 -m napari_ilat.cli bench speed --preset "$preset" --device cuda --rates 0.066,0.32 \
+            --repeats 10 --out "$RUN/speed_$preset.md" >"$RUN/speed_$preset.log" 2>&1
+        echo "bench speed $preset: $?"
+    done
+fi
 collect
-for preset in default paper ilat-ffhq; do
-    timeout 120 python3 -m napari_ilat.cli bench speed --preset "$preset" --device cuda --rates 0.066,0.32 \
-        --repeats 10 --out "$RUN/speed_$preset.md" >"$RUN/speed_$preset.log" 2>&1
-    echo "bench speed $preset: $?"
-done
-collect
-tail -n 2 "$RUN"/*.log
-exit $((r1 || r2 || r3))
+tail -n 3 "$RUN"/*.log
+exit $status

@@ -33,15 +33,15 @@ collect() {
 }
 if [ "$MODE" = continue ]; then
     nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv -l 30 >"$RUN/gpu.log" 2>&1 &
-    recipe pose 10 --data pose --init pose --seed 1 &
+    recipe pose 10 --data pose --init pose --seed "${SEED:-1}" &
     p1=$!
-    recipe natural 4 --data natural --init natural --seed 1 &
+    recipe natural 4 --data natural --init natural --seed "${SEED:-1}" &
     p2=$!
     wait $p1; r1=$?; wait $p2; r2=$?
     echo "recipes: pose $r1, natural $r2"
     status=$((r1 || r2))
     collect
-    for preset in default paper; do
+    for preset in ${BENCH-default paper}; do
         timeout 75 python3 -m napari_ilat.cli bench regenerate --preset "$preset" --device cuda --repeats 5 \
             --out "$RUN/regenerate_$preset.md" >"$RUN/regenerate_$preset.log" 2>&1
         echo "bench regenerate $preset: $?"

@@ -98,6 +98,17 @@ def test_edit_folder_with_candidates_and_pose(files, tiny_pose_model_path):
     assert sorted(p.name for p in (d / "out").iterdir()) == ["a_0.png", "a_1.png", "b_0.png", "b_1.png"]
 
 
+def test_edit_with_the_default_model_beside_a_pose_json(files, monkeypatch):
+    """The demo's reproduce line run inside its folder: the keypoints file pose.json in the
+    working directory must not be taken for the default model 'pose'."""
+    d, img, mask = files
+    monkeypatch.chdir(d)
+    (d / "pose.json").write_text(json.dumps({"nose": [20, 10], "neck": [20, 15, 1]}))
+    args = ["edit", "img.png", "--mask", "mask.png", "--pose", "pose.json", "--seed", "0", "-o", "out.png", "-q"]
+    assert main(args) == 0
+    assert skimage.io.imread(d / "out.png").shape == img.shape
+
+
 def test_edit_user_errors_exit_2(files, tiny_model_path, capsys):
     d, img, _ = files
     skimage.io.imsave(d / "empty.png", np.zeros((48, 40), np.uint8), check_contrast=False)

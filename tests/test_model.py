@@ -2,6 +2,7 @@
 
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,6 +122,20 @@ def test_the_bundled_models_are_found_and_load():
     for name in ("pose", "natural"):
         model = load_model(name)
         assert model.config.vqgan.resolution == 128 and model.cond in ("pose", "sketch")
+
+
+def test_a_bundled_name_is_not_shadowed_by_a_json_in_the_working_directory(tmp_path, monkeypatch):
+    """`napari-ilat edit ... --pose pose.json` run where pose.json (keypoints) lies: the default
+    model 'pose' is still the bundled one; an explicit path still means the file."""
+    from napari_ilat.engine.model import WEIGHTS_DIR, model_json_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pose.json").write_text('{"keypoints": []}')
+    assert model_json_path("pose") == WEIGHTS_DIR / "pose.json"
+    assert load_model("pose").cond == "pose"
+    assert model_json_path("pose.json") == Path("pose.json")
+    (tmp_path / "mine.json").write_text("{}")
+    assert model_json_path("mine") == Path("mine.json")  # not bundled: the local file
 
 
 def test_the_bundled_imagebart_model_loads_its_own_first_stage():

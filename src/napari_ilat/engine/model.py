@@ -215,9 +215,14 @@ def bundled_models() -> list[str]:
 
 
 def model_json_path(name_or_path) -> Path:
-    """The NAME.json of a bundled model name or a saved model's path (error if there is none)."""
+    """The NAME.json of a bundled model name or a saved model's path (error if there is none).
+
+    A path with a suffix, or one that exists as given, is a file; otherwise a bundled model's
+    name wins over a NAME.json in the working directory (a folder of edits often holds a
+    ``pose.json`` of keypoints, which is no model), and only then is NAME.json looked for."""
     p = Path(name_or_path)
-    if p.suffix in (".json", ".safetensors") or p.exists() or p.with_suffix(".json").exists():
+    bundled = p.name == str(name_or_path) and (WEIGHTS_DIR / f"{p.name}.json").exists()
+    if p.suffix in (".json", ".safetensors") or p.exists() or (not bundled and p.with_suffix(".json").exists()):
         p = p.with_suffix(".json") if p.suffix != ".json" else p
         if not p.exists():
             raise FileNotFoundError(f"model config {p} not found (expected NAME.json next to NAME.safetensors)")

@@ -503,3 +503,23 @@ def test_stage2_init_from_a_model_continues_its_transformer(stage1_run, tmp_path
     assert meta["training"]["started_from"]["training"]["steps"] == 1
     fs = C.load_weights(tmp_path / "cont", "first_stage")
     assert torch.equal(fs["quantize.embedding.weight"], start.vqgan.state_dict()["quantize.embedding.weight"])
+
+
+def test_cli_eval_blend_reaches_every_edit(tmp_path, monkeypatch):
+    """`train eval --blend alpha` measures pose following and speed on edits pasted as decoded."""
+    from napari_ilat import save_model
+    from napari_ilat.cli import main
+    from napari_ilat.engine.model import ILATModel
+    from napari_ilat.train import evaluate as ev
+
+    path = save_model(ILATModel.tiny(cond="pose", resolution=32), tmp_path / "pose")
+    seen = []
+    real_edit = ev.edit
+    monkeypatch.setattr(ev, "edit", lambda *a, **kw: seen.append(kw.get("blend")) or real_edit(*a, **kw))
+    args = ["train", "eval", "--model", str(path), "--n-recon", "0", "--n-ppl", "0", "--n-pose", "2"]
+    assert main([*args, "--n-speed", "1", "--blend", "alpha", "--json", str(tmp_path / "r.json")]) == 0
+    assert seen and set(seen) == {"alpha"}  # 2 pairs x 3 poses + speed warm-up + 1 timed
+    assert len(seen) == 8 and json.loads((tmp_path / "r.json").read_text())["blend"] == "alpha"
+    seen.clear()
+    assert main([*args, "--n-speed", "0"]) == 0
+    assert set(seen) == {"seamless"}

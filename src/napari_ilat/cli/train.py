@@ -268,6 +268,12 @@ def add_arguments(parser: argparse.ArgumentParser):
         help="wrong poses to compare against: source, other (another pair's), or both",
     )
     p.add_argument("--n-speed", type=int, default=11, help="timed edits (128x128, 30%% masked)")
+    p.add_argument(
+        "--blend",
+        default="seamless",
+        choices=["seamless", "alpha"],
+        help="compositing of the edits (pose following, speed): seamless (default) or alpha (pasted as decoded)",
+    )
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
@@ -505,6 +511,7 @@ def run(args) -> int:
             seed=args.seed,
             wrong=WRONG_POSES[args.wrong_pose],
             plain=args.plain,
+            blend=args.blend,
         )
         text = json.dumps(res, indent=2)
         print(text)

@@ -39,6 +39,7 @@ def pose_following(
     progress=None,
     mode: str = "ilat",
     device="cpu",
+    blend: str = "seamless",
 ) -> dict:
     bad = set(wrong) - {"source", "other"}
     if bad or not wrong:
@@ -50,7 +51,7 @@ def pose_following(
     p_true, p_src, p_other = [], [], []
     for i, p in enumerate(pairs):
         other = pairs[(i + 1) % n].target_pose
-        kw = dict(model=model, seed=seed + i, device=device, mode=mode)
+        kw = dict(model=model, seed=seed + i, device=device, mode=mode, blend=blend)
         a = psnr(edit(p.source, p.mask, pose=p.target_pose, **kw), p.target, p.mask)
         p_true.append(a)
         if "source" in wrong:
@@ -81,16 +82,16 @@ def pose_following(
     return out
 
 
-def edit_speed(model, n: int = 11, rate: float = 0.3, mode: str = "ilat") -> dict:
+def edit_speed(model, n: int = 11, rate: float = 0.3, mode: str = "ilat", blend: str = "seamless") -> dict:
     rng = np.random.default_rng(0)
     image = (rng.random((128, 128, 3)) * 255).astype(np.uint8)
     mask = random_mask(rng, (128, 128), "box", rate)
     pose = make_edit_pair(0, 128).target_pose if model.cond == "pose" else None
-    edit(image, mask, pose=pose, model=model, seed=0, device="cpu", mode=mode)  # warm-up
+    edit(image, mask, pose=pose, model=model, seed=0, device="cpu", mode=mode, blend=blend)  # warm-up
     times = []
     for i in range(n):
         t = time.perf_counter()
-        edit(image, mask, pose=pose, model=model, seed=i, device="cpu", mode=mode)
+        edit(image, mask, pose=pose, model=model, seed=i, device="cpu", mode=mode, blend=blend)
         times.append(time.perf_counter() - t)
     return {
         "median_s": float(np.median(times)),
@@ -114,8 +115,11 @@ def evaluate(
     seed=0,
     wrong=("source", "other"),
     plain=False,
+    blend="seamless",
 ) -> dict:
-    """``plain``: the model is an iLAT* ablation (first stage trained without two-stream
+    """``blend``: the compositing of the edits (pose following, speed), as ``edit(blend=)``.
+
+    ``plain``: the model is an iLAT* ablation (first stage trained without two-stream
     convolutions), so its tokens come from the plain encoder and it edits in mode ``ilat*``.
 
     ``model_name`` may also be a first-stage run directory (``napari-ilat train vqgan
@@ -128,7 +132,7 @@ def evaluate(
     mode = "ilat*" if plain else "ilat"
     data = data or ("pose" if model.cond == "pose" else "natural")
     R = model.resolution
-    out = {"model": str(model_name), "data": data, "split": split, "mode": mode}
+    out = {"model": str(model_name), "data": data, "split": split, "mode": mode, "blend": blend}
     with torch.no_grad():
         if n_recon:
             out["reconstruction"] = evaluate_reconstruction(model.vqgan, data, R, n_recon, split=split, device=device)
@@ -140,9 +144,9 @@ def evaluate(
             if key:
                 out["perplexity"]["masked_tokens_uncond"] = perplexity(model.transformer, toks, None, device)
     if n_pose and model.cond == "pose":
-        out["pose_following"] = pose_following(model, n_pose, split, seed, wrong, mode=mode, device=device)
+        out["pose_following"] = pose_following(model, n_pose, split, seed, wrong, mode=mode, device=device, blend=blend)
     if n_speed:
-        out["speed_128px_30pct"] = edit_speed(model, n_speed, mode=mode)
+        out["speed_128px_30pct"] = edit_speed(model, n_speed, mode=mode, blend=blend)
     return out
 
 

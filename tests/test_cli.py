@@ -98,6 +98,21 @@ def test_edit_folder_with_candidates_and_pose(files, tiny_pose_model_path):
     assert sorted(p.name for p in (d / "out").iterdir()) == ["a_0.png", "a_1.png", "b_0.png", "b_1.png"]
 
 
+def test_edit_top_k_default_and_off(files, tiny_model_path):
+    """--top-k defaults to edit()'s 20 and 0 means the whole distribution; both recorded."""
+    from napari_ilat import edit, load_model
+    from napari_ilat.cli.edit import read_metadata
+
+    d, img, mask = files
+    base = ["edit", str(d / "img.png"), "--mask", str(d / "mask.png"), "--model", str(tiny_model_path)]
+    model = load_model(tiny_model_path)
+    for flag, top_k in (([], 20), (["--top-k", "0"], None)):
+        assert main([*base, "--seed", "2", *flag, "-o", str(d / "o.png"), "-q"]) == 0
+        out = skimage.io.imread(d / "o.png")
+        assert np.array_equal(out, edit(img, mask > 0, model=model, seed=2, top_k=top_k))
+        assert read_metadata(d / "o.png")["top_k"] == top_k
+
+
 def test_edit_with_the_default_model_beside_a_pose_json(files, monkeypatch):
     """The demo's reproduce line run inside its folder: the keypoints file pose.json in the
     working directory must not be taken for the default model 'pose'."""

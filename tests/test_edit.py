@@ -142,6 +142,16 @@ def test_determinism_and_candidates(model64):
         )
 
 
+def test_default_sampling_keeps_the_20_most_likely_codes(model64):
+    """edit() samples from the top 20 codes unless told otherwise (None: the whole
+    distribution), in every mode that samples tokens."""
+    img, mask = photo((32, 32)), blob_mask((32, 32), 6)
+    for mode in ("ilat", "taming"):
+        default = edit(img, mask, model=model64, seed=5, mode=mode)
+        assert np.array_equal(default, edit(img, mask, model=model64, seed=5, mode=mode, top_k=20))
+        assert not np.array_equal(default, edit(img, mask, model=model64, seed=5, mode=mode, top_k=None))
+
+
 def test_window_native_when_it_fits():
     mask = np.zeros((200, 300), bool)
     mask[100:110, 280:290] = True

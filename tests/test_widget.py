@@ -118,6 +118,11 @@ def test_drawn_seed_is_the_one_shown_and_reproduces(pose_viewer, errors):
     widget.blend.value = "alpha"
     widget.generate()
     assert errors["error"] == [] and not np.array_equal(widget.last_result.data, first.data)
+    widget.blend.value = "seamless"
+    assert widget.top_k.value == 20  # the default: the 20 most likely codes, as edit()'s
+    widget.top_k.value = 0  # 0 = the whole distribution: another result
+    widget.generate()
+    assert errors["error"] == [] and not np.array_equal(widget.last_result.data, first.data)
 
 
 def test_skeleton_follows_points_and_auto_mask(pose_viewer, errors):

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_ilat.engine.defaults import DEFAULT_TOP_K
 from napari_ilat.engine.inputs import normalize_mask, normalize_sketch
 from napari_ilat.engine.modes import MODE_NAMES
 
@@ -77,7 +78,12 @@ def add_arguments(p) -> None:
         help="random seed, 0 to 2**63-1 (same seed = same result; default: drawn, printed and stored in the output)",
     )
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature > 0 (default: %(default)s)")
-    p.add_argument("--top-k", type=int, default=None, help="keep the K most likely codes (default: off)")
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=DEFAULT_TOP_K,
+        help="sample from the K most likely codes (default: %(default)s; 0 = the whole distribution)",
+    )
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass in (0, 1] (default: off)")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default: %(default)s)")
@@ -489,7 +495,7 @@ def run(args) -> int:
                     samples=args.samples,
                     seed=args.seed,
                     temperature=args.temperature,
-                    top_k=args.top_k,
+                    top_k=args.top_k or None,
                     top_p=args.top_p,
                     greedy=args.greedy,
                     device=args.device,
@@ -509,7 +515,7 @@ def run(args) -> int:
                 "source": img_p.name,
                 "mask": mask_p.name,
                 "temperature": args.temperature,
-                "top_k": args.top_k,
+                "top_k": args.top_k or None,
                 "top_p": args.top_p,
                 "greedy": args.greedy,
                 "feather": args.feather,

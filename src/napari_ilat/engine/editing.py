@@ -41,6 +41,7 @@ from scipy import ndimage
 from napari_ilat.engine.blend import BLENDS, seamless
 from napari_ilat.engine.conditions import normalize_keypoints
 from napari_ilat.engine.imagebart import default_imagebart_model, is_imagebart, sample_imagebart_grid
+from napari_ilat.engine.defaults import DEFAULT_TOP_K
 from napari_ilat.engine.inputs import check_image, check_pose, normalize_mask, normalize_sketch
 from napari_ilat.engine.model import ILATModel, load_model
 from napari_ilat.engine.modes import MODE_NAMES, get_mode
@@ -401,7 +402,7 @@ def edit_with_info(
     samples: int = 1,
     seed: int | None = None,
     temperature: float = 1.0,
-    top_k: int | None = None,
+    top_k: int | None = DEFAULT_TOP_K,
     top_p: float | None = None,
     greedy: bool = False,
     device="auto",
@@ -617,7 +618,7 @@ def edit(
     samples: int = 1,
     seed: int | None = None,
     temperature: float = 1.0,
-    top_k: int | None = None,
+    top_k: int | None = DEFAULT_TOP_K,
     top_p: float | None = None,
     greedy: bool = False,
     device="auto",
@@ -663,7 +664,9 @@ def edit(
         ``seed + k``.
     seed : an integer in [0, 2**63 - samples]; same seed and inputs give the same output;
         None draws a fresh one (draw_seed; edit_with_info reports it).
-    temperature, top_k, top_p, greedy : sampling options (see SamplingOptions).
+    temperature, top_k, top_p, greedy : sampling options (see SamplingOptions). top_k keeps
+        the K most likely codes at each step (default DEFAULT_TOP_K = 20); None samples from
+        the whole distribution.
     device : "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N".
     feather : width in pixels of the blend band outside the mask (0 = hard edge), finite.
     value_range : optional (low, high): the image's value range (e.g. (0, 4095) for 12-bit

@@ -38,6 +38,7 @@ from napari.layers import Image, Labels, Points, Shapes
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, QObject, QTimer
 
+from napari_ilat.engine.defaults import DEFAULT_TOP_K
 from napari_ilat.engine.modes import MODES
 from napari_ilat.plugin import layers as _layers
 from napari_ilat.plugin.layers import EditInputs, InputError
@@ -243,7 +244,13 @@ class ILATWidget(Container):
             tooltip="-1: a new random seed each run (the seed used is in the result's layer name and metadata)",
         )
         self.temperature = FloatSpinBox(label="temperature", value=1.0, min=0.05, max=5.0, step=0.05)
-        self.top_k = SpinBox(label="top-k", value=0, min=0, max=65536, tooltip="0 = off")
+        self.top_k = SpinBox(
+            label="top-k",
+            value=DEFAULT_TOP_K,
+            min=0,
+            max=65536,
+            tooltip="sample from the K most likely codes; 0 = the whole distribution",
+        )
         self.generate_btn = PushButton(text=f"Generate ({GENERATE_KEY})")
         self.cancel_btn = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="tokens", value=0, min=0, max=1)

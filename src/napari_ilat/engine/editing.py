@@ -40,8 +40,8 @@ from scipy import ndimage
 
 from napari_ilat.engine.blend import BLENDS, seamless
 from napari_ilat.engine.conditions import normalize_keypoints
-from napari_ilat.engine.imagebart import default_imagebart_model, is_imagebart, sample_imagebart_grid
 from napari_ilat.engine.defaults import DEFAULT_TOP_K
+from napari_ilat.engine.imagebart import default_imagebart_model, is_imagebart, sample_imagebart_grid
 from napari_ilat.engine.inputs import check_image, check_pose, normalize_mask, normalize_sketch
 from napari_ilat.engine.model import ILATModel, load_model
 from napari_ilat.engine.modes import MODE_NAMES, get_mode

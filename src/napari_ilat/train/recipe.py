@@ -17,6 +17,10 @@ Everything is written under ``--out``: ``stage1/`` and ``stage2/`` run directori
 with the stage commands), the exported model ``NAME.json`` + ``NAME.stage{1,2}.safetensors``,
 ``eval.json`` and ``recipe.json`` (the plan, the device, the wall time of every phase).
 
+``init`` (``--init MODEL``) continues a model instead of starting from random weights: both
+stages start from its weights and keep its architecture, the first stage without the
+codebook's data-dependent early restarts (its codes already carry the transformer's meaning).
+
 ``imagebart_share`` > 0 also trains ImageBART's reverse stages (the second engine,
 docs/imagebart.md) for that fraction of the training time, on the same frozen first stage
 after the transformer, so the two engines are trained alike for the comparison: its run

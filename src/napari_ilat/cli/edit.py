@@ -466,6 +466,7 @@ def run(args) -> int:
     jobs = _jobs(args)
     if not args.overwrite:
         _check_no_input_is_overwritten(jobs, args.samples)
+    top_k = args.top_k or None  # 0: the whole distribution
     model = args.model
     if model is not None and (Path(model).suffix == ".json" or Path(model).exists()):
         from napari_ilat.engine.model import load_model
@@ -495,7 +496,7 @@ def run(args) -> int:
                     samples=args.samples,
                     seed=args.seed,
                     temperature=args.temperature,
-                    top_k=args.top_k or None,
+                    top_k=top_k,
                     top_p=args.top_p,
                     greedy=args.greedy,
                     device=args.device,
@@ -515,7 +516,7 @@ def run(args) -> int:
                 "source": img_p.name,
                 "mask": mask_p.name,
                 "temperature": args.temperature,
-                "top_k": args.top_k or None,
+                "top_k": top_k,
                 "top_p": args.top_p,
                 "greedy": args.greedy,
                 "feather": args.feather,

@@ -221,7 +221,6 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         from napari_ilat.train.first_stage import load_first_stage_weights
 
         m1, init1 = load_first_stage_weights(cfg.init)
-        c1.early_restarts = False  # its codes already mean something to its transformer
         record["init"] = _init_record(cfg.init)
         log(f"warm start from {record['init']}")
     t = time.time()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +46,9 @@ class Stage1Config:
     disc_start: int = 10000  # step at which the PatchGAN loss starts (taming starts late too)
     disc_weight: float = 0.1
     restart_every: int = 200  # 0 = never re-initialise dead codes
-    # the extra restarts at steps 1-100 that initialise a fresh codebook from the data; off
-    # for a warm start (``init_weights``), whose codes already carry a transformer's meaning
+    # the extra restarts at steps 1-100 that initialise a fresh codebook from the data; train()
+    # turns them off for a warm start (``init_weights``: its codes already carry a
+    # transformer's meaning), and the run record keeps that for --resume
     early_restarts: bool = True
     log_every: int = 10
     val_every: int = 500
@@ -174,6 +175,7 @@ def train(
     C.seed_everything(cfg.seed, D.rank)  # per-rank global RNG for anything stochastic
     if init_weights is not None:
         vq.load_state_dict(init_weights, strict=True)
+        cfg = replace(cfg, early_restarts=False)
     betas = (0.5, 0.9)  # taming's VQGAN betas
     opt = torch.optim.Adam(vq.parameters(), lr=cfg.lr, betas=betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=betas)

@@ -113,6 +113,27 @@ def test_edit_top_k_default_and_off(files, tiny_model_path):
         assert read_metadata(d / "o.png")["top_k"] == top_k
 
 
+def test_edit_guidance_default_and_given(files, tiny_pose_model_path):
+    """--guidance defaults to edit()'s (recorded as the scale used) and is passed through."""
+    from napari_ilat import edit, load_model
+    from napari_ilat.cli.edit import read_metadata, read_pose
+    from napari_ilat.engine.defaults import DEFAULT_GUIDANCE
+
+    d, img, mask = files
+    (d / "p.json").write_text(json.dumps({"nose": [20, 10], "neck": [20, 15, 1], "r_wrist": [30, 30]}))
+    base = ["edit", str(d / "img.png"), "--mask", str(d / "mask.png"), "--model", str(tiny_pose_model_path)]
+    base += ["--pose", str(d / "p.json"), "--seed", "2", "-o", str(d / "o.png"), "-q"]
+    model = load_model(tiny_pose_model_path)
+    pose = read_pose(d / "p.json", img.shape)
+    outs = []
+    for flag, guidance in (([], DEFAULT_GUIDANCE), (["--guidance", "3.5"], 3.5)):
+        assert main([*base, *flag]) == 0
+        outs.append(skimage.io.imread(d / "o.png"))
+        assert np.array_equal(outs[-1], edit(img, mask > 0, pose, model=model, seed=2, guidance=guidance))
+        assert read_metadata(d / "o.png")["guidance"] == guidance
+    assert not np.array_equal(*outs)
+
+
 def test_edit_with_the_default_model_beside_a_pose_json(files, monkeypatch):
     """The demo's reproduce line run inside its folder: the keypoints file pose.json in the
     working directory must not be taken for the default model 'pose'."""

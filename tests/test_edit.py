@@ -152,6 +152,25 @@ def test_default_sampling_keeps_the_20_most_likely_codes(model64):
         assert not np.array_equal(default, edit(img, mask, model=model64, seed=5, mode=mode, top_k=None))
 
 
+def test_guidance_default_and_errors(pose_model64):
+    """edit() guides a pose edit by DEFAULT_GUIDANCE unless told otherwise; guidance 1 is the
+    conditional model as trained, and without a pose the scale changes nothing."""
+    from napari_ilat.data import make_edit_pair
+    from napari_ilat.engine.defaults import DEFAULT_GUIDANCE
+
+    pair = make_edit_pair(3, 32)
+    img, mask, pose = pair.source, pair.mask, pair.target_pose
+    kw = dict(model=pose_model64, seed=2)
+    default = edit(img, mask, pose, **kw)
+    assert np.array_equal(default, edit(img, mask, pose, guidance=DEFAULT_GUIDANCE, **kw))
+    other = 1.0 if DEFAULT_GUIDANCE != 1.0 else 3.0
+    assert not np.array_equal(default, edit(img, mask, pose, guidance=other, **kw))
+    assert np.array_equal(edit(img, mask, guidance=0.0, **kw), edit(img, mask, guidance=4.0, **kw))
+    for bad in (-1, float("inf"), "2", True):
+        with pytest.raises(ValueError, match="guidance"):
+            edit(img, mask, pose, guidance=bad, **kw)
+
+
 def test_window_native_when_it_fits():
     mask = np.zeros((200, 300), bool)
     mask[100:110, 280:290] = True

@@ -548,3 +548,25 @@ def test_wavefront_levels_equal_the_all_pairs_rule():
         h, w = rng.integers(window, 70, 2)
         blocks = grid_blocks(torch.from_numpy(rng.random((h, w)) < rng.uniform(0.02, 0.9)), window)
         assert wavefront_levels(blocks, window) == all_pairs(blocks, window), seed
+
+
+def test_parallel_blocks_with_guidance():
+    """Guidance in the batched windows (the unconditional branch as extra rows) gives what
+    the one-by-one sampler gives, and scale 0 is the unconditional model."""
+    from napari_ilat.engine.sampler import SamplingOptions
+
+    t = ILATModel.tiny(cond="pose", cond_map=True, resolution=32, seed=6).double().transformer
+    tokens, known = _random_grid(7, 24, 24)
+
+    def cond_at(r0, c0):
+        return torch.rand(1, 18, 3, generator=torch.Generator().manual_seed(100 * r0 + c0), dtype=torch.float64)
+
+    def run(guidance, parallel=True, cond=cond_at):
+        opts = SamplingOptions(greedy=True, guidance=guidance)
+        return sample_grid(t, tokens, known, cond, window=8, options=opts, parallel=parallel)
+
+    guided = run(3.0)
+    assert torch.equal(guided, run(3.0, parallel=False))
+    assert not torch.equal(guided, run(1.0))
+    assert torch.equal(run(0.0), run(1.0, cond=None))
+    assert torch.equal(guided[known], tokens[known])

@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+from napari_ilat.engine.defaults import DEFAULT_GUIDANCE
+
 pytestmark = [
     pytest.mark.gui,
     pytest.mark.skipif(
@@ -121,6 +123,11 @@ def test_drawn_seed_is_the_one_shown_and_reproduces(pose_viewer, errors):
     widget.blend.value = "seamless"
     assert widget.top_k.value == 20  # the default: the 20 most likely codes, as edit()'s
     widget.top_k.value = 0  # 0 = the whole distribution: another result
+    widget.generate()
+    assert errors["error"] == [] and not np.array_equal(widget.last_result.data, first.data)
+    widget.top_k.value = 20
+    assert widget.guidance.value == DEFAULT_GUIDANCE  # as edit()'s
+    widget.guidance.value = 4.0 if DEFAULT_GUIDANCE != 4.0 else 1.0  # another scale: another result
     widget.generate()
     assert errors["error"] == [] and not np.array_equal(widget.last_result.data, first.data)
 

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_ilat.engine.defaults import DEFAULT_TOP_K
+from napari_ilat.engine.defaults import DEFAULT_GUIDANCE, DEFAULT_TOP_K
 from napari_ilat.engine.inputs import normalize_mask, normalize_sketch
 from napari_ilat.engine.modes import MODE_NAMES
 
@@ -85,6 +85,13 @@ def add_arguments(p) -> None:
         help="sample from the K most likely codes (default: %(default)s; 0 = the whole distribution)",
     )
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass in (0, 1] (default: off)")
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance on --pose / --sketch, >= 0: 1 = off, larger follows the guidance more "
+        f"closely at twice the sampling work (default: {DEFAULT_GUIDANCE:g} for iLAT models, off for ImageBART)",
+    )
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default: %(default)s)")
     p.add_argument(
@@ -499,6 +506,7 @@ def run(args) -> int:
                     top_k=top_k,
                     top_p=args.top_p,
                     greedy=args.greedy,
+                    guidance=args.guidance,
                     device=args.device,
                     feather=args.feather,
                     resolution=args.resolution,
@@ -519,6 +527,7 @@ def run(args) -> int:
                 "top_k": top_k,
                 "top_p": args.top_p,
                 "greedy": args.greedy,
+                "guidance": result.guidance,
                 "feather": args.feather,
             }
             for k, path in enumerate(outs):

@@ -8,3 +8,6 @@ that the CLI's argument parser and the widget can read them cheaply."""
 # distribution, whose rare codes decode as speckle and stray colours. None (CLI and
 # widget: 0) samples from the whole distribution.
 DEFAULT_TOP_K = 20
+
+# Classifier-free guidance scale on the pose or sketch (1 = off). To be measured.
+DEFAULT_GUIDANCE = 1.0

@@ -40,7 +40,7 @@ from scipy import ndimage
 
 from napari_ilat.engine.blend import BLENDS, seamless
 from napari_ilat.engine.conditions import normalize_keypoints
-from napari_ilat.engine.defaults import DEFAULT_TOP_K
+from napari_ilat.engine.defaults import DEFAULT_GUIDANCE, DEFAULT_TOP_K
 from napari_ilat.engine.imagebart import default_imagebart_model, is_imagebart, sample_imagebart_grid
 from napari_ilat.engine.inputs import check_image, check_pose, normalize_mask, normalize_sketch
 from napari_ilat.engine.model import ILATModel, load_model
@@ -244,7 +244,9 @@ def _is_real(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
 
 
-def check_options(samples=1, seed=None, temperature=1.0, top_k=None, top_p=None, greedy=False, feather=2.0) -> dict:
+def check_options(
+    samples=1, seed=None, temperature=1.0, top_k=None, top_p=None, greedy=False, feather=2.0, guidance=None
+) -> dict:
     """The sampling options, checked (``ValueError`` naming the argument) and as plain Python
     numbers."""
     if not _is_int(samples) or not 1 <= samples <= MAX_SAMPLES:
@@ -271,6 +273,8 @@ def check_options(samples=1, seed=None, temperature=1.0, top_k=None, top_p=None,
         raise ValueError(f"greedy must be True or False, got {greedy!r}")
     if not _is_real(feather) or not math.isfinite(feather) or feather < 0:
         raise ValueError(f"feather must be a finite number of pixels >= 0, got {feather!r}")
+    if guidance is not None and (not _is_real(guidance) or not math.isfinite(guidance) or guidance < 0):
+        raise ValueError(f"guidance must be a finite number >= 0 (1 = off) or None, got {guidance!r}")
     return dict(
         samples=samples,
         seed=seed,
@@ -279,7 +283,24 @@ def check_options(samples=1, seed=None, temperature=1.0, top_k=None, top_p=None,
         top_p=None if top_p is None else float(top_p),
         greedy=bool(greedy),
         feather=float(feather),
+        guidance=None if guidance is None else float(guidance),
     )
+
+
+def resolve_guidance(guidance, model, mode_def, conditioned: bool) -> float:
+    """The guidance scale an edit uses: ``guidance`` as given, or for None the default of
+    the model's engine (DEFAULT_GUIDANCE for an iLAT model trained with condition dropout,
+    1 = off for ImageBART and for converted models, which have no unconditional mode)."""
+    net = getattr(model, "transformer", None)
+    unguidable = mode_def.model_kind == "imagebart" or net is None or getattr(net.config, "layout", "ilat") == "gpt"
+    if guidance is None:
+        return 1.0 if unguidable else DEFAULT_GUIDANCE
+    if guidance != 1.0 and conditioned and unguidable:
+        what = "mode imagebart" if mode_def.model_kind == "imagebart" else "this converted model"
+        raise ValueError(
+            f"guidance is not available for {what} (no unconditional branch to guide against): use guidance 1"
+        )
+    return guidance
 
 
 def _to_rgb(unit: np.ndarray) -> np.ndarray:
@@ -384,6 +405,7 @@ class EditResult:
     model: str  # the model's name
     device: str
     seconds: float
+    guidance: float = 1.0  # the guidance scale used (1 = off; the default resolved)
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -405,6 +427,7 @@ def edit_with_info(
     top_k: int | None = DEFAULT_TOP_K,
     top_p: float | None = None,
     greedy: bool = False,
+    guidance: float | None = None,
     device="auto",
     feather: float = 2.0,
     value_range=None,
@@ -427,13 +450,10 @@ def edit_with_info(
         raise ValueError(f"decode must be one of {', '.join(DECODES)}, got {decode!r}")
     if blend not in BLENDS:
         raise ValueError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
-    opts = check_options(samples, seed, temperature, top_k, top_p, greedy, feather)
+    opts = check_options(samples, seed, temperature, top_k, top_p, greedy, feather, guidance)
     samples, feather = opts["samples"], opts["feather"]
     pose = None if pose is None else check_pose(pose, image.shape)
     sketch = None if sketch is None else normalize_sketch(sketch, image.shape)
-    options = SamplingOptions(
-        temperature=opts["temperature"], top_k=opts["top_k"], top_p=opts["top_p"], greedy=opts["greedy"]
-    )
     intensity = _Intensity.of(image, mask, value_range)
 
     if model is None:
@@ -452,6 +472,14 @@ def edit_with_info(
         # a model with no unconditional mode (e.g. the converted iLAT FFHQ model): no strokes
         # means an empty stroke map, the condition outside the mask still comes from the image
         sketch = np.zeros(image.shape[:2], np.float32)
+
+    options = SamplingOptions(
+        temperature=opts["temperature"],
+        top_k=opts["top_k"],
+        top_p=opts["top_p"],
+        greedy=opts["greedy"],
+        guidance=resolve_guidance(opts["guidance"], model, mode_def, pose is not None or sketch is not None),
+    )
 
     dev = resolve_device(device)
     param = next(model.parameters())
@@ -604,6 +632,7 @@ def edit_with_info(
         model=str(getattr(model.config, "name", "model")),
         device=str(dev),
         seconds=time.perf_counter() - t_start,
+        guidance=options.guidance,
     )
 
 
@@ -621,6 +650,7 @@ def edit(
     top_k: int | None = DEFAULT_TOP_K,
     top_p: float | None = None,
     greedy: bool = False,
+    guidance: float | None = None,
     device="auto",
     feather: float = 2.0,
     value_range=None,
@@ -667,6 +697,12 @@ def edit(
     temperature, top_k, top_p, greedy : sampling options (see SamplingOptions). top_k keeps
         the K most likely codes at each step (default DEFAULT_TOP_K = 20); None samples from
         the whole distribution.
+    guidance : classifier-free guidance on the pose or sketch, a number >= 0: each step
+        samples from log p_uncond + guidance * (log p_cond - log p_uncond), the model run
+        with and without the condition (twice the sampling work). 1 = off (the model as
+        trained); larger follows the condition more closely. None (default): DEFAULT_GUIDANCE
+        for iLAT models, off for ImageBART and converted models (which cannot: an explicit
+        value other than 1 is an error there). No effect without a pose or sketch.
     device : "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N".
     feather : width in pixels of the blend band outside the mask (0 = hard edge), finite.
     value_range : optional (low, high): the image's value range (e.g. (0, 4095) for 12-bit
@@ -707,6 +743,7 @@ def edit(
         top_k=top_k,
         top_p=top_p,
         greedy=greedy,
+        guidance=guidance,
         device=device,
         feather=feather,
         value_range=value_range,

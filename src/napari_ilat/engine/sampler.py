@@ -25,6 +25,7 @@ Modes:
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,10 +49,17 @@ class SamplingOptions:
     top_k: int | None = None  # keep the k most likely codes
     top_p: float | None = None  # nucleus: smallest set with probability mass >= top_p
     greedy: bool = False  # argmax; ignores temperature / top-k / top-p
+    # Classifier-free guidance on the condition (pose, sketch): logits = uncond + g * (cond -
+    # uncond), with the unconditional logits from the same network run without the condition
+    # (it is trained with condition dropout for that). 1 = the conditional model as trained;
+    # > 1 follows the condition more closely. No effect without a condition.
+    guidance: float = 1.0
 
     def __post_init__(self):
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not (math.isfinite(self.guidance) and self.guidance >= 0):
+            raise ValueError(f"guidance must be a finite number >= 0, got {self.guidance}")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
@@ -73,6 +81,26 @@ def pick(logits: torch.Tensor, opts: SamplingOptions, generator: torch.Generator
         logits = logits.masked_fill(drop.scatter(-1, idx, drop), float("-inf"))
     probs = logits.softmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def guide(cond_logits: torch.Tensor, uncond_logits: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance: log p_u + scale * (log p_c - log p_u), row by row."""
+    dtype = torch.promote_types(cond_logits.dtype, torch.float32)  # bf16/fp16 -> fp32, fp64 stays
+    lc, lu = cond_logits.to(dtype).log_softmax(-1), uncond_logits.to(dtype).log_softmax(-1)
+    return lu + scale * (lc - lu)
+
+
+def is_guided(model, cond, opts: SamplingOptions) -> bool:
+    """Whether sampling runs the unconditional branch too (guidance != 1 and a condition);
+    ValueError for a model that has no unconditional mode."""
+    if opts.guidance == 1.0 or cond is None or model.config.cond == "none":
+        return False
+    if getattr(model, "requires_condition", False) or getattr(model.config, "layout", "ilat") == "gpt":
+        raise ValueError(
+            "guidance needs a model trained with condition dropout (it runs the model without "
+            "the condition too); this converted model has no unconditional mode: use guidance 1"
+        )
+    return True
 
 
 @dataclass
@@ -107,6 +135,28 @@ def _prompt_key(model, mode, tokens, known, cond, length) -> tuple:
     w = model.tok_emb.weight
     version = weights_version(model)
     return (id(model), version, str(w.dtype), str(w.device), mode, int(length), ids.cpu().numpy().tobytes(), c)
+
+
+def _prompt(model, mode, tokens, known, out, order, n_known, cond, cond_tokens, cells, length, kv, prompts):
+    """Run the prompt (its first ``length`` sequence entries) into ``kv`` and return the
+    logits of its last entry; with a ``prompts`` store, the same from an earlier run."""
+    key = None if prompts is None else _prompt_key(model, mode, tokens, known, cond, length)
+    hit = None if key is None else prompts.get(key)
+    if hit is not None and hit[3]() is not model:  # an id() reused by another model
+        hit = None
+    if hit is None:
+        x = model.embed_sequence(out[:1], order[None], n_known, cond_tokens, cells)[:, :length]
+        hidden = model.run(x, permuted_mask(n_known, cond_tokens.shape[1], length), kv)
+        hit = (kv.k[:, :1, :, :length].clone(), kv.v[:, :1, :, :length].clone(), model.logits(hidden[:, -1]))
+        hit += (weakref.ref(model),)
+        if key is not None:
+            while len(prompts) >= PROMPTS_KEPT:  # oldest first (dicts keep insertion order)
+                prompts.pop(next(iter(prompts)))
+            prompts[key] = hit
+    else:
+        kv.k[:, :, :, :length], kv.v[:, :, :, :length] = hit[0], hit[1]
+        kv.length = length
+    return hit[2]
 
 
 def _first_steps(out, tokens, known, mode, steps):
@@ -157,6 +207,8 @@ def sample_tokens(
     ``prompts``: a dict in which the cached sampler keeps and finds the prompt's keys/values
     (module doc); None computes them.
     """
+    opts = options or SamplingOptions()
+    guided = is_guided(model, cond, opts)  # before the converted layout: it has no guidance
     if getattr(model.config, "layout", "ilat") == "gpt":  # converted published weights
         from napari_ilat.engine.gpt import sample_gpt
 
@@ -165,21 +217,25 @@ def sample_tokens(
             out = sample_gpt(model, tokens, known, cond, mode=mode, cancel=cancel, **kw)
             return _first_steps(out, tokens, known, mode, steps)
         return sample_gpt(model, tokens, known, cond, mode=mode, cancel=cancel, return_logits=return_logits, **kw)
-    opts = options or SamplingOptions()
     tokens, known = tokens.flatten(), known.flatten().bool()
     plan = _plan(known, mode)
     if steps is not None:
         plan.n_steps_limit = max(0, min(int(steps), plan.n_steps))
     order = plan.order
     out = tokens.clone()[None].repeat(samples, 1)
-    cond_tokens = model.encode_condition(cond, 1)
-    cells = model.condition_cells(cond, 1)
-    n_cond = cond_tokens.shape[1]
-    stream0 = n_cond + 1 + plan.n_known  # index of the first stream entry in the sequence
+    # the conditional branch, and with guidance the unconditional one (no condition tokens,
+    # no condition cells): both read the same sampled tokens
+    branches = [(cond, model.encode_condition(cond, 1), model.condition_cells(cond, 1))]
+    if guided:
+        branches.append((None, model.encode_condition(None, 1), None))
     n_known = torch.tensor([plan.n_known], device=tokens.device)
     step_logits = []
 
     def emit(j, logits):
+        if guided:
+            logits = guide(logits[0], logits[1], opts.guidance)
+        else:
+            logits = logits[0]
         if return_logits:
             step_logits.append(logits)
         out[:, order[plan.n_known + j]] = pick(logits, opts, generator)
@@ -189,45 +245,43 @@ def sample_tokens(
     first = plan.n_forced  # first stream entry whose target we sample
     if cache:
         # One forward over the prompt (prefix + teacher-forced stream entries) fills the cache.
-        length = stream0 + first + 1
-        kv = KVCache(model.config, samples, length + plan.n_steps - 1, cond_tokens)
-        if plan.n_steps and not is_cancelled(cancel):
-            key = None if prompts is None else _prompt_key(model, mode, tokens, known, cond, length)
-            hit = None if key is None else prompts.get(key)
-            if hit is not None and hit[3]() is not model:  # an id() reused by another model
-                hit = None
-            if hit is None:
-                x = model.embed_sequence(out[:1], order[None], n_known, cond_tokens, cells)[:, :length]
-                hidden = model.run(x, permuted_mask(n_known, n_cond, length), kv)
-                logits = model.logits(hidden[:, -1])
-                hit = (kv.k[:, :1, :, :length].clone(), kv.v[:, :1, :, :length].clone(), logits, weakref.ref(model))
-                if key is not None:
-                    while len(prompts) >= PROMPTS_KEPT:  # oldest first (dicts keep insertion order)
-                        prompts.pop(next(iter(prompts)))
-                    prompts[key] = hit
-            else:
-                kv.k[:, :, :, :length], kv.v[:, :, :, :length] = hit[0], hit[1]
-                kv.length = length
-            emit(first, hit[2].expand(samples, -1))
+        caches, first_logits = [], []
+        for c, cond_tokens, cells in branches:
+            length = cond_tokens.shape[1] + 1 + plan.n_known + first + 1
+            kv = KVCache(model.config, samples, length + plan.n_steps - 1, cond_tokens)
+            caches.append(kv)
+            if plan.n_steps and not is_cancelled(cancel):
+                first_logits.append(
+                    _prompt(model, mode, tokens, known, out, order, n_known, c, cond_tokens, cells, length, kv, prompts)
+                )
+        if len(first_logits) == len(branches):
+            emit(first, [lg.expand(samples, -1) for lg in first_logits])
         for j in range(first + 1, first + plan.n_steps):
             if is_cancelled(cancel):
                 raise EditCancelled()
             prev, query = order[plan.n_known + j - 1], order[plan.n_known + j]
-            x = model.stream_input(out[:, prev], prev.expand(samples), query.expand(samples), cells)
-            hidden = model.run(x[:, None], None, kv)  # a stream row may see all before it
-            emit(j, model.logits(hidden[:, -1]))
+            logits = []
+            for (_, _, cells), kv in zip(branches, caches):
+                x = model.stream_input(out[:, prev], prev.expand(samples), query.expand(samples), cells)
+                hidden = model.run(x[:, None], None, kv)  # a stream row may see all before it
+                logits.append(model.logits(hidden[:, -1]))
+            emit(j, logits)
     else:
         # Reference: the whole sequence is recomputed for every generated token.
         orders = order[None].expand(samples, -1)
-        full = stream0 + len(order) - plan.n_known
-        mask = permuted_mask(n_known, n_cond, full)
-        conds = cond_tokens.expand(samples, -1, -1)
         for j in range(first, first + plan.n_steps):
             if is_cancelled(cancel):
                 raise EditCancelled()
-            x = model.embed_sequence(out, orders, n_known.expand(samples), conds, cells)
-            hidden = model.run(x, mask)
-            emit(j, model.logits(hidden[:, stream0 + j]))
+            logits = []
+            for _, cond_tokens, cells in branches:
+                stream0 = cond_tokens.shape[1] + 1 + plan.n_known  # the first stream entry
+                full = stream0 + len(order) - plan.n_known
+                mask = permuted_mask(n_known, cond_tokens.shape[1], full)
+                x = model.embed_sequence(
+                    out, orders, n_known.expand(samples), cond_tokens.expand(samples, -1, -1), cells
+                )
+                logits.append(model.logits(model.run(x, mask)[:, stream0 + j]))
+            emit(j, logits)
     if is_cancelled(cancel):
         raise EditCancelled()
     if return_logits:

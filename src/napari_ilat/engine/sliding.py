@@ -37,7 +37,15 @@ from dataclasses import dataclass
 
 import torch
 
-from napari_ilat.engine.sampler import EditCancelled, SamplingOptions, is_cancelled, pick, sample_tokens
+from napari_ilat.engine.sampler import (
+    EditCancelled,
+    SamplingOptions,
+    guide,
+    is_cancelled,
+    is_guided,
+    pick,
+    sample_tokens,
+)
 from napari_ilat.engine.transformer import KVCache, permutation, permuted_mask
 
 __all__ = ["sample_grid", "grid_blocks", "wavefront_levels", "block_run", "BlockRun"]
@@ -280,20 +288,28 @@ def _sample_windows(model, tokens, known, conds, steps, options, generator, canc
     single-token forward; each window's attention masks the others' padding. Returns (B, N)."""
     opts = options or SamplingOptions()
     b, n = tokens.shape
+    guided = is_guided(model, conds[0], opts)
+    if guided:  # the unconditional branch as B more rows, fed the same sampled tokens
+        tokens, known = tokens.repeat(2, 1), known.repeat(2, 1)
+        conds, steps = list(conds) + [None] * b, list(steps) * 2
     out = tokens.clone()
     order, n_known = permutation(known.bool())
     n_known_l = n_known.tolist()
     cond_tokens = [model.encode_condition(c, 1) for c in conds]
     cells = [model.condition_cells(c, 1) for c in conds]
-    cells = None if cells[0] is None else torch.cat(cells)
+    if cells[0] is None:
+        cells = None
+    else:  # an unconditional row adds no cell
+        cells = torch.cat([torch.zeros_like(cells[0]) if c is None else c for c in cells])
     lengths = [ct.shape[1] + 1 + k + 1 for ct, k in zip(cond_tokens, n_known_l)]
     p, most = max(lengths), max(steps)
-    kv = KVCache(model.config, b, p + most - 1, cond_tokens[0])
+    rows_all = len(conds)
+    kv = KVCache(model.config, rows_all, p + most - 1, cond_tokens[0])
     kv.k.zero_(), kv.v.zero_()  # padding is masked, but an uninitialised NaN would still leak
-    valid = torch.zeros(b, p + most - 1, dtype=torch.bool, device=tokens.device)
-    rows = torch.arange(b, device=tokens.device)
+    valid = torch.zeros(rows_all, p + most - 1, dtype=torch.bool, device=tokens.device)
+    rows = torch.arange(rows_all, device=tokens.device)
     first_logits = []
-    for i in range(b):
+    for i in range(rows_all):
         if is_cancelled(cancel):
             raise EditCancelled()
         one = KVCache(model.config, 1, lengths[i], cond_tokens[i])
@@ -310,7 +326,10 @@ def _sample_windows(model, tokens, known, conds, steps, options, generator, canc
     slot = n_known  # stream entry 0 of every window
 
     def emit(j, logits):
-        picked = pick(logits, opts, generator)
+        if guided:
+            picked = pick(guide(logits[:b], logits[b:], opts.guidance), opts, generator).repeat(2)
+        else:
+            picked = pick(logits, opts, generator)
         pos = order[rows, (slot + j).clamp(max=n - 1)]
         keep = live > j
         out[rows[keep], pos[keep]] = picked[keep]
@@ -329,4 +348,4 @@ def _sample_windows(model, tokens, known, conds, steps, options, generator, canc
         on_step(j + 1)
     if is_cancelled(cancel):
         raise EditCancelled()
-    return out
+    return out[:b]

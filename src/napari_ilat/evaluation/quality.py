@@ -47,18 +47,18 @@ def _float_inpaint(fn, img, mask):
     return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
 
 
-def pose_cases(n: int, resolution: int):
+def pose_cases(n: int, resolution: int, split: str = "test"):
     from napari_ilat.data import make_edit_pair, split_seeds
 
-    for seed in split_seeds("test", n):
+    for seed in split_seeds(split, n):
         p = make_edit_pair(int(seed), resolution)
         yield int(seed), p.source, p.target, p.mask, {"pose": p.target_pose}
 
 
-def natural_cases(n: int, resolution: int, guided: bool):
+def natural_cases(n: int, resolution: int, guided: bool, split: str = "test"):
     from napari_ilat.data import make_natural_sample, split_seeds
 
-    for seed in split_seeds("test", n):
+    for seed in split_seeds(split, n):
         s = make_natural_sample(int(seed), resolution, mask_kinds=("brush",), rate_range=(0.1, 0.4))
         cond = {"sketch": s.edges} if guided else {}
         yield int(seed), s.image, s.image, s.mask, cond
@@ -67,12 +67,12 @@ def natural_cases(n: int, resolution: int, guided: bool):
 BOX_SIDES = (48, 64)  # box test set: one square hole, side uniform in this range (px)
 
 
-def box_cases(n: int, resolution: int):
+def box_cases(n: int, resolution: int, split: str = "test"):
     """Natural test patches with one square box mask of 48-64 px (at 128 px: 14-25% of the
     patch) at a random place, unguided: the classic 'remove this object' hole."""
     from napari_ilat.data import make_natural_sample, split_seeds
 
-    for seed in split_seeds("test", n):
+    for seed in split_seeds(split, n):
         s = make_natural_sample(int(seed), resolution, mask_kinds=("brush",))
         rng = np.random.default_rng([int(seed), BOX_STREAM])
         side = min(resolution, int(rng.integers(BOX_SIDES[0], BOX_SIDES[1] + 1)) * resolution // 128)

@@ -38,7 +38,7 @@ from napari.layers import Image, Labels, Points, Shapes
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, QObject, QTimer
 
-from napari_ilat.engine.defaults import DEFAULT_TOP_K
+from napari_ilat.engine.defaults import DEFAULT_GUIDANCE, DEFAULT_TOP_K
 from napari_ilat.engine.modes import MODES
 from napari_ilat.plugin import layers as _layers
 from napari_ilat.plugin.layers import EditInputs, InputError
@@ -251,6 +251,15 @@ class ILATWidget(Container):
             max=65536,
             tooltip="sample from the K most likely codes; 0 = the whole distribution",
         )
+        self.guidance = FloatSpinBox(
+            label="guidance",
+            value=DEFAULT_GUIDANCE,
+            min=0.0,
+            max=10.0,
+            step=0.25,
+            tooltip="how closely to follow the pose or sketch (classifier-free guidance; 1 = off, larger = "
+            "closer, at twice the sampling work); iLAT and Taming modes, ImageBART has none",
+        )
         self.generate_btn = PushButton(text=f"Generate ({GENERATE_KEY})")
         self.cancel_btn = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="tokens", value=0, min=0, max=1)
@@ -280,6 +289,7 @@ class ILATWidget(Container):
                 self.seed,
                 self.temperature,
                 self.top_k,
+                self.guidance,
                 self.generate_btn,
                 self.cancel_btn,
                 self.progress,
@@ -453,6 +463,8 @@ class ILATWidget(Container):
             seed=None if seed < 0 else seed,  # None: the engine draws it and reports it
             temperature=float(self.temperature.value),
             top_k=int(self.top_k.value) or None,
+            # ImageBART has no guidance: its own default (off) rather than an error
+            guidance=None if MODES[self.mode.value].model_kind == "imagebart" else float(self.guidance.value),
             device=self.device.value,
             resolution=self.resolution.value,
             blend=self.blend.value,

@@ -40,6 +40,7 @@ def pose_following(
     mode: str = "ilat",
     device="cpu",
     blend: str = "seamless",
+    guidance: float | None = None,
 ) -> dict:
     bad = set(wrong) - {"source", "other"}
     if bad or not wrong:
@@ -51,7 +52,7 @@ def pose_following(
     p_true, p_src, p_other = [], [], []
     for i, p in enumerate(pairs):
         other = pairs[(i + 1) % n].target_pose
-        kw = dict(model=model, seed=seed + i, device=device, mode=mode, blend=blend)
+        kw = dict(model=model, seed=seed + i, device=device, mode=mode, blend=blend, guidance=guidance)
         a = psnr(edit(p.source, p.mask, pose=p.target_pose, **kw), p.target, p.mask)
         p_true.append(a)
         if "source" in wrong:

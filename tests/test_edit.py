@@ -153,8 +153,8 @@ def test_default_sampling_keeps_the_20_most_likely_codes(model64):
 
 
 def test_guidance_default_and_errors(pose_model64):
-    """edit() guides a pose edit by DEFAULT_GUIDANCE unless told otherwise; guidance 1 is the
-    conditional model as trained, and without a pose the scale changes nothing."""
+    """edit() guides a pose edit by DEFAULT_GUIDANCE (1: off, the conditional model as
+    trained) unless told otherwise; without a pose the scale changes nothing."""
     from napari_ilat.data import make_edit_pair
     from napari_ilat.engine.defaults import DEFAULT_GUIDANCE
 
@@ -166,7 +166,8 @@ def test_guidance_default_and_errors(pose_model64):
     other = 1.0 if DEFAULT_GUIDANCE != 1.0 else 3.0
     assert not np.array_equal(default, edit(img, mask, pose, guidance=other, **kw))
     assert np.array_equal(edit(img, mask, guidance=0.0, **kw), edit(img, mask, guidance=4.0, **kw))
-    for bad in (-1, float("inf"), "2", True):
+    assert DEFAULT_GUIDANCE == 1.0
+    for bad in (-1, float("inf"), "2", True, None):
         with pytest.raises(ValueError, match="guidance"):
             edit(img, mask, pose, guidance=bad, **kw)
 

@@ -676,3 +676,21 @@ def test_two_process_ddp_ranks_stay_identical(tmp_path):
     assert results[0] == results[1]  # bit-identical weights on both ranks
     run = json.loads((tmp_path / "ib" / "run.json").read_text())
     assert run["world_size"] == 2 and run["step"] == 3
+
+
+def test_guidance_is_refused_where_there_is_no_unconditional_branch():
+    """ImageBART samples without classifier-free guidance: 1 (off) works, another scale
+    with a sketch is a clear error, and without a condition the scale changes nothing."""
+    from napari_ilat import edit
+
+    model = ImageBARTModel.tiny(resolution=32, cond="sketch", seed=2)
+    img = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    mask = np.zeros((32, 32), bool)
+    mask[8:20, 8:20] = True
+    sketch = np.zeros((32, 32), np.float32)
+    sketch[10:18, 12] = 1
+    kw = dict(model=model, mode="imagebart", seed=1)
+    assert np.array_equal(edit(img, mask, sketch=sketch, guidance=1.0, **kw), edit(img, mask, sketch=sketch, **kw))
+    with pytest.raises(ValueError, match="guidance is not available for mode imagebart"):
+        edit(img, mask, sketch=sketch, guidance=2.0, **kw)
+    assert np.array_equal(edit(img, mask, guidance=3.0, **kw), edit(img, mask, **kw))

@@ -88,9 +88,9 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--guidance",
         type=float,
-        default=None,
+        default=DEFAULT_GUIDANCE,
         help="classifier-free guidance on --pose / --sketch, >= 0: 1 = off, larger follows the guidance more "
-        f"closely at twice the sampling work (default: {DEFAULT_GUIDANCE:g} for iLAT models, off for ImageBART)",
+        "closely at twice the sampling work, 0 ignores it (default: %(default)s)",
     )
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default: %(default)s)")

@@ -245,7 +245,7 @@ def _is_real(v) -> bool:
 
 
 def check_options(
-    samples=1, seed=None, temperature=1.0, top_k=None, top_p=None, greedy=False, feather=2.0, guidance=None
+    samples=1, seed=None, temperature=1.0, top_k=None, top_p=None, greedy=False, feather=2.0, guidance=1.0
 ) -> dict:
     """The sampling options, checked (``ValueError`` naming the argument) and as plain Python
     numbers."""
@@ -273,8 +273,8 @@ def check_options(
         raise ValueError(f"greedy must be True or False, got {greedy!r}")
     if not _is_real(feather) or not math.isfinite(feather) or feather < 0:
         raise ValueError(f"feather must be a finite number of pixels >= 0, got {feather!r}")
-    if guidance is not None and (not _is_real(guidance) or not math.isfinite(guidance) or guidance < 0):
-        raise ValueError(f"guidance must be a finite number >= 0 (1 = off) or None, got {guidance!r}")
+    if not _is_real(guidance) or not math.isfinite(guidance) or guidance < 0:
+        raise ValueError(f"guidance must be a finite number >= 0 (1 = off), got {guidance!r}")
     return dict(
         samples=samples,
         seed=seed,
@@ -283,18 +283,15 @@ def check_options(
         top_p=None if top_p is None else float(top_p),
         greedy=bool(greedy),
         feather=float(feather),
-        guidance=None if guidance is None else float(guidance),
+        guidance=float(guidance),
     )
 
 
-def resolve_guidance(guidance, model, mode_def, conditioned: bool) -> float:
-    """The guidance scale an edit uses: ``guidance`` as given, or for None the default of
-    the model's engine (DEFAULT_GUIDANCE for an iLAT model trained with condition dropout,
-    1 = off for ImageBART and for converted models, which have no unconditional mode)."""
+def check_guidance(guidance: float, model, mode_def, conditioned: bool) -> float:
+    """``guidance`` if the edit can use it: ImageBART and converted models have no
+    unconditional branch to guide against, so only 1 (off) is accepted with a condition."""
     net = getattr(model, "transformer", None)
     unguidable = mode_def.model_kind == "imagebart" or net is None or getattr(net.config, "layout", "ilat") == "gpt"
-    if guidance is None:
-        return 1.0 if unguidable else DEFAULT_GUIDANCE
     if guidance != 1.0 and conditioned and unguidable:
         what = "mode imagebart" if mode_def.model_kind == "imagebart" else "this converted model"
         raise ValueError(
@@ -427,7 +424,7 @@ def edit_with_info(
     top_k: int | None = DEFAULT_TOP_K,
     top_p: float | None = None,
     greedy: bool = False,
-    guidance: float | None = None,
+    guidance: float = DEFAULT_GUIDANCE,
     device="auto",
     feather: float = 2.0,
     value_range=None,
@@ -478,7 +475,7 @@ def edit_with_info(
         top_k=opts["top_k"],
         top_p=opts["top_p"],
         greedy=opts["greedy"],
-        guidance=resolve_guidance(opts["guidance"], model, mode_def, pose is not None or sketch is not None),
+        guidance=check_guidance(opts["guidance"], model, mode_def, pose is not None or sketch is not None),
     )
 
     dev = resolve_device(device)
@@ -650,7 +647,7 @@ def edit(
     top_k: int | None = DEFAULT_TOP_K,
     top_p: float | None = None,
     greedy: bool = False,
-    guidance: float | None = None,
+    guidance: float = DEFAULT_GUIDANCE,
     device="auto",
     feather: float = 2.0,
     value_range=None,
@@ -699,10 +696,11 @@ def edit(
         the whole distribution.
     guidance : classifier-free guidance on the pose or sketch, a number >= 0: each step
         samples from log p_uncond + guidance * (log p_cond - log p_uncond), the model run
-        with and without the condition (twice the sampling work). 1 = off (the model as
-        trained); larger follows the condition more closely. None (default): DEFAULT_GUIDANCE
-        for iLAT models, off for ImageBART and converted models (which cannot: an explicit
-        value other than 1 is an error there). No effect without a pose or sketch.
+        with and without the condition (twice the sampling work). 1 (default,
+        DEFAULT_GUIDANCE) = off, the model as trained; larger follows the condition more
+        closely (with the bundled models not more accurately: docs/benchmarks.md,
+        "Sampling: guidance"); 0 ignores it. iLAT and Taming modes; with ImageBART or a
+        converted model (no unconditional branch) only 1. No effect without a pose or sketch.
     device : "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N".
     feather : width in pixels of the blend band outside the mask (0 = hard edge), finite.
     value_range : optional (low, high): the image's value range (e.g. (0, 4095) for 12-bit

@@ -257,8 +257,8 @@ class ILATWidget(Container):
             min=0.0,
             max=10.0,
             step=0.25,
-            tooltip="how closely to follow the pose or sketch (classifier-free guidance; 1 = off, larger = "
-            "closer, at twice the sampling work); iLAT and Taming modes, ImageBART has none",
+            tooltip="how closely to follow the pose or sketch (classifier-free guidance): 1 = off, larger = "
+            "closer at twice the sampling work, 0 = ignore it; iLAT and Taming modes",
         )
         self.generate_btn = PushButton(text=f"Generate ({GENERATE_KEY})")
         self.cancel_btn = PushButton(text="Cancel", enabled=False)
@@ -463,8 +463,7 @@ class ILATWidget(Container):
             seed=None if seed < 0 else seed,  # None: the engine draws it and reports it
             temperature=float(self.temperature.value),
             top_k=int(self.top_k.value) or None,
-            # ImageBART has no guidance: its own default (off) rather than an error
-            guidance=None if MODES[self.mode.value].model_kind == "imagebart" else float(self.guidance.value),
+            guidance=float(self.guidance.value),
             device=self.device.value,
             resolution=self.resolution.value,
             blend=self.blend.value,

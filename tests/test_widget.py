@@ -130,6 +130,8 @@ def test_drawn_seed_is_the_one_shown_and_reproduces(pose_viewer, errors):
     widget.guidance.value = 4.0 if DEFAULT_GUIDANCE != 4.0 else 1.0  # another scale: another result
     widget.generate()
     assert errors["error"] == [] and not np.array_equal(widget.last_result.data, first.data)
+    assert widget.last_result.metadata["napari_ilat"]["guidance"] == widget.guidance.value  # recorded
+    assert meta["guidance"] == DEFAULT_GUIDANCE
 
 
 def test_skeleton_follows_points_and_auto_mask(pose_viewer, errors):

@@ -53,7 +53,7 @@ def edit_layers(
         pixels wide into the stroke map.
     add : False returns ``(data, layer_kwargs)`` instead of adding a layer.
     **edit_kwargs : passed to :func:`napari_ilat.edit` (model, mode, samples, seed,
-        temperature, top_k, top_p, greedy, device, feather, progress, cancel).
+        temperature, top_k, top_p, greedy, guidance, device, feather, progress, cancel).
 
     Raises ``ValueError`` with a message for the user on bad input.
     """

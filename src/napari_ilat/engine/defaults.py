@@ -10,7 +10,7 @@ that the CLI's argument parser and the widget can read them cheaply."""
 DEFAULT_TOP_K = 20
 
 # Classifier-free guidance on the pose or sketch is off by default (scale 1). Measured on 100
-# validation cases per set with the bundled models (scripts/sweep_guidance.py;
+# validation cases per set with the bundled models (scripts/sweep_sampling.py;
 # docs/benchmarks.md, "Sampling: guidance"): scales 1.5-5 gave no better pose edits (PSNR in
 # the mask within 0.05 dB, the true pose beating another pair's pose less often) and worse
 # sketch edits (the sketch's gain over no sketch +0.47 dB at 1, +0.17 at 2, -1.06 at 5).

@@ -40,8 +40,9 @@ def pose_following(
     mode: str = "ilat",
     device="cpu",
     blend: str = "seamless",
-    guidance: float | None = None,
+    **sampling,
 ) -> dict:
+    """``sampling``: more edit() options for every edit (guidance, temperature, top_k, ...)."""
     bad = set(wrong) - {"source", "other"}
     if bad or not wrong:
         raise ValueError(f"wrong poses must be 'source' and/or 'other', got {tuple(wrong)}")
@@ -52,7 +53,7 @@ def pose_following(
     p_true, p_src, p_other = [], [], []
     for i, p in enumerate(pairs):
         other = pairs[(i + 1) % n].target_pose
-        kw = dict(model=model, seed=seed + i, device=device, mode=mode, blend=blend, guidance=guidance)
+        kw = dict(model=model, seed=seed + i, device=device, mode=mode, blend=blend, **sampling)
         a = psnr(edit(p.source, p.mask, pose=p.target_pose, **kw), p.target, p.mask)
         p_true.append(a)
         if "source" in wrong:

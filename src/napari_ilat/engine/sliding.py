@@ -285,7 +285,9 @@ def _sample_windows(model, tokens, known, conds, steps, options, generator, canc
     its first ``steps[i]`` stream entries (the others keep their ids). Each window's prompt
     [C, S, known, first stream entry] runs alone (the prompts differ in length) and its
     keys/values are right-aligned in one shared cache, so every later step is one batched
-    single-token forward; each window's attention masks the others' padding. Returns (B, N)."""
+    single-token forward; each window's attention masks the others' padding. With guidance
+    (``options.guidance`` != 1 and a condition) every window also runs unconditionally as one
+    more row, which is fed the tokens its conditional row draws. Returns (B, N)."""
     opts = options or SamplingOptions()
     b, n = tokens.shape
     guided = is_guided(model, conds[0], opts)

@@ -9,6 +9,9 @@
 #                                                         the bundled models (`--init`, a new data
 #                                                         seed); then `bench regenerate` (whole
 #                                                         edit, iLAT vs Taming) at 2 presets
+#   MODELS=pose WORKERS_POSE=14 BENCH= bash scripts/gpu_recipe.sh 9 RUN_DIR continue
+#                                                         one model alone, most cores making its
+#                                                         data, no benchmarks
 # Runs from a source checkout (PYTHONPATH=src): needs torch, numpy, scipy, scikit-image,
 # safetensors and Pillow, not napari. Writes RUN_DIR/NAME/ (runs, model, eval.json,
 # recipe.json), RUN_DIR/*.log and RUN_DIR/*.md. With $OUT set (the device machine's return
@@ -33,13 +36,25 @@ collect() {
 }
 if [ "$MODE" = continue ]; then
     nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv -l 30 >"$RUN/gpu.log" 2>&1 &
-    recipe pose 10 --data pose --init pose --seed "${SEED:-1}" &
-    p1=$!
-    recipe natural 4 --data natural --init natural --seed "${SEED:-1}" &
-    p2=$!
-    wait $p1; r1=$?; wait $p2; r2=$?
-    echo "recipes: pose $r1, natural $r2"
-    status=$((r1 || r2))
+    # MODELS: which bundled models go on (default both, side by side); each model's data
+    # workers: WORKERS_POSE / WORKERS_NATURAL (defaults 10 / 4 side by side; one model alone
+    # should take most of the cores: the scene generators, not the GPU, set the pace)
+    status=0
+    pids=()
+    for m in ${MODELS:-pose natural}; do
+        case $m in
+            pose) w=${WORKERS_POSE:-10} ;;
+            natural) w=${WORKERS_NATURAL:-4} ;;
+            *) echo "unknown model $m" >&2; exit 2 ;;
+        esac
+        recipe "$m" "$w" --data "$m" --init "$m" --seed "${SEED:-1}" &
+        pids+=("$m:$!")
+    done
+    for pm in "${pids[@]}"; do
+        wait "${pm#*:}"; r=$?
+        echo "recipe ${pm%%:*}: $r"
+        status=$((status || r))
+    done
     collect
     for preset in ${BENCH-default paper}; do
         timeout 75 python3 -m napari_ilat.cli bench regenerate --preset "$preset" --device cuda --repeats 5 \

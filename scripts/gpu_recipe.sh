@@ -9,9 +9,10 @@
 #                                                         the bundled models (`--init`, a new data
 #                                                         seed); then `bench regenerate` (whole
 #                                                         edit, iLAT vs Taming) at 2 presets
-#   MODELS=pose WORKERS_POSE=14 BENCH= bash scripts/gpu_recipe.sh 9 RUN_DIR continue
+#   MODELS=pose WORKERS_POSE=14 STAGE1_SHARE=0.3 BENCH= bash scripts/gpu_recipe.sh 9 RUN_DIR continue
 #                                                         one model alone, most cores making its
-#                                                         data, no benchmarks
+#                                                         data, 30% of the time for stage 1 (the
+#                                                         recipe's share; default 0.6), no benchmarks
 # Runs from a source checkout (PYTHONPATH=src): needs torch, numpy, scipy, scikit-image,
 # safetensors and Pillow, not napari. Writes RUN_DIR/NAME/ (runs, model, eval.json,
 # recipe.json), RUN_DIR/*.log and RUN_DIR/*.md. With $OUT set (the device machine's return
@@ -24,7 +25,7 @@ mkdir -p "$RUN"
 recipe() {  # name, workers, extra args...
     local name=$1 workers=$2; shift 2
     python3 -m napari_ilat.cli train recipe --minutes "$MIN" --out "$RUN/$name" --workers "$workers" \
-        --n-eval 64 --stage1-share 0.6 --overwrite "$@" >"$RUN/$name.log" 2>&1
+        --n-eval 64 --stage1-share "${STAGE1_SHARE:-0.6}" --overwrite "$@" >"$RUN/$name.log" 2>&1
 }
 collect() {
     [ -n "${OUT:-}" ] || return 0

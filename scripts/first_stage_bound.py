@@ -21,7 +21,7 @@ import torch
 
 from napari_ilat import edit, load_model
 from napari_ilat.engine.blend import seamless
-from napari_ilat.evaluation.metrics import psnr
+from napari_ilat.evaluation.metrics import PSNR_CAP, psnr
 from napari_ilat.evaluation.quality import box_cases, natural_cases, pose_cases
 
 CASES = {
@@ -29,7 +29,6 @@ CASES = {
     "box": (lambda n, sp: box_cases(n, 128, sp), "natural"),
     "brush": (lambda n, sp: natural_cases(n, 128, False, sp), "natural"),
 }
-CAP = 50.0
 
 
 def code_bound(vq, source, target, mask):
@@ -61,7 +60,7 @@ def main():
             for seed, src, tgt, mask, cond in make_cases(args.n, args.split):
                 bound_seamless, bound_pasted = code_bound(model.vqgan, src, tgt, mask)
                 own = edit(src, mask, model=model, seed=seed, **cond)
-                rows.append([min(CAP, psnr(o, tgt, mask)) for o in (bound_seamless, bound_pasted, own)])
+                rows.append([psnr(o, tgt, mask, cap=PSNR_CAP) for o in (bound_seamless, bound_pasted, own)])
         m = np.mean(rows, 0)
         print(
             json.dumps(

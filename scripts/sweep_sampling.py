@@ -20,11 +20,9 @@ import numpy as np
 import torch
 
 from napari_ilat import edit, load_model
-from napari_ilat.evaluation.metrics import psnr
+from napari_ilat.evaluation.metrics import PSNR_CAP, psnr
 from napari_ilat.evaluation.quality import natural_cases
 from napari_ilat.train.evaluate import pose_following
-
-CAP = 50.0  # dB: a flat hole reproduced exactly has infinite PSNR (validation box cases do)
 
 
 def main():
@@ -55,9 +53,11 @@ def main():
                 kw = dict(model=model, top_k=top_k, temperature=temp)
                 if temp not in base:
                     base[temp] = float(
-                        np.mean([min(CAP, psnr(edit(s, m, seed=seed, **kw), t, m)) for seed, s, t, m, _ in cases])
+                        np.mean([psnr(edit(s, m, seed=seed, **kw), t, m, cap=PSNR_CAP) for seed, s, t, m, _ in cases])
                     )
-                ps = [min(CAP, psnr(edit(s, m, seed=seed, guidance=g, **kw, **c), t, m)) for seed, s, t, m, c in cases]
+                ps = [
+                    psnr(edit(s, m, seed=seed, guidance=g, **kw, **c), t, m, cap=PSNR_CAP) for seed, s, t, m, c in cases
+                ]
                 row = {"set": "sketch", "guidance": g, "temperature": temp, "split": args.split, "n": args.n}
                 row.update(psnr_mask=float(np.mean(ps)), unguided=base[temp])
                 row["gain"] = row["psnr_mask"] - row["unguided"]

@@ -18,7 +18,7 @@ import torch
 
 from napari_ilat import edit, load_model
 from napari_ilat.evaluation import imagebart as ib
-from napari_ilat.evaluation.metrics import psnr
+from napari_ilat.evaluation.metrics import PSNR_CAP, psnr
 from napari_ilat.evaluation.quality import box_cases, natural_cases, pose_cases
 
 CASES = {  # set -> (cases(n, split), model, mode); model None = --ilat-model
@@ -29,8 +29,6 @@ CASES = {  # set -> (cases(n, split), model, mode); model None = --ilat-model
     "upper-imagebart": (lambda n, sp: ib.natural_cases("upper_half", n, 128, sp), "natural-imagebart", "imagebart"),
     "upper-taming": (lambda n, sp: ib.natural_cases("upper_half", n, 128, sp), None, "taming"),
 }
-
-CAP = 50.0  # dB: a flat hole reproduced exactly has infinite PSNR (validation box cases do)
 
 
 def main():
@@ -49,7 +47,7 @@ def main():
         cases = list(make_cases(args.n, args.split))
         for k in ks:
             ps = [
-                min(CAP, psnr(edit(src, mask, model=model, mode=mode, seed=seed, top_k=k, **cond), tgt, mask))
+                psnr(edit(src, mask, model=model, mode=mode, seed=seed, top_k=k, **cond), tgt, mask, cap=PSNR_CAP)
                 for seed, src, tgt, mask, cond in cases
             ]
             print(

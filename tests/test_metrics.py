@@ -70,3 +70,11 @@ def test_hue_error_measures_turned_colours_on_coloured_pixels_only():
     half = red.copy()
     half[:2] = 128  # only the coloured half counts
     assert abs(hue_error(half, green) - 120) < 1e-6
+
+
+def test_psnr_cap():
+    a = np.zeros((4, 4, 3), np.uint8)
+    b = a.copy()
+    b[0, 0] = 255
+    assert psnr(a, a) == float("inf") and psnr(a, a, cap=50.0) == 50.0
+    assert psnr(a, b, cap=50.0) == psnr(a, b) < 50.0

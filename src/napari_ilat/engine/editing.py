@@ -287,15 +287,13 @@ def check_options(
     )
 
 
-def check_guidance(guidance: float, model, mode_def, conditioned: bool) -> float:
-    """``guidance`` if the edit can use it: ImageBART and converted models have no
-    unconditional branch to guide against, so only 1 (off) is accepted with a condition."""
-    net = getattr(model, "transformer", None)
-    unguidable = mode_def.model_kind == "imagebart" or net is None or getattr(net.config, "layout", "ilat") == "gpt"
-    if guidance != 1.0 and conditioned and unguidable:
-        what = "mode imagebart" if mode_def.model_kind == "imagebart" else "this converted model"
+def check_guidance(guidance: float, mode_def, conditioned: bool) -> float:
+    """``guidance`` if the edit's engine can use it: ImageBART has no unconditional branch to
+    guide against, so it accepts only 1 (off) with a condition. (A converted iLAT model has
+    none either: the sampler refuses that, ``sampler.is_guided``.)"""
+    if guidance != 1.0 and conditioned and mode_def.model_kind == "imagebart":
         raise ValueError(
-            f"guidance is not available for {what} (no unconditional branch to guide against): use guidance 1"
+            "guidance is not available for mode imagebart (no unconditional branch to guide against): use guidance 1"
         )
     return guidance
 
@@ -402,7 +400,7 @@ class EditResult:
     model: str  # the model's name
     device: str
     seconds: float
-    guidance: float = 1.0  # the guidance scale used (1 = off; the default resolved)
+    guidance: float = 1.0  # the guidance scale used (1 = off)
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -475,7 +473,7 @@ def edit_with_info(
         top_k=opts["top_k"],
         top_p=opts["top_p"],
         greedy=opts["greedy"],
-        guidance=check_guidance(opts["guidance"], model, mode_def, pose is not None or sketch is not None),
+        guidance=check_guidance(opts["guidance"], mode_def, pose is not None or sketch is not None),
     )
 
     dev = resolve_device(device)

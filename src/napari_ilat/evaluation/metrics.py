@@ -21,11 +21,16 @@ def to_unit(image) -> np.ndarray:
     return image.astype(np.float64)
 
 
-def psnr(a, b, mask=None) -> float:
+PSNR_CAP = 50.0  # dB: for means over cases, where a flat hole reproduced exactly is infinite
+
+
+def psnr(a, b, mask=None, cap: float | None = None) -> float:
+    """10 log10(1 / MSE) on [0, 1] images (inside ``mask`` when given); ``cap``: at most this."""
     a, b = to_unit(a), to_unit(b)
     d = (a - b) ** 2
     mse = d[mask].mean() if mask is not None else d.mean()
-    return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
+    value = float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
+    return value if cap is None else min(cap, value)
 
 
 def mae(a, b, mask=None) -> float:

@@ -95,6 +95,19 @@ def test_recipe_warm_start_continues_both_stages_of_a_model(tmp_path):
     assert "--init" in second["config"]["description"]
     rec = json.loads((tmp_path / "b" / "recipe.json").read_text())
     assert rec["phases"]["stage1"]["steps"] > 0 and rec["phases"]["stage2"]["steps"] > 0
+    # stage-1 share 0: the transformer alone trains (at a real learning rate) on the warm
+    # start's first stage, kept bit for bit, and the budget holds (it once ran stage 1 forever)
+    args = ["train", "recipe", "--data", "pose", "--minutes", "0.05", "--out", str(tmp_path / "c")]
+    args += ["--init", str(tmp_path / "a" / "pose.json"), "--stage1-share", "0", "--stage2-lr", "1e-2"]
+    args += ["--n-eval", "2", "--workers", "0", "--seed", "1", "--quiet"]
+    assert main(args) == 0
+    c = load_model(tmp_path / "c" / "pose.json")
+    for (k, va), vc in zip(a.vqgan.state_dict().items(), c.vqgan.state_dict().values()):
+        assert torch.equal(va, vc), k
+    assert not all(torch.equal(x, y) for x, y in zip(a.transformer.parameters(), c.transformer.parameters()))
+    rec = json.loads((tmp_path / "c" / "recipe.json").read_text())
+    assert rec["phases"]["stage1"]["steps"] == 0 and rec["phases"]["stage2"]["steps"] > 0
+    assert rec["wall_seconds"] < 120
 
 
 def test_plan_sizes_to_the_device():
@@ -109,6 +122,12 @@ def test_plan_sizes_to_the_device():
     ib = plan(RecipeConfig(minutes=10, imagebart_share=0.25), torch.device("cpu"))
     assert ib["imagebart_minutes"] == pytest.approx(0.25 * total)
     assert ib["stage1_minutes"] + ib["stage2_minutes"] == pytest.approx(0.75 * total)
+    with pytest.raises(ValueError, match="stage1_share must be"):
+        plan(RecipeConfig(stage1_share=1.0), torch.device("cpu"))  # stage 2 would get no time
+    with pytest.raises(ValueError, match="--init"):
+        plan(RecipeConfig(stage1_share=0.0), torch.device("cpu"))  # no first stage to keep
+    kept = plan(RecipeConfig(minutes=10, stage1_share=0.0, init="pose"), torch.device("cpu"))
+    assert kept["stage1_minutes"] == 0 and kept["stage2_minutes"] == pytest.approx(total)
 
 
 def test_budget_schedule():

@@ -201,7 +201,12 @@ def add_arguments(parser: argparse.ArgumentParser):
         default=None,
         help="warm start: continue both stages from this model (bundled name or NAME.json); its architecture is kept",
     )
-    p.add_argument("--stage1-share", type=float, default=None, help="fraction of the training time for stage 1")
+    p.add_argument(
+        "--stage1-share",
+        type=float,
+        default=None,
+        help="fraction of the training time for stage 1 (0 with --init: keep its first stage, train the transformer only)",
+    )
     p.add_argument("--batch1", type=int, default=None, help="stage-1 batch (default by device)")
     p.add_argument("--batch2", type=int, default=None, help="stage-2 batch (default by device)")
     p.add_argument("--stage1-lr", type=float, default=None)

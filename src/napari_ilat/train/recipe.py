@@ -20,6 +20,8 @@ with the stage commands), the exported model ``NAME.json`` + ``NAME.stage{1,2}.s
 ``init`` (``--init MODEL``) continues a model instead of starting from random weights: both
 stages start from its weights and keep its architecture, the first stage without the
 codebook's data-dependent early restarts (its codes already carry the transformer's meaning).
+With ``stage1_share`` 0 the warm start's first stage is kept as it is and only the
+transformer trains (what a CPU continuation can afford).
 
 ``imagebart_share`` > 0 also trains ImageBART's reverse stages (the second engine,
 docs/imagebart.md) for that fraction of the training time, on the same frozen first stage
@@ -108,6 +110,11 @@ def plan(cfg: RecipeConfig, device: torch.device) -> dict:
     p["stage2_lr"] = cfg.stage2_lr or (6e-4 if gpu else 3e-4)
     if not 0 <= cfg.imagebart_share < 1:
         raise ValueError(f"imagebart_share must be in [0, 1), got {cfg.imagebart_share}")
+    if not 0 <= cfg.stage1_share < 1:
+        raise ValueError(f"stage1_share must be in [0, 1), got {cfg.stage1_share}")
+    if cfg.stage1_share == 0 and cfg.init is None:
+        # share 0 keeps a warm start's first stage; from scratch there is none to keep
+        raise ValueError("stage1_share 0 keeps the first stage of --init: give --init MODEL or a share > 0")
     train_min = cfg.minutes * (1 - cfg.eval_share)
     p["imagebart_minutes"] = train_min * cfg.imagebart_share
     train_min -= p["imagebart_minutes"]
@@ -224,9 +231,15 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         record["init"] = _init_record(cfg.init)
         log(f"warm start from {record['init']}")
     t = time.time()
-    r1 = stage1.train(c1, m1, out / "stage1", device=dev, precision=prec, init_weights=init1, quiet=quiet)
-    record["phases"]["stage1"] = _phase(r1, t)
-    log(f"stage 1: {r1['step']} steps, {record['phases']['stage1']}")
+    if p["stage1_minutes"] > 0:
+        r1 = stage1.train(c1, m1, out / "stage1", device=dev, precision=prec, init_weights=init1, quiet=quiet)
+        record["phases"]["stage1"] = _phase(r1, t)
+        first_stage = out / "stage1"
+        log(f"stage 1: {r1['step']} steps, {record['phases']['stage1']}")
+    else:  # stage 2 alone, on the warm start's first stage, unchanged (plan() checked --init)
+        record["phases"]["stage1"] = {"seconds": 0.0, "steps": 0, "kept": str(cfg.init)}
+        first_stage = cfg.init
+        log(f"stage 1: kept from {cfg.init}")
     _write(out / "recipe.json", record)
 
     # the token pool is encoded before stage 2's clock starts (~20 items/s on a CPU core)
@@ -244,7 +257,7 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
     arch = dict(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, cond_map=cfg.cond_map)
     t = time.time()
     r2 = stage2.train(
-        c2, arch, out / "stage2", first_stage=out / "stage1", init=cfg.init, device=dev, precision=prec, quiet=quiet
+        c2, arch, out / "stage2", first_stage=first_stage, init=cfg.init, device=dev, precision=prec, quiet=quiet
     )
     record["phases"]["stage2"] = _phase(r2, t)
     log(f"stage 2: {r2['step']} steps, {record['phases']['stage2']}")
@@ -255,7 +268,7 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         desc += f" --init {record['init']['model']} (stage-1 sha256 {record['init']['stage1_sha256'][:12]})"
     desc += f" on {record['device_name']} ({prec})"
     if p["imagebart_minutes"] > 0:
-        record["phases"]["imagebart"] = _imagebart(cfg, p, out, name, desc, dev, prec, run_opts, quiet)
+        record["phases"]["imagebart"] = _imagebart(cfg, p, out, name, desc, dev, prec, run_opts, quiet, first_stage)
         log(f"imagebart: {record['phases']['imagebart']['steps']} steps")
         _write(out / "recipe.json", record)
     t = time.time()
@@ -313,7 +326,9 @@ def _init_record(init: str) -> dict:
     return rec
 
 
-def _imagebart(cfg: RecipeConfig, p: dict, out: Path, name: str, desc: str, dev, prec, run_opts, quiet) -> dict:
+def _imagebart(
+    cfg: RecipeConfig, p: dict, out: Path, name: str, desc: str, dev, prec, run_opts, quiet, first_stage
+) -> dict:
     """Train and export ImageBART on the recipe's first stage; its recipe.json phase."""
     from napari_ilat.train import imagebart
 
@@ -336,9 +351,7 @@ def _imagebart(cfg: RecipeConfig, p: dict, out: Path, name: str, desc: str, dev,
         n_dec_layer=cfg.ib_n_dec_layer,
         dropout=cfg.dropout,
     )
-    r = imagebart.train(
-        cib, arch, out / "imagebart", first_stage=out / "stage1", device=dev, precision=prec, quiet=quiet
-    )
+    r = imagebart.train(cib, arch, out / "imagebart", first_stage=first_stage, device=dev, precision=prec, quiet=quiet)
     imagebart.export(out / "imagebart", out / f"{name}-imagebart", name=f"{name}-imagebart", description=desc)
     return _phase(r, t)
 

@@ -205,7 +205,7 @@ def add_arguments(parser: argparse.ArgumentParser):
         "--stage1-share",
         type=float,
         default=None,
-        help="fraction of the training time for stage 1 (0 with --init: keep its first stage, train the transformer only)",
+        help="fraction of the training time for stage 1 (0 with --init: keep its first stage, train stage 2 only)",
     )
     p.add_argument("--batch1", type=int, default=None, help="stage-1 batch (default by device)")
     p.add_argument("--batch2", type=int, default=None, help="stage-2 batch (default by device)")

@@ -654,16 +654,16 @@ def edit_with_info(
                 gen = _resize(((gen + 1) / 2).clamp(0, 1), (h, w))[..., roi.r0 : roi.r1, roi.c0 : roi.c1]
             gen = gen[0].permute(1, 2, 0).double().cpu().numpy()  # (roi h, roi w, 3)
             mismatch = seam_mismatch(gen, rgb_roi, mask_w[roi_win])
-            if blend == "seamless":  # shifted smoothly to meet the input at the mask's edge
-                gen = seamless(gen, rgb_roi, mask_w[roi_win])
-            blended = a * gen + (1 - a) * rgb_roi
-            values = intensity.from_unit(_from_rgb(blended, unit_roi))
             # best_of > 1: keep the `samples` best-fitting so far (ties and NaN: by seed)
             key = (math.inf if math.isnan(mismatch) else mismatch, k) if best_of > 1 else (0.0, k)
-            kept.append((key, k, mismatch, values))
+            kept.append((key, k, mismatch, gen))
             kept.sort(key=lambda c: c[0])
             del kept[samples:]
-    for j, (_, _, _, values) in enumerate(kept):
+    for j, (_, _, _, gen) in enumerate(kept):  # composite only the kept candidates
+        if blend == "seamless":  # shifted smoothly to meet the input at the mask's edge
+            gen = seamless(gen, rgb_roi, mask_w[roi_win])
+        blended = a * gen + (1 - a) * rgb_roi
+        values = intensity.from_unit(_from_rgb(blended, unit_roi))
         out_win = out[j][win][roi_win]
         if image.ndim == 3 and image.shape[2] == 4:
             out_win[touched, :3] = values[touched]  # alpha is returned as given

@@ -181,3 +181,19 @@ def test_training_progress_plain_lines_in_logs_and_tqdm_on_a_terminal(capsys, mo
     p.close()
     err = capsys.readouterr().err
     assert "20/20" in err and "loss=0.5000" in err and "validation 2" in err and "step 10/20" not in err
+
+
+def test_token_pool_reports_its_progress(capsys):
+    """A CPU pool of thousands of items takes many minutes: progress lines, not silence."""
+    import time
+
+    from napari_ilat.train.stage2 import pool_reporter
+
+    report = pool_reporter(time.time() - 100.0, every_s=0.0)
+    report(50, 100)  # 0.5 items/s, 50 left: ~1.7 min
+    report(100, 100)  # the end is reported by the caller ("encoded in N s")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["token pool: 50/100 items, 0.5 items/s, ~2 min left"]
+    quiet = pool_reporter(time.time(), every_s=3600.0)
+    quiet(5, 20)
+    assert capsys.readouterr().out == ""

@@ -87,13 +87,32 @@ def tokenize(vq: VQModel, batch: dict, plain: bool, device) -> dict:
     return out
 
 
-def tokenize_items(vq, ds, indices, plain, device, batch=16) -> dict:
+def tokenize_items(vq, ds, indices, plain, device, batch=16, report=None) -> dict:
+    """Make and encode ``ds[indices]``; ``report(done, total)`` after each batch."""
     parts = []
     for i in range(0, len(indices), batch):
         b = collate([ds[j] for j in indices[i : i + batch]])
         t = tokenize(vq, b, plain, device)
         parts.append({k: v.cpu() for k, v in t.items()})
+        if report is not None:
+            report(min(i + batch, len(indices)), len(indices))
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def pool_reporter(t0: float, every_s: float = 60.0):
+    """A ``tokenize_items`` report that prints the pool's progress at most every
+    ``every_s`` seconds (on a CPU a pool of thousands takes many minutes)."""
+    last = [t0]
+
+    def report(done, total):
+        now = time.time()
+        if now - last[0] >= every_s and done < total:
+            last[0] = now
+            rate = done / max(now - t0, 1e-9)
+            left = (total - done) / max(rate, 1e-9) / 60
+            print(f"token pool: {done}/{total} items, {rate:.1f} items/s, ~{left:.0f} min left", flush=True)
+
+    return report
 
 
 @torch.no_grad()
@@ -237,7 +256,8 @@ def train(
             from napari_ilat.train.common import atomic_save_file
 
             t0 = time.time()
-            pool = tokenize_items(vq, train_ds, list(range(cfg.token_pool)), cfg.plain, dev)
+            report = None if quiet else pool_reporter(t0)
+            pool = tokenize_items(vq, train_ds, list(range(cfg.token_pool)), cfg.plain, dev, report=report)
             atomic_save_file(pool, pool_path)
             if not quiet:
                 print(f"token pool: {cfg.token_pool} items encoded in {time.time() - t0:.0f} s", flush=True)

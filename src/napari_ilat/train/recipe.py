@@ -88,6 +88,12 @@ class RecipeConfig:
     n_eval: int | None = None
 
 
+# Items a CPU core makes and encodes for a token pool per second: 8000 pose items took 2063 s
+# (3.9/s) on one thread of the 2-core VM with the other core busy, 6000 natural ones ~20 min
+# (5/s); the plan sizes the pool and leaves its time out of stage 2's budget with this rate.
+POOL_ITEMS_PER_S = 4.0
+
+
 def plan(cfg: RecipeConfig, device: torch.device) -> dict:
     """Batch sizes, learning rates, workers, pool and eval sizes for this device."""
     gpu = device.type == "cuda"
@@ -100,7 +106,7 @@ def plan(cfg: RecipeConfig, device: torch.device) -> dict:
         # a GPU steps a 128 px VQGAN faster than ~10 cores make pose scenes
         "reuse1": cfg.reuse1 or (3 if gpu else 1),
         # on a CPU encoding an item costs more than a transformer step: pool them; the pool
-        # is sized to about a quarter of stage 2's time at ~20 items/s
+        # is sized to about a quarter of stage 2's time (POOL_ITEMS_PER_S)
         "token_pool": cfg.token_pool if cfg.token_pool is not None else 0,
         "n_eval": cfg.n_eval if cfg.n_eval is not None else (200 if gpu else 20),
     }
@@ -121,7 +127,7 @@ def plan(cfg: RecipeConfig, device: torch.device) -> dict:
     p["stage1_minutes"] = train_min * cfg.stage1_share
     p["stage2_minutes"] = train_min - p["stage1_minutes"]
     if cfg.token_pool is None and not gpu:
-        p["token_pool"] = int(max(16, min(4000, p["stage2_minutes"] * 60 * 20 / 4)))
+        p["token_pool"] = int(max(16, min(4000, p["stage2_minutes"] * 60 * POOL_ITEMS_PER_S / 4)))
     return p
 
 
@@ -242,8 +248,8 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         log(f"stage 1: kept from {cfg.init}")
     _write(out / "recipe.json", record)
 
-    # the token pool is encoded before stage 2's clock starts (~20 items/s on a CPU core)
-    setup = p["token_pool"] / 20 + 5
+    # the token pool is encoded before stage 2's clock starts
+    setup = p["token_pool"] / POOL_ITEMS_PER_S + 5
     p["stage2_minutes"] = max(0.05, (deadline - time.time() - setup) / 60)
     c2 = stage2.Stage2Config(
         **run_opts,
@@ -341,7 +347,7 @@ def _imagebart(
         lr=p["stage2_lr"],
         token_pool=pool,
         # the pool is encoded inside the budget's clock on the first step: leave its time out
-        budget_minutes=max(0.05, p["imagebart_minutes"] - (pool / 20 + 5) / 60),
+        budget_minutes=max(0.05, p["imagebart_minutes"] - (pool / POOL_ITEMS_PER_S + 5) / 60),
     )
     arch = dict(
         n_stages=cfg.ib_n_stages,

@@ -1,18 +1,18 @@
-"""Sampling settings (guidance scale, temperature, best of K) against quality, on the
+"""Sampling settings (guidance scale, temperature) against quality, on the
 VALIDATION split (defaults are chosen here; the test split then measures the chosen
 default, docs/benchmarks.md, "Sampling: ..."). The same cases and seeds for every setting,
 so the columns compare paired.
 
     OMP_NUM_THREADS=1 python scripts/sweep_sampling.py --n 100 --guidance 1,1.5,2,3 --sets pose,sketch
     OMP_NUM_THREADS=1 python scripts/sweep_sampling.py --n 100 --temperature 1,0.8,0.6 --sets pose
-    OMP_NUM_THREADS=1 python scripts/sweep_sampling.py --n 100 --best-of 1,2,4,8 --sets pose,box,brush,sketch
+    OMP_NUM_THREADS=1 python scripts/sweep_sampling.py --n 100 --temperature 1,0.8 --sets box,brush
 
 pose: in-mask PSNR with the true target pose and how often it strictly beats the source
 pose and another pair's pose (napari_ilat.train.evaluate.pose_following). sketch: in-mask
 PSNR with the true XDoG sketch inside brush masks, and its gain over the unguided edit (no
-sketch, same temperature and best-of: guidance has no effect there). box, brush: in-mask
+sketch, same temperature: guidance has no effect there). box, brush: in-mask
 PSNR of unguided natural edits (box holes of 48-64 px, brush strokes of 10-40%). Prints one
-JSON line per set and setting (every guidance scale with every temperature and best-of).
+JSON line per set and setting (every guidance scale with every temperature).
 """
 
 import argparse
@@ -32,25 +32,19 @@ def main():
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--guidance", default="1")
     ap.add_argument("--temperature", default="1")
-    ap.add_argument("--best-of", default="1", help="candidates drawn, the best-fitting kept (edit(best_of=))")
     ap.add_argument("--sets", default="pose,sketch")
     ap.add_argument("--split", default="validation")
     ap.add_argument("--top-k", type=int, default=20, help="0 = whole distribution")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    settings = [
-        (float(g), float(t), int(b))
-        for g in args.guidance.split(",")
-        for t in args.temperature.split(",")
-        for b in args.best_of.split(",")
-    ]
+    settings = [(float(g), float(t)) for g in args.guidance.split(",") for t in args.temperature.split(",")]
     top_k = args.top_k or None
     for name in args.sets.split(","):
         if name == "pose":
             model = load_model("pose")
-            for g, t, b in settings:
-                r = pose_following(model, args.n, split=args.split, guidance=g, temperature=t, top_k=top_k, best_of=b)
-                row = {"set": "pose", "guidance": g, "temperature": t, "best_of": b, "split": args.split, **r}
+            for g, t in settings:
+                r = pose_following(model, args.n, split=args.split, guidance=g, temperature=t, top_k=top_k)
+                row = {"set": "pose", "guidance": g, "temperature": t, "split": args.split, **r}
                 print(json.dumps(row), flush=True)
         elif name in ("sketch", "box", "brush"):
             model = load_model("natural")
@@ -59,19 +53,19 @@ def main():
             else:
                 cases = list(natural_cases(args.n, 128, name == "sketch", split=args.split))
             base = {}
-            for g, temp, b in settings:
-                kw = dict(model=model, top_k=top_k, temperature=temp, best_of=b)
-                if name == "sketch" and (temp, b) not in base:
-                    base[temp, b] = float(
+            for g, temp in settings:
+                kw = dict(model=model, top_k=top_k, temperature=temp)
+                if name == "sketch" and temp not in base:
+                    base[temp] = float(
                         np.mean([psnr(edit(s, m, seed=seed, **kw), t, m, cap=PSNR_CAP) for seed, s, t, m, _ in cases])
                     )
                 ps = [
                     psnr(edit(s, m, seed=seed, guidance=g, **kw, **c), t, m, cap=PSNR_CAP) for seed, s, t, m, c in cases
                 ]
-                row = {"set": name, "guidance": g, "temperature": temp, "best_of": b, "split": args.split}
+                row = {"set": name, "guidance": g, "temperature": temp, "split": args.split}
                 row.update(n=args.n, psnr_mask=float(np.mean(ps)))
                 if name == "sketch":
-                    row.update(unguided=base[temp, b], gain=row["psnr_mask"] - base[temp, b])
+                    row.update(unguided=base[temp], gain=row["psnr_mask"] - base[temp])
                 print(json.dumps(row), flush=True)
         else:
             raise SystemExit(f"unknown set {name!r}")

@@ -134,32 +134,6 @@ def test_edit_guidance_default_and_given(files, tiny_pose_model_path):
     assert not np.array_equal(*outs)
 
 
-def test_edit_best_of_keeps_the_best_fitting_draws(files, tiny_model_path, capsys):
-    """--best-of K is passed through: the files are edit(best_of=K)'s candidates, each
-    recorded with the seed that makes it as a single edit and its seam mismatch."""
-    from napari_ilat import edit_with_info, load_model
-    from napari_ilat.cli.edit import read_metadata
-    from napari_ilat.engine.defaults import DEFAULT_BEST_OF
-
-    d, img, mask = files
-    model = load_model(tiny_model_path)
-    base = ["edit", str(d / "img.png"), "--mask", str(d / "mask.png"), "--model", str(tiny_model_path)]
-    assert main([*base, "--seed", "4", "-o", str(d / "o.png"), "-q"]) == 0
-    assert read_metadata(d / "o.png")["best_of"] == DEFAULT_BEST_OF
-    ref = edit_with_info(img, mask > 0, model=model, seed=4, samples=2, best_of=5)
-    assert main([*base, "--seed", "4", "--samples", "2", "--best-of", "5", "-o", str(d / "b.png")]) == 0
-    assert f"best 2 of 5, seeds {ref.seeds[0]}, {ref.seeds[1]}" in capsys.readouterr().err
-    for k in range(2):
-        out = skimage.io.imread(d / f"b_{k}.png")
-        assert np.array_equal(out, ref.image[k])
-        meta = read_metadata(d / f"b_{k}.png")
-        assert meta["best_of"] == 5 and meta["seed"] == ref.seeds[k] and meta["fit"] == round(ref.fit[k], 5)
-        single = edit_with_info(img, mask > 0, model=model, seed=meta["seed"]).image
-        assert np.array_equal(out, single)  # the recorded seed reproduces the file
-    assert main([*base, "--best-of", "0", "-o", str(d / "c.png"), "-q"]) == 2
-    assert "best_of" in capsys.readouterr().err
-
-
 def test_edit_with_the_default_model_beside_a_pose_json(files, monkeypatch):
     """The demo's reproduce line run inside its folder: the keypoints file pose.json in the
     working directory must not be taken for the default model 'pose'."""

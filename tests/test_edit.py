@@ -142,60 +142,6 @@ def test_determinism_and_candidates(model64):
         )
 
 
-def test_best_of_keeps_the_candidates_that_fit_their_surroundings_best(model64):
-    """best_of K draws seeds seed..seed+K-1 and keeps the `samples` with the smallest seam
-    mismatch, best first; each kept candidate is the single edit with its reported seed."""
-    from napari_ilat import edit_with_info
-
-    img, mask = photo((32, 32), 2), blob_mask((32, 32), 6, rate=0.25)
-    kw = dict(model=model64, blend="alpha")
-    singles = [edit_with_info(img, mask, seed=s, **kw) for s in range(10, 16)]
-    fits = [r.fit[0] for r in singles]
-    assert all(np.isfinite(fits)) and len(set(fits)) == len(fits)  # a real ranking
-    assert singles[0].seeds == (10,) and singles[0].best_of == 1
-    best = edit_with_info(img, mask, seed=10, best_of=6, **kw)
-    k = int(np.argmin(fits))
-    assert k != 0  # otherwise "keep the first draw" would pass too
-    assert best.seeds == (10 + k,) and best.fit == (fits[k],) and best.best_of == 6
-    assert np.array_equal(best.image, singles[k].image)
-    two = edit_with_info(img, mask, seed=10, samples=2, best_of=6, **kw)
-    order = np.argsort(fits)[:2]
-    assert two.seeds == tuple(10 + int(i) for i in order) and two.image.shape == (2, 32, 32, 3)
-    for j, i in enumerate(order):
-        assert np.array_equal(two.image[j], singles[i].image)
-    # best_of <= samples ranks the candidates drawn; best_of 1 keeps them in seed order
-    three = edit_with_info(img, mask, seed=10, samples=3, **kw)
-    assert three.seeds == (10, 11, 12) and three.fit == tuple(fits[:3])
-    ranked = edit_with_info(img, mask, seed=10, samples=3, best_of=3, **kw)
-    assert ranked.fit == tuple(sorted(fits[:3]))
-    one, calls = [], []
-    edit(img, mask, seed=10, progress=lambda d, t: one.append(t), **kw)
-    edit(img, mask, seed=10, best_of=3, progress=lambda d, t: calls.append((d, t)), **kw)
-    assert calls[-1][0] == calls[-1][1] == 3 * one[0] == len(calls)  # progress over all draws
-    for bad in (0, 65, 2.0, True, "4"):
-        with pytest.raises(ValueError, match="best_of"):
-            edit(img, mask, seed=10, best_of=bad, **kw)
-    with pytest.raises(ValueError, match="seed"):  # seed + draws - 1 must stay an int64
-        edit(img, mask, seed=2**63 - 3, best_of=4, **kw)
-
-
-def test_seam_mismatch_reads_the_ring_outside_the_mask():
-    from napari_ilat.engine.editing import SEAM_RING, seam_mismatch
-
-    image = np.zeros((20, 20, 3))
-    mask = np.zeros((20, 20), bool)
-    mask[8:12, 8:12] = True
-    gen = image.copy()
-    gen[mask] = 1.0  # inside the mask: not compared
-    assert seam_mismatch(gen, image, mask) == 0.0
-    ring = np.zeros((20, 20), bool)
-    ring[8 - SEAM_RING : 12 + SEAM_RING, 8 - SEAM_RING : 12 + SEAM_RING] = True
-    gen[ring & ~mask] = 0.25
-    gen[0, 0] = 1.0  # beyond the ring: not compared
-    assert seam_mismatch(gen, image, mask) == pytest.approx(0.25)
-    assert np.isnan(seam_mismatch(gen, image, np.ones((20, 20), bool)))
-
-
 def test_default_sampling_keeps_the_20_most_likely_codes(model64):
     """edit() samples from the top 20 codes unless told otherwise (None: the whole
     distribution), in every mode that samples tokens."""

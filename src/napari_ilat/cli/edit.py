@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_ilat.engine.defaults import DEFAULT_BEST_OF, DEFAULT_GUIDANCE, DEFAULT_TOP_K
+from napari_ilat.engine.defaults import DEFAULT_GUIDANCE, DEFAULT_TOP_K
 from napari_ilat.engine.inputs import normalize_mask, normalize_sketch
 from napari_ilat.engine.modes import MODE_NAMES
 
@@ -91,13 +91,6 @@ def add_arguments(p) -> None:
         default=DEFAULT_GUIDANCE,
         help="classifier-free guidance on --pose / --sketch, >= 0: 1 = off, larger follows the guidance more "
         "closely at twice the sampling work, 0 ignores it (default: %(default)s)",
-    )
-    p.add_argument(
-        "--best-of",
-        type=int,
-        default=DEFAULT_BEST_OF,
-        help="draw K candidates (seeds S..S+K-1) and keep the --samples that fit their surroundings best, best "
-        "first; 1 = no ranking (default: %(default)s)",
     )
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default: %(default)s)")
@@ -514,7 +507,6 @@ def run(args) -> int:
                     top_p=args.top_p,
                     greedy=args.greedy,
                     guidance=args.guidance,
-                    best_of=args.best_of,
                     device=args.device,
                     feather=args.feather,
                     resolution=args.resolution,
@@ -536,15 +528,11 @@ def run(args) -> int:
                 "top_p": args.top_p,
                 "greedy": args.greedy,
                 "guidance": result.guidance,
-                "best_of": result.best_of,
                 "feather": args.feather,
             }
             for k, path in enumerate(outs):
-                # "seed": the seed that makes this very file as a single edit (--seed S+k, or
-                # with --best-of the kept draw's seed); "fit": its seam mismatch (None: no ring)
-                fit = result.fit[k]
+                # "seed": the seed that makes this very file as a single edit (--seed S+k)
                 extra = {"candidate": k, "seed": result.seeds[k], "first_seed": result.seed}
-                extra["fit"] = None if fit != fit else round(fit, 5)
                 write_image(path, out[k] if args.samples > 1 else out, {**meta, **extra})
         except (ValueError, FileNotFoundError, OSError) as e:
             message = str(e)
@@ -553,11 +541,7 @@ def run(args) -> int:
             bar.close(f"skipped: {message}")
             failed.append(img_p.name)
             continue
-        if result.best_of > 1:
-            kept = ", ".join(map(str, result.seeds))
-            shown = f"{outs[0]}" if len(outs) == 1 else f"{outs[0]} .. {outs[-1].name}"
-            shown += f" (best {len(outs)} of {result.best_of}, seed{'s' * (len(outs) > 1)} {kept}"
-        elif len(outs) == 1:
+        if len(outs) == 1:
             shown = f"{outs[0]} (seed {result.seed}"
         else:
             last = result.seeds[-1]

@@ -15,8 +15,3 @@ DEFAULT_TOP_K = 20
 # the mask within 0.05 dB, the true pose beating another pair's pose less often) and worse
 # sketch edits (the sketch's gain over no sketch +0.47 dB at 1, +0.17 at 2, -1.06 at 5).
 DEFAULT_GUIDANCE = 1.0
-
-# Drawing several candidates and keeping the one that fits its surroundings best (the
-# smallest mean difference from the input on the ring of pixels just outside the mask,
-# before blending: edit(best_of=K)) is off by default until measured: 1 keeps the first draw.
-DEFAULT_BEST_OF = 1

@@ -15,9 +15,7 @@ The pipeline, and the one rule it keeps: the old content inside the mask may rea
    image, mask and window (:mod:`napari_ilat.engine.reuse`);
 4. sample the masked tokens (cached sampler; :mod:`napari_ilat.engine.sliding` for grids
    larger than one window), one candidate at a time: candidate k is the single edit with
-   seed ``seed + k`` (at most :data:`MAX_SAMPLES` candidates a call); with ``best_of`` K
-   > 1, K candidates are drawn and the ``samples`` that fit their surroundings best are
-   kept, best first (:func:`seam_mismatch`);
+   seed ``seed + k`` (at most :data:`MAX_SAMPLES` candidates a call);
 5. decode z_q*M_q + z_hat*(1-M_q) -- only the region the mask and its feather band cover
    when that is at most half the window (:mod:`napari_ilat.engine.region_decode`,
    ``decode="auto"``), else all of it (``decode="full"``) --, paste back, and composite
@@ -42,7 +40,7 @@ from scipy import ndimage
 
 from napari_ilat.engine.blend import BLENDS, seamless
 from napari_ilat.engine.conditions import normalize_keypoints
-from napari_ilat.engine.defaults import DEFAULT_BEST_OF, DEFAULT_GUIDANCE, DEFAULT_TOP_K
+from napari_ilat.engine.defaults import DEFAULT_GUIDANCE, DEFAULT_TOP_K
 from napari_ilat.engine.imagebart import default_imagebart_model, is_imagebart, sample_imagebart_grid
 from napari_ilat.engine.inputs import check_image, check_pose, normalize_mask, normalize_sketch
 from napari_ilat.engine.model import ILATModel, load_model
@@ -74,9 +72,6 @@ DECODES = ("auto", "full")
 REGION_MAX_FRACTION = 0.5
 #: Tokens of latent around the decoded region's own tokens that the region decoder reads.
 REGION_MARGIN = 3
-#: Width in pixels of the ring outside the mask where a candidate's decode is compared with
-#: the input (seam_mismatch; the seamless blend reads the same ring).
-SEAM_RING = 3
 
 __all__ = [
     "edit",
@@ -250,36 +245,22 @@ def _is_real(v) -> bool:
 
 
 def check_options(
-    samples=1,
-    seed=None,
-    temperature=1.0,
-    top_k=None,
-    top_p=None,
-    greedy=False,
-    feather=2.0,
-    guidance=1.0,
-    best_of=1,
+    samples=1, seed=None, temperature=1.0, top_k=None, top_p=None, greedy=False, feather=2.0, guidance=1.0
 ) -> dict:
     """The sampling options, checked (``ValueError`` naming the argument) and as plain Python
-    numbers. ``draws``: how many candidates are generated (``max(samples, best_of)``)."""
+    numbers."""
     if not _is_int(samples) or not 1 <= samples <= MAX_SAMPLES:
         raise ValueError(
             f"samples must be an integer from 1 to {MAX_SAMPLES} (candidates per call), got {samples!r}; "
             "for more, call again with seed + samples"
         )
     samples = int(samples)
-    if not _is_int(best_of) or not 1 <= best_of <= MAX_SAMPLES:
-        raise ValueError(
-            f"best_of must be an integer from 1 to {MAX_SAMPLES} (candidates drawn to keep the best), got {best_of!r}"
-        )
-    best_of = int(best_of)
-    draws = max(samples, best_of)
     if seed is not None:
         if not _is_int(seed):
             raise ValueError(f"seed must be an integer (or None to draw one), got {seed!r}")
-        if seed < 0 or seed + draws - 1 >= SEED_MAX:
+        if seed < 0 or seed + samples - 1 >= SEED_MAX:
             raise ValueError(
-                f"seed must be in [0, 2**63 - {draws}] (candidate k uses seed + k, an int64), got {seed!r}"
+                f"seed must be in [0, 2**63 - samples] (candidate k uses seed + k, an int64), got {seed!r}"
             )
         seed = int(seed)
     if not _is_real(temperature) or not math.isfinite(temperature) or temperature <= 0:
@@ -303,8 +284,6 @@ def check_options(
         greedy=bool(greedy),
         feather=float(feather),
         guidance=float(guidance),
-        best_of=best_of,
-        draws=draws,
     )
 
 
@@ -422,30 +401,11 @@ class EditResult:
     device: str
     seconds: float
     guidance: float = 1.0  # the guidance scale used (1 = off)
-    best_of: int = 1  # candidates drawn; the ``samples`` best-fitting were kept when > 1
-    # the seed of each returned candidate (the single edit with that seed and best_of 1 is
-    # that candidate); default: seed + k
-    seeds: tuple[int, ...] = ()
-    # each returned candidate's seam mismatch (seam_mismatch: lower fits better; NaN when
-    # the mask leaves no ring to compare)
-    fit: tuple[float, ...] = ()
 
-    def __post_init__(self):
-        if not self.seeds:
-            object.__setattr__(self, "seeds", tuple(self.seed + k for k in range(self.samples)))
-
-
-def seam_mismatch(generated: np.ndarray, image: np.ndarray, mask: np.ndarray, ring: int = SEAM_RING) -> float:
-    """How badly a candidate fits its surroundings: the mean absolute difference between
-    its decode (H, W, C) and the input (same shape, the same units) on the ring of pixels
-    within ``ring`` pixels outside ``mask`` (H, W) bool. The decoder draws these pixels from
-    the unmasked tokens *and* the generated ones beside them, so a candidate that continues
-    the image badly shows there (the seamless blend then has to correct it the most). NaN
-    when there is no ring (the mask covers everything)."""
-    band = ndimage.binary_dilation(mask, iterations=ring) & ~mask
-    if not band.any():
-        return float("nan")
-    return float(np.abs(generated[band] - image[band]).mean())
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The seed of each candidate: candidate k is the single edit with ``seed + k``."""
+        return tuple(self.seed + k for k in range(self.samples))
 
 
 def edit_with_info(
@@ -463,7 +423,6 @@ def edit_with_info(
     top_p: float | None = None,
     greedy: bool = False,
     guidance: float = DEFAULT_GUIDANCE,
-    best_of: int = DEFAULT_BEST_OF,
     device="auto",
     feather: float = 2.0,
     value_range=None,
@@ -486,8 +445,8 @@ def edit_with_info(
         raise ValueError(f"decode must be one of {', '.join(DECODES)}, got {decode!r}")
     if blend not in BLENDS:
         raise ValueError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
-    opts = check_options(samples, seed, temperature, top_k, top_p, greedy, feather, guidance, best_of)
-    samples, feather, best_of, draws = opts["samples"], opts["feather"], opts["best_of"], opts["draws"]
+    opts = check_options(samples, seed, temperature, top_k, top_p, greedy, feather, guidance)
+    samples, feather = opts["samples"], opts["feather"]
     pose = None if pose is None else check_pose(pose, image.shape)
     sketch = None if sketch is None else normalize_sketch(sketch, image.shape)
     intensity = _Intensity.of(image, mask, value_range)
@@ -574,9 +533,8 @@ def edit_with_info(
     # ---- composite: generated inside the mask, blend in the band, input bytes elsewhere
     alpha = feather_alpha(mask_w, feather)  # the band lies inside the window (context > feather)
     touched = alpha > 0
-    # the ring of pixels around the mask where generated and input are compared (by the
-    # seamless blend and by seam_mismatch) is decoded too
-    decoded = touched | ndimage.binary_dilation(mask_w, iterations=SEAM_RING)
+    # seamless blending compares generated and input on a ring of pixels around the mask
+    decoded = touched | ndimage.binary_dilation(mask_w, iterations=3) if blend == "seamless" else touched
     rows, cols = np.nonzero(decoded.any(1))[0], np.nonzero(decoded.any(0))[0]
     roi = Box(int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)  # window pixels
     roi_win = (slice(roi.r0, roi.r1), slice(roi.c0, roi.c1))
@@ -622,15 +580,14 @@ def edit_with_info(
         if prompts is None:
             prompts = {}
             FIRST_STAGE_CACHE.add(key, "prompts", prompts)
-        kept = []  # (mismatch key, k, mismatch, composited values) of the candidates kept
-        for k in range(draws):  # candidate k = the single edit with seed + k
+        for k in range(samples):  # candidate k = the single edit with seed + k
             generator = torch.Generator(device=dev)
             generator.manual_seed(seed + k)
             step = None
             if progress is not None:
 
                 def step(done, total, k=k):
-                    progress(k * total + done, draws * total)
+                    progress(k * total + done, samples * total)
 
             out_tokens = grid_sampler(
                 net,
@@ -653,22 +610,15 @@ def edit_with_info(
                 gen = vq.decode_tokens(out_tokens[None], z_hat, m_q)
                 gen = _resize(((gen + 1) / 2).clamp(0, 1), (h, w))[..., roi.r0 : roi.r1, roi.c0 : roi.c1]
             gen = gen[0].permute(1, 2, 0).double().cpu().numpy()  # (roi h, roi w, 3)
-            mismatch = seam_mismatch(gen, rgb_roi, mask_w[roi_win])
-            # best_of > 1: keep the `samples` best-fitting so far (ties and NaN: by seed)
-            key = (math.inf if math.isnan(mismatch) else mismatch, k) if best_of > 1 else (0.0, k)
-            kept.append((key, k, mismatch, gen))
-            kept.sort(key=lambda c: c[0])
-            del kept[samples:]
-    for j, (_, _, _, gen) in enumerate(kept):  # composite only the kept candidates
-        if blend == "seamless":  # shifted smoothly to meet the input at the mask's edge
-            gen = seamless(gen, rgb_roi, mask_w[roi_win])
-        blended = a * gen + (1 - a) * rgb_roi
-        values = intensity.from_unit(_from_rgb(blended, unit_roi))
-        out_win = out[j][win][roi_win]
-        if image.ndim == 3 and image.shape[2] == 4:
-            out_win[touched, :3] = values[touched]  # alpha is returned as given
-        else:
-            out_win[touched] = values[touched]
+            if blend == "seamless":  # shifted smoothly to meet the input at the mask's edge
+                gen = seamless(gen, rgb_roi, mask_w[roi_win])
+            blended = a * gen + (1 - a) * rgb_roi
+            values = intensity.from_unit(_from_rgb(blended, unit_roi))
+            out_win = out[k][win][roi_win]
+            if image.ndim == 3 and image.shape[2] == 4:
+                out_win[touched, :3] = values[touched]  # alpha is returned as given
+            else:
+                out_win[touched] = values[touched]
     return EditResult(
         image=out if samples > 1 else out[0],
         seed=seed,
@@ -678,9 +628,6 @@ def edit_with_info(
         device=str(dev),
         seconds=time.perf_counter() - t_start,
         guidance=options.guidance,
-        best_of=best_of,
-        seeds=tuple(seed + c[1] for c in kept),
-        fit=tuple(c[2] for c in kept),
     )
 
 
@@ -699,7 +646,6 @@ def edit(
     top_p: float | None = None,
     greedy: bool = False,
     guidance: float = DEFAULT_GUIDANCE,
-    best_of: int = DEFAULT_BEST_OF,
     device="auto",
     feather: float = 2.0,
     value_range=None,
@@ -753,12 +699,6 @@ def edit(
         closely (with the bundled models not more accurately: docs/benchmarks.md,
         "Sampling: guidance"); 0 ignores it. iLAT and Taming modes; with ImageBART or a
         converted model (no unconditional branch) only 1. No effect without a pose or sketch.
-    best_of : 1..MAX_SAMPLES: draw ``max(samples, best_of)`` candidates (seeds ``seed``,
-        ``seed + 1``, ...) and return the ``samples`` that fit their surroundings best, best
-        first: the smallest mean difference between a candidate's decode and the input on
-        the ring of pixels just outside the mask (seam_mismatch). Costs the sampling of
-        every draw. 1 (default, DEFAULT_BEST_OF): no ranking, candidate k is seed + k.
-        edit_with_info reports each kept candidate's seed and mismatch.
     device : "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N".
     feather : width in pixels of the blend band outside the mask (0 = hard edge), finite.
     value_range : optional (low, high): the image's value range (e.g. (0, 4095) for 12-bit
@@ -800,7 +740,6 @@ def edit(
         top_p=top_p,
         greedy=greedy,
         guidance=guidance,
-        best_of=best_of,
         device=device,
         feather=feather,
         value_range=value_range,

@@ -358,20 +358,11 @@ def gather_inputs(image, mask, pose=None, sketch=None, *, viewer=None, sketch_wi
 # --------------------------------------------------------------------------- result
 
 
-def result_name(
-    source_name: str, mode: str, seed: int, samples: int, index: tuple[int, ...], seeds=None, best_of: int = 1
-) -> str:
+def result_name(source_name: str, mode: str, seed: int, samples: int, index: tuple[int, ...]) -> str:
     """``<source> [iLAT seed 3]``; N candidates: ``[iLAT seeds 3..6]`` (candidate k, the slider's
-    position k, is the single edit with seed 3 + k); the best of K draws: ``[iLAT best of 8,
-    seed 5]`` or ``[iLAT best 2 of 8, seeds 5, 3]`` (``seeds``: the kept candidates', best
-    first, each the single edit with that seed)."""
-    if best_of > 1 and seeds:
-        kept = "best of" if len(seeds) == 1 else f"best {len(seeds)} of"
-        word = "seed" if len(seeds) == 1 else "seeds"
-        label = f"{kept} {best_of}, {word} {', '.join(map(str, seeds))}"
-    else:
-        label = f"seed {seed}" if samples == 1 else f"seeds {seed}..{seed + samples - 1}"
-    bits = [f"{mode_label(mode)} {label}"]
+    position k, is the single edit with seed 3 + k)."""
+    seeds = f"seed {seed}" if samples == 1 else f"seeds {seed}..{seed + samples - 1}"
+    bits = [f"{mode_label(mode)} {seeds}"]
     if index:
         bits.append("slice " + ",".join(map(str, index)))
     return f"{source_name} [{', '.join(bits)}]"
@@ -473,8 +464,6 @@ def result_metadata(source_name: str, mask_name: str | None, index: tuple[int, .
         "samples": result.samples,
         "seed": result.seed,
         "seeds": [int(v) for v in result.seeds],  # candidate k: the single edit with this seed
-        "best_of": int(result.best_of),
-        "fit": [round(float(v), 5) for v in result.fit],  # seam mismatch of each candidate
         "device": result.device,
         "seconds": round(float(result.seconds), 3),
     }
@@ -501,9 +490,7 @@ def add_edit_result(
     set to the first.
     """
     candidates = result.samples > 1
-    name = result_name(
-        source.name, result.mode, result.seed, result.samples, inputs.index, result.seeds, result.best_of
-    )
+    name = result_name(source.name, result.mode, result.seed, result.samples, inputs.index)
     meta = result_metadata(source.name, mask_name, inputs.index, dict(params or {}), result)
     data, kwargs = result_layer_data(result.image, source, inputs, name, candidates, meta)
     if not add:

@@ -38,7 +38,7 @@ from napari.layers import Image, Labels, Points, Shapes
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, QObject, QTimer
 
-from napari_ilat.engine.defaults import DEFAULT_BEST_OF, DEFAULT_GUIDANCE, DEFAULT_TOP_K
+from napari_ilat.engine.defaults import DEFAULT_GUIDANCE, DEFAULT_TOP_K
 from napari_ilat.engine.modes import MODES
 from napari_ilat.plugin import layers as _layers
 from napari_ilat.plugin.layers import EditInputs, InputError
@@ -260,14 +260,6 @@ class ILATWidget(Container):
             tooltip="how closely to follow the pose or sketch (classifier-free guidance): 1 = off, larger = "
             "closer at twice the sampling work, 0 = ignore it; iLAT and Taming modes",
         )
-        self.best_of = SpinBox(
-            label="best of",
-            value=DEFAULT_BEST_OF,
-            min=1,
-            max=16,
-            tooltip="draw this many candidates and keep the ones that fit their surroundings best (the "
-            "smallest difference at the mask's edge), best first; 1 = keep every draw, in seed order",
-        )
         self.generate_btn = PushButton(text=f"Generate ({GENERATE_KEY})")
         self.cancel_btn = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="tokens", value=0, min=0, max=1)
@@ -298,7 +290,6 @@ class ILATWidget(Container):
                 self.temperature,
                 self.top_k,
                 self.guidance,
-                self.best_of,
                 self.generate_btn,
                 self.cancel_btn,
                 self.progress,
@@ -473,7 +464,6 @@ class ILATWidget(Container):
             temperature=float(self.temperature.value),
             top_k=int(self.top_k.value) or None,
             guidance=float(self.guidance.value),
-            best_of=int(self.best_of.value),
             device=self.device.value,
             resolution=self.resolution.value,
             blend=self.blend.value,

@@ -13,6 +13,10 @@
 #                                                         one model alone, most cores making its
 #                                                         data, 30% of the time for stage 1 (the
 #                                                         recipe's share; default 0.6), no benchmarks
+#   MODELS=pose WORKERS_POSE=14 STAGE1_SHARE=0 BENCH= bash scripts/gpu_recipe.sh 9 RUN_DIR continue
+#                                                         the transformer alone on the bundled first
+#                                                         stage, kept bit for bit (where the error
+#                                                         is: docs/benchmarks.md); CPU-tested
 # Runs from a source checkout (PYTHONPATH=src): needs torch, numpy, scipy, scikit-image,
 # safetensors and Pillow, not napari. Writes RUN_DIR/NAME/ (runs, model, eval.json,
 # recipe.json), RUN_DIR/*.log and RUN_DIR/*.md. With $OUT set (the device machine's return

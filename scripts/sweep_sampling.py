@@ -35,19 +35,21 @@ def main():
     ap.add_argument("--sets", default="pose,sketch")
     ap.add_argument("--split", default="validation")
     ap.add_argument("--top-k", type=int, default=20, help="0 = whole distribution")
+    ap.add_argument("--pose-model", default="pose", help="bundled name or NAME.json for the pose set")
+    ap.add_argument("--natural-model", default="natural", help="bundled name or NAME.json for the other sets")
     args = ap.parse_args()
     torch.set_num_threads(1)
     settings = [(float(g), float(t)) for g in args.guidance.split(",") for t in args.temperature.split(",")]
     top_k = args.top_k or None
     for name in args.sets.split(","):
         if name == "pose":
-            model = load_model("pose")
+            model = load_model(args.pose_model)
             for g, t in settings:
                 r = pose_following(model, args.n, split=args.split, guidance=g, temperature=t, top_k=top_k)
                 row = {"set": "pose", "guidance": g, "temperature": t, "split": args.split, **r}
                 print(json.dumps(row), flush=True)
         elif name in ("sketch", "box", "brush"):
-            model = load_model("natural")
+            model = load_model(args.natural_model)
             if name == "box":
                 cases = list(box_cases(args.n, 128, split=args.split))
             else:

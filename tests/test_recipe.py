@@ -187,13 +187,11 @@ def test_token_pool_reports_its_progress(capsys):
     """A CPU pool of thousands of items takes many minutes: progress lines, not silence."""
     import time
 
-    from napari_ilat.train.stage2 import pool_reporter
-
-    report = pool_reporter(time.time() - 100.0, every_s=0.0)
+    report = C.pool_reporter(time.time() - 100.0, every_s=0.0)
     report(50, 100)  # 0.5 items/s, 50 left: ~1.7 min
     report(100, 100)  # the end is reported by the caller ("encoded in N s")
     lines = capsys.readouterr().out.splitlines()
     assert lines == ["token pool: 50/100 items, 0.5 items/s, ~2 min left"]
-    quiet = pool_reporter(time.time(), every_s=3600.0)
+    quiet = C.pool_reporter(time.time(), every_s=3600.0)
     quiet(5, 20)
     assert capsys.readouterr().out == ""

@@ -477,3 +477,19 @@ def weights_digest(module: torch.nn.Module) -> str:
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def pool_reporter(t0: float, every_s: float = 60.0):
+    """A ``tokenize_items`` report that prints the pool's progress at most every
+    ``every_s`` seconds (on a CPU a pool of thousands takes many minutes)."""
+    last = [t0]
+
+    def report(done, total):
+        now = time.time()
+        if now - last[0] >= every_s and done < total:
+            last[0] = now
+            rate = done / max(now - t0, 1e-9)
+            left = (total - done) / max(rate, 1e-9) / 60
+            print(f"token pool: {done}/{total} items, {rate:.1f} items/s, ~{left:.0f} min left", flush=True)
+
+    return report

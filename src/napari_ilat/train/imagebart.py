@@ -92,11 +92,14 @@ def tokenize(vq: VQModel, batch: dict, cond: str, device) -> dict:
     return out
 
 
-def tokenize_items(vq, ds, indices, cond, device, batch=16) -> dict:
+def tokenize_items(vq, ds, indices, cond, device, batch=16, report=None) -> dict:
+    """Make and encode ``ds[indices]``; ``report(done, total)`` after each batch."""
     parts = []
     for i in range(0, len(indices), batch):
         b = collate([ds[j] for j in indices[i : i + batch]])
         parts.append({k: v.cpu() for k, v in tokenize(vq, b, cond, device).items()})
+        if report is not None:
+            report(min(i + batch, len(indices)), len(indices))
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -216,7 +219,8 @@ def train(
         pool_path = out / "token_pool.safetensors"
         if D.main and not pool_path.exists():
             t0 = time.time()
-            pool = tokenize_items(vq, train_ds, list(range(cfg.token_pool)), cond_key, dev)
+            report = None if quiet else C.pool_reporter(t0)
+            pool = tokenize_items(vq, train_ds, list(range(cfg.token_pool)), cond_key, dev, report=report)
             C.atomic_save_file(pool, pool_path)
             if not quiet:
                 print(f"token pool: {cfg.token_pool} images encoded in {time.time() - t0:.0f} s", flush=True)

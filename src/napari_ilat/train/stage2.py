@@ -99,22 +99,6 @@ def tokenize_items(vq, ds, indices, plain, device, batch=16, report=None) -> dic
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
-def pool_reporter(t0: float, every_s: float = 60.0):
-    """A ``tokenize_items`` report that prints the pool's progress at most every
-    ``every_s`` seconds (on a CPU a pool of thousands takes many minutes)."""
-    last = [t0]
-
-    def report(done, total):
-        now = time.time()
-        if now - last[0] >= every_s and done < total:
-            last[0] = now
-            rate = done / max(now - t0, 1e-9)
-            left = (total - done) / max(rate, 1e-9) / 60
-            print(f"token pool: {done}/{total} items, {rate:.1f} items/s, ~{left:.0f} min left", flush=True)
-
-    return report
-
-
 @torch.no_grad()
 def perplexity(tf: LATransformer, data: dict, cond_key, device, batch=32) -> float:
     """exp(mean cross-entropy over every masked token of ``data``)."""
@@ -256,7 +240,7 @@ def train(
             from napari_ilat.train.common import atomic_save_file
 
             t0 = time.time()
-            report = None if quiet else pool_reporter(t0)
+            report = None if quiet else C.pool_reporter(t0)
             pool = tokenize_items(vq, train_ds, list(range(cfg.token_pool)), cfg.plain, dev, report=report)
             atomic_save_file(pool, pool_path)
             if not quiet:

@@ -4,7 +4,11 @@
 import json
 import os
 import pickle
+import signal
 import socket
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -110,6 +114,52 @@ def test_stage2_resume_matches_uninterrupted(stage1_run, tmp_path):
     train2(s2cfg(val_every=4), TINY_TF, b, first_stage=vq_dir, device="cpu", quiet=True, stop_at=3)
     train2(s2cfg(val_every=4), TINY_TF, b, device="cpu", quiet=True, resume=True)
     assert_same(weights(a), weights(b))
+
+
+def test_stop_on_signal_sets_the_flag_and_restores_handlers():
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with C.stop_on_signal():
+        assert not C.stop_requested()
+        os.kill(os.getpid(), signal.SIGTERM)  # handled, not fatal
+        assert C.stop_requested()
+        with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C aborts at once
+            os.kill(os.getpid(), signal.SIGINT)
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    with C.stop_on_signal():  # a new run starts without the old request
+        assert not C.stop_requested()
+
+
+@pytest.mark.slow  # the module's stage1_run fixture trains a VQGAN
+def test_ctrl_c_checkpoints_and_resumes(stage1_run, tmp_path):
+    """Ctrl-C at the terminal (SIGINT to the whole process group, data workers included):
+    the step finishes, a checkpoint is written although no periodic save was due, the
+    command exits 130 and --resume goes on from that step."""
+    from napari_ilat.cli import main
+
+    vq_dir, _ = stage1_run
+    out = tmp_path / "tf"
+    cmd = [sys.executable, "-m", "napari_ilat.cli", "train", "transformer", "--out", str(out)]
+    cmd += ["--first-stage", str(vq_dir), "--data", "pose", "--steps", "100000", "--batch-size", "2"]
+    cmd += ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--val-every", "0", "--sample-every", "0"]
+    cmd += ["--save-every", "100000", "--log-every", "1", "--workers", "1", "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    log = out / "log.jsonl"
+    deadline = time.time() + 120
+    while not (log.exists() and len(log.read_text().splitlines()) >= 3):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError("the run did not stop after Ctrl-C") from None
+    assert proc.returncode == 130, err[-2000:]
+    assert "--resume" in err and "Traceback" not in err
+    step = json.loads((out / "run.json").read_text())["step"]
+    assert step >= 3 and step == len(log.read_text().splitlines())  # saved at the step it stopped
+    assert main(["train", "transformer", "--out", str(out), "--resume", "--steps", str(step + 2), "--quiet"]) == 0
+    assert json.loads((out / "run.json").read_text())["step"] == step + 2
 
 
 @pytest.mark.slow  # the module's stage1_run fixture trains a VQGAN

@@ -337,6 +337,8 @@ def _run_options(args) -> dict:
 
 
 def run(args) -> int:
+    from napari_ilat.train.common import stop_on_signal, stop_requested
+
     cmd = args.train_command
     if getattr(args, "threads", None):
         import torch
@@ -368,14 +370,17 @@ def run(args) -> int:
         init = None
         if args.init and not args.resume:
             mc, init = load_first_stage_weights(args.init, None)
-        rec = train(
-            cfg,
-            mc,
-            args.out,
-            **_run_options(args),
-            init_weights=init,
-        )
+        with stop_on_signal():
+            rec = train(
+                cfg,
+                mc,
+                args.out,
+                **_run_options(args),
+                init_weights=init,
+            )
         _summary(rec)
+        if stop_requested():
+            return _interrupted(args.out)
         return 0
     if cmd == "transformer":
         from napari_ilat.train.stage2 import Stage2Config, train
@@ -393,16 +398,19 @@ def run(args) -> int:
             dropout=args.dropout,
             pose_freqs=args.pose_freqs,
         )
-        rec = train(
-            cfg,
-            arch,
-            args.out,
-            first_stage=args.first_stage,
-            first_stage_config=args.first_stage_config,
-            **_run_options(args),
-            init=args.init,
-        )
+        with stop_on_signal():
+            rec = train(
+                cfg,
+                arch,
+                args.out,
+                first_stage=args.first_stage,
+                first_stage_config=args.first_stage_config,
+                **_run_options(args),
+                init=args.init,
+            )
         _summary(rec)
+        if stop_requested():
+            return _interrupted(args.out)
         return 0
     if cmd == "imagebart":
         from napari_ilat.train.imagebart import ImageBARTTrainConfig, export, train
@@ -421,15 +429,18 @@ def run(args) -> int:
             n_embd=args.n_embd,
             dropout=args.dropout,
         )
-        rec = train(
-            cfg,
-            arch,
-            args.out,
-            first_stage=args.first_stage,
-            first_stage_config=args.first_stage_config,
-            **_run_options(args),
-        )
+        with stop_on_signal():
+            rec = train(
+                cfg,
+                arch,
+                args.out,
+                first_stage=args.first_stage,
+                first_stage_config=args.first_stage_config,
+                **_run_options(args),
+            )
         _summary(rec)
+        if stop_requested():
+            return _interrupted(args.out)
         if args.export:
             for p in export(args.out, args.export):
                 print(f"{p}  ({Path(p).stat().st_size / 2**20:.2f} MiB)")
@@ -524,6 +535,16 @@ def run(args) -> int:
             Path(args.json).write_text(text + "\n")
         return 0
     raise ValueError(f"unknown train command {cmd!r}")
+
+
+def _interrupted(out) -> int:
+    """A run stopped by Ctrl-C / SIGTERM has saved its checkpoint; say how to go on. The exit
+    status is the shell's for an interrupted command (128 + SIGINT)."""
+    print(
+        f"interrupted: the checkpoint in {out} is complete; continue with the same command and --resume",
+        file=sys.stderr,
+    )
+    return 130
 
 
 def _summary(rec: dict):

@@ -18,9 +18,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -427,17 +429,58 @@ def save_all(out, D: Dist, *, modules: dict, optimizers: dict, generator: torch.
     D.barrier()
 
 
+_STOP = threading.Event()  # set by stop_on_signal's handler, read at the end of each step
+
+
+def stop_requested() -> bool:
+    """True once Ctrl-C or SIGTERM asked a run inside :func:`stop_on_signal` to stop."""
+    return _STOP.is_set()
+
+
+@contextmanager
+def stop_on_signal():
+    """Turn Ctrl-C (SIGINT) and SIGTERM into a clean stop: the step in progress finishes, the
+    run checkpoints and returns (resume with ``--resume``), instead of dying mid-step and
+    losing everything since the last periodic checkpoint. A second Ctrl-C interrupts at once.
+    Only the main thread can own signal handlers; elsewhere this does nothing."""
+    _STOP.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if _STOP.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        _STOP.set()
+        print(
+            f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
+            "(Ctrl-C again to abort at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def end_of_step(
     D: Dist, device, *, step: int, stop: int, save_every: int, t0: float, time_limit: float | None, save, bar: Progress
 ) -> bool:
-    """Checkpoint every ``save_every`` steps, at ``stop`` and when the time limit is reached
-    (decided on all ranks together, so they stop at the same step); True means stop now."""
-    timed_out = D.any(time_limit is not None and (time.time() - t0) > time_limit * 60, device)
-    if step % save_every == 0 or step == stop or timed_out:
+    """Checkpoint every ``save_every`` steps, at ``stop``, when the time limit is reached and
+    when a stop was requested (:func:`stop_on_signal`), decided on all ranks together so they
+    stop at the same step; True means stop now."""
+    timed_out = time_limit is not None and (time.time() - t0) > time_limit * 60
+    halt = D.any(timed_out or stop_requested(), device)  # one collective for both reasons
+    if step % save_every == 0 or step == stop or halt:
         save()
-    if timed_out:
-        bar.message(f"time limit reached at step {step}; resume with --resume")
-    return timed_out
+    if halt:
+        why = "stopped on request" if stop_requested() else "time limit reached"
+        bar.message(f"{why} at step {step}, checkpoint saved; resume with --resume")
+    return halt
 
 
 def budget_progress(t0: float, elapsed: float, budget_minutes: float) -> float | None:

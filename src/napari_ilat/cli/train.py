@@ -337,8 +337,6 @@ def _run_options(args) -> dict:
 
 
 def run(args) -> int:
-    from napari_ilat.train.common import stop_on_signal, stop_requested
-
     cmd = args.train_command
     if getattr(args, "threads", None):
         import torch
@@ -370,18 +368,7 @@ def run(args) -> int:
         init = None
         if args.init and not args.resume:
             mc, init = load_first_stage_weights(args.init, None)
-        with stop_on_signal():
-            rec = train(
-                cfg,
-                mc,
-                args.out,
-                **_run_options(args),
-                init_weights=init,
-            )
-        _summary(rec)
-        if stop_requested():
-            return _interrupted(args.out)
-        return 0
+        return _train(train, args, cfg, mc, args.out, init_weights=init)
     if cmd == "transformer":
         from napari_ilat.train.stage2 import Stage2Config, train
 
@@ -398,20 +385,8 @@ def run(args) -> int:
             dropout=args.dropout,
             pose_freqs=args.pose_freqs,
         )
-        with stop_on_signal():
-            rec = train(
-                cfg,
-                arch,
-                args.out,
-                first_stage=args.first_stage,
-                first_stage_config=args.first_stage_config,
-                **_run_options(args),
-                init=args.init,
-            )
-        _summary(rec)
-        if stop_requested():
-            return _interrupted(args.out)
-        return 0
+        kw = dict(first_stage=args.first_stage, first_stage_config=args.first_stage_config, init=args.init)
+        return _train(train, args, cfg, arch, args.out, **kw)
     if cmd == "imagebart":
         from napari_ilat.train.imagebart import ImageBARTTrainConfig, export, train
 
@@ -429,18 +404,10 @@ def run(args) -> int:
             n_embd=args.n_embd,
             dropout=args.dropout,
         )
-        with stop_on_signal():
-            rec = train(
-                cfg,
-                arch,
-                args.out,
-                first_stage=args.first_stage,
-                first_stage_config=args.first_stage_config,
-                **_run_options(args),
-            )
-        _summary(rec)
-        if stop_requested():
-            return _interrupted(args.out)
+        kw = dict(first_stage=args.first_stage, first_stage_config=args.first_stage_config)
+        rc = _train(train, args, cfg, arch, args.out, **kw)
+        if rc:
+            return rc  # interrupted: nothing to export yet
         if args.export:
             for p in export(args.out, args.export):
                 print(f"{p}  ({Path(p).stat().st_size / 2**20:.2f} MiB)")
@@ -537,13 +504,19 @@ def run(args) -> int:
     raise ValueError(f"unknown train command {cmd!r}")
 
 
-def _interrupted(out) -> int:
-    """A run stopped by Ctrl-C / SIGTERM has saved its checkpoint; say how to go on. The exit
-    status is the shell's for an interrupted command (128 + SIGINT)."""
-    print(
-        f"interrupted: the checkpoint in {out} is complete; continue with the same command and --resume",
-        file=sys.stderr,
-    )
+def _train(train, args, *a, **kw) -> int:
+    """Run a training function with the shared options, Ctrl-C / SIGTERM turned into a clean
+    stop (:func:`~napari_ilat.train.common.stop_on_signal`), and print its summary. 0, or
+    the shell's status for an interrupted command (128 + SIGINT) once the run stopped on
+    request with its checkpoint saved."""
+    from napari_ilat.train.common import stop_on_signal, stop_requested
+
+    with stop_on_signal():
+        rec = train(*a, **_run_options(args), **kw)
+    _summary(rec)
+    if not stop_requested():
+        return 0
+    print(f"interrupted: the checkpoint in {args.out} is complete; continue with --resume", file=sys.stderr)
     return 130
 
 

@@ -16,7 +16,11 @@
 #   MODELS=pose WORKERS_POSE=14 STAGE1_SHARE=0 BENCH= bash scripts/gpu_recipe.sh 9 RUN_DIR continue
 #                                                         the transformer alone on the bundled first
 #                                                         stage, kept bit for bit (where the error
-#                                                         is: docs/benchmarks.md); CPU-tested
+#                                                         is: docs/benchmarks.md); CPU-tested; used
+#                                                         for the bundled pose (run 4, 8 minutes)
+#   SEED=3 ...                                            data seed of a continuation (default 1): give
+#                                                         each continuation a new one, or its batches
+#                                                         repeat an earlier run's order
 # Runs from a source checkout (PYTHONPATH=src): needs torch, numpy, scipy, scikit-image,
 # safetensors and Pillow, not napari. Writes RUN_DIR/NAME/ (runs, model, eval.json,
 # recipe.json), RUN_DIR/*.log and RUN_DIR/*.md. With $OUT set (the device machine's return

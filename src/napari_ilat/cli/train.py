@@ -454,9 +454,12 @@ def run(args) -> int:
                 "init",
             ),
         )
-        rec = run_recipe(cfg, out, device=args.device, precision=args.precision, quiet=args.quiet)
-        print(json.dumps({"model": rec["model"], "phases": rec["phases"], "eval": rec["eval"]}, indent=2))
-        return 0
+        from napari_ilat.train.common import stop_on_signal
+
+        with stop_on_signal():
+            rec = run_recipe(cfg, out, device=args.device, precision=args.precision, quiet=args.quiet)
+        print(json.dumps({k: rec[k] for k in ("model", "phases", "eval", "stopped") if k in rec}, indent=2))
+        return 130 if "stopped" in rec else 0
     if cmd == "export":
         from napari_ilat.train.export import export
         from napari_ilat.train.imagebart import export as export_imagebart

@@ -28,6 +28,12 @@ docs/imagebart.md) for that fraction of the training time, on the same frozen fi
 after the transformer, so the two engines are trained alike for the comparison: its run
 goes to ``imagebart/``, its model to ``NAME-imagebart.json`` + files, and its upper-half and
 box comparison against the new iLAT model (and Taming mode on it) to ``recipe.json``.
+
+Ctrl-C or SIGTERM (e.g. ``timeout`` on a lent GPU) inside :func:`~.common.stop_on_signal`
+ends training early without losing it: the current stage stops after its step with a
+checkpoint, the stages after it are skipped, and what stage 2 has learnt is exported and
+evaluated as usual (``recipe.json``: ``stopped``). Stopped in stage 1, there is no
+transformer for the new codes yet: nothing is exported, and ``stage1/`` can be resumed.
 """
 
 from __future__ import annotations
@@ -247,6 +253,11 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         first_stage = cfg.init
         log(f"stage 1: kept from {cfg.init}")
     _write(out / "recipe.json", record)
+    if C.stop_requested():  # no transformer for the new codes yet: keep stage 1 resumable
+        record["stopped"] = "stage 1"
+        _write(out / "recipe.json", record)
+        log(f"stopped on request in stage 1: nothing exported; resume {out / 'stage1'} with `train vqgan --resume`")
+        return record
 
     # the token pool is encoded before stage 2's clock starts
     setup = p["token_pool"] / POOL_ITEMS_PER_S + 5
@@ -267,13 +278,16 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
     )
     record["phases"]["stage2"] = _phase(r2, t)
     log(f"stage 2: {r2['step']} steps, {record['phases']['stage2']}")
+    if C.stop_requested():
+        record["stopped"] = "stage 2"
+        log("stopped on request in stage 2: exporting and evaluating what it learnt (Ctrl-C again aborts)")
     _write(out / "recipe.json", record)
 
     desc = f"napari-ilat train recipe --data {cfg.data} --minutes {cfg.minutes:g}"
     if cfg.init is not None:
         desc += f" --init {record['init']['model']} (stage-1 sha256 {record['init']['stage1_sha256'][:12]})"
     desc += f" on {record['device_name']} ({prec})"
-    if p["imagebart_minutes"] > 0:
+    if p["imagebart_minutes"] > 0 and "stopped" not in record:
         record["phases"]["imagebart"] = _imagebart(cfg, p, out, name, desc, dev, prec, run_opts, quiet, first_stage)
         log(f"imagebart: {record['phases']['imagebart']['steps']} steps")
         _write(out / "recipe.json", record)
@@ -287,6 +301,8 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         "minutes": cfg.minutes,
         "phases": record["phases"],
     }
+    if "stopped" in record:
+        meta["training"]["recipe"]["stopped"] = record["stopped"]
     if cfg.init is not None:
         meta["training"]["recipe"]["init"] = record["init"]
     paths[0].write_text(json.dumps(meta, indent=2) + "\n")
@@ -307,7 +323,7 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
     record["eval"] = res
     record["wall_seconds"] = round(time.time() - t_start, 1)
     _write(out / "eval.json", res)
-    if p["imagebart_minutes"] > 0 and cfg.data == "natural":  # the comparison's test photos
+    if "imagebart" in record["phases"] and cfg.data == "natural":  # the comparison's test photos
         record["eval_imagebart"] = _compare_imagebart(out, name, paths[0], min(n, 100))
     _write(out / "recipe.json", record)
     log(f"done in {record['wall_seconds']:.0f} s; eval {json.dumps(res)}")

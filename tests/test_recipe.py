@@ -147,6 +147,15 @@ def test_sigterm_ends_training_early_and_still_exports(tmp_path):
     assert model.cond == "pose" and "pose_following" in rec["eval"]
 
 
+def test_a_stop_in_stage_1_exports_nothing_and_leaves_it_resumable(tmp_path):
+    with C.stop_on_signal():
+        os.kill(os.getpid(), signal.SIGTERM)  # asked to stop before the first step ends
+        rec = run_recipe(RecipeConfig(data="pose", minutes=1, **TINY), tmp_path, device="cpu", quiet=True)
+    assert rec["stopped"] == "stage 1" and rec["phases"]["stage1"]["steps"] == 1
+    assert "stage2" not in rec["phases"] and not (tmp_path / "pose.json").exists()
+    assert C.has_checkpoint(tmp_path / "stage1")
+
+
 def test_plan_sizes_to_the_device():
     cpu = plan(RecipeConfig(minutes=10), torch.device("cpu"))
     gpu = plan(RecipeConfig(minutes=10), torch.device("cuda", 0))

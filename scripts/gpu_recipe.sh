@@ -32,8 +32,12 @@ export PYTHONPATH=src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 mkdir -p "$RUN"
 recipe() {  # name, workers, extra args...
     local name=$1 workers=$2; shift 2
-    python3 -m napari_ilat.cli train recipe --minutes "$MIN" --out "$RUN/$name" --workers "$workers" \
-        --n-eval 64 --stage1-share "${STAGE1_SHARE:-0.6}" --overwrite "$@" >"$RUN/$name.log" 2>&1
+    # a safety net for a lease's hard end: past its budget + 15% + a minute the recipe gets
+    # SIGTERM, stops training and still exports and evaluates what it learnt (exit 130)
+    local limit
+    limit=$(awk -v m="$MIN" 'BEGIN { printf "%d", m * 60 * 1.15 + 60 }')
+    timeout -k 120 "$limit" python3 -m napari_ilat.cli train recipe --minutes "$MIN" --out "$RUN/$name" \
+        --workers "$workers" --n-eval 64 --stage1-share "${STAGE1_SHARE:-0.6}" --overwrite "$@" >"$RUN/$name.log" 2>&1
 }
 collect() {
     [ -n "${OUT:-}" ] || return 0

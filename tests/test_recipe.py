@@ -154,6 +154,7 @@ def test_a_stop_in_stage_1_exports_nothing_and_leaves_it_resumable(tmp_path):
     assert rec["stopped"] == "stage 1" and rec["phases"]["stage1"]["steps"] == 1
     assert "stage2" not in rec["phases"] and not (tmp_path / "pose.json").exists()
     assert C.has_checkpoint(tmp_path / "stage1")
+    assert not C.stop_requested()  # later runs in this process train to their end
 
 
 def test_plan_sizes_to_the_device():

@@ -118,15 +118,17 @@ def test_stage2_resume_matches_uninterrupted(stage1_run, tmp_path):
 
 def test_stop_on_signal_sets_the_flag_and_restores_handlers():
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    with C.stop_on_signal():
+    with C.stop_on_signal() as request:
         assert not C.stop_requested()
         os.kill(os.getpid(), signal.SIGTERM)  # handled, not fatal
         assert C.stop_requested()
         with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C aborts at once
             os.kill(os.getpid(), signal.SIGINT)
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
-    with C.stop_on_signal():  # a new run starts without the old request
-        assert not C.stop_requested()
+    assert request.stopped and not C.stop_requested()  # a stop never leaks into later runs
+    with C.stop_on_signal() as request:
+        pass
+    assert not request.stopped
 
 
 @pytest.mark.slow  # the module's stage1_run fixture trains a VQGAN

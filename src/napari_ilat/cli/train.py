@@ -512,12 +512,12 @@ def _train(train, args, *a, **kw) -> int:
     stop (:func:`~napari_ilat.train.common.stop_on_signal`), and print its summary. 0, or
     the shell's status for an interrupted command (128 + SIGINT) once the run stopped on
     request with its checkpoint saved."""
-    from napari_ilat.train.common import stop_on_signal, stop_requested
+    from napari_ilat.train.common import stop_on_signal
 
-    with stop_on_signal():
+    with stop_on_signal() as request:
         rec = train(*a, **_run_options(args), **kw)
     _summary(rec)
-    if not stop_requested():
+    if not request.stopped:
         return 0
     print(f"interrupted: the checkpoint in {args.out} is complete; continue with --resume", file=sys.stderr)
     return 130

@@ -433,8 +433,16 @@ _STOP = threading.Event()  # set by stop_on_signal's handler, read at the end of
 
 
 def stop_requested() -> bool:
-    """True once Ctrl-C or SIGTERM asked a run inside :func:`stop_on_signal` to stop."""
+    """True once Ctrl-C or SIGTERM asked the runs inside :func:`stop_on_signal` to stop
+    (always False outside one, so a stop never leaks into later runs of the process)."""
     return _STOP.is_set()
+
+
+class StopRequest:
+    """What :func:`stop_on_signal` yields: ``stopped`` tells, after the block, whether a stop
+    was asked for inside it."""
+
+    stopped = False
 
 
 @contextmanager
@@ -442,10 +450,11 @@ def stop_on_signal():
     """Turn Ctrl-C (SIGINT) and SIGTERM into a clean stop: the step in progress finishes, the
     run checkpoints and returns (resume with ``--resume``), instead of dying mid-step and
     losing everything since the last periodic checkpoint. A second Ctrl-C interrupts at once.
-    Only the main thread can own signal handlers; elsewhere this does nothing."""
+    Only the main thread can own signal handlers; elsewhere the block runs unchanged."""
+    request = StopRequest()
     _STOP.clear()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield request
         return
 
     def handler(signum, frame):
@@ -461,10 +470,12 @@ def stop_on_signal():
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield request
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        request.stopped = _STOP.is_set()
+        _STOP.clear()
 
 
 def end_of_step(

@@ -1,0 +1,51 @@
+"""The measurement scripts under scripts/ (their numbers are quoted in docs/benchmarks.md):
+each runs on a few cases, and the per-pair script agrees with `train eval`'s pose following."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from napari_ilat import load_model
+from napari_ilat.train.evaluate import pose_following
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def run_script(name, *args, cwd=None):
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / name), *args], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_pose_cases_reproduces_train_eval(tmp_path):
+    out = tmp_path / "cases.json"
+    text = run_script("pose_cases.py", "--n", "4", "--split", "validation", "--out", str(out))
+    rows = json.loads(out.read_text())
+    ref = pose_following(load_model("pose"), 4, split="validation", wrong=("source",))
+    wins = sum(r["true"] > r["source"] for r in rows) / len(rows)
+    assert wins == ref["true_beats_source_pose"]
+    assert sum(r["true"] for r in rows) / 4 == pytest.approx(ref["psnr_mask_true_pose"], abs=1e-9)
+    assert f"true pose beats the source pose in {wins:.1%} of 4" in text
+    assert {"max_move_px", "mask_frac", "source_vs_target", "moved"} <= set(rows[0])
+
+
+@pytest.mark.slow
+def test_sweep_sampling_prints_one_line_per_set_and_setting():
+    text = run_script("sweep_sampling.py", "--n", "2", "--sets", "pose,box", "--temperature", "1,0.8")
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert [(r["set"], r["temperature"]) for r in rows] == [("pose", 1.0), ("pose", 0.8), ("box", 1.0), ("box", 0.8)]
+    assert all(r["split"] == "validation" and r["n"] == 2 for r in rows)
+
+
+@pytest.mark.slow
+def test_first_stage_bound_puts_exact_codes_above_the_model():
+    (row,) = [json.loads(line) for line in run_script("first_stage_bound.py", "--n", "2", "--sets", "box").splitlines()]
+    assert (row["set"], row["split"], row["n"]) == ("box", "test", 2)
+    # the ground truth's own codes decode closer to the truth than any sampled edit
+    assert row["code_bound_seamless"] > row["model_edit"] and row["code_bound_pasted"] > row["model_edit"]

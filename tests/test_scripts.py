@@ -49,3 +49,12 @@ def test_first_stage_bound_puts_exact_codes_above_the_model():
     assert (row["set"], row["split"], row["n"]) == ("box", "test", 2)
     # the ground truth's own codes decode closer to the truth than any sampled edit
     assert row["code_bound_seamless"] > row["model_edit"] and row["code_bound_pasted"] > row["model_edit"]
+
+
+@pytest.mark.slow
+def test_sweep_topk_prints_one_line_per_setting():
+    rows = [
+        json.loads(line)
+        for line in run_script("sweep_topk.py", "--n", "2", "--top-k", "0,20", "--sets", "box").splitlines()
+    ]
+    assert [(r["set"], r["top_k"], r["n"]) for r in rows] == [("box", None, 2), ("box", 20, 2)]

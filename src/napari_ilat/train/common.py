@@ -534,7 +534,7 @@ def weights_digest(module: torch.nn.Module) -> str:
 
 
 def pool_reporter(t0: float, every_s: float = 60.0):
-    """A ``tokenize_items`` report that prints the pool's progress at most every
+    """An ``encode_items`` report that prints the pool's progress at most every
     ``every_s`` seconds (on a CPU a pool of thousands takes many minutes)."""
     last = [t0]
 

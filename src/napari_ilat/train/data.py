@@ -191,6 +191,19 @@ def collate(items: list[dict]) -> dict:
     return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 
+def encode_items(encode, dataset, indices, batch: int = 16, report=None) -> dict:
+    """``encode`` (a collated batch -> dict of tensors, e.g. a first stage's tokens) over
+    ``dataset[indices]`` in batches, concatenated on the CPU: a token pool or a validation
+    set. ``report(done, total)`` after each batch."""
+    parts = []
+    for i in range(0, len(indices), batch):
+        b = collate([dataset[j] for j in indices[i : i + batch]])
+        parts.append({k: v.cpu() for k, v in encode(b).items()})
+        if report is not None:
+            report(min(i + batch, len(indices)), len(indices))
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
 def loader(dataset, index_batches, workers: int):
     """Iterate batches in the given order; a DataLoader with a batch sampler when
     ``workers`` > 0 (items are pure functions of their index, so the order is unaffected)."""

@@ -48,7 +48,7 @@ from napari_ilat.engine.imagebart import (
 )
 from napari_ilat.engine.vqgan import VQGANConfig, VQModel
 from napari_ilat.train import common as C
-from napari_ilat.train.data import Stage1Images, Stage2Pairs, collate, loader
+from napari_ilat.train.data import Stage1Images, Stage2Pairs, encode_items, loader
 from napari_ilat.train.first_stage import load_first_stage_weights
 
 STAGE = "imagebart"  # the run record's "stage"
@@ -93,14 +93,8 @@ def tokenize(vq: VQModel, batch: dict, cond: str, device) -> dict:
 
 
 def tokenize_items(vq, ds, indices, cond, device, batch=16, report=None) -> dict:
-    """Make and encode ``ds[indices]``; ``report(done, total)`` after each batch."""
-    parts = []
-    for i in range(0, len(indices), batch):
-        b = collate([ds[j] for j in indices[i : i + batch]])
-        parts.append({k: v.cpu() for k, v in tokenize(vq, b, cond, device).items()})
-        if report is not None:
-            report(min(i + batch, len(indices)), len(indices))
-    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    """:func:`tokenize` over ``ds[indices]`` (:func:`~napari_ilat.train.data.encode_items`)."""
+    return encode_items(lambda b: tokenize(vq, b, cond, device), ds, indices, batch, report)
 
 
 @torch.no_grad()

@@ -253,7 +253,7 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         first_stage = cfg.init
         log(f"stage 1: kept from {cfg.init}")
     _write(out / "recipe.json", record)
-    if C.stop_requested():  # no transformer for the new codes yet: keep stage 1 resumable
+    if p["stage1_minutes"] > 0 and C.stop_requested():  # no transformer for new codes yet
         record["stopped"] = "stage 1"
         _write(out / "recipe.json", record)
         log(f"stopped on request in stage 1: nothing exported; resume {out / 'stage1'} with `train vqgan --resume`")

@@ -242,3 +242,13 @@ def test_token_pool_reports_its_progress(capsys):
     quiet = C.pool_reporter(time.time(), every_s=3600.0)
     quiet(5, 20)
     assert capsys.readouterr().out == ""
+
+
+def test_encode_items_batches_concatenates_and_reports():
+    from napari_ilat.train.data import encode_items
+
+    ds = [{"x": torch.tensor([float(i)])} for i in range(5)]
+    calls = []
+    out = encode_items(lambda b: {"y": b["x"] * 2}, ds, [4, 0, 1, 3, 2], batch=2, report=lambda *a: calls.append(a))
+    assert out["y"].flatten().tolist() == [8.0, 0.0, 2.0, 6.0, 4.0]
+    assert calls == [(2, 5), (4, 5), (5, 5)]

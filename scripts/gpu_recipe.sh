@@ -21,6 +21,15 @@
 #   SEED=3 ...                                            data seed of a continuation (default 1): give
 #                                                         each continuation a new one, or its batches
 #                                                         repeat an earlier run's order
+#   SEED=3 IMAGEBART_MIN=6.5 bash scripts/gpu_recipe.sh 7.5 RUN_DIR ablation
+#                                                         the iLAT* ablation, equally trained: the bundled
+#                                                         pose model's transformer goes on twice, side by
+#                                                         side, from the same weights, seed and data, on
+#                                                         the same first stage, once on its two-stream
+#                                                         tokens (pose) and once on plain ones (pose-plain,
+#                                                         `--plain`); IMAGEBART_MIN > 0 trains ImageBART
+#                                                         (the recipe's sizes) on the bundled natural
+#                                                         first stage beside them, from scratch
 # Runs from a source checkout (PYTHONPATH=src): needs torch, numpy, scipy, scikit-image,
 # safetensors and Pillow, not napari. Writes RUN_DIR/NAME/ (runs, model, eval.json,
 # recipe.json), RUN_DIR/*.log and RUN_DIR/*.md. With $OUT set (the device machine's return
@@ -43,7 +52,12 @@ collect() {
     [ -n "${OUT:-}" ] || return 0
     for d in "$RUN"/*/; do
         n=$(basename "$d")
-        cp "$d/$n".{json,stage1.safetensors,stage2.safetensors} "$OUT/" 2>/dev/null
+        if [ "$MODE" = ablation ]; then  # $OUT takes 8 files: the first stages are the bundled
+            # ones and the JSONs travel in records.tgz
+            cp "$d/$n".{stage2,bart1,bart2,bart3}.safetensors "$OUT/" 2>/dev/null
+        else
+            cp "$d/$n".{json,stage1.safetensors,stage2.safetensors} "$OUT/" 2>/dev/null
+        fi
     done
     tar czf "$OUT/records.tgz" --exclude='*.safetensors' --exclude='*.pt' --exclude='*.npz' "$RUN" 2>/dev/null
 }
@@ -73,6 +87,30 @@ if [ "$MODE" = continue ]; then
         timeout 75 python3 -m napari_ilat.cli bench regenerate --preset "$preset" --device cuda --repeats 5 \
             --out "$RUN/regenerate_$preset.md" >"$RUN/regenerate_$preset.log" 2>&1
         echo "bench regenerate $preset: $?"
+    done
+elif [ "$MODE" = ablation ]; then
+    nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv -l 30 >"$RUN/gpu.log" 2>&1 &
+    STAGE1_SHARE=0  # both keep the bundled first stage: only the transformers train
+    pids=()
+    if [ -n "${IMAGEBART_MIN:-}" ]; then
+        mkdir -p "$RUN/natural-imagebart"
+        timeout -k 120 "$(awk -v m="$IMAGEBART_MIN" 'BEGIN { printf "%d", m * 60 * 1.15 + 90 }')" \
+            python3 -m napari_ilat.cli train imagebart --data natural --first-stage natural \
+            --out "$RUN/natural-imagebart/run" --overwrite --quiet --device "${DEVICE:-cuda}" --batch-size 64 --lr 6e-4 \
+            --workers "${WORKERS_IMAGEBART:-3}" --budget "$IMAGEBART_MIN" --seed "${SEED:-1}" --val-every 500 \
+            --val-size 64 --n-stages 3 --n-embd 256 --n-head 8 --n-enc-layer 2 --n-dec-layer 4 \
+            --export "$RUN/natural-imagebart/natural-imagebart" >"$RUN/natural-imagebart.log" 2>&1 &
+        pids+=("imagebart:$!")
+    fi
+    recipe pose "${WORKERS_POSE:-6}" --data pose --init pose --seed "${SEED:-1}" &
+    pids+=("pose:$!")
+    recipe pose-plain "${WORKERS_POSE:-6}" --data pose --init pose --seed "${SEED:-1}" --plain &
+    pids+=("pose-plain:$!")
+    status=0
+    for pm in "${pids[@]}"; do
+        wait "${pm#*:}"; r=$?
+        echo "${pm%%:*}: $r"
+        status=$((status || r))
     done
 else
     recipe pose 6 --data pose &

@@ -39,14 +39,25 @@ cd "$(dirname "$0")/.."
 MIN=${1:?minutes}; RUN=${2:?run dir}; MODE=${3:-scratch}
 export PYTHONPATH=src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 mkdir -p "$RUN"
+limit() {  # minutes of budget, seconds of slack -> a `timeout` limit in seconds
+    # a safety net for a lease's hard end: past its budget + 15% + the slack a run gets
+    # SIGTERM and stops training; a recipe still exports and evaluates what it learnt, a
+    # `train imagebart` run keeps a resumable checkpoint
+    awk -v m="$1" -v s="$2" 'BEGIN { printf "%d", m * 60 * 1.15 + s }'
+}
 recipe() {  # name, workers, extra args...
     local name=$1 workers=$2; shift 2
-    # a safety net for a lease's hard end: past its budget + 15% + a minute the recipe gets
-    # SIGTERM, stops training and still exports and evaluates what it learnt (exit 130)
-    local limit
-    limit=$(awk -v m="$MIN" 'BEGIN { printf "%d", m * 60 * 1.15 + 60 }')
-    timeout -k 120 "$limit" python3 -m napari_ilat.cli train recipe --minutes "$MIN" --out "$RUN/$name" \
+    timeout -k 120 "$(limit "$MIN" 60)" python3 -m napari_ilat.cli train recipe --minutes "$MIN" --out "$RUN/$name" \
         --workers "$workers" --n-eval 64 --stage1-share "${STAGE1_SHARE:-0.6}" --overwrite "$@" >"$RUN/$name.log" 2>&1
+}
+pids=()
+wait_all() {  # waits for every "name:pid" in pids, prints each exit status; sets status
+    status=0
+    for pm in "${pids[@]}"; do
+        wait "${pm#*:}"; r=$?
+        echo "${pm%%:*}: $r"
+        status=$((status || r))
+    done
 }
 collect() {
     [ -n "${OUT:-}" ] || return 0
@@ -66,8 +77,6 @@ if [ "$MODE" = continue ]; then
     # MODELS: which bundled models go on (default both, side by side); each model's data
     # workers: WORKERS_POSE / WORKERS_NATURAL (defaults 10 / 4 side by side; one model alone
     # should take most of the cores: the scene generators, not the GPU, set the pace)
-    status=0
-    pids=()
     for m in ${MODELS:-pose natural}; do
         case $m in
             pose) w=${WORKERS_POSE:-10} ;;
@@ -75,13 +84,9 @@ if [ "$MODE" = continue ]; then
             *) echo "unknown model $m" >&2; exit 2 ;;
         esac
         recipe "$m" "$w" --data "$m" --init "$m" --seed "${SEED:-1}" &
-        pids+=("$m:$!")
+        pids+=("recipe $m:$!")
     done
-    for pm in "${pids[@]}"; do
-        wait "${pm#*:}"; r=$?
-        echo "recipe ${pm%%:*}: $r"
-        status=$((status || r))
-    done
+    wait_all
     collect
     for preset in ${BENCH-default paper}; do
         timeout 75 python3 -m napari_ilat.cli bench regenerate --preset "$preset" --device cuda --repeats 5 \
@@ -91,10 +96,9 @@ if [ "$MODE" = continue ]; then
 elif [ "$MODE" = ablation ]; then
     nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv -l 30 >"$RUN/gpu.log" 2>&1 &
     STAGE1_SHARE=0  # both keep the bundled first stage: only the transformers train
-    pids=()
     if [ -n "${IMAGEBART_MIN:-}" ]; then
         mkdir -p "$RUN/natural-imagebart"
-        timeout -k 120 "$(awk -v m="$IMAGEBART_MIN" 'BEGIN { printf "%d", m * 60 * 1.15 + 90 }')" \
+        timeout -k 120 "$(limit "$IMAGEBART_MIN" 90)" \
             python3 -m napari_ilat.cli train imagebart --data natural --first-stage natural \
             --out "$RUN/natural-imagebart/run" --overwrite --quiet --device "${DEVICE:-cuda}" --batch-size 64 --lr 6e-4 \
             --workers "${WORKERS_IMAGEBART:-3}" --budget "$IMAGEBART_MIN" --seed "${SEED:-1}" --val-every 500 \
@@ -106,12 +110,7 @@ elif [ "$MODE" = ablation ]; then
     pids+=("pose:$!")
     recipe pose-plain "${WORKERS_POSE:-6}" --data pose --init pose --seed "${SEED:-1}" --plain &
     pids+=("pose-plain:$!")
-    status=0
-    for pm in "${pids[@]}"; do
-        wait "${pm#*:}"; r=$?
-        echo "${pm%%:*}: $r"
-        status=$((status || r))
-    done
+    wait_all
 else
     recipe pose 6 --data pose &
     p1=$!

@@ -18,6 +18,9 @@
 #                                                         stage, kept bit for bit (where the error
 #                                                         is: docs/benchmarks.md); CPU-tested; used
 #                                                         for the bundled pose (run 4, 8 minutes)
+#   SEED=5 IMAGEBART_MIN=5 MODELS=pose STAGE1_SHARE=0 ... continue
+#                                                         the bundled natural-imagebart goes on beside
+#                                                         the pose transformer (`train imagebart --init`)
 #   SEED=3 ...                                            data seed of a continuation (default 1): give
 #                                                         each continuation a new one, or its batches
 #                                                         repeat an earlier run's order
@@ -59,18 +62,29 @@ wait_all() {  # waits for every "name:pid" in pids, prints each exit status; set
         status=$((status || r))
     done
 }
-collect() {
+collect() {  # $OUT takes 8 files: only what changed, JSONs (ablation: all in records.tgz)
     [ -n "${OUT:-}" ] || return 0
     for d in "$RUN"/*/; do
         n=$(basename "$d")
-        if [ "$MODE" = ablation ]; then  # $OUT takes 8 files: the first stages are the bundled
-            # ones and the JSONs travel in records.tgz
-            cp "$d/$n".{stage2,bart1,bart2,bart3}.safetensors "$OUT/" 2>/dev/null
-        else
-            cp "$d/$n".{json,stage1.safetensors,stage2.safetensors} "$OUT/" 2>/dev/null
-        fi
+        case $n in
+            *imagebart) files="bart1 bart2 bart3" ;;  # its first stage is the bundled natural one
+            *) if [ "$MODE" = ablation ] || [ "${STAGE1_SHARE:-0.6}" = 0 ]; then files=stage2
+               else files="stage1 stage2"; fi ;;
+        esac
+        for f in $files; do cp "$d/$n.$f.safetensors" "$OUT/" 2>/dev/null; done
+        [ "$MODE" = ablation ] || cp "$d/$n.json" "$OUT/" 2>/dev/null
     done
     tar czf "$OUT/records.tgz" --exclude='*.safetensors' --exclude='*.pt' --exclude='*.npz' "$RUN" 2>/dev/null
+}
+imagebart() {  # trains ImageBART for IMAGEBART_MIN minutes beside the other runs; extra args:
+    # its start (the recipe's sizes from scratch, or --init MODEL)
+    mkdir -p "$RUN/natural-imagebart"
+    timeout -k 120 "$(limit "$IMAGEBART_MIN" 90)" \
+        python3 -m napari_ilat.cli train imagebart --data natural \
+        --out "$RUN/natural-imagebart/run" --overwrite --quiet --device "${DEVICE:-cuda}" --batch-size 64 --lr 6e-4 \
+        --workers "${WORKERS_IMAGEBART:-3}" --budget "$IMAGEBART_MIN" --seed "${SEED:-1}" --val-every 500 \
+        --val-size 64 "$@" --export "$RUN/natural-imagebart/natural-imagebart" >"$RUN/natural-imagebart.log" 2>&1 &
+    pids+=("imagebart:$!")
 }
 if [ "$MODE" = continue ]; then
     nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv -l 30 >"$RUN/gpu.log" 2>&1 &
@@ -86,6 +100,9 @@ if [ "$MODE" = continue ]; then
         recipe "$m" "$w" --data "$m" --init "$m" --seed "${SEED:-1}" &
         pids+=("recipe $m:$!")
     done
+    # IMAGEBART_MIN > 0: the bundled natural-imagebart goes on beside them (its stages and
+    # first stage, a fresh optimiser and schedule over these minutes)
+    [ -n "${IMAGEBART_MIN:-}" ] && imagebart --init natural-imagebart
     wait_all
     collect
     for preset in ${BENCH-default paper}; do
@@ -96,16 +113,8 @@ if [ "$MODE" = continue ]; then
 elif [ "$MODE" = ablation ]; then
     nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv -l 30 >"$RUN/gpu.log" 2>&1 &
     STAGE1_SHARE=0  # both keep the bundled first stage: only the transformers train
-    if [ -n "${IMAGEBART_MIN:-}" ]; then
-        mkdir -p "$RUN/natural-imagebart"
-        timeout -k 120 "$(limit "$IMAGEBART_MIN" 90)" \
-            python3 -m napari_ilat.cli train imagebart --data natural --first-stage natural \
-            --out "$RUN/natural-imagebart/run" --overwrite --quiet --device "${DEVICE:-cuda}" --batch-size 64 --lr 6e-4 \
-            --workers "${WORKERS_IMAGEBART:-3}" --budget "$IMAGEBART_MIN" --seed "${SEED:-1}" --val-every 500 \
-            --val-size 64 --n-stages 3 --n-embd 256 --n-head 8 --n-enc-layer 2 --n-dec-layer 4 \
-            --export "$RUN/natural-imagebart/natural-imagebart" >"$RUN/natural-imagebart.log" 2>&1 &
-        pids+=("imagebart:$!")
-    fi
+    [ -n "${IMAGEBART_MIN:-}" ] && imagebart --first-stage natural --n-stages 3 --n-embd 256 --n-head 8 \
+        --n-enc-layer 2 --n-dec-layer 4
     recipe pose "${WORKERS_POSE:-6}" --data pose --init pose --seed "${SEED:-1}" &
     pids+=("pose:$!")
     recipe pose-plain "${WORKERS_POSE:-6}" --data pose --init pose --seed "${SEED:-1}" --plain &

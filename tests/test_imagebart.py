@@ -467,6 +467,42 @@ def test_train_resume_export_load_edit(tiny_model_path, tmp_path):
     assert res.shape == img.shape and not np.array_equal(res[mask], img[mask])
 
 
+def test_train_init_continues_an_imagebart_model(tiny_ib, tiny_ib_path, tiny_model_path, tmp_path, capsys):
+    """`train imagebart --init MODEL`: the model's stages and first stage are the starting
+    point, its architecture is kept (a conflicting --n-embd is ignored); with a zero learning
+    rate the run ends where it began; the export names what it continued. An iLAT model
+    is refused with a message."""
+    import json
+    from pathlib import Path
+
+    from napari_ilat import load_model
+    from napari_ilat.cli import main
+    from napari_ilat.train.common import load_weights
+
+    out = tmp_path / "cont"
+    args = ["train", "imagebart", "--out", str(out), "--steps", "2", "--batch-size", "2", "--val-size", "4"]
+    args += ["--val-every", "2", "--sample-every", "0", "--device", "cpu", "--quiet", "--token-pool", "4"]
+    args += ["--lr", "0", "--n-embd", "48", "--export", str(tmp_path / "cont_model")]
+    assert main([*args, "--init", str(tiny_ib_path)]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["model"] == tiny_ib.bart.config.to_dict()  # the architecture of --init
+    start = tiny_ib.bart.state_dict()
+    w = load_weights(out, "imagebart")
+    assert w.keys() == start.keys()
+    for k, v in start.items():
+        assert torch.equal(w[k], v), k
+    fs = load_weights(out, "first_stage")
+    assert torch.equal(fs["quantize.embedding.weight"], tiny_ib.vqgan.state_dict()["quantize.embedding.weight"])
+    meta = json.loads((tmp_path / "cont_model.json").read_text())
+    src = json.loads(Path(tiny_ib_path).read_text())
+    assert meta["training"]["started_from"]["model"] == Path(tiny_ib_path).name
+    assert meta["training"]["started_from"]["sha256"] == {k: f["sha256"] for k, f in src["files"].items()}
+    assert load_model(tmp_path / "cont_model.json").config.imagebart == tiny_ib.config.imagebart
+    capsys.readouterr()
+    assert main([*args, "--overwrite", "--init", str(tiny_model_path)]) == 2
+    assert "not an ImageBART model" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- widget (napari, under Xvfb)
 
 

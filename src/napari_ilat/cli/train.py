@@ -185,6 +185,13 @@ def add_arguments(parser: argparse.ArgumentParser):
         default=None,
         help="pre-encode this many training images once and cycle over them (0 = encode every batch)",
     )
+    p.add_argument(
+        "--init",
+        default=None,
+        help="warm start: continue this ImageBART model's stages (bundled name such as "
+        "'natural-imagebart', or NAME.json) and its first stage, unless --first-stage is given; "
+        "its architecture is kept",
+    )
     p.add_argument("--export", default=None, help="also export the model to this path (NAME -> NAME.json + ...)")
 
     p = sub.add_parser(
@@ -393,7 +400,7 @@ def run(args) -> int:
         _check_out(args)
         cfg = ImageBARTTrainConfig()
         _set(cfg, args, _COMMON + ("token_pool", "cond", "cond_dropout"))
-        if not args.resume and not args.first_stage:
+        if not args.resume and not args.first_stage and not args.init:
             raise ValueError("--first-stage is required (e.g. --first-stage natural, or a NAME.json)")
         arch = dict(
             n_stages=args.n_stages,
@@ -404,7 +411,7 @@ def run(args) -> int:
             n_embd=args.n_embd,
             dropout=args.dropout,
         )
-        kw = dict(first_stage=args.first_stage, first_stage_config=args.first_stage_config)
+        kw = dict(first_stage=args.first_stage, first_stage_config=args.first_stage_config, init=args.init)
         rc = _train(train, args, cfg, arch, args.out, **kw)
         if rc:
             return rc  # interrupted: nothing to export yet

@@ -159,9 +159,16 @@ def train(
     stop_at=None,
     time_limit=None,
     quiet=False,
+    init=None,
 ) -> dict:
     """Train (or resume) ImageBART's stages in ``out``; returns the final run record.
-    ``arch``: ImageBARTConfig fields (n_stages, betas, n_enc_layer, ...)."""
+    ``arch``: ImageBARTConfig fields (n_stages, betas, n_enc_layer, ...).
+
+    ``init``: an ImageBART model (NAME.json or bundled name) to start from: its reverse
+    stages (architecture and weights; ``arch`` is then ignored) and, unless ``first_stage``
+    is given, its first stage. A warm start is a new run (fresh optimiser, warm-up and
+    schedule over its own ``--budget``); the run record and the export name what it
+    continued (:func:`init_record`), so a chain of runs stays reproducible."""
     out = Path(out)
     dev = C.pick_device(device)
     prec = C.pick_precision(precision, dev)
@@ -173,13 +180,26 @@ def train(
         vq_sd = C.load_weights(out, "first_stage")
         net_cfg = ImageBARTConfig.from_dict(run["model"])
         first_stage_source = run["first_stage"].get("source")
+        init_info = run.get("init")
     else:
+        init_sd, init_info = None, None
+        if init is not None:
+            start_model = _load_imagebart(init)
+            first_stage = first_stage or init
+            init_sd = start_model.bart.state_dict()
+            init_info = init_record(init)
         if first_stage is None:
             raise ValueError("a first stage is required (e.g. --first-stage natural, or a NAME.json)")
         vq_cfg, vq_sd = load_first_stage_weights(first_stage, first_stage_config)
-        net_cfg = ImageBARTConfig(
-            vocab_size=vq_cfg.n_embed, grid=vq_cfg.grid, cond=cfg.cond, sketch_patch=vq_cfg.factor, **arch
-        )
+        if init is None:
+            net_cfg = ImageBARTConfig(
+                vocab_size=vq_cfg.n_embed, grid=vq_cfg.grid, cond=cfg.cond, sketch_patch=vq_cfg.factor, **arch
+            )
+        else:
+            net_cfg = start_model.config.imagebart
+            if (net_cfg.vocab_size, net_cfg.grid) != (vq_cfg.n_embed, vq_cfg.grid):
+                raise ValueError(f"--init {init}: its stages do not fit the first stage {first_stage}")
+            cfg.cond = net_cfg.cond
         first_stage_source = str(first_stage)
     vq = VQModel(vq_cfg)
     vq.load_taming_state_dict(vq_sd, strict=True)
@@ -187,7 +207,10 @@ def train(
 
     gen = C.seed_everything(cfg.seed, D.rank)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    net = ImageBART(net_cfg).to(dev)
+    net = ImageBART(net_cfg)
+    if not resume and init is not None:
+        net.load_state_dict(init_sd, strict=True)
+    net = net.to(dev)
     C.seed_everything(cfg.seed, D.rank)
     opt = _optimizer(net, cfg)
     scaler = C.grad_scaler(prec)
@@ -233,9 +256,12 @@ def train(
     def run_record():
         first_stage = {"config": vq_cfg.to_dict(), "source": first_stage_source}
         elapsed_s = elapsed + time.time() - t0
-        return C.run_record(
+        rec = C.run_record(
             STAGE, step, net_cfg.to_dict(), cfg, D, dev, prec, history, elapsed_s, first_stage=first_stage
         )
+        if init_info is not None:
+            rec["init"] = init_info
+        return rec
 
     def save():
         C.save_all(
@@ -293,6 +319,30 @@ def train(
     return record
 
 
+def _load_imagebart(name):
+    from napari_ilat.engine.imagebart import is_imagebart
+    from napari_ilat.engine.model import load_model
+
+    model = load_model(name)
+    if not is_imagebart(model):
+        raise ValueError(f"--init {name}: not an ImageBART model (an iLAT model continues with `train transformer`)")
+    return model
+
+
+def init_record(name) -> dict:
+    """What a warm start continued from: the model's name, the sha256 of each of its files
+    and how it was trained (its own JSON's training record)."""
+    from napari_ilat.engine.model import model_json_path
+
+    path = model_json_path(name)
+    meta = json.loads(path.read_text())
+    return {
+        "model": path.name,
+        "sha256": {k: f["sha256"] for k, f in meta["files"].items()},
+        "training": meta.get("training"),
+    }
+
+
 # --------------------------------------------------------------------------- export
 
 
@@ -338,6 +388,8 @@ def export(run_dir, out, *, name=None, description="", dtype="float16") -> list[
         "first_stage": run["first_stage"].get("source"),
         "validation": run["history"][-1] if run.get("history") else None,
     }
+    if "init" in run:  # a warm start (`--init`): what it continued, and how that was trained
+        meta["training"]["started_from"] = run["init"]
     cfg_path.write_text(json.dumps(meta, indent=2) + "\n")
     paths = [cfg_path] + [cfg_path.parent / f["file"] for f in meta["files"].values()]
     for p in paths:  # safetensors writes 0600; files that ship in a wheel must be world-readable

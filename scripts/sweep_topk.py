@@ -8,6 +8,8 @@ Upper-half completion with both engines on one first stage (docs/imagebart.md):
 
     OMP_NUM_THREADS=1 python scripts/sweep_topk.py --n 40 --top-k 5,10,20,50,0 --split validation \
         --sets upper-imagebart,upper-taming --ilat-model runs/nat-old/natural.json
+    OMP_NUM_THREADS=1 python scripts/sweep_topk.py --n 100 --top-k 0,20,5,1 --split validation \
+        --sets upper-imagebart,upper-taming,upper-ilat
 """
 
 import argparse
@@ -28,6 +30,7 @@ CASES = {  # set -> (cases(n, split), model, mode); model None = --ilat-model
     "pose": (lambda n, sp: pose_cases(n, 128, sp), "pose", "ilat"),
     "upper-imagebart": (lambda n, sp: ib.natural_cases("upper_half", n, 128, sp), "natural-imagebart", "imagebart"),
     "upper-taming": (lambda n, sp: ib.natural_cases("upper_half", n, 128, sp), None, "taming"),
+    "upper-ilat": (lambda n, sp: ib.natural_cases("upper_half", n, 128, sp), None, "ilat"),
 }
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from napari_ilat import load_model
@@ -58,3 +59,25 @@ def test_sweep_topk_prints_one_line_per_setting():
         for line in run_script("sweep_topk.py", "--n", "2", "--top-k", "0,20", "--sets", "box").splitlines()
     ]
     assert [(r["set"], r["top_k"], r["n"]) for r in rows] == [("box", None, 2), ("box", 20, 2)]
+
+
+@pytest.mark.slow
+def test_imagebart_chain_rates_and_variants():
+    from napari_ilat import edit
+    from napari_ilat.evaluation.imagebart import natural_cases
+    from napari_ilat.evaluation.metrics import PSNR_CAP, psnr
+
+    text = run_script("imagebart_chain.py", "--n", "2", "--chain", "--top-k", "20", "--variants", "noisy")
+    rows = [json.loads(line) for line in text.splitlines()]
+    chain, (default, noisy) = rows[:3], rows[3:]
+    assert [(r["stage"], r["top_k"]) for r in chain] == [(3, 20), (2, 20), (1, 20)]
+    assert chain[0]["copied"] is None and all(0 <= r["copied"] <= 1 for r in chain[1:])
+    assert all(0 <= r["equal_x0"] <= 1 for r in chain)
+    # the default row is edit() as shipped; the variant is patched in and changes the edits
+    model = load_model("natural-imagebart")
+    cases = list(natural_cases("upper_half", 2, 128, split="validation"))
+    ref = np.mean(
+        [psnr(edit(s, m, seed=seed, mode="imagebart", model=model), t, m, cap=PSNR_CAP) for seed, s, t, m, _ in cases]
+    )
+    assert default["variant"] == "default" and default["psnr_mask"] == pytest.approx(ref, abs=1e-3)
+    assert noisy["variant"] == "noisy" and noisy["psnr_mask"] != default["psnr_mask"]

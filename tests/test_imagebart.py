@@ -499,8 +499,10 @@ def test_train_init_continues_an_imagebart_model(tiny_ib, tiny_ib_path, tiny_mod
     assert meta["training"]["started_from"]["sha256"] == {k: f["sha256"] for k, f in src["files"].items()}
     assert load_model(tmp_path / "cont_model.json").config.imagebart == tiny_ib.config.imagebart
     capsys.readouterr()
-    assert main([*args, "--overwrite", "--init", str(tiny_model_path)]) == 2
+    args[args.index(str(out))] = str(tmp_path / "refused")
+    assert main([*args, "--init", str(tiny_model_path)]) == 2
     assert "not an ImageBART model" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()  # nothing written for a refused start
 
 
 # ---------------------------------------------------------------- widget (napari, under Xvfb)

@@ -173,7 +173,6 @@ def train(
     dev = C.pick_device(device)
     prec = C.pick_precision(precision, dev)
     D = C.Dist(dev)
-    out.mkdir(parents=True, exist_ok=True)
     if resume:
         run, cfg = C.read_resume(out, STAGE, ImageBARTTrainConfig, cfg)
         vq_cfg = VQGANConfig.from_dict(run["first_stage"]["config"])
@@ -201,6 +200,7 @@ def train(
                 raise ValueError(f"--init {init}: its stages do not fit the first stage {first_stage}")
             cfg.cond = net_cfg.cond
         first_stage_source = str(first_stage)
+    out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to load
     vq = VQModel(vq_cfg)
     vq.load_taming_state_dict(vq_sd, strict=True)
     vq.to(dev).eval().requires_grad_(False)  # frozen

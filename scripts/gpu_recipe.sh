@@ -18,6 +18,9 @@
 #                                                         stage, kept bit for bit (where the error
 #                                                         is: docs/benchmarks.md); CPU-tested; used
 #                                                         for the bundled pose (run 4, 8 minutes)
+#   VAL_EDITS=64 ... continue                              validation edits (in-mask PSNR) every 1000 steps of
+#                                                         a continuation; its export is the best step's
+#                                                         transformer (VAL_EDITS=0: the last step's)
 #   SEED=5 IMAGEBART_MIN=5 MODELS=pose STAGE1_SHARE=0 ... continue
 #                                                         the bundled natural-imagebart goes on beside
 #                                                         the pose transformer (`train imagebart --init`)
@@ -97,7 +100,8 @@ if [ "$MODE" = continue ]; then
             natural) w=${WORKERS_NATURAL:-4} ;;
             *) echo "unknown model $m" >&2; exit 2 ;;
         esac
-        recipe "$m" "$w" --data "$m" --init "$m" --seed "${SEED:-1}" &
+        # VAL_EDITS (default 64): validation edits every 1000 steps; the best step is exported
+        recipe "$m" "$w" --data "$m" --init "$m" --seed "${SEED:-1}" --val-edits "${VAL_EDITS:-64}" &
         pids+=("recipe $m:$!")
     done
     # IMAGEBART_MIN > 0: the bundled natural-imagebart goes on beside them (its stages and

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -104,9 +105,15 @@ def test_recipe_warm_start_continues_both_stages_of_a_model(tmp_path):
     # start's first stage, kept bit for bit, and the budget holds (it once ran stage 1 forever)
     args = ["train", "recipe", "--data", "pose", "--minutes", "0.05", "--out", str(tmp_path / "c")]
     args += ["--init", str(tmp_path / "a" / "pose.json"), "--stage1-share", "0", "--stage2-lr", "1e-2"]
-    args += ["--n-eval", "2", "--workers", "0", "--seed", "1", "--quiet"]
+    args += ["--n-eval", "2", "--workers", "0", "--seed", "1", "--quiet", "--val-edits", "2"]
     assert main(args) == 0
     c = load_model(tmp_path / "c" / "pose.json")
+    # --val-edits: validation edits scored at the end of stage 2 (on a CPU only there) and
+    # the export names the step its transformer comes from
+    curve = json.loads((tmp_path / "c" / "recipe.json").read_text())["phases"]["stage2"]["curve"]
+    assert curve and all(np.isfinite(h["edit_psnr"]) for h in curve)
+    meta = json.loads((tmp_path / "c" / "pose.json").read_text())
+    assert meta["training"]["exported_step"] == max(curve, key=lambda h: h["edit_psnr"])["step"]
     for (k, va), vc in zip(a.vqgan.state_dict().items(), c.vqgan.state_dict().values()):
         assert torch.equal(va, vc), k
     assert not all(torch.equal(x, y) for x, y in zip(a.transformer.parameters(), c.transformer.parameters()))
@@ -173,6 +180,8 @@ def test_plan_sizes_to_the_device():
         plan(RecipeConfig(stage1_share=1.0), torch.device("cpu"))  # stage 2 would get no time
     with pytest.raises(ValueError, match="--init"):
         plan(RecipeConfig(stage1_share=0.0), torch.device("cpu"))  # no first stage to keep
+    with pytest.raises(ValueError, match="--val-edits needs"):
+        plan(RecipeConfig(data="my_photos", val_edits=8), torch.device("cpu"))  # no validation cases
     kept = plan(RecipeConfig(minutes=10, stage1_share=0.0, init="pose"), torch.device("cpu"))
     assert kept["stage1_minutes"] == 0 and kept["stage2_minutes"] == pytest.approx(total)
 

@@ -557,6 +557,60 @@ def test_stage2_init_from_a_model_continues_its_transformer(stage1_run, tmp_path
     assert torch.equal(fs["quantize.embedding.weight"], start.vqgan.state_dict()["quantize.embedding.weight"])
 
 
+@pytest.mark.slow  # the module's stage1_run fixture trains a VQGAN
+def test_stage2_val_edits_keep_the_best_step_and_export_it(stage1_run, tmp_path, capsys, monkeypatch):
+    """--val-edits: whole edits of validation cases scored during training; the best step's
+    weights are kept, `train export --best` writes them (scored again: the same PSNR), and a
+    plain export is the last step. Folder data has no validation edits: refused up front."""
+    from napari_ilat.cli import main
+    from napari_ilat.train.stage2 import BEST, read_best, validation_edit_cases, validation_edit_psnr
+
+    vq_dir, _ = stage1_run
+    out = tmp_path / "tf"
+    cfg = s2cfg(steps=6, lr=3e-3, val_every=2, val_edits=3, val_edits_every=2)
+    rec = train2(cfg, TINY_TF, out, first_stage=vq_dir, device="cpu", quiet=True)
+    curve = [(h["step"], h["edit_psnr"]) for h in rec["history"]]
+    assert [s for s, _ in curve] == [2, 4, 6] and all(np.isfinite(v) for _, v in curve)
+    best = max(curve, key=lambda c: c[1])
+    assert read_best(out) == {"step": best[0], "edit_psnr": best[1]} == rec["best"]
+    assert load_file(str(out / BEST)).keys() == C.load_weights(out, "transformer").keys()
+
+    assert main(["train", "export", "--transformer", str(out), "--out", str(tmp_path / "b"), "--best"]) == 0
+    assert main(["train", "export", "--transformer", str(out), "--out", str(tmp_path / "l")]) == 0
+    meta = json.loads((tmp_path / "b.json").read_text())
+    assert meta["training"]["exported_step"] == best[0] and meta["training"]["steps"] == 6
+    cases = validation_edit_cases("pose", 3, 32)
+    again = validation_edit_psnr(load_model(tmp_path / "b.json"), cases, "ilat", "cpu")
+    assert again == pytest.approx(best[1], abs=0.05)  # float16 export, same cases and seeds
+    assert "exported_step" not in json.loads((tmp_path / "l.json").read_text())["training"]
+
+    # scores scripted so that the best step is not the last: its weights, not the last ones
+    import napari_ilat.train.stage2 as S2
+
+    seen = {}
+
+    def scripted(model, cases, mode, device):
+        seen[len(seen)] = {k: v.clone() for k, v in model.transformer.state_dict().items()}
+        return [10.0, 12.0, 11.0][len(seen) - 1]
+
+    monkeypatch.setattr(S2, "validation_edit_psnr", scripted)
+    out2 = tmp_path / "tf2"
+    rec = train2(cfg, TINY_TF, out2, first_stage=vq_dir, device="cpu", quiet=True)
+    assert rec["best"] == {"step": 4, "edit_psnr": 12.0} and len(seen) == 3
+    kept = load_file(str(out2 / BEST))
+    assert all(torch.equal(kept[k], v) for k, v in seen[1].items())
+    assert any(not torch.equal(kept[k], v) for k, v in seen[2].items())  # the last step differs
+    assert main(["train", "export", "--transformer", str(out2), "--out", str(tmp_path / "b2"), "--best"]) == 0
+    exported = load_model(tmp_path / "b2.json").transformer.state_dict()
+    assert all(torch.allclose(exported[k], v.half().float()) for k, v in seen[1].items())
+
+    capsys.readouterr()
+    assert main(["train", "export", "--transformer", str(tmp_path / "tf_none"), "--out", str(tmp_path / "x")]) == 2
+    with pytest.raises(ValueError, match="val_edits needs --data pose or natural"):
+        train2(s2cfg(data=str(tmp_path), val_edits=2), TINY_TF, tmp_path / "folder", first_stage=vq_dir, device="cpu")
+    assert not (tmp_path / "folder").exists()
+
+
 def test_cli_eval_blend_reaches_every_edit(tmp_path, monkeypatch):
     """`train eval --blend alpha` measures pose following and speed on edits pasted as decoded."""
     from napari_ilat import save_model

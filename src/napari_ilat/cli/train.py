@@ -142,6 +142,13 @@ def add_arguments(parser: argparse.ArgumentParser):
     )
     p.add_argument("--plain", action="store_true", help="encode with the plain encoder (iLAT* ablation)")
     p.add_argument(
+        "--val-edits",
+        type=int,
+        default=None,
+        help="at every validation also edit this many validation cases (pose pairs / natural box holes) "
+        "and keep the best step's weights for `train export --best` (0 = off)",
+    )
+    p.add_argument(
         "--init",
         default=None,
         help="start from this napari-ilat model's transformer (and first stage, unless "
@@ -241,6 +248,13 @@ def add_arguments(parser: argparse.ArgumentParser):
         action="store_true",
         help="iLAT* ablation: both stages without two-stream convolutions (evaluated in mode ilat*)",
     )
+    p.add_argument(
+        "--val-edits",
+        type=int,
+        default=None,
+        help="stage 2 also edits this many validation cases every 1000 steps and at its end; the export "
+        "takes the transformer of the best of those steps (default 0: the last step)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
@@ -260,6 +274,11 @@ def add_arguments(parser: argparse.ArgumentParser):
         help="storage precision (weights load back as float32)",
     )
     p.add_argument("--single-file", action="store_true", help="the older one-file format")
+    p.add_argument(
+        "--best",
+        action="store_true",
+        help="the transformer of the step with the best validation edits (a run trained with --val-edits)",
+    )
 
     p = sub.add_parser("eval", help="held-out metrics of a model (PSNR, perplexity, pose following, speed)")
     p.add_argument(
@@ -381,7 +400,7 @@ def run(args) -> int:
 
         _check_out(args)
         cfg = Stage2Config()
-        _set(cfg, args, _COMMON + ("cond", "cond_dropout", "causal_frac", "token_pool"))
+        _set(cfg, args, _COMMON + ("cond", "cond_dropout", "causal_frac", "token_pool", "val_edits"))
         cfg.plain = cfg.plain or args.plain
         if not args.resume and not args.first_stage and not args.init:
             raise ValueError("--first-stage is required (a stage-1 run directory or a VQGAN checkpoint)")
@@ -459,6 +478,7 @@ def run(args) -> int:
                 "n_embd",
                 "imagebart_share",
                 "init",
+                "val_edits",
             ),
         )
         from napari_ilat.train.common import stop_on_signal
@@ -475,9 +495,11 @@ def run(args) -> int:
         if is_imagebart_run(args.transformer):  # an ImageBART run: its own files
             if args.single_file:
                 raise ValueError("--single-file: ImageBART models are written as one file per stage")
+            if args.best:
+                raise ValueError("--best: ImageBART runs keep no validation edits")
             export, kw = export_imagebart, {}
         else:
-            kw = {"single_file": args.single_file}
+            kw = {"single_file": args.single_file, "best": args.best}
         paths = export(
             args.transformer,
             args.out,

@@ -13,7 +13,11 @@ from napari_ilat.engine.vqgan import VQGANConfig
 from napari_ilat.train import common as C
 
 
-def model_from_run(run_dir, name: str | None = None, description: str = "") -> tuple[ILATModel, dict]:
+def model_from_run(
+    run_dir, name: str | None = None, description: str = "", best: bool = False
+) -> tuple[ILATModel, dict]:
+    """The run's model (its last checkpoint; ``best``: the transformer of the step with the
+    best validation edits, kept by ``val_edits``) and its run record."""
     run_dir = Path(run_dir)
     if not C.has_checkpoint(run_dir):
         raise FileNotFoundError(f"{run_dir} is not a training run directory")
@@ -28,7 +32,18 @@ def model_from_run(run_dir, name: str | None = None, description: str = "") -> t
     )
     model = ILATModel(cfg)
     model.vqgan.load_state_dict(C.load_weights(run_dir, "first_stage"), strict=True)
-    model.transformer.load_state_dict(C.load_weights(run_dir, "transformer"), strict=True)
+    if best:
+        from safetensors.torch import load_file
+
+        from napari_ilat.train.stage2 import BEST, read_best
+
+        chosen = read_best(run_dir)
+        if chosen is None:
+            raise FileNotFoundError(f"{run_dir} has no {BEST}: train with --val-edits N to keep one")
+        model.transformer.load_state_dict(load_file(str(run_dir / BEST)), strict=True)
+        run = {**run, "exported": {"best": chosen, "last_step": run["step"]}}
+    else:
+        model.transformer.load_state_dict(C.load_weights(run_dir, "transformer"), strict=True)
     return model.eval(), run
 
 
@@ -40,6 +55,10 @@ def _provenance(run: dict) -> dict:
         "world_size": run.get("world_size"),
         "validation": run["history"][-1] if run.get("history") else None,
     }
+    if "exported" in run:  # the best validation edits' step, not the last
+        chosen = run["exported"]["best"]
+        info["exported_step"] = chosen["step"]
+        info["validation"] = next((h for h in run["history"] if h["step"] == chosen["step"]), chosen)
     src = run["first_stage"].get("source")
     if src and str(src).endswith(".json") and Path(src).is_file():
         # the run started from an exported model (`train transformer --init MODEL`): keep how
@@ -56,12 +75,13 @@ def _provenance(run: dict) -> dict:
     return info
 
 
-def export(run_dir, out, *, name=None, description="", dtype="float16", single_file=False) -> list[Path]:
-    """Write the model; returns the paths written (JSON first)."""
+def export(run_dir, out, *, name=None, description="", dtype="float16", single_file=False, best=False) -> list[Path]:
+    """Write the model (``best``: with the transformer of the best validation edits);
+    returns the paths written (JSON first)."""
     out = Path(out)
     stem = out.with_suffix("") if out.suffix in (".json", ".safetensors") else out
+    model, run = model_from_run(run_dir, name or stem.name, description, best=best)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    model, run = model_from_run(run_dir, name or stem.name, description)
     torch_dtype = {"float16": torch.float16, "float32": None}[dtype]
     cfg_path = save_model(model, stem, split=not single_file, dtype=torch_dtype)
     meta = json.loads(cfg_path.read_text())

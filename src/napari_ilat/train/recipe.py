@@ -92,6 +92,12 @@ class RecipeConfig:
     token_pool: int | None = None
     # evaluation sizes (None: by device)
     n_eval: int | None = None
+    # > 0: stage 2 also edits this many validation cases every VAL_EDITS_EVERY steps (and at
+    # its end), and the export takes the transformer of the best of those steps
+    val_edits: int = 0
+
+
+VAL_EDITS_EVERY = 1000  # steps; on an H100 ~70 s of pose training against ~5 s for 64 edits
 
 
 # Items a CPU core makes and encodes for a token pool per second: 8000 pose items took 2063 s
@@ -124,6 +130,8 @@ def plan(cfg: RecipeConfig, device: torch.device) -> dict:
         raise ValueError(f"imagebart_share must be in [0, 1), got {cfg.imagebart_share}")
     if not 0 <= cfg.stage1_share < 1:
         raise ValueError(f"stage1_share must be in [0, 1), got {cfg.stage1_share}")
+    if cfg.val_edits < 0 or (cfg.val_edits and cfg.data not in ("pose", "natural")):
+        raise ValueError(f"--val-edits needs --data pose or natural and a count >= 0, got {cfg.val_edits}")
     if cfg.stage1_share == 0 and cfg.init is None:
         # share 0 keeps a warm start's first stage; from scratch there is none to keep
         raise ValueError("stage1_share 0 keeps the first stage of --init: give --init MODEL or a share > 0")
@@ -270,6 +278,8 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         token_pool=p["token_pool"],
         budget_minutes=p["stage2_minutes"],
         plain=cfg.plain,
+        val_edits=cfg.val_edits,
+        val_edits_every=VAL_EDITS_EVERY,
     )
     arch = dict(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, cond_map=cfg.cond_map)
     t = time.time()
@@ -292,7 +302,7 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         log(f"imagebart: {record['phases']['imagebart']['steps']} steps")
         _write(out / "recipe.json", record)
     t = time.time()
-    paths = export(out / "stage2", out / name, name=name, description=desc)
+    paths = export(out / "stage2", out / name, name=name, description=desc, best=cfg.val_edits > 0)
     record["model"] = str(paths[0])
     meta = json.loads(paths[0].read_text())
     meta["training"]["recipe"] = {

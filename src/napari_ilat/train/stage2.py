@@ -13,7 +13,10 @@ edit time. With probability ``cond_dropout`` a step runs without condition (cond
 conditional model also edits without one.
 
 Validation: perplexity exp(mean CE) over the masked tokens of a fixed validation set
-(conditional, and unconditional for conditional models).
+(conditional, and unconditional for conditional models). With ``val_edits`` also what the
+product does: whole edits (``edit()``, default sampling and compositing) of fixed
+validation cases, scored by in-mask PSNR, with the best step's weights kept beside the
+checkpoint (a lower perplexity has not always meant better edits: docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -58,9 +61,61 @@ class Stage2Config:
     workers: int = 0
     train_length: int = 1_000_000
     budget_minutes: float = 0.0  # > 0: the schedule spans this much training time, then stop
+    # > 0: at every validation also edit this many validation cases with edit() (pose data:
+    # pose pairs with their target pose; natural: box holes) and keep the weights of the
+    # step with the best mean in-mask PSNR in best.safetensors (`train export --best`)
+    val_edits: int = 0
+    val_edits_every: int = 0  # steps between those edits (0: with every validation)
 
     def resolved_cond(self) -> str:
         return self.cond or ("pose" if self.data == "pose" else "sketch")
+
+
+BEST = "best.safetensors"  # the transformer weights of the best validation edits
+
+
+def validation_edit_cases(data: str, n: int, resolution: int) -> list:
+    """The fixed validation cases ``val_edits`` scores: pose pairs edited with their target
+    pose for pose data, one square hole (48-64 px at 128) per patch for natural data."""
+    from napari_ilat.evaluation.quality import box_cases, pose_cases
+
+    if data == "pose":
+        return list(pose_cases(n, resolution, split="validation"))
+    if data == "natural":
+        return list(box_cases(n, resolution, split="validation"))
+    raise ValueError(f"val_edits needs --data pose or natural, got {data!r}")
+
+
+def validation_edit_psnr(model, cases, mode: str, device) -> float:
+    """Mean in-mask PSNR of ``edit()`` on ``cases`` with the model's current weights."""
+    from napari_ilat.engine.editing import edit
+    from napari_ilat.engine.reuse import FIRST_STAGE_CACHE
+    from napari_ilat.evaluation.metrics import PSNR_CAP, psnr
+
+    FIRST_STAGE_CACHE.clear()  # its entries (keyed by weights version) are of no use once training moves on
+    try:
+        return float(
+            np.mean(
+                [
+                    psnr(edit(s, m, model=model, mode=mode, seed=seed, device=device, **c), t, m, cap=PSNR_CAP)
+                    for seed, s, t, m, c in cases
+                ]
+            )
+        )
+    finally:
+        FIRST_STAGE_CACHE.clear()
+
+
+def read_best(out) -> dict | None:
+    """{"step", "edit_psnr"} of a run's best.safetensors, or None."""
+    from safetensors import safe_open
+
+    path = Path(out) / BEST
+    if not path.exists():
+        return None
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    return {"step": int(meta["step"]), "edit_psnr": float(meta["edit_psnr"])}
 
 
 def _cond_key(cond: str):
@@ -169,6 +224,8 @@ def train(
     (architecture and weights; ``arch`` is then ignored) and, unless ``first_stage`` is
     given, its first stage, e.g. to continue on a CPU a model trained on a GPU."""
     out = Path(out)
+    if cfg.val_edits < 0 or (cfg.val_edits and cfg.data not in ("pose", "natural")):
+        raise ValueError(f"val_edits needs --data pose or natural and a count >= 0, got {cfg.val_edits}, {cfg.data!r}")
     dev = C.pick_device(device)
     prec = C.pick_precision(precision, dev)
     D = C.Dist(dev)
@@ -246,6 +303,14 @@ def train(
         index_batches = C.batch_indices(len(train_ds), cfg.batch_size, cfg.seed, D.rank, D.world, start)
         batches = (tokenize(vq, b, cfg.plain, dev) for b in loader(train_ds, index_batches, cfg.workers))
 
+    edit_model = edit_cases = None
+    best = read_best(out) if resume else None
+    if cfg.val_edits > 0 and D.main:
+        from napari_ilat.engine.model import ILATModel, ModelConfig
+
+        edit_cases = validation_edit_cases(cfg.data, cfg.val_edits, R)
+        edit_model = ILATModel(ModelConfig(vqgan=vq_cfg, transformer=tf_cfg))
+        edit_model.vqgan, edit_model.transformer = vq, tf  # the live modules, not copies
     bar = C.Progress(cfg.steps, start, enabled=D.main and not quiet, every=cfg.log_every)
     t0 = time.time()
     step = start
@@ -253,8 +318,19 @@ def train(
     def run_record():
         first_stage = {"config": vq_cfg.to_dict(), "source": first_stage_source}
         elapsed_s = elapsed + time.time() - t0
+        extra = {"best": best} if best is not None else {}
         return C.run_record(
-            "transformer", step, tf_cfg.to_dict(), cfg, D, dev, prec, history, elapsed_s, first_stage=first_stage
+            "transformer",
+            step,
+            tf_cfg.to_dict(),
+            cfg,
+            D,
+            dev,
+            prec,
+            history,
+            elapsed_s,
+            first_stage=first_stage,
+            **extra,
         )
 
     def save():
@@ -297,19 +373,23 @@ def train(
                     "time": time.time() - t0 + elapsed,
                 },
             )
+        rec, seconds = {}, round(time.time() - t0 + elapsed, 1)
         if D.main and cfg.val_every and (step % cfg.val_every == 0 or step == stop):
-            rec = {
-                "step": step,
-                "seconds": round(time.time() - t0 + elapsed, 1),
-                "perplexity": perplexity(tf, val, cond_key, dev),
-            }
+            rec["perplexity"] = perplexity(tf, val, cond_key, dev)
             if cond_key:
                 rec["perplexity_uncond"] = perplexity(tf, val, None, dev)
+        edit_every = cfg.val_edits_every or cfg.val_every
+        if edit_model is not None and (step % edit_every == 0 or step == stop):
+            tf.eval()
+            rec["edit_psnr"] = validation_edit_psnr(edit_model, edit_cases, "ilat*" if cfg.plain else "ilat", dev)
+            if best is None or rec["edit_psnr"] > best["edit_psnr"]:
+                best = {"step": step, "edit_psnr": rec["edit_psnr"]}
+                weights = {k: v.detach().float().cpu().contiguous() for k, v in tf.state_dict().items()}
+                C.atomic_save_file(weights, out / BEST, metadata={k: str(v) for k, v in best.items()})
+        if rec:
+            rec = {"step": step, "seconds": seconds, **rec}
             history.append(rec)
-            bar.message(
-                f"step {step}: validation masked-token perplexity "
-                + ", ".join(f"{k} {v:.1f}" for k, v in rec.items() if k != "step")
-            )
+            bar.message(f"step {step}: validation " + ", ".join(f"{k} {v:.2f}" for k, v in rec.items() if k != "step"))
         if D.main and cfg.sample_every and (step % cfg.sample_every == 0 or step == stop):
             sample_grid(vq, tf, val_items, tf_cfg.cond, out / "samples" / f"step_{step:07d}.png", dev)
         if C.end_of_step(

@@ -505,6 +505,52 @@ def test_train_init_continues_an_imagebart_model(tiny_ib, tiny_ib_path, tiny_mod
     assert not (tmp_path / "refused").exists()  # nothing written for a refused start
 
 
+def test_train_val_edits_keep_and_export_the_best_step(tiny_ib_path, tmp_path, monkeypatch):
+    """`train imagebart --val-edits N`: upper-half completions of validation patches scored
+    during training; --export writes the best step's stages (scripted scores: not the last)."""
+    import json
+
+    from napari_ilat import load_model
+    from napari_ilat.cli import main
+    from napari_ilat.train import common as C
+
+    seen = []
+
+    def scripted(model, cases, mode, device):
+        assert mode == "imagebart" and len(cases) == 2 and cases[0][3][: cases[0][3].shape[0] // 2].all()
+        seen.append({k: v.clone() for k, v in model.bart.state_dict().items()})
+        return [9.0, 11.0, 10.0][len(seen) - 1]
+
+    monkeypatch.setattr(C, "validation_edit_psnr", scripted)
+    out = tmp_path / "run"
+    args = ["train", "imagebart", "--out", str(out), "--init", str(tiny_ib_path), "--steps", "3"]
+    args += ["--batch-size", "2", "--val-size", "4", "--val-every", "1", "--sample-every", "0", "--device", "cpu"]
+    args += ["--quiet", "--token-pool", "4", "--lr", "1e-2", "--val-edits", "2", "--export", str(tmp_path / "m")]
+    assert main(args) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert [h["edit_psnr"] for h in run["history"]] == [9.0, 11.0, 10.0] and run["best"]["step"] == 2
+    meta = json.loads((tmp_path / "m.json").read_text())
+    assert meta["training"]["exported_step"] == 2
+    exported = load_model(tmp_path / "m.json").bart.state_dict()
+    assert all(torch.allclose(exported[k], v.half().float()) for k, v in seen[1].items())
+    assert any(not torch.allclose(exported[k], v.half().float()) for k, v in seen[2].items())
+    # unscripted: the live stages edit, and the exported best scores the same again
+    monkeypatch.undo()
+    args[args.index(str(out))] = str(tmp_path / "real")
+    args[args.index(str(tmp_path / "m"))] = str(tmp_path / "real_m")
+    assert main(args) == 0
+    best = C.read_best(tmp_path / "real")
+    from napari_ilat.evaluation.imagebart import natural_cases
+
+    cases = list(natural_cases("upper_half", 2, 32, split="validation"))
+    again = C.validation_edit_psnr(load_model(tmp_path / "real_m.json"), cases, "imagebart", "cpu")
+    assert np.isfinite(best["edit_psnr"]) and again == pytest.approx(best["edit_psnr"], abs=0.05)
+    with pytest.raises(ValueError, match="needs --data natural"):
+        from napari_ilat.train.imagebart import ImageBARTTrainConfig, train
+
+        train(ImageBARTTrainConfig(data="pose", val_edits=2), {}, tmp_path / "x", first_stage=str(tiny_ib_path))
+
+
 # ---------------------------------------------------------------- widget (napari, under Xvfb)
 
 

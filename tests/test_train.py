@@ -563,7 +563,8 @@ def test_stage2_val_edits_keep_the_best_step_and_export_it(stage1_run, tmp_path,
     weights are kept, `train export --best` writes them (scored again: the same PSNR), and a
     plain export is the last step. Folder data has no validation edits: refused up front."""
     from napari_ilat.cli import main
-    from napari_ilat.train.stage2 import BEST, read_best, validation_edit_cases, validation_edit_psnr
+    from napari_ilat.train.common import BEST, read_best, validation_edit_psnr
+    from napari_ilat.train.stage2 import validation_edit_cases
 
     vq_dir, _ = stage1_run
     out = tmp_path / "tf"
@@ -585,15 +586,13 @@ def test_stage2_val_edits_keep_the_best_step_and_export_it(stage1_run, tmp_path,
     assert "exported_step" not in json.loads((tmp_path / "l.json").read_text())["training"]
 
     # scores scripted so that the best step is not the last: its weights, not the last ones
-    import napari_ilat.train.stage2 as S2
-
     seen = {}
 
     def scripted(model, cases, mode, device):
         seen[len(seen)] = {k: v.clone() for k, v in model.transformer.state_dict().items()}
         return [10.0, 12.0, 11.0][len(seen) - 1]
 
-    monkeypatch.setattr(S2, "validation_edit_psnr", scripted)
+    monkeypatch.setattr(C, "validation_edit_psnr", scripted)
     out2 = tmp_path / "tf2"
     rec = train2(cfg, TINY_TF, out2, first_stage=vq_dir, device="cpu", quiet=True)
     assert rec["best"] == {"step": 4, "edit_psnr": 12.0} and len(seen) == 3

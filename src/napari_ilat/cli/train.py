@@ -193,6 +193,14 @@ def add_arguments(parser: argparse.ArgumentParser):
         help="pre-encode this many training images once and cycle over them (0 = encode every batch)",
     )
     p.add_argument(
+        "--val-edits",
+        type=int,
+        default=None,
+        help="also complete the upper half of this many validation patches (natural data) at every "
+        "validation and keep the best step's stages for `train export --best` (0 = off)",
+    )
+    p.add_argument("--val-edits-every", type=int, default=None, help="steps between those edits (0: every validation)")
+    p.add_argument(
         "--init",
         default=None,
         help="warm start: continue this ImageBART model's stages (bundled name such as "
@@ -418,7 +426,7 @@ def run(args) -> int:
 
         _check_out(args)
         cfg = ImageBARTTrainConfig()
-        _set(cfg, args, _COMMON + ("token_pool", "cond", "cond_dropout"))
+        _set(cfg, args, _COMMON + ("token_pool", "cond", "cond_dropout", "val_edits", "val_edits_every"))
         if not args.resume and not args.first_stage and not args.init:
             raise ValueError("--first-stage is required (e.g. --first-stage natural, or a NAME.json)")
         arch = dict(
@@ -434,8 +442,10 @@ def run(args) -> int:
         rc = _train(train, args, cfg, arch, args.out, **kw)
         if rc:
             return rc  # interrupted: nothing to export yet
-        if args.export:
-            for p in export(args.out, args.export):
+        if args.export:  # a run that scored validation edits exports its best step
+            from napari_ilat.train.common import read_best
+
+            for p in export(args.out, args.export, best=read_best(args.out) is not None):
                 print(f"{p}  ({Path(p).stat().st_size / 2**20:.2f} MiB)")
         return 0
     if cmd == "recipe":
@@ -495,9 +505,7 @@ def run(args) -> int:
         if is_imagebart_run(args.transformer):  # an ImageBART run: its own files
             if args.single_file:
                 raise ValueError("--single-file: ImageBART models are written as one file per stage")
-            if args.best:
-                raise ValueError("--best: ImageBART runs keep no validation edits")
-            export, kw = export_imagebart, {}
+            export, kw = export_imagebart, {"best": args.best}
         else:
             kw = {"single_file": args.single_file, "best": args.best}
         paths = export(

@@ -547,3 +547,49 @@ def pool_reporter(t0: float, every_s: float = 60.0):
             print(f"token pool: {done}/{total} items, {rate:.1f} items/s, ~{left:.0f} min left", flush=True)
 
     return report
+
+
+# --------------------------------------------------------------------------- validation edits
+
+BEST = "best.safetensors"  # the weights of the step with the best validation edits
+
+
+def validation_edit_psnr(model, cases, mode: str, device) -> float:
+    """Mean in-mask PSNR of ``edit()`` on ``cases`` ((seed, source, target, mask, condition
+    kwargs), as evaluation.quality makes them) with the model's current weights."""
+    from napari_ilat.engine.editing import edit
+    from napari_ilat.engine.reuse import FIRST_STAGE_CACHE
+    from napari_ilat.evaluation.metrics import PSNR_CAP, psnr
+
+    FIRST_STAGE_CACHE.clear()  # its entries (keyed by weights version) are of no use once training moves on
+    try:
+        scores = [
+            psnr(edit(s, m, model=model, mode=mode, seed=seed, device=device, **c), t, m, cap=PSNR_CAP)
+            for seed, s, t, m, c in cases
+        ]
+    finally:
+        FIRST_STAGE_CACHE.clear()
+    return float(np.mean(scores))
+
+
+def read_best(out) -> dict | None:
+    """{"step", "edit_psnr"} of a run's best.safetensors, or None."""
+    from safetensors import safe_open
+
+    path = Path(out) / BEST
+    if not path.exists():
+        return None
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    return {"step": int(meta["step"]), "edit_psnr": float(meta["edit_psnr"])}
+
+
+def keep_if_best(out, best: dict | None, step: int, score: float, module: torch.nn.Module) -> dict:
+    """Write ``module``'s weights to out/best.safetensors (step and score in its metadata)
+    when ``score`` beats ``best``; returns the best so far."""
+    if best is not None and score <= best["edit_psnr"]:
+        return best
+    best = {"step": step, "edit_psnr": score}
+    weights = {k: v.detach().float().cpu().contiguous() for k, v in module.state_dict().items()}
+    atomic_save_file(weights, Path(out) / BEST, metadata={k: str(v) for k, v in best.items()})
+    return best

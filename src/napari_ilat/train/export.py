@@ -35,12 +35,10 @@ def model_from_run(
     if best:
         from safetensors.torch import load_file
 
-        from napari_ilat.train.stage2 import BEST, read_best
-
-        chosen = read_best(run_dir)
+        chosen = C.read_best(run_dir)
         if chosen is None:
-            raise FileNotFoundError(f"{run_dir} has no {BEST}: train with --val-edits N to keep one")
-        model.transformer.load_state_dict(load_file(str(run_dir / BEST)), strict=True)
+            raise FileNotFoundError(f"{run_dir} has no {C.BEST}: train with --val-edits N to keep one")
+        model.transformer.load_state_dict(load_file(str(run_dir / C.BEST)), strict=True)
         run = {**run, "exported": {"best": chosen, "last_step": run["step"]}}
     else:
         model.transformer.load_state_dict(C.load_weights(run_dir, "transformer"), strict=True)

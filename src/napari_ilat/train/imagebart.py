@@ -74,6 +74,11 @@ class ImageBARTTrainConfig:
     workers: int = 0
     train_length: int = 1_000_000
     budget_minutes: float = 0.0  # > 0: the schedule spans this much training time, then stop
+    # > 0: edit this many validation patches (upper-half completion, natural data) every
+    # val_edits_every steps (0: with every validation) and keep the best step's stages in
+    # best.safetensors (`train export --best`)
+    val_edits: int = 0
+    val_edits_every: int = 0
 
 
 def _dataset(cfg: ImageBARTTrainConfig, split: str, resolution: int, length: int):
@@ -170,6 +175,8 @@ def train(
     schedule over its own ``--budget``); the run record and the export name what it
     continued (:func:`init_record`), so a chain of runs stays reproducible."""
     out = Path(out)
+    if cfg.val_edits < 0 or (cfg.val_edits and cfg.data != "natural"):
+        raise ValueError(f"val_edits (upper-half completion) needs --data natural and a count >= 0, got {cfg.data!r}")
     dev = C.pick_device(device)
     prec = C.pick_precision(precision, dev)
     D = C.Dist(dev)
@@ -249,6 +256,14 @@ def train(
         index_batches = C.batch_indices(len(train_ds), cfg.batch_size, cfg.seed, D.rank, D.world, start)
         batches = (tokenize(vq, b, cond_key, dev) for b in loader(train_ds, index_batches, cfg.workers))
 
+    edit_model = edit_cases = None
+    best = C.read_best(out) if resume else None
+    if cfg.val_edits > 0 and D.main:
+        from napari_ilat.evaluation.imagebart import natural_cases
+
+        edit_cases = list(natural_cases("upper_half", cfg.val_edits, R, split="validation"))
+        edit_model = ImageBARTModel(ImageBARTModelConfig(vq_cfg, net_cfg))
+        edit_model.vqgan, edit_model.bart = vq, net  # the live modules, not copies
     bar = C.Progress(cfg.steps, start, enabled=D.main and not quiet, every=cfg.log_every)
     t0 = time.time()
     step = start
@@ -261,6 +276,8 @@ def train(
         )
         if init_info is not None:
             rec["init"] = init_info
+        if best is not None:
+            rec["best"] = best
         return rec
 
     def save():
@@ -296,16 +313,23 @@ def train(
             rec = {"step": step, "lr": lr, "loss": loss.item(), "time": time.time() - t0 + elapsed}
             rec.update({f"loss_t{t}": v.item() for t, v in losses.items()})
             C.log_line(out, rec)
+        rec = {}
         if D.main and cfg.val_every and (step % cfg.val_every == 0 or step == stop):
             per_stage = stage_losses(net, val, dev)
-            rec = {"step": step, "val_loss": float(np.mean(list(per_stage.values())))}
+            rec = {"val_loss": float(np.mean(list(per_stage.values())))}
             rec.update({f"val_loss_t{t}": v for t, v in per_stage.items()})
-            history.append(rec)
             bar.message(
                 f"step {step}: validation cross-entropy per stage "
                 + ", ".join(f"t={t} {v:.3f}" for t, v in per_stage.items())
                 + f" (mean {rec['val_loss']:.3f}; uniform = {np.log(net_cfg.vocab_size):.3f})"
             )
+        if edit_model is not None and (step % (cfg.val_edits_every or cfg.val_every or stop) == 0 or step == stop):
+            net.eval()
+            rec["edit_psnr"] = C.validation_edit_psnr(edit_model, edit_cases, "imagebart", dev)
+            best = C.keep_if_best(out, best, step, rec["edit_psnr"], net)
+            bar.message(f"step {step}: upper-half validation edits, in-mask PSNR {rec['edit_psnr']:.2f} dB")
+        if rec:
+            history.append({"step": step, **rec})
         if D.main and cfg.sample_every and (step % cfg.sample_every == 0 or step == stop):
             upper_half_grid(vq, net, val_images, out / "samples" / f"step_{step:07d}.png", dev)
         if C.end_of_step(
@@ -351,7 +375,10 @@ def is_imagebart_run(run_dir) -> bool:
     return C.has_checkpoint(run_dir) and C.read_run(run_dir).get("stage") == STAGE
 
 
-def model_from_run(run_dir, name: str | None = None, description: str = "") -> tuple[ImageBARTModel, dict]:
+def model_from_run(
+    run_dir, name: str | None = None, description: str = "", best: bool = False
+) -> tuple[ImageBARTModel, dict]:
+    """The run's model (last checkpoint; ``best``: the stages of the best validation edits)."""
     run_dir = Path(run_dir)
     if not C.has_checkpoint(run_dir):
         raise FileNotFoundError(f"{run_dir} is not a training run directory")
@@ -366,17 +393,24 @@ def model_from_run(run_dir, name: str | None = None, description: str = "") -> t
     )
     model = ImageBARTModel(cfg)
     model.vqgan.load_state_dict(C.load_weights(run_dir, "first_stage"), strict=True)
-    model.bart.load_state_dict(C.load_weights(run_dir, "imagebart"), strict=True)
+    if best:
+        chosen = C.read_best(run_dir)
+        if chosen is None:
+            raise FileNotFoundError(f"{run_dir} has no {C.BEST}: train with --val-edits N to keep one")
+        model.bart.load_state_dict(load_file(str(run_dir / C.BEST)), strict=True)
+        run = {**run, "exported": {"best": chosen, "last_step": run["step"]}}
+    else:
+        model.bart.load_state_dict(C.load_weights(run_dir, "imagebart"), strict=True)
     return model.eval(), run
 
 
-def export(run_dir, out, *, name=None, description="", dtype="float16") -> list[Path]:
-    """Write the ImageBART model (JSON + first stage + one file per reverse stage); returns
-    the paths written, JSON first."""
+def export(run_dir, out, *, name=None, description="", dtype="float16", best=False) -> list[Path]:
+    """Write the ImageBART model (JSON + first stage + one file per reverse stage; ``best``:
+    the stages of the best validation edits); returns the paths written, JSON first."""
     out = Path(out)
     stem = out.with_suffix("") if out.suffix in (".json", ".safetensors") else out
+    model, run = model_from_run(run_dir, name or stem.name, description, best=best)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    model, run = model_from_run(run_dir, name or stem.name, description)
     torch_dtype = {"float16": torch.float16, "float32": None}[dtype]
     cfg_path = save_imagebart(model, stem, dtype=torch_dtype)
     meta = json.loads(cfg_path.read_text())
@@ -390,6 +424,10 @@ def export(run_dir, out, *, name=None, description="", dtype="float16") -> list[
     }
     if "init" in run:  # a warm start (`--init`): what it continued, and how that was trained
         meta["training"]["started_from"] = run["init"]
+    if "exported" in run:  # the best validation edits' step, not the last
+        chosen = run["exported"]["best"]
+        meta["training"]["exported_step"] = chosen["step"]
+        meta["training"]["validation"] = next((h for h in run["history"] if h["step"] == chosen["step"]), chosen)
     cfg_path.write_text(json.dumps(meta, indent=2) + "\n")
     paths = [cfg_path] + [cfg_path.parent / f["file"] for f in meta["files"].values()]
     for p in paths:  # safetensors writes 0600; files that ship in a wheel must be world-readable

@@ -71,9 +71,6 @@ class Stage2Config:
         return self.cond or ("pose" if self.data == "pose" else "sketch")
 
 
-BEST = "best.safetensors"  # the transformer weights of the best validation edits
-
-
 def validation_edit_cases(data: str, n: int, resolution: int) -> list:
     """The fixed validation cases ``val_edits`` scores: pose pairs edited with their target
     pose for pose data, one square hole (48-64 px at 128) per patch for natural data."""
@@ -84,38 +81,6 @@ def validation_edit_cases(data: str, n: int, resolution: int) -> list:
     if data == "natural":
         return list(box_cases(n, resolution, split="validation"))
     raise ValueError(f"val_edits needs --data pose or natural, got {data!r}")
-
-
-def validation_edit_psnr(model, cases, mode: str, device) -> float:
-    """Mean in-mask PSNR of ``edit()`` on ``cases`` with the model's current weights."""
-    from napari_ilat.engine.editing import edit
-    from napari_ilat.engine.reuse import FIRST_STAGE_CACHE
-    from napari_ilat.evaluation.metrics import PSNR_CAP, psnr
-
-    FIRST_STAGE_CACHE.clear()  # its entries (keyed by weights version) are of no use once training moves on
-    try:
-        return float(
-            np.mean(
-                [
-                    psnr(edit(s, m, model=model, mode=mode, seed=seed, device=device, **c), t, m, cap=PSNR_CAP)
-                    for seed, s, t, m, c in cases
-                ]
-            )
-        )
-    finally:
-        FIRST_STAGE_CACHE.clear()
-
-
-def read_best(out) -> dict | None:
-    """{"step", "edit_psnr"} of a run's best.safetensors, or None."""
-    from safetensors import safe_open
-
-    path = Path(out) / BEST
-    if not path.exists():
-        return None
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-    return {"step": int(meta["step"]), "edit_psnr": float(meta["edit_psnr"])}
 
 
 def _cond_key(cond: str):
@@ -304,7 +269,7 @@ def train(
         batches = (tokenize(vq, b, cfg.plain, dev) for b in loader(train_ds, index_batches, cfg.workers))
 
     edit_model = edit_cases = None
-    best = read_best(out) if resume else None
+    best = C.read_best(out) if resume else None
     if cfg.val_edits > 0 and D.main:
         from napari_ilat.engine.model import ILATModel, ModelConfig
 
@@ -381,11 +346,8 @@ def train(
         edit_every = cfg.val_edits_every or cfg.val_every
         if edit_model is not None and (step % edit_every == 0 or step == stop):
             tf.eval()
-            rec["edit_psnr"] = validation_edit_psnr(edit_model, edit_cases, "ilat*" if cfg.plain else "ilat", dev)
-            if best is None or rec["edit_psnr"] > best["edit_psnr"]:
-                best = {"step": step, "edit_psnr": rec["edit_psnr"]}
-                weights = {k: v.detach().float().cpu().contiguous() for k, v in tf.state_dict().items()}
-                C.atomic_save_file(weights, out / BEST, metadata={k: str(v) for k, v in best.items()})
+            rec["edit_psnr"] = C.validation_edit_psnr(edit_model, edit_cases, "ilat*" if cfg.plain else "ilat", dev)
+            best = C.keep_if_best(out, best, step, rec["edit_psnr"], tf)
         if rec:
             rec = {"step": step, "seconds": seconds, **rec}
             history.append(rec)

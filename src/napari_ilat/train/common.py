@@ -593,3 +593,14 @@ def keep_if_best(out, best: dict | None, step: int, score: float, module: torch.
     weights = {k: v.detach().float().cpu().contiguous() for k, v in module.state_dict().items()}
     atomic_save_file(weights, Path(out) / BEST, metadata={k: str(v) for k, v in best.items()})
     return best
+
+
+def exported_weights(run_dir, module: str, run: dict, best: bool) -> tuple[dict, dict]:
+    """The weights to export for ``module`` of a run: its last checkpoint's, or (``best``) those
+    of best.safetensors, with the run record marked with the step they come from."""
+    if not best:
+        return load_weights(run_dir, module), run
+    chosen = read_best(run_dir)
+    if chosen is None:
+        raise FileNotFoundError(f"{run_dir} has no {BEST}: train with --val-edits N to keep one")
+    return load_file(str(Path(run_dir) / BEST)), {**run, "exported": {"best": chosen, "last_step": run["step"]}}

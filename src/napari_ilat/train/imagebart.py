@@ -393,14 +393,8 @@ def model_from_run(
     )
     model = ImageBARTModel(cfg)
     model.vqgan.load_state_dict(C.load_weights(run_dir, "first_stage"), strict=True)
-    if best:
-        chosen = C.read_best(run_dir)
-        if chosen is None:
-            raise FileNotFoundError(f"{run_dir} has no {C.BEST}: train with --val-edits N to keep one")
-        model.bart.load_state_dict(load_file(str(run_dir / C.BEST)), strict=True)
-        run = {**run, "exported": {"best": chosen, "last_step": run["step"]}}
-    else:
-        model.bart.load_state_dict(C.load_weights(run_dir, "imagebart"), strict=True)
+    weights, run = C.exported_weights(run_dir, "imagebart", run, best)
+    model.bart.load_state_dict(weights, strict=True)
     return model.eval(), run
 
 

@@ -81,3 +81,69 @@ def test_imagebart_chain_rates_and_variants():
     )
     assert default["variant"] == "default" and default["psnr_mask"] == pytest.approx(ref, abs=1e-3)
     assert noisy["variant"] == "noisy" and noisy["psnr_mask"] != default["psnr_mask"]
+
+
+def test_bundle_appends_the_run_to_the_lineage_and_keeps_a_shared_first_stage(tmp_path):
+    import importlib.util
+
+    import torch
+
+    from napari_ilat import save_model
+    from napari_ilat.engine.model import ILATModel
+
+    spec = importlib.util.spec_from_file_location("bundle", SCRIPTS / "bundle.py")
+    bundle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bundle)
+
+    weights, run = tmp_path / "weights", tmp_path / "run"
+    weights.mkdir()
+    run.mkdir()
+    old = ILATModel.tiny(cond="pose")
+    path = save_model(old, weights / "pose", split=True)
+    meta = json.loads(path.read_text())
+    meta["training"] = {"steps": 2, "train_minutes": 1.0, "device": "cpu", "first_stage": {"steps": 7}}
+    # its first stage under another name, as natural-imagebart reads natural.stage1.safetensors
+    (weights / meta["files"]["stage1"]["file"]).rename(weights / "shared.stage1.safetensors")
+    meta["files"]["stage1"]["file"] = "shared.stage1.safetensors"
+    path.write_text(json.dumps(meta))
+    stage1_bytes = (weights / meta["files"]["stage1"]["file"]).read_bytes()
+
+    new = ILATModel.tiny(cond="pose")
+    new.load_state_dict(old.state_dict())
+    with torch.no_grad():
+        new.transformer.tok_emb.weight.add_(1.0)  # the continuation moved the transformer only
+    npath = save_model(new, run / "pose", split=True)
+    nmeta = json.loads(npath.read_text())
+    nmeta["training"] = {
+        "steps": 5,
+        "exported_step": 4,
+        "recipe": {
+            "minutes": 0.5,
+            "command": "napari-ilat train recipe --init /tmp/run/pose/pose.json",
+            "phases": {"stage1": {"steps": 0}, "stage2": {"steps": 5}},
+        },
+    }
+    npath.write_text(json.dumps(nmeta))
+
+    out = bundle.bundle(npath, "pose", "a test GPU", "bash scripts/gpu_recipe.sh 8 /tmp/run continue", weights)
+    got = json.loads(out.read_text())
+    runs = got["training"]["lineage"]["runs"]
+    assert [r["run"] for r in runs] == [1, 2] and runs[0]["minutes"] == 1.0 and "weights_in_git" in runs[0]
+    assert runs[1] == {
+        "run": 2,
+        "gpu": "a test GPU",
+        "minutes": 0.5,
+        "command": "bash scripts/gpu_recipe.sh 8 /tmp/run continue",
+        "stage1_steps": 0,
+        "stage2_steps": 5,
+        "exported_step": 4,
+    }
+    assert got["training"]["lineage"]["gpu_minutes_total"] == 1.5
+    assert "--init run 1's model" in got["training"]["recipe"]["command"]  # no device paths left
+    assert got["training"]["first_stage"]["steps"] == 7  # the kept first stage keeps its record
+    # the first stage is the same file, untouched; the transformer is the new one
+    assert got["files"]["stage1"] == meta["files"]["stage1"]
+    assert (weights / got["files"]["stage1"]["file"]).read_bytes() == stage1_bytes
+    assert not (weights / "pose.stage1.safetensors").exists()  # not copied a second time
+    loaded = load_model(out)
+    assert torch.equal(loaded.transformer.tok_emb.weight, new.transformer.tok_emb.weight)

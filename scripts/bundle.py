@@ -118,7 +118,9 @@ def bundle(new_json: Path, name: str, gpu: str, command: str, weights: Path = WE
     runs.append(_run_entry(n, new_t, gpu, command))
     stage1 = old["files"].get("stage1", {}).get("sha256")
     if stage1 == new["files"].get("stage1", {}).get("sha256") and "first_stage" in old_t:
-        new_t["first_stage"] = dict(old_t["first_stage"], note="kept bit for bit from the model continued; its record")
+        kept = old_t["first_stage"]  # a record (iLAT) or where it came from (ImageBART)
+        note = "kept bit for bit from the model continued; its record"
+        new_t["first_stage"] = dict(kept, note=note) if isinstance(kept, dict) else kept
     gpu_runs = [r for r in runs if r.get("minutes") is not None]
     lineage["gpu_minutes_total"] = round(sum(r["minutes"] for r in gpu_runs), 1)
     for k in ("stage1_steps", "stage2_steps", "steps"):

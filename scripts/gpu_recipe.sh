@@ -18,6 +18,8 @@
 #                                                         stage, kept bit for bit (where the error
 #                                                         is: docs/benchmarks.md); CPU-tested; used
 #                                                         for the bundled pose (run 4, 8 minutes)
+#   NATIVE=1 ... continue                                 then `bench native` (issue 16's 1024 px image with
+#                                                         a 512 px mask, native resolution) on the GPU
 #   VAL_EDITS=64 ... continue                              validation edits (in-mask PSNR) every 1000 steps of
 #                                                         a continuation; its export is the best step's
 #                                                         transformer (VAL_EDITS=0: the last step's)
@@ -114,6 +116,12 @@ if [ "$MODE" = continue ]; then
             --out "$RUN/regenerate_$preset.md" >"$RUN/regenerate_$preset.log" 2>&1
         echo "bench regenerate $preset: $?"
     done
+    if [ -n "${NATIVE:-}" ]; then  # NATIVE=1: a 512 px mask on a 1024 px image at native resolution
+        timeout 150 python3 -m napari_ilat.cli bench native --device "${DEVICE:-cuda}" --threads 1 \
+            --out "$RUN/native.json" >"$RUN/native.log" 2>&1
+        echo "bench native: $?"
+    fi
+    collect  # again: records.tgz with the benchmarks' results (the models went back before them)
 elif [ "$MODE" = ablation ]; then
     nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv -l 30 >"$RUN/gpu.log" 2>&1 &
     STAGE1_SHARE=0  # both keep the bundled first stage: only the transformers train

@@ -169,7 +169,7 @@ def test_bench_scale_cli(tmp_path, tiny_pose_model_path):
     assert main(["bench", "scale", "--size", "8", "--mask", "64"]) == 2
 
 
-def test_bench_regenerate_and_native_cli(tmp_path, capsys):
+def test_bench_regenerate_and_native_cli(tmp_path, capsys, monkeypatch):
     """The two issue-16 benchmarks run end to end on tiny models and report what they measured."""
     assert main(["bench", "regenerate", "--preset", "tiny", "--rate", "0.2", "--repeats", "1", "--threads", "1"]) == 0
     text = capsys.readouterr().out
@@ -177,8 +177,13 @@ def test_bench_regenerate_and_native_cli(tmp_path, capsys):
     tiny = save_model(ILATModel.tiny(resolution=32), tmp_path / "tiny")
     out = tmp_path / "native.json"
     args = ["bench", "native", "--size", "192", "--mask", "96", "--model", str(tiny), "--threads", "1"]
-    assert main([*args, "--out", str(out)]) == 0
+    import napari_ilat.engine.editing as E
+
+    devices, real = [], E.edit_with_info
+    monkeypatch.setattr(E, "edit_with_info", lambda *a, **k: devices.append(k["device"]) or real(*a, **k))
+    assert main([*args, "--device", "cpu", "--out", str(out)]) == 0
     r = json.loads(out.read_text())
+    assert r["device"] == "cpu" and devices[-2:] == ["cpu", "cpu"]  # --device reaches the timed edits
     # native generates every token of the mask at the model's scale; resize one window's worth
     assert r["native"]["tokens"] > r["resize"]["tokens"] > 0
     assert r["native"]["seconds"] > 0 and r["resize"]["seconds"] > 0

@@ -67,6 +67,7 @@ def add_arguments(parser):
     n.add_argument("--size", type=int, default=1024, help="image side in pixels (default 1024)")
     n.add_argument("--mask", type=int, default=512, help="mask side in pixels (default 512)")
     n.add_argument("--model", default="natural")
+    n.add_argument("--device", default="cpu")
     n.add_argument("--threads", type=int, default=None)
     n.add_argument("--out", help="also write the JSON result to this file")
 
@@ -134,7 +135,7 @@ def run(args) -> int:
 
         if args.size < 16 or not 1 <= args.mask < args.size:
             raise ValueError("--size must be >= 16 and --mask between 1 and --size - 1")
-        md = json.dumps(native_speed(args.size, args.mask, args.model, args.threads), indent=2)
+        md = json.dumps(native_speed(args.size, args.mask, args.model, args.threads, device=args.device), indent=2)
     elif args.what == "imagebart":
         from napari_ilat.evaluation import imagebart as ib
 

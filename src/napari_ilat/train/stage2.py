@@ -343,7 +343,7 @@ def train(
             rec["perplexity"] = perplexity(tf, val, cond_key, dev)
             if cond_key:
                 rec["perplexity_uncond"] = perplexity(tf, val, None, dev)
-        edit_every = cfg.val_edits_every or cfg.val_every
+        edit_every = cfg.val_edits_every or cfg.val_every or stop  # all 0: at the end only
         if edit_model is not None and (step % edit_every == 0 or step == stop):
             tf.eval()
             rec["edit_psnr"] = C.validation_edit_psnr(edit_model, edit_cases, "ilat*" if cfg.plain else "ilat", dev)

@@ -584,9 +584,14 @@ def test_stage2_val_edits_keep_the_best_step_and_export_it(stage1_run, tmp_path,
     again = validation_edit_psnr(load_model(tmp_path / "b.json"), cases, "ilat", "cpu")
     assert again == pytest.approx(best[1], abs=0.05)  # float16 export, same cases and seeds
     assert "exported_step" not in json.loads((tmp_path / "l.json").read_text())["training"]
-    # with no validation interval at all the edits are scored once, at the end
+    # with no validation interval at all the edits are scored once, at the end; a sketch
+    # model (natural data) also reports the sketch's gain, guided minus unguided brush edits
     rec = train2(s2cfg(steps=2, val_every=0, val_edits=2), TINY_TF, tmp_path / "end", first_stage=vq_dir, device="cpu")
     assert [h["step"] for h in rec["history"]] == [2] and rec["best"]["step"] == 2
+    assert "edit_sketch_gain" not in rec["history"][0]  # a pose model
+    nat = s2cfg(data="natural", steps=2, val_every=0, val_edits=2, token_pool=4)
+    (h,) = train2(nat, TINY_TF, tmp_path / "nat", first_stage=vq_dir, device="cpu")["history"]
+    assert np.isfinite(h["edit_psnr"]) and np.isfinite(h["edit_sketch_gain"]) and h["edit_sketch_gain"] != 0
 
     # scores scripted so that the best step is not the last: its weights, not the last ones
     seen = {}

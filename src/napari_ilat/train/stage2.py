@@ -63,7 +63,8 @@ class Stage2Config:
     budget_minutes: float = 0.0  # > 0: the schedule spans this much training time, then stop
     # > 0: at every validation also edit this many validation cases with edit() (pose data:
     # pose pairs with their target pose; natural: box holes) and keep the weights of the
-    # step with the best mean in-mask PSNR in best.safetensors (`train export --best`)
+    # step with the best mean in-mask PSNR in best.safetensors (`train export --best`);
+    # sketch models also get the sketch's gain (brush strokes with the true sketch vs none)
     val_edits: int = 0
     val_edits_every: int = 0  # steps between those edits (0: with every validation)
 
@@ -268,12 +269,15 @@ def train(
         index_batches = C.batch_indices(len(train_ds), cfg.batch_size, cfg.seed, D.rank, D.world, start)
         batches = (tokenize(vq, b, cfg.plain, dev) for b in loader(train_ds, index_batches, cfg.workers))
 
-    edit_model = edit_cases = None
+    edit_model = edit_cases = sketch_cases = None
     best = C.read_best(out) if resume else None
     if cfg.val_edits > 0 and D.main:
         from napari_ilat.engine.model import ILATModel, ModelConfig
+        from napari_ilat.evaluation.quality import natural_cases
 
         edit_cases = validation_edit_cases(cfg.data, cfg.val_edits, R)
+        if tf_cfg.cond == "sketch":  # also the sketch's gain: brush strokes with the true sketch or none
+            sketch_cases = list(natural_cases(cfg.val_edits, R, True, split="validation"))
         edit_model = ILATModel(ModelConfig(vqgan=vq_cfg, transformer=tf_cfg))
         edit_model.vqgan, edit_model.transformer = vq, tf  # the live modules, not copies
     bar = C.Progress(cfg.steps, start, enabled=D.main and not quiet, every=cfg.log_every)
@@ -346,7 +350,13 @@ def train(
         edit_every = cfg.val_edits_every or cfg.val_every or stop  # all 0: at the end only
         if edit_model is not None and (step % edit_every == 0 or step == stop):
             tf.eval()
-            rec["edit_psnr"] = C.validation_edit_psnr(edit_model, edit_cases, "ilat*" if cfg.plain else "ilat", dev)
+            mode = "ilat*" if cfg.plain else "ilat"
+            rec["edit_psnr"] = C.validation_edit_psnr(edit_model, edit_cases, mode, dev)
+            if sketch_cases is not None:  # the guided-vs-unguided gap issue 13 asks to follow
+                unguided = [(*c[:4], {}) for c in sketch_cases]
+                rec["edit_sketch_gain"] = C.validation_edit_psnr(
+                    edit_model, sketch_cases, mode, dev
+                ) - C.validation_edit_psnr(edit_model, unguided, mode, dev)
             best = C.keep_if_best(out, best, step, rec["edit_psnr"], tf)
         if rec:
             rec = {"step": step, "seconds": seconds, **rec}

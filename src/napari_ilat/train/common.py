@@ -604,3 +604,13 @@ def exported_weights(run_dir, module: str, run: dict, best: bool) -> tuple[dict,
     if chosen is None:
         raise FileNotFoundError(f"{run_dir} has no {BEST}: train with --val-edits N to keep one")
     return load_file(str(Path(run_dir) / BEST)), {**run, "exported": {"best": chosen, "last_step": run["step"]}}
+
+
+def exported_record(run: dict) -> dict:
+    """What an export's ``training`` record says of a best-step export (``exported_weights``
+    with ``best``): the step and that step's validation; {} for the last step."""
+    if "exported" not in run:
+        return {}
+    chosen = run["exported"]["best"]
+    validation = next((h for h in run.get("history", []) if h["step"] == chosen["step"]), chosen)
+    return {"exported_step": chosen["step"], "validation": validation}

@@ -45,10 +45,7 @@ def _provenance(run: dict) -> dict:
         "world_size": run.get("world_size"),
         "validation": run["history"][-1] if run.get("history") else None,
     }
-    if "exported" in run:  # the best validation edits' step, not the last
-        chosen = run["exported"]["best"]
-        info["exported_step"] = chosen["step"]
-        info["validation"] = next((h for h in run["history"] if h["step"] == chosen["step"]), chosen)
+    info.update(C.exported_record(run))  # a best-step export: that step, not the last
     src = run["first_stage"].get("source")
     if src and str(src).endswith(".json") and Path(src).is_file():
         # the run started from an exported model (`train transformer --init MODEL`): keep how

@@ -418,10 +418,7 @@ def export(run_dir, out, *, name=None, description="", dtype="float16", best=Fal
     }
     if "init" in run:  # a warm start (`--init`): what it continued, and how that was trained
         meta["training"]["started_from"] = run["init"]
-    if "exported" in run:  # the best validation edits' step, not the last
-        chosen = run["exported"]["best"]
-        meta["training"]["exported_step"] = chosen["step"]
-        meta["training"]["validation"] = next((h for h in run["history"] if h["step"] == chosen["step"]), chosen)
+    meta["training"].update(C.exported_record(run))  # a best-step export: that step, not the last
     cfg_path.write_text(json.dumps(meta, indent=2) + "\n")
     paths = [cfg_path] + [cfg_path.parent / f["file"] for f in meta["files"].values()]
     for p in paths:  # safetensors writes 0600; files that ship in a wheel must be world-readable

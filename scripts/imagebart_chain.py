@@ -3,6 +3,8 @@
 
     OMP_NUM_THREADS=1 python scripts/imagebart_chain.py --n 40 --chain --top-k 20,0,5
     OMP_NUM_THREADS=1 python scripts/imagebart_chain.py --n 100 --variants noisy,repeats2,mid0,mid0-last5
+    OMP_NUM_THREADS=1 python scripts/imagebart_chain.py --n 100 \
+        --variants skipT,skipT-k0,skipT-k5,skip2,skipT-noisy,skip2-k0
 
 --chain: for each top-k, after every stage the share of masked tokens equal to the true code
 x_0 and equal to the stage's own input (copied from the stage before); no compositing.
@@ -10,7 +12,10 @@ x_0 and equal to the stage's own input (copied from the stage before); no compos
 with sampler variants the API does not expose, patched in for this measurement only:
 noisy (the encoders read the known tokens at their trained noise level), repeats2 (one
 forward-backward repeat per stage), mid0 (the whole distribution at every stage but the
-last, top-k 20 there), mid0-last5 (the same with top-k 5 at the last stage). The same cases
+last, top-k 20 there), mid0-last5 (the same with top-k 5 at the last stage), skipT (the chain
+starts at x_{T-1} = uniform noise in the mask: the pure-noise stage, a decoder that in raster
+order cannot see the known lower half, is skipped), skip2 (starts at x_{T-2}); -kK sets top-k K
+at every stage (k0: the whole distribution), -noisy adds noisy known tokens. The same cases
 and seeds for every row. Prints one JSON line per row.
 """
 
@@ -61,6 +66,25 @@ def _variant(name, first_stage):
         return functools.partial(sample, noisy_known=True), denoise
     if name == "repeats2":
         return functools.partial(sample, repeats=2), denoise
+    if name.startswith(("skipT", "skip2")):  # skipT[-kK][-noisy]: x_{T-1} = noise in the mask
+        base, *rest = name.split("-")  # skip2: x_{T-2} = noise (only stages t <= T - 2 run)
+        skipped = 2 if base == "skip2" else 1
+        k = next((int(r[1:]) or None for r in rest if r.startswith("k")), 20)
+        if "noisy" in rest:
+            sample = functools.partial(sample, noisy_known=True)
+
+        def skip(*a, **kw):
+            plan = IB._stage_plan
+            IB._stage_plan = lambda cfg, repeats: [p for p in plan(cfg, repeats) if p[0] <= cfg.n_stages - skipped]
+            try:
+                return sample(*a, **kw)
+            finally:
+                IB._stage_plan = plan
+
+        def per_stage_k(stage, x_t, guide, masked, opts, *a, **kw):
+            return denoise(stage, x_t, guide, masked, SamplingOptions(top_k=k, temperature=opts.temperature), *a, **kw)
+
+        return skip, per_stage_k
     if name in ("mid0", "mid0-last5"):
         last = 5 if name == "mid0-last5" else 20
 

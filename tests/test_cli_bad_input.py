@@ -137,6 +137,29 @@ def test_palette_png_input_keeps_unmasked_pixels(d, tiny_model_path):
     np.testing.assert_array_equal(skimage.io.imread(d / "o.png")[..., :3][far], colours[far])
 
 
+@pytest.mark.parametrize("bits", [8, 16])
+def test_grey_alpha_png_is_edited_and_keeps_its_alpha(d, tiny_model_path, bits):
+    """A grey+alpha PNG (LA mode; 16-bit too): the grey is edited, the alpha comes back as it was."""
+    rng = np.random.default_rng(3)
+    top = 255 if bits == 8 else 65535
+    la = (rng.random((H, W, 2)) * top).astype(np.uint8 if bits == 8 else np.uint16)
+    write_image(d / "la.png", la)
+    assert main(edit_args(d, tiny_model_path, "--seed", "0", image="la.png", out="o.png")) == 0
+    out = read_image(d / "o.png")
+    assert out.shape == la.shape and out.dtype == la.dtype
+    np.testing.assert_array_equal(out[..., 1], la[..., 1])
+    mask = skimage.io.imread(d / "mask.png") > 0
+    far = _far(mask)
+    np.testing.assert_array_equal(out[far], la[far])
+    assert not np.array_equal(out[mask, 0], la[mask, 0])
+
+
+def test_mask_over_the_whole_image_warns_on_stderr(d, tiny_model_path, capsys):
+    skimage.io.imsave(d / "mask.png", np.full((H, W), 255, np.uint8), check_contrast=False)
+    assert main(edit_args(d, tiny_model_path, "--seed", "0")) == 0
+    assert "warning: the mask covers the whole image" in capsys.readouterr().err
+
+
 def test_corrupt_image_error_has_no_plugin_advice(d, tiny_model_path, capsys):
     (d / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
     assert main(edit_args(d, tiny_model_path, image="bad.png")) == 2

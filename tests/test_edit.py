@@ -2,6 +2,7 @@
 determinism, windows, progress/cancel, and clear errors for bad input."""
 
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -117,6 +118,17 @@ def test_outside_band_returned_exactly(model64, make):
     model64.double()
 
 
+def test_a_mask_over_the_whole_image_warns(model64):
+    img = photo((32, 32))
+    with pytest.warns(UserWarning, match="covers the whole image"):
+        edit(img, np.ones((32, 32), bool), model=model64, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one unmasked pixel: no warning
+        mask = np.ones((32, 32), bool)
+        mask[0, 0] = False
+        edit(img, mask, model=model64, seed=0)
+
+
 def test_feather_band_lies_outside_the_mask():
     mask = blob_mask((30, 30), 5)
     a = feather_alpha(mask, 3)
@@ -203,7 +215,8 @@ def test_bad_input_messages(model64, pose_model64):
     cases = [
         (dict(image=img, mask=np.zeros((32, 32))), "mask is empty"),
         (dict(image=img, mask=mask[:30]), "does not match"),
-        (dict(image=img[..., :2], mask=mask), "image must be"),
+        (dict(image=img[..., :2], mask=mask), "image must be.*two channels"),
+        (dict(image=np.concatenate([img, img[..., :2]], -1), mask=mask), "image must be"),  # 5 channels
         (dict(image=np.zeros((4, 32, 32, 3)), mask=mask), "2D slice"),
         (dict(image=np.where(mask[..., None], img, np.nan), mask=mask), "NaN"),
         (dict(image=img, mask=mask, mode="fast"), "mode must be"),

@@ -147,3 +147,39 @@ def test_bundle_appends_the_run_to_the_lineage_and_keeps_a_shared_first_stage(tm
     assert not (weights / "pose.stage1.safetensors").exists()  # not copied a second time
     loaded = load_model(out)
     assert torch.equal(loaded.transformer.tok_emb.weight, new.transformer.tok_emb.weight)
+
+
+def test_imagebart_chain_skip_variants_start_below_the_noise_stage():
+    """skipT runs stages T-1..1 only (the chain starts at x_{T-1} = noise in the mask), skip2
+    stage 1 alone, with the top-k the name gives; known tokens stay as given."""
+    import importlib.util
+
+    import torch
+
+    import napari_ilat.engine.imagebart as IB
+
+    spec = importlib.util.spec_from_file_location("imagebart_chain", SCRIPTS / "imagebart_chain.py")
+    chain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(chain)
+    net = load_model("natural-imagebart").bart
+    n = net.config.n_tokens
+    known = torch.ones(n, dtype=torch.bool)
+    known[: n // 8] = False
+    tokens = torch.arange(n) % net.config.vocab_size
+    seen = []
+    saved = IB._denoise
+
+    def spy(stage, x_t, guide, masked, opts, *a, **kw):  # the real per-stage sampler, watched
+        seen.append((next(t for t in range(1, 4) if net.stage(t) is stage), opts.top_k))
+        return saved(stage, x_t, guide, masked, opts, *a, **kw)
+
+    for name, stages, top_k in [("skipT", [2, 1], 20), ("skip2-k0", [1], None), ("skipT-k5", [2, 1], 5)]:
+        try:
+            IB._denoise = spy  # the variant wraps what it finds, as in the script
+            sample, IB._denoise = chain._variant(name, net.stages[0])
+            seen.clear()
+            out = sample(net, tokens, known, generator=torch.Generator().manual_seed(0))
+        finally:
+            IB._denoise = saved
+        assert seen == [(t, top_k) for t in stages], name
+        assert torch.equal(out[0][known], tokens[known])

@@ -102,6 +102,16 @@ def test_sample_generate_adds_layer_and_keeps_inputs(pose_viewer, errors):
     _unchanged(before, viewer)
 
 
+def test_a_mask_over_the_whole_image_is_a_warning_notification(pose_viewer, errors):
+    viewer, widget = pose_viewer
+    labels = viewer.layers["suggested mask"]
+    labels.data = np.ones_like(labels.data)  # the user fills the whole image
+    n = len(viewer.layers)
+    widget.generate()
+    assert errors["error"] == [] and len(viewer.layers) == n + 1  # still done, as asked
+    assert any("covers the whole image" in m for m in errors["warning"])
+
+
 def test_drawn_seed_is_the_one_shown_and_reproduces(pose_viewer, errors):
     viewer, widget = pose_viewer
     widget.seed.value = -1  # draw one

@@ -132,6 +132,17 @@ def _png_header(path: Path) -> tuple[int, int] | None:
     return head[24], head[25]
 
 
+def split_grey_alpha(path, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(grey, alpha) for a grey+alpha PNG (colour type 4, the only 2-channel PNG), else
+    (image, None). The engine refuses (H, W, 2) arrays, which could as well be a two-channel
+    stack; in a PNG the second channel is alpha for certain, so it is set aside here and put
+    back unchanged, as the engine does for RGBA."""
+    header = _png_header(Path(path))
+    if header is not None and header[1] == 4 and image.ndim == 3 and image.shape[2] == 2:
+        return image[..., 0], image[..., 1]
+    return image, None
+
+
 def read_image(path) -> np.ndarray:
     """The file's pixels at their stored depth (a 16-bit PNG stays 16-bit)."""
     import skimage.io
@@ -491,6 +502,7 @@ def run(args) -> int:
             image = read_image(img_p)
             outs = output_paths(job.out, args.samples)
             lossy_note = check_output(outs[0], image, args.lossy)
+            image, alpha = split_grey_alpha(img_p, image)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 result = edit_with_info(
@@ -516,6 +528,8 @@ def run(args) -> int:
             for message in _warnings_text(caught):
                 print(f"{label}: warning: {message}", file=sys.stderr, flush=True)
             out = result.image
+            if alpha is not None:  # grey+alpha PNG: its alpha back, unchanged
+                out = np.stack([out, np.broadcast_to(alpha, out.shape)], -1)
             meta = {
                 "seed": result.seed,
                 "model": result.model,

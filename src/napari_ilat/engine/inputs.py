@@ -40,6 +40,12 @@ def check_image(image) -> np.ndarray:
     """``image`` as an array, checked: (H, W) or (H, W, 1|3|4), numeric, >= 8x8."""
     image = np.asarray(image)
     ok_shape = image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))
+    if image.ndim == 3 and image.shape[2] == 2:  # ambiguous: grey + alpha, or a 2-channel stack
+        raise ValueError(
+            f"image must be 2D greyscale (H, W) or colour (H, W, 3|4), got shape {image.shape} (two "
+            "channels): pass the channel to edit, image[..., c] (for grey + alpha, the grey "
+            "image[..., 0]; the CLI does this itself for a grey+alpha PNG and keeps its alpha)"
+        )
     if not ok_shape:
         raise ValueError(
             f"image must be 2D greyscale (H, W) or colour (H, W, 3|4), got shape {image.shape}; "

@@ -26,6 +26,10 @@
 #   SEED=5 IMAGEBART_MIN=5 MODELS=pose STAGE1_SHARE=0 ... continue
 #                                                         the bundled natural-imagebart goes on beside
 #                                                         the pose transformer (`train imagebart --init`)
+#   POOL=120000 ... continue                              the transformer cycles over the first 120,000
+#                                                         training items, each made once by the data
+#                                                         workers as first drawn: after the first pass
+#                                                         the GPU no longer waits for the scene generator
 #   SEED=3 ...                                            data seed of a continuation (default 1): give
 #                                                         each continuation a new one, or its batches
 #                                                         repeat an earlier run's order
@@ -103,7 +107,10 @@ if [ "$MODE" = continue ]; then
             *) echo "unknown model $m" >&2; exit 2 ;;
         esac
         # VAL_EDITS (default 64): validation edits every 1000 steps; the best step is exported
-        recipe "$m" "$w" --data "$m" --init "$m" --seed "${SEED:-1}" --val-edits "${VAL_EDITS:-64}" &
+        # POOL=N: the transformer cycles over the first N training items, made once by the
+        # workers as first drawn (later passes at the GPU's pace, not the scene generator's)
+        recipe "$m" "$w" --data "$m" --init "$m" --seed "${SEED:-1}" --val-edits "${VAL_EDITS:-64}" \
+            ${POOL:+--token-pool "$POOL"} &
         pids+=("recipe $m:$!")
     done
     # IMAGEBART_MIN > 0: the bundled natural-imagebart goes on beside them (its stages and

@@ -15,7 +15,7 @@ import torch
 from napari_ilat import load_model
 from napari_ilat.cli import main
 from napari_ilat.train import common as C
-from napari_ilat.train.recipe import RecipeConfig, plan
+from napari_ilat.train.recipe import POOL_ITEMS_PER_S, RecipeConfig, plan, pool_setup_seconds
 from napari_ilat.train.recipe import run as run_recipe
 
 TINY = dict(
@@ -169,6 +169,10 @@ def test_plan_sizes_to_the_device():
     gpu = plan(RecipeConfig(minutes=10), torch.device("cuda", 0))
     assert cpu["workers"] == 0 and cpu["token_pool"] > 0  # CPU: in-process data, token pool
     assert gpu["token_pool"] == 0 and gpu["workers"] >= 1  # GPU: fresh batches from workers
+    # a pool costs time up front only without workers (with them it fills as they go)
+    assert pool_setup_seconds(cpu) == pytest.approx(cpu["token_pool"] / POOL_ITEMS_PER_S + 5)
+    gpu_pool = plan(RecipeConfig(minutes=10, token_pool=120_000), torch.device("cuda", 0))
+    assert gpu_pool["token_pool"] == 120_000 and pool_setup_seconds(gpu_pool) == 0
     assert gpu["reuse1"] > 1 and cpu["reuse1"] == 1
     assert gpu["batch1"] > cpu["batch1"] and gpu["batch2"] > cpu["batch2"]
     total = cpu["stage1_minutes"] + cpu["stage2_minutes"]

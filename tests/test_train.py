@@ -176,6 +176,21 @@ def test_stage2_token_pool_and_sketch(stage1_run, tmp_path):
     assert (out / "samples" / "step_0000002.png").exists()
 
 
+@pytest.mark.slow  # the module's stage1_run fixture trains a VQGAN
+def test_stage2_pool_filled_by_workers_trains_as_the_pool_made_up_front(stage1_run, tmp_path):
+    """token_pool with workers: the items are made by a worker process as first drawn, not up
+    front; the same batches, so the same weights (3 passes over a pool of 4)."""
+    vq_dir, _ = stage1_run
+    recs = [
+        train2(s2cfg(token_pool=4, steps=6, workers=w), TINY_TF, tmp_path / f"w{w}", first_stage=vq_dir, device="cpu")
+        for w in (0, 1)
+    ]
+    assert (tmp_path / "w0" / "token_pool.safetensors").exists()
+    assert not (tmp_path / "w1" / "token_pool.safetensors").exists()
+    assert recs[0]["weights_sha256"] == recs[1]["weights_sha256"]
+    assert_same(weights(tmp_path / "w0"), weights(tmp_path / "w1"))
+
+
 def test_images_folder_source(tmp_path):
     from PIL import Image
 
@@ -636,3 +651,40 @@ def test_cli_eval_blend_reaches_every_edit(tmp_path, monkeypatch):
     seen.clear()
     assert main([*args, "--n-speed", "0"]) == 0
     assert set(seen) == {"seamless"}
+
+
+class _Counted(torch.utils.data.Dataset):
+    def __getitem__(self, i):
+        return {"x": torch.tensor(i)}
+
+    def __len__(self):
+        return 10**6
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_pool_filled_by_workers_makes_only_batches_with_new_items(workers):
+    from napari_ilat.train import common as C
+    from napari_ilat.train.data import pool_filled_by_workers
+
+    size, batch, steps = 10, 3, 15  # 3 batches a pass (one index left out each pass), 5 passes
+    encoded = []
+
+    def encode(b):  # runs in this process, on what the workers made
+        encoded.append(b["x"].tolist())
+        return {"tokens": b["x"] * 7, "f": b["x"].float() / 2, "flag": b["x"] % 2 == 0}
+
+    def make():
+        return C.batch_indices(size, batch, 5, 0, 1, 0)
+
+    got = pool_filled_by_workers(_Counted(), make, size, workers, encode)
+    seen, expect_made = set(), []
+    ref = make()
+    for b in [next(ref) for _ in range(steps)]:
+        out = next(got)
+        x = torch.tensor(b)
+        assert torch.equal(out["tokens"], x * 7) and out["tokens"].dtype == torch.long
+        assert torch.equal(out["f"], x.float() / 2) and torch.equal(out["flag"], x % 2 == 0)
+        if not seen.issuperset(b):
+            expect_made.append(list(b))
+        seen.update(b)
+    assert encoded == expect_made and len(encoded) < steps

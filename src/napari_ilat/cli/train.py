@@ -137,8 +137,10 @@ def add_arguments(parser: argparse.ArgumentParser):
         "--token-pool",
         type=int,
         default=None,
-        help="pre-encode this many training samples once and cycle over them "
-        "(0 = encode every batch; a pool saves first-stage time on CPUs)",
+        help="cycle over the first N training samples, each made and encoded once: up front "
+        "without --workers, else by the workers as first drawn while the first pass trains "
+        "(0 = fresh samples every batch; a pool saves first-stage time on CPUs and data-making "
+        "time where the workers cannot keep up with a GPU)",
     )
     p.add_argument("--plain", action="store_true", help="encode with the plain encoder (iLAT* ablation)")
     p.add_argument(
@@ -190,7 +192,8 @@ def add_arguments(parser: argparse.ArgumentParser):
         "--token-pool",
         type=int,
         default=None,
-        help="pre-encode this many training images once and cycle over them (0 = encode every batch)",
+        help="cycle over the first N training images, each made and encoded once: up front without "
+        "--workers, else by the workers as first drawn (0 = fresh images every batch)",
     )
     p.add_argument(
         "--val-edits",
@@ -234,7 +237,13 @@ def add_arguments(parser: argparse.ArgumentParser):
     p.add_argument("--stage1-lr", type=float, default=None)
     p.add_argument("--stage2-lr", type=float, default=None)
     p.add_argument("--workers", type=int, default=None, help="data worker processes (default by device)")
-    p.add_argument("--token-pool", type=int, default=None, help="stage-2 token pool (default: CPU only)")
+    p.add_argument(
+        "--token-pool",
+        type=int,
+        default=None,
+        help="stage-2 (and ImageBART) token pool: the first N training items, each made once (default: "
+        "CPU only, encoded up front; with data workers the pool fills as they make it)",
+    )
     p.add_argument(
         "--reuse1",
         type=int,

@@ -614,3 +614,39 @@ def exported_record(run: dict) -> dict:
     chosen = run["exported"]["best"]
     validation = next((h for h in run.get("history", []) if h["step"] == chosen["step"]), chosen)
     return {"exported_step": chosen["step"], "validation": validation}
+
+
+def training_batches(train_ds, cfg, D, start: int, encode, out: Path, quiet: bool, what: str = "items"):
+    """The encoded training batches of a token-level trainer (the transformer, ImageBART),
+    step ``start`` on, by ``cfg.token_pool`` / ``cfg.workers``:
+
+    * no pool: fresh items every step, made by ``cfg.workers`` DataLoader processes (0: here);
+    * a pool, no workers (the CPU recipe): its items encoded up front, saved to
+      ``token_pool.safetensors`` (a resumed run reads it back), then cycled over;
+    * a pool and workers (a GPU): the same batches, the pool filled as the workers first
+      make its items (:func:`~napari_ilat.train.data.pool_filled_by_workers`).
+    """
+    from safetensors.torch import load_file
+
+    from napari_ilat.train.data import encode_items, loader, pool_filled_by_workers
+
+    size = cfg.token_pool or len(train_ds)
+
+    def index_batches():
+        return batch_indices(size, cfg.batch_size, cfg.seed, D.rank, D.world, start)
+
+    if cfg.token_pool <= 0:
+        return (encode(b) for b in loader(train_ds, index_batches(), cfg.workers))
+    if cfg.workers > 0:
+        return pool_filled_by_workers(train_ds, index_batches, size, cfg.workers, encode)
+    pool_path = Path(out) / "token_pool.safetensors"
+    if D.main and not pool_path.exists():
+        t0 = time.time()
+        report = None if quiet else pool_reporter(t0)
+        pool = encode_items(encode, train_ds, list(range(size)), report=report)
+        atomic_save_file(pool, pool_path)
+        if not quiet:
+            print(f"token pool: {size} {what} encoded in {time.time() - t0:.0f} s", flush=True)
+    D.barrier()
+    pool = load_file(str(pool_path))
+    return ({k: v[b] for k, v in pool.items()} for b in index_batches())

@@ -226,3 +226,73 @@ def loader(dataset, index_batches, workers: int):
         persistent_workers=False,
         prefetch_factor=2,
     )
+
+
+# --------------------------------------------------------------------------- a pool filled as it goes
+
+
+def _first_draws(index_batches, size: int):
+    """(batch, first, complete): ``first`` when the batch holds an index of ``[0, size)``
+    not drawn before (it must be made), ``complete`` once every index has been drawn; a pure
+    function of the stream, so two walks of the same stream agree."""
+    drawn = np.zeros(size, bool)
+    left = size
+    for b in index_batches:
+        new = np.unique(np.asarray(b)[~drawn[b]])
+        drawn[new] = True
+        left -= len(new)
+        yield b, len(new) > 0, left == 0
+
+
+class _Store:
+    """Encoded items by index, on the encoder's device (long tensors kept as int32, given
+    back as long; exact, since codes and flags are small)."""
+
+    def __init__(self, size: int):
+        self.size, self.tensors, self.dtypes = size, {}, {}
+
+    def put(self, idx, batch: dict):
+        for k, v in batch.items():
+            if k not in self.tensors:
+                dtype = torch.int32 if v.dtype == torch.long else v.dtype
+                self.tensors[k] = torch.empty((self.size, *v.shape[1:]), dtype=dtype, device=v.device)
+                self.dtypes[k] = v.dtype
+            t = self.tensors[k]
+            t[torch.as_tensor(idx, dtype=torch.long, device=t.device)] = v.to(t.dtype)
+
+    def get(self, idx) -> dict:
+        out = {}
+        for k, t in self.tensors.items():
+            out[k] = t[torch.as_tensor(idx, dtype=torch.long, device=t.device)].to(self.dtypes[k])
+        return out
+
+
+def pool_filled_by_workers(dataset, make_batches, size: int, workers: int, encode):
+    """Encoded batches over a pool of the first ``size`` items of ``dataset``, made by
+    ``workers`` DataLoader processes the first time a batch draws an item (``encode``, e.g.
+    the frozen first stage on the GPU, runs then) and served from memory afterwards.
+
+    ``make_batches()`` gives the index-batch stream over ``[0, size)``; it is walked twice,
+    by the workers (who stop, and exit, once every item was made) and here. Items are pure
+    functions of their index, so the batches are those of the pool encoded up front (the
+    CPU path) without waiting for it: the first pass trains while the pool fills, later
+    passes run at the pace of the model instead of the data (a GPU whose scene workers
+    cannot keep up with it: docs/training.md). A batch mixing made and new items is made
+    whole."""
+
+    def to_make():
+        for b, first, complete in _first_draws(make_batches(), size):
+            if first:
+                yield b
+            if complete:
+                return
+
+    made = (encode(b) for b in loader(dataset, to_make(), workers))
+    store = _Store(size)
+    for b, first, _ in _first_draws(make_batches(), size):
+        if first:
+            batch = next(made)
+            store.put(b, batch)
+            yield batch
+        else:
+            yield store.get(b)

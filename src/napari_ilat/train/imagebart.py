@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from napari_ilat.engine.imagebart import (
@@ -48,7 +47,7 @@ from napari_ilat.engine.imagebart import (
 )
 from napari_ilat.engine.vqgan import VQGANConfig, VQModel
 from napari_ilat.train import common as C
-from napari_ilat.train.data import Stage1Images, Stage2Pairs, encode_items, loader
+from napari_ilat.train.data import Stage1Images, Stage2Pairs, encode_items
 from napari_ilat.train.first_stage import load_first_stage_weights
 
 STAGE = "imagebart"  # the run record's "stage"
@@ -64,7 +63,9 @@ class ImageBARTTrainConfig:
     lr: float = 3e-4
     warmup: int = 200
     weight_decay: float = 0.01
-    token_pool: int = 0  # > 0: pre-encode this many images once and cycle over them (CPU)
+    # > 0: cycle over the first token_pool images, each encoded once: up front (and saved)
+    # with workers = 0, else as the workers first make it (the first pass trains meanwhile)
+    token_pool: int = 0
     log_every: int = 10
     val_every: int = 500
     sample_every: int = 500
@@ -239,22 +240,8 @@ def train(
     val = tokenize_items(vq, val_ds, list(range(cfg.val_size)), cond_key, dev) if D.main else None
     val_images = torch.stack([val_ds[i]["image"] for i in range(4)]) if D.main else None
     train_ds = _dataset(cfg, "train", R, cfg.train_length)
-    if cfg.token_pool > 0:
-        pool_path = out / "token_pool.safetensors"
-        if D.main and not pool_path.exists():
-            t0 = time.time()
-            report = None if quiet else C.pool_reporter(t0)
-            pool = tokenize_items(vq, train_ds, list(range(cfg.token_pool)), cond_key, dev, report=report)
-            C.atomic_save_file(pool, pool_path)
-            if not quiet:
-                print(f"token pool: {cfg.token_pool} images encoded in {time.time() - t0:.0f} s", flush=True)
-        D.barrier()
-        pool = load_file(str(pool_path))
-        index_batches = C.batch_indices(cfg.token_pool, cfg.batch_size, cfg.seed, D.rank, D.world, start)
-        batches = ({k: v[b] for k, v in pool.items()} for b in index_batches)
-    else:
-        index_batches = C.batch_indices(len(train_ds), cfg.batch_size, cfg.seed, D.rank, D.world, start)
-        batches = (tokenize(vq, b, cond_key, dev) for b in loader(train_ds, index_batches, cfg.workers))
+    encode = lambda b: tokenize(vq, b, cond_key, dev)  # noqa: E731
+    batches = C.training_batches(train_ds, cfg, D, start, encode, out, quiet, what="images")
 
     edit_model = edit_cases = None
     best = C.read_best(out) if resume else None

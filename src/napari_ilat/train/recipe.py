@@ -9,7 +9,8 @@ device is sized here, in one place:
 
 * CUDA: bf16 autocast, larger batches, DataLoader workers on the CPU cores generating the
   synthetic data (a pose scene costs ~10-15 ms of one core), every stage-2 batch encoded
-  fresh by the frozen first stage on the GPU (no pool: the data never repeats).
+  fresh by the frozen first stage on the GPU; with ``token_pool`` the first N items, each
+  made once by the workers as first drawn, then served from memory (train/data.py).
 * CPU: small batches, the data made in-process, and a token pool for stage 2 (encoding is
   the costly part there, so a pool of pre-encoded items is cycled over).
 
@@ -145,6 +146,14 @@ def plan(cfg: RecipeConfig, device: torch.device) -> dict:
     return p
 
 
+def pool_setup_seconds(p: dict) -> float:
+    """Seconds a plan's token pool takes before training starts: encoding it up front without
+    data workers (POOL_ITEMS_PER_S); none with workers, who fill it as they go."""
+    if p["token_pool"] <= 0 or p["workers"] > 0:
+        return 0.0
+    return p["token_pool"] / POOL_ITEMS_PER_S + 5
+
+
 def first_stage_config(cfg: RecipeConfig) -> VQGANConfig:
     """The recipe's first stage: one res block per level, attention at the latent grid."""
     return VQGANConfig(
@@ -268,7 +277,7 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         return record
 
     # the token pool is encoded before stage 2's clock starts
-    setup = p["token_pool"] / POOL_ITEMS_PER_S + 5
+    setup = pool_setup_seconds(p)
     p["stage2_minutes"] = max(0.05, (deadline - time.time() - setup) / 60)
     c2 = stage2.Stage2Config(
         **run_opts,
@@ -364,16 +373,16 @@ def _imagebart(
     """Train and export ImageBART on the recipe's first stage; its recipe.json phase."""
     from napari_ilat.train import imagebart
 
-    gpu = dev.type == "cuda"
-    pool = 0 if gpu else p["token_pool"]
+    pool = p["token_pool"]
     t = time.time()
     cib = imagebart.ImageBARTTrainConfig(
         **run_opts,
         batch_size=p["batch2"],
         lr=p["stage2_lr"],
         token_pool=pool,
-        # the pool is encoded inside the budget's clock on the first step: leave its time out
-        budget_minutes=max(0.05, p["imagebart_minutes"] - (pool / POOL_ITEMS_PER_S + 5) / 60),
+        # a pool encoded up front is inside the budget's clock on the first step: leave its
+        # time out
+        budget_minutes=max(0.05, p["imagebart_minutes"] - pool_setup_seconds(p) / 60),
     )
     arch = dict(
         n_stages=cfg.ib_n_stages,

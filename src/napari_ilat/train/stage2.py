@@ -29,13 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from napari_ilat.engine.transformer import LATransformer, TransformerConfig, masked_token_loss
 from napari_ilat.engine.vqgan import VQGANConfig, VQModel
 from napari_ilat.train import common as C
-from napari_ilat.train.data import Stage2Pairs, encode_items, loader
+from napari_ilat.train.data import Stage2Pairs, encode_items
 from napari_ilat.train.first_stage import load_first_stage_weights
 
 
@@ -50,7 +49,9 @@ class Stage2Config:
     weight_decay: float = 0.01
     cond_dropout: float = 0.2
     causal_frac: float = 0.15
-    token_pool: int = 0  # > 0: pre-encode this many items once and cycle over them
+    # > 0: cycle over the first token_pool items, each encoded once: up front (and saved) with
+    # workers = 0, else as the workers first make it (the first pass trains meanwhile)
+    token_pool: int = 0
     plain: bool = False  # encode with the plain encoder (iLAT* ablation)
     log_every: int = 10
     val_every: int = 500
@@ -249,25 +250,7 @@ def train(
     val = tokenize_items(vq, val_ds, list(range(cfg.val_size)), cfg.plain, dev) if D.main else None
     val_items = [val_ds[i] for i in range(4)] if D.main else None
     train_ds = Stage2Pairs(cfg.data, "train", R, cfg.train_length, tf_cfg.cond, causal_frac=cfg.causal_frac)
-    pool = None
-    if cfg.token_pool > 0:
-        pool_path = out / "token_pool.safetensors"
-        if D.main and not pool_path.exists():
-            from napari_ilat.train.common import atomic_save_file
-
-            t0 = time.time()
-            report = None if quiet else C.pool_reporter(t0)
-            pool = tokenize_items(vq, train_ds, list(range(cfg.token_pool)), cfg.plain, dev, report=report)
-            atomic_save_file(pool, pool_path)
-            if not quiet:
-                print(f"token pool: {cfg.token_pool} items encoded in {time.time() - t0:.0f} s", flush=True)
-        D.barrier()
-        pool = load_file(str(pool_path))
-        index_batches = C.batch_indices(cfg.token_pool, cfg.batch_size, cfg.seed, D.rank, D.world, start)
-        batches = ({k: v[b] for k, v in pool.items()} for b in index_batches)
-    else:
-        index_batches = C.batch_indices(len(train_ds), cfg.batch_size, cfg.seed, D.rank, D.world, start)
-        batches = (tokenize(vq, b, cfg.plain, dev) for b in loader(train_ds, index_batches, cfg.workers))
+    batches = C.training_batches(train_ds, cfg, D, start, lambda b: tokenize(vq, b, cfg.plain, dev), out, quiet)
 
     edit_model = edit_cases = sketch_cases = None
     best = C.read_best(out) if resume else None

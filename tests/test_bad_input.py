@@ -83,9 +83,10 @@ def test_value_range_is_checked(tiny_model):
 def test_whole_image_mask_on_int16_needs_value_range(tiny_model):
     img = _grey(0, 200, np.int16)
     full = np.ones(SHAPE, bool)
-    with pytest.raises(ValueError, match="value_range"):
-        edit(img, full, model=tiny_model, seed=0)
-    out = edit(img, full, model=tiny_model, seed=0, value_range=(0, 200))
+    with pytest.warns(UserWarning, match="covers the whole image"):  # and it is said so
+        with pytest.raises(ValueError, match="value_range"):
+            edit(img, full, model=tiny_model, seed=0)
+        out = edit(img, full, model=tiny_model, seed=0, value_range=(0, 200))
     assert 0 <= out.min() and out.max() <= 200
 
 

@@ -4,6 +4,7 @@ models only: no network, a few seconds on a 2-core CPU."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -458,6 +459,21 @@ def test_train_resume_export_load_edit(tiny_model_path, tmp_path):
     from napari_ilat.train.imagebart import model_from_run
 
     assert weights_digest(model_from_run(out)[0].bart) == straight["weights_sha256"]
+    # the pool filled by a data worker as first drawn (2.5 passes): the weights of the pool
+    # encoded up front
+    runs = [
+        train(
+            dataclasses.replace(cfg, steps=10, workers=w, val_every=0),
+            arch,
+            tmp_path / f"pool{w}",
+            first_stage=str(tiny_model_path),
+            device="cpu",
+            quiet=True,
+        )
+        for w in (0, 1)
+    ]
+    assert runs[0]["weights_sha256"] == runs[1]["weights_sha256"]
+    assert not (tmp_path / "pool1" / "token_pool.safetensors").exists()
 
     assert main(["train", "export", "--transformer", str(out), "--out", str(tmp_path / "ib")]) == 0
     model = load_model(tmp_path / "ib.json")

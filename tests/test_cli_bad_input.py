@@ -137,21 +137,81 @@ def test_palette_png_input_keeps_unmasked_pixels(d, tiny_model_path):
     np.testing.assert_array_equal(skimage.io.imread(d / "o.png")[..., :3][far], colours[far])
 
 
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
 @pytest.mark.parametrize("bits", [8, 16])
-def test_grey_alpha_png_is_edited_and_keeps_its_alpha(d, tiny_model_path, bits):
-    """A grey+alpha PNG (LA mode; 16-bit too): the grey is edited, the alpha comes back as it was."""
+def test_grey_alpha_file_is_edited_and_keeps_its_alpha(d, tiny_model_path, bits, suffix):
+    """A grey+alpha PNG (LA mode) or TIFF (grey + one extra sample; 16-bit too): the grey is
+    edited, the alpha comes back as it was, in one file of the same kind."""
     rng = np.random.default_rng(3)
     top = 255 if bits == 8 else 65535
     la = (rng.random((H, W, 2)) * top).astype(np.uint8 if bits == 8 else np.uint16)
-    write_image(d / "la.png", la)
-    assert main(edit_args(d, tiny_model_path, "--seed", "0", image="la.png", out="o.png")) == 0
-    out = read_image(d / "o.png")
+    write_image(d / f"la{suffix}", la)
+    assert main(edit_args(d, tiny_model_path, "--seed", "0", image=f"la{suffix}", out=f"o{suffix}")) == 0
+    out = read_image(d / f"o{suffix}")
     assert out.shape == la.shape and out.dtype == la.dtype
     np.testing.assert_array_equal(out[..., 1], la[..., 1])
     mask = skimage.io.imread(d / "mask.png") > 0
     far = _far(mask)
     np.testing.assert_array_equal(out[far], la[far])
     assert not np.array_equal(out[mask, 0], la[mask, 0])
+
+
+@pytest.mark.parametrize("shape", [(H, W), (H, W, 1), (H, W, 2), (H, W, 3), (H, W, 4)])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_tiff_roundtrip_is_one_page(tmp_path, shape, dtype):
+    """Every image the CLI can write comes back from TIFF as written, one page of C samples
+    ((H, W, 1) as (H, W)); tifffile left to itself wrote (H, W, 1) and (H, W, 2) as H pages."""
+    img = (np.random.default_rng(4).random(shape) * 200).astype(dtype)
+    write_image(tmp_path / "a.tif", img, {"seed": 1})
+    with tifffile.TiffFile(tmp_path / "a.tif") as tif:
+        assert len(tif.pages) == 1
+    back = read_image(tmp_path / "a.tif")
+    assert back.dtype == img.dtype and back.shape == shape[:2] + shape[2:][: shape[2:] != (1,)]
+    np.testing.assert_array_equal(back.reshape(shape), img)
+    assert read_metadata(tmp_path / "a.tif") == {"seed": 1}
+
+
+@pytest.mark.parametrize("kind", ["pages", "imagej"])
+def test_tiff_stack_is_refused_not_edited_as_colour(d, tiny_model_path, capsys, kind):
+    """Three greyscale slices in one TIFF are a stack, not RGB: skimage.io.imread moves a
+    leading axis of 3 (or 4) last, and the stack was edited as one colour image."""
+    rng = np.random.default_rng(5)
+    stack = (rng.random((3, H, W)) * 255).astype(np.uint8)
+    kw = dict(imagej=True, metadata={"axes": "ZYX"}) if kind == "imagej" else dict(photometric="minisblack")
+    tifffile.imwrite(d / "stack.tif", stack, **kw)
+    assert main(edit_args(d, tiny_model_path, "--seed", "0", image="stack.tif", out="o.tif")) == 2
+    err = capsys.readouterr().err
+    assert "stack of 3" in err and "one 2D image" in err
+    assert not (d / "o.tif").exists()
+
+
+def test_planar_rgb_tiff_is_edited_as_colour(d, tiny_model_path):
+    rgb = skimage.io.imread(d / "img.png")
+    tifffile.imwrite(d / "planar.tif", np.moveaxis(rgb, -1, 0), photometric="rgb", planarconfig="separate")
+    assert main(edit_args(d, tiny_model_path, "--seed", "0", image="planar.tif", out="o.tif")) == 0
+    out = read_image(d / "o.tif")
+    far = _far(skimage.io.imread(d / "mask.png"))
+    assert out.shape == rgb.shape
+    np.testing.assert_array_equal(out[far], rgb[far])
+
+
+def test_palette_and_white_is_zero_tiffs_keep_how_they_look(d, tiny_model_path):
+    """A palette TIFF is edited in its colours (not its indices) and a white-is-zero one as it
+    looks: the unmasked pixels of the output, which is written black-is-zero RGB / grey, look
+    as they did in the input."""
+    from PIL import Image
+
+    rgb = skimage.io.imread(d / "img.png")
+    Image.fromarray(rgb).quantize(16).save(d / "pal.tif")
+    with Image.open(d / "pal.tif") as im:
+        colours = np.asarray(im.convert("RGB"))
+    grey = rgb[..., 0]
+    tifffile.imwrite(d / "mw.tif", grey, photometric="miniswhite")  # stored inverted
+    far = _far(skimage.io.imread(d / "mask.png"))
+    assert main(edit_args(d, tiny_model_path, "--seed", "0", image="pal.tif", out="o_pal.png")) == 0
+    np.testing.assert_array_equal(read_image(d / "o_pal.png")[far], colours[far])
+    assert main(edit_args(d, tiny_model_path, "--seed", "0", image="mw.tif", out="o_mw.png")) == 0
+    np.testing.assert_array_equal(read_image(d / "o_mw.png")[far], 255 - grey[far])
 
 
 def test_mask_over_the_whole_image_warns_on_stderr(d, tiny_model_path, capsys):

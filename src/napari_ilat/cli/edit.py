@@ -132,15 +132,77 @@ def _png_header(path: Path) -> tuple[int, int] | None:
     return head[24], head[25]
 
 
+def _is_tiff(path: Path) -> bool:
+    return path.suffix.lower() in (".tif", ".tiff")
+
+
+def _tiff_grey_alpha(path: Path) -> bool:
+    """Whether a TIFF's first page is grey plus one alpha sample (not an unspecified one)."""
+    import tifffile
+
+    alpha = (tifffile.EXTRASAMPLE.ASSOCALPHA, tifffile.EXTRASAMPLE.UNASSALPHA)
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        extra = tuple(page.extrasamples)
+        return page.photometric == tifffile.PHOTOMETRIC.MINISBLACK and len(extra) == 1 and extra[0] in alpha
+
+
 def split_grey_alpha(path, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """(grey, alpha) for a grey+alpha PNG (colour type 4, the only 2-channel PNG), else
-    (image, None). The engine refuses (H, W, 2) arrays, which could as well be a two-channel
-    stack; in a PNG the second channel is alpha for certain, so it is set aside here and put
-    back unchanged, as the engine does for RGBA."""
-    header = _png_header(Path(path))
-    if header is not None and header[1] == 4 and image.ndim == 3 and image.shape[2] == 2:
+    """(grey, alpha) for a grey+alpha PNG (colour type 4, the only 2-channel PNG) or TIFF
+    (grey with one extra sample), else (image, None). The engine refuses (H, W, 2) arrays,
+    which could as well be a two-channel stack; in these files the second channel is alpha
+    for certain, so it is set aside here and put back unchanged, as the engine does for RGBA."""
+    path = Path(path)
+    if not (image.ndim == 3 and image.shape[2] == 2):
+        return image, None
+    header = _png_header(path)
+    if (header is not None and header[1] == 4) or (header is None and _is_tiff(path) and _tiff_grey_alpha(path)):
         return image[..., 0], image[..., 1]
     return image, None
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    """A TIFF's first series, its colour samples last; a stack is refused. Read with tifffile
+    rather than skimage.io.imread, which moves a leading axis of length 3 or 4 to the end: a
+    3- or 4-page greyscale stack came back as one RGB(A) image, was edited as colour (its
+    slices mixed) and written as one RGB page."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            image, axes, page = series.asarray(), series.axes, series.keyframe
+            photometric, colormap, bits = page.photometric, page.colormap, page.bitspersample
+    except Exception as e:
+        raise ValueError(
+            f"cannot read {path} as an image: the file is corrupt or not a TIFF [{type(e).__name__}]"
+        ) from e
+    # what the pixels look like, as an image viewer shows them (and as Pillow reads them)
+    if photometric == tifffile.PHOTOMETRIC.PALETTE and colormap is not None:
+        # indices -> RGB; 8-bit colours (stored as v * 256 or v * 257) come back as 8 bits, as
+        # Pillow reads them and as a palette PNG is read
+        image = np.moveaxis(colormap[:, image], 0, -1)  # colormap: (3, 2**bits) uint16
+        axes += "S"
+        if np.all(colormap % 256 == 0) or np.all(colormap % 257 == 0):
+            image = (image >> 8).astype(np.uint8)
+    elif photometric == tifffile.PHOTOMETRIC.MINISWHITE:  # 0 = white: flipped to 0 = black
+        if image.dtype == bool:
+            image = ~image
+        elif image.dtype.kind in "ui":
+            image = (2**bits - 1 - image.astype(np.int64)).astype(image.dtype)
+        else:
+            raise ValueError(f"{path}: a float TIFF stored white-is-zero cannot be read; save it black-is-zero")
+    if "S" in axes:  # samples per pixel (RGB, RGBA, grey+alpha), last as every other reader gives them
+        image, axes = np.moveaxis(image, axes.index("S"), -1), axes.replace("S", "") + "S"
+    stack = [(a, n) for a, n in zip(axes, image.shape) if a not in "YXS" and n > 1]
+    if stack:
+        what = " x ".join(f"{n} ({a})" for a, n in stack)
+        raise ValueError(
+            f"{path} holds a stack of {what} 2D images (axes {axes}, shape {image.shape}); `napari-ilat edit` "
+            "edits one 2D image: save the slice to edit as its own file, or open the stack in napari, "
+            "where the widget edits the displayed slice"
+        )
+    return image.reshape([n for a, n in zip(axes, image.shape) if a in "YXS"])
 
 
 def read_image(path) -> np.ndarray:
@@ -164,6 +226,8 @@ def read_image(path) -> np.ndarray:
             return np.asarray(imagecodecs.png_decode(path.read_bytes()))
         except Exception as e:
             raise ValueError(f"cannot read {path} as an image: the file is corrupt ({e})") from e
+    if _is_tiff(path):
+        return _read_tiff(path)
     try:
         return np.asarray(skimage.io.imread(str(path)))
     except Exception as e:  # corrupt, truncated or not an image: imageio's advice to install
@@ -303,8 +367,15 @@ def write_image(path, image: np.ndarray, metadata: dict | None = None) -> None:
         if suffix in (".tif", ".tiff"):
             import tifffile
 
-            colour = image.ndim == 3 and image.shape[2] in (3, 4)
-            tifffile.imwrite(tmp, image, description=text, photometric="rgb" if colour else "minisblack", metadata=None)
+            # one page of C samples; left to itself tifffile wrote (H, W, 1) and grey+alpha
+            # (H, W, 2) as H pages of W x C
+            if image.ndim == 3 and image.shape[2] == 1:
+                image = image[..., 0]
+            channels = image.shape[2] if image.ndim == 3 else 1
+            kw = dict(photometric="rgb" if channels in (3, 4) else "minisblack")
+            if channels > 1:
+                kw.update(planarconfig="contig", extrasamples=["unassalpha"] if channels in (2, 4) else None)
+            tifffile.imwrite(tmp, image, description=text, metadata=None, **kw)
         elif suffix == ".png" and image.dtype == np.uint16:
             tmp.write_bytes(_png16(image, text))
         else:
@@ -528,7 +599,7 @@ def run(args) -> int:
             for message in _warnings_text(caught):
                 print(f"{label}: warning: {message}", file=sys.stderr, flush=True)
             out = result.image
-            if alpha is not None:  # grey+alpha PNG: its alpha back, unchanged
+            if alpha is not None:  # grey+alpha PNG or TIFF: its alpha back, unchanged
                 out = np.stack([out, np.broadcast_to(alpha, out.shape)], -1)
             meta = {
                 "seed": result.seed,

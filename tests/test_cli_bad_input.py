@@ -214,6 +214,31 @@ def test_palette_and_white_is_zero_tiffs_keep_how_they_look(d, tiny_model_path):
     np.testing.assert_array_equal(read_image(d / "o_mw.png")[far], 255 - grey[far])
 
 
+@pytest.mark.parametrize("orientation", [6, 3])
+def test_exif_turned_photo_is_edited_as_shown(d, tiny_model_path, orientation):
+    """A phone photo stored sideways with an EXIF orientation tag is read upright, as every
+    viewer (and the painting program the mask was drawn in) shows it: the mask fits it, the
+    output is written upright, and the unmasked pixels are the shown photo's."""
+    from PIL import Image, ImageOps
+
+    stored = skimage.io.imread(d / "img.png")  # (H, W, 3)
+    im = Image.fromarray(stored)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    im.save(d / "phone.png", exif=exif.tobytes())
+    with Image.open(d / "phone.png") as p:
+        shown = np.asarray(ImageOps.exif_transpose(p))
+    mask = np.zeros(shown.shape[:2], np.uint8)
+    mask[8:20, 10:26] = 255
+    skimage.io.imsave(d / "mask.png", mask, check_contrast=False)
+    assert main(edit_args(d, tiny_model_path, "--seed", "0", image="phone.png", out="o.png")) == 0
+    out = read_image(d / "o.png")
+    assert out.shape == shown.shape
+    far = _far(mask)
+    np.testing.assert_array_equal(out[far], shown[far])
+    assert not np.array_equal(out[mask > 0], shown[mask > 0])
+
+
 def test_mask_over_the_whole_image_warns_on_stderr(d, tiny_model_path, capsys):
     skimage.io.imsave(d / "mask.png", np.full((H, W), 255, np.uint8), check_contrast=False)
     assert main(edit_args(d, tiny_model_path, "--seed", "0")) == 0

@@ -205,11 +205,47 @@ def _read_tiff(path: Path) -> np.ndarray:
     return image.reshape([n for a, n in zip(axes, image.shape) if a in "YXS"])
 
 
+# EXIF orientation (tag 274) -> how the stored pixels are turned to be shown upright, as
+# PIL.ImageOps.exif_transpose does it (2: mirrored, 3: upside down, 6: turned for a phone
+# held upright, ...)
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _exif_orientation(path: Path) -> int:
+    """The EXIF orientation of a JPEG / PNG / BMP file (1 = as stored, also when unreadable)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            value = im.getexif().get(0x0112, 1)
+    except Exception:
+        return 1
+    return value if value in _ORIENT else 1
+
+
 def read_image(path) -> np.ndarray:
-    """The file's pixels at their stored depth (a 16-bit PNG stays 16-bit)."""
+    """The file's pixels at their stored depth (a 16-bit PNG stays 16-bit), upright: a photo
+    whose EXIF orientation says it is shown turned (phones store them so) is turned as every
+    viewer shows it, and so written (the output carries no orientation tag)."""
+    path = Path(path)
+    image = _read_pixels(path)
+    if _is_tiff(path):
+        return image
+    turn = _ORIENT.get(_exif_orientation(path))
+    return image if turn is None else np.ascontiguousarray(turn(image))
+
+
+def _read_pixels(path: Path) -> np.ndarray:
     import skimage.io
 
-    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found")
     header = _png_header(path)

@@ -304,6 +304,82 @@ def test_pose_json_made_for_another_image_size_warns(d, tiny_pose_model_path, ca
     assert "warning: pose.json was made for a 128x128 image" in capsys.readouterr().err
 
 
+def _pose18(rng, hidden=(3,)):
+    pose = np.column_stack([rng.uniform(2, W - 2, 18), rng.uniform(2, H - 2, 18), np.ones(18)])
+    pose[list(hidden)] = (-1, -1, 0)
+    return pose
+
+
+def _as_layout(pose18, rows):
+    """Our 18 keypoints written in another layout (the inverse of to_coco18), missing = 0, 0, 0."""
+    from napari_ilat.engine.skeleton import POSE_LAYOUTS
+
+    out = np.zeros((rows, 3))
+    for k, j in enumerate(POSE_LAYOUTS[rows][1]):
+        if j is not None and pose18[k, 2] > 0:
+            out[j] = (pose18[k, 0], pose18[k, 1], 0.9)
+    return out
+
+
+@pytest.mark.parametrize("rows", [17, 25])
+def test_pose_estimator_layouts_are_converted(rows):
+    from napari_ilat.engine.skeleton import NECK, to_coco18
+
+    pose = _pose18(np.random.default_rng(6))
+    back = to_coco18(_as_layout(pose, rows))
+    if rows == 17:  # COCO-17 has no neck: the shoulders' mid-point
+        pose[NECK, :2] = (pose[2, :2] + pose[5, :2]) / 2
+    np.testing.assert_allclose(back, pose)
+    assert tuple(back[3]) == (-1, -1, 0)  # confidence 0 -> missing
+
+
+@pytest.mark.parametrize("form", ["openpose-body25", "openpose-coco18", "coco17-annotation", "coco17-rows"])
+def test_pose_json_from_pose_estimators_edits_like_ours(d, tiny_pose_model_path, monkeypatch, form):
+    """OpenPose --write_json files (BODY_25, COCO-18) and COCO-17 keypoints reach the engine as
+    the same 18 keypoints as our 18-row JSON, and the edit runs."""
+    import napari_ilat.engine.editing as editing
+    from napari_ilat.engine.inputs import check_pose
+    from napari_ilat.engine.skeleton import NECK
+
+    given = []
+
+    def spy(image, mask, pose, *args, **kwargs):
+        given.append(check_pose(pose))
+        return edit_with_info(image, mask, pose, *args, **kwargs)
+
+    edit_with_info = editing.edit_with_info
+    monkeypatch.setattr(editing, "edit_with_info", spy)  # the CLI imports it when it runs
+
+    pose = _pose18(np.random.default_rng(7))
+    pose[NECK, :2] = (pose[2, :2] + pose[5, :2]) / 2  # so COCO-17's derived neck is the same
+    (d / "ours.json").write_text(json.dumps(pose.tolist()))
+    rows = {"openpose-body25": 25, "openpose-coco18": 18}.get(form, 17)
+    flat = _as_layout(pose, rows).flatten().tolist() if rows != 18 else np.where(pose < 0, 0, pose).flatten().tolist()
+    if form.startswith("openpose"):
+        doc = {"version": 1.3, "people": [{"person_id": [-1], "pose_keypoints_2d": flat}]}
+    elif form == "coco17-annotation":
+        doc = {"keypoints": flat, "num_keypoints": 17}
+    else:
+        doc = _as_layout(pose, 17).tolist()
+    (d / "est.json").write_text(json.dumps(doc))
+    base = [*edit_args(d, tiny_pose_model_path, "--seed", "4", out=None)]
+    assert main([*base, "--pose", str(d / "ours.json"), "-o", str(d / "a.png")]) == 0
+    assert main([*base, "--pose", str(d / "est.json"), "-o", str(d / "b.png")]) == 0
+    ours, theirs = given
+    hidden = ours[:, 2] == 0
+    np.testing.assert_allclose(theirs[~hidden], ours[~hidden])
+    assert (theirs[hidden, 2] == 0).all()
+    np.testing.assert_array_equal(read_image(d / "a.png"), read_image(d / "b.png"))
+
+
+@pytest.mark.parametrize("people, message", [(0, "found nobody"), (2, "holds 2 people")])
+def test_openpose_json_with_no_or_several_people_is_a_message(d, tiny_pose_model_path, capsys, people, message):
+    person = {"pose_keypoints_2d": [10.0, 10.0, 0.9] * 25}
+    (d / "op.json").write_text(json.dumps({"people": [person] * people}))
+    assert main([*edit_args(d, tiny_pose_model_path), "--pose", str(d / "op.json")]) == 2
+    assert message in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- folder mode
 
 

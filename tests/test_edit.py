@@ -222,7 +222,7 @@ def test_bad_input_messages(model64, pose_model64):
         (dict(image=img, mask=mask, mode="fast"), "mode must be"),
         (dict(image=img, mask=mask, samples=0), "samples"),
         (dict(image=img, mask=mask, temperature=0), "temperature"),
-        (dict(image=img, mask=mask, pose=np.zeros((17, 2)), model=pose_model64), r"\(18, 2\)"),
+        (dict(image=img, mask=mask, pose=np.zeros((16, 2)), model=pose_model64), r"\(18, 2\)"),
         (dict(image=img, mask=mask, pose=np.full((18, 3), np.nan), model=pose_model64), "NaN"),
         (dict(image=img, mask=mask, pose=np.zeros((18, 3))), "not pose-conditioned"),
         (dict(image=img, mask=mask, device="tpu:3"), "device"),

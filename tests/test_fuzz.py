@@ -148,7 +148,7 @@ def poses(shape):
         min_size=18,
         max_size=18,
     )
-    bad = st.sampled_from([np.zeros((17, 2)), np.full((18, 3), np.nan), [[1, 2]] * 17 + [[1]], "pose", 5.0])
+    bad = st.sampled_from([np.zeros((16, 2)), np.full((18, 3), np.nan), [[1, 2]] * 17 + [[1]], "pose", 5.0])
     return st.one_of(st.none(), st.none(), good, bad)
 
 

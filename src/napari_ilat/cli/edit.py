@@ -25,8 +25,12 @@ be reproduced with ``--seed``. Mask and sketch files are normalised by the engin
 
 Pose JSON: ``[[x, y, v], ...]`` (18 rows, COCO/OpenPose order, x = column, y = row, v = 0 for
 invisible), ``{"keypoints": [...]}``, or ``{"nose": [x, y], "neck": [x, y, v], ...}`` (missing
-names are invisible). An optional ``"image_size": [height, width]`` (the demo writes it)
-gives a warning when the image has another size. No Qt, no napari.
+names are invisible); what pose estimators write is read too: OpenPose's ``--write_json``
+files (``{"people": [{"pose_keypoints_2d": [x, y, c, ...]}]}``, one person, the COCO-18 or
+BODY_25 model) and COCO-17 keypoints (COCO annotations, MMPose, Detectron2: 17 rows or 51
+flat numbers), converted to our 18 (:func:`napari_ilat.engine.skeleton.to_coco18`). An
+optional ``"image_size": [height, width]`` (the demo writes it) gives a warning when the
+image has another size. No Qt, no napari.
 """
 
 from __future__ import annotations
@@ -314,6 +318,17 @@ def read_pose(path, shape=None) -> np.ndarray:
                 UserWarning,
                 stacklevel=2,
             )
+    if isinstance(data, dict) and "people" in data:  # OpenPose's --write_json output
+        people = data["people"]
+        if not isinstance(people, list) or not people:
+            raise ValueError(f"{path}: 'people' is empty: the pose estimator found nobody")
+        if len(people) > 1:
+            raise ValueError(
+                f"{path} holds {len(people)} people; an edit follows one pose: keep only the person to edit in 'people'"
+            )
+        if not isinstance(people[0], dict) or "pose_keypoints_2d" not in people[0]:
+            raise ValueError(f"{path}: the person in 'people' has no 'pose_keypoints_2d'")
+        data = people[0]["pose_keypoints_2d"]
     if isinstance(data, dict) and "keypoints" in data:
         data = data["keypoints"]
     if isinstance(data, dict):
@@ -333,6 +348,8 @@ def read_pose(path, shape=None) -> np.ndarray:
         pose = np.asarray(data, dtype=np.float64)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: keypoints must be 18 rows of [x, y] or [x, y, visible] numbers ({e})") from e
+    if pose.ndim == 1 and len(pose) in (17 * 3, 18 * 3, 25 * 3):  # flat x, y, v triplets (COCO, OpenPose)
+        pose = pose.reshape(-1, 3)
     return pose
 
 

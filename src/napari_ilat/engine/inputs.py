@@ -18,7 +18,9 @@ The rules (docs/api.md):
   a maximum above 1 means 8-bit values, divided by 255 (above 255 is an error). The result
   is clipped to [0, 1].
 - **pose**: (18, 2|3) keypoints (x = column, y = row[, visible]) in image pixels; a
-  keypoint is invisible when visible == 0 or x or y is negative. A visible keypoint more
+  keypoint is invisible when visible == 0 or x or y is negative. 17 rows are COCO-17 (COCO
+  annotations, MMPose, Detectron2) and 25 rows OpenPose's BODY_25, converted to our 18
+  (:func:`napari_ilat.engine.skeleton.to_coco18`). A visible keypoint more
   than one image width / height outside the image is an error (a pose in other units or for
   another image); one just outside the image is fine (a limb leaving the frame). When every
   visible keypoint lies in the top-left third of the image, a ``UserWarning`` says the pose
@@ -129,8 +131,10 @@ def normalize_sketch(sketch, shape=None) -> np.ndarray:
 
 
 def check_pose(pose, shape=None) -> np.ndarray:
-    """float64 (18, 2|3) keypoints, checked; with the image's ``shape``, also against its size
-    (the rule: the module doc)."""
+    """float64 (18, 2|3) keypoints, checked (17 or 25 rows converted to 18); with the image's
+    ``shape``, also against its size (the rule: the module doc)."""
+    from napari_ilat.engine.skeleton import POSE_LAYOUTS, to_coco18
+
     try:
         kp = np.asarray(pose, dtype=np.float64)
     except (TypeError, ValueError) as e:
@@ -138,13 +142,17 @@ def check_pose(pose, shape=None) -> np.ndarray:
             f"pose must be an array of shape ({NUM_KEYPOINTS}, 2) or ({NUM_KEYPOINTS}, 3) of numbers "
             f"(x, y[, visible]) per keypoint: {e}"
         ) from e
-    if kp.ndim != 2 or kp.shape[0] != NUM_KEYPOINTS or kp.shape[1] not in (2, 3):
+    rows = (NUM_KEYPOINTS, *POSE_LAYOUTS)
+    if kp.ndim != 2 or kp.shape[0] not in rows or kp.shape[1] not in (2, 3):
+        others = ", ".join(f"{n} rows: {name}" for n, (name, _) in POSE_LAYOUTS.items())
         raise ValueError(
             f"pose must be an array of shape ({NUM_KEYPOINTS}, 2) or ({NUM_KEYPOINTS}, 3) with "
-            f"(x, y[, visible]) per keypoint in COCO/OpenPose order, got shape {kp.shape}"
+            f"(x, y[, visible]) per keypoint in COCO/OpenPose order ({others}), got shape {kp.shape}"
         )
     if not np.isfinite(kp).all():
         raise ValueError("pose contains NaN or inf; mark missing keypoints with x = y = -1")
+    if kp.shape[0] != NUM_KEYPOINTS:
+        kp = to_coco18(kp)
     if shape is not None:
         _check_pose_in_image(kp, tuple(shape[:2]))
     return kp

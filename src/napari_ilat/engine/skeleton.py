@@ -158,6 +158,37 @@ LIMB_NAMES: tuple[str, ...] = tuple(LIMB_PARTS)
 INVISIBLE = np.array([-1.0, -1.0, 0.0], dtype=np.float32)
 
 
+#: Other keypoint layouts that pose estimators write, by their number of keypoints: for each
+#: of our 18, its index there (None: the neck of COCO-17, the mid-point of the shoulders).
+#: COCO-17: COCO annotations, MMPose, Detectron2 (nose, eyes, ears, then left before right);
+#: BODY_25: OpenPose's default model (our 18 plus a mid-hip at 8 and six foot points).
+POSE_LAYOUTS: dict[int, tuple[str, tuple[int | None, ...]]] = {
+    17: ("COCO-17", (0, None, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3)),
+    25: ("OpenPose BODY_25", (0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18)),
+}
+
+
+def to_coco18(keypoints: np.ndarray) -> np.ndarray:
+    """(17 | 25, 2 | 3) keypoints of another layout (:data:`POSE_LAYOUTS`) -> (18, 3) in ours.
+
+    A keypoint is missing when its third value (COCO's visibility flag, OpenPose's
+    confidence) is 0 or a coordinate is negative, and then comes out as :data:`INVISIBLE`.
+    COCO-17 has no neck: it is the mid-point of the shoulders when both are there.
+    """
+    kp = np.asarray(keypoints, dtype=np.float64)
+    name, index = POSE_LAYOUTS[kp.shape[0]]
+    present = (kp[:, 0] >= 0) & (kp[:, 1] >= 0)
+    if kp.shape[1] == 3:
+        present &= kp[:, 2] > 0
+    out = np.tile(INVISIBLE.astype(np.float64), (NUM_KEYPOINTS, 1))
+    for k, j in enumerate(index):
+        if j is not None and present[j]:
+            out[k] = (kp[j, 0], kp[j, 1], 1.0)
+    if name == "COCO-17" and present[5] and present[6]:  # shoulders: left 5, right 6
+        out[NECK] = ((kp[5, 0] + kp[6, 0]) / 2, (kp[5, 1] + kp[6, 1]) / 2, 1.0)
+    return out
+
+
 def visible_mask(pose: np.ndarray) -> np.ndarray:
     """Boolean (18,) array: which keypoints of a ``(18, 3)`` pose are visible."""
     return np.asarray(pose)[:, 2] > 0.5

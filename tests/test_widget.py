@@ -385,3 +385,53 @@ def test_candidates_layer_names_each_candidates_seed(pose_viewer, errors):
     assert errors["error"] == []
     assert widget.last_result.name == "pose scene [iLAT seeds 3..5]"
     assert widget.last_result.metadata["napari_ilat"]["seeds"] == [3, 4, 5]
+
+
+def test_pose_json_opens_as_keypoints_and_skeleton_and_saves_back(
+    make_napari_viewer, tiny_pose_model, tmp_path, errors
+):
+    """An OpenPose --write_json file dropped on napari: named keypoints (BODY_25 converted),
+    a skeleton that follows them, picked by the widget for Generate; saved as .json, it reads
+    back as the moved pose. A JSON file that is not a pose is not claimed."""
+    import json
+
+    from napari_ilat.cli.edit import read_pose
+    from napari_ilat.engine.inputs import check_pose
+    from napari_ilat.engine.skeleton import POSE_LAYOUTS
+    from napari_ilat.plugin.layers import points_to_pose
+    from napari_ilat.plugin.pose_files import get_reader
+    from napari_ilat.plugin.sample_data import pose_sample_pair
+
+    pair = pose_sample_pair()
+    body25 = np.zeros((25, 3))
+    for k, j in enumerate(POSE_LAYOUTS[25][1]):
+        if pair.source_pose[k, 2] > 0:
+            body25[j] = (pair.source_pose[k, 0], pair.source_pose[k, 1], 0.8)
+    path = tmp_path / "person.json"
+    path.write_text(json.dumps({"version": 1.3, "people": [{"pose_keypoints_2d": body25.flatten().tolist()}]}))
+    (tmp_path / "other.json").write_text(json.dumps({"a": 1}))
+    assert get_reader(str(tmp_path / "other.json")) is None
+
+    viewer = make_napari_viewer()
+    viewer.add_image(pair.source, name="scene")
+    viewer.add_labels(pair.mask.astype(np.uint8), name="mask")
+    viewer.open(str(path), plugin="napari-ilat")
+    points, skeleton = viewer.layers["person pose"], viewer.layers["person skeleton"]
+    np.testing.assert_allclose(points_to_pose(points), pair.source_pose)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-ilat", "iLAT editor")
+    widget.synchronous = True
+    widget.add_model(tiny_pose_model, "tiny pose")
+    assert widget.pose.value is points
+
+    data = points.data.copy()
+    data[0] += (4, -2)  # drag the first keypoint: the skeleton follows
+    points.data = data
+    assert any(np.allclose(line, data[0]) for line in np.concatenate(skeleton.data))
+    widget.generate()
+    assert errors["error"] == []
+    assert any(layer.name.startswith("scene [iLAT") for layer in viewer.layers)
+
+    out = tmp_path / "moved.json"
+    viewer.layers.selection = {points}
+    assert viewer.layers.save(str(out), selected=True, plugin="napari-ilat") == [str(out)]
+    np.testing.assert_allclose(check_pose(read_pose(out)), points_to_pose(points), atol=1e-3)

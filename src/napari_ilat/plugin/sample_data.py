@@ -84,7 +84,9 @@ def skeleton_lines(points) -> tuple[list[np.ndarray], np.ndarray]:
     return lines, np.array(colours).reshape(-1, 3)
 
 
-def _skeleton_tuple(pose: np.ndarray, points_name: str = "pose", name: str = "skeleton"):
+def skeleton_layer_data(pose: np.ndarray, points_name: str = "pose", name: str = "skeleton"):
+    """Layer-data tuple for a Shapes layer of the bones between the visible keypoints of an
+    (18, 3) pose, linked to the Points layer ``points_name`` when both are in a viewer."""
     pose = np.asarray(pose, float)
     lines, colours = [], []
     for b, (a, c) in enumerate(SKELETON):
@@ -111,7 +113,7 @@ def pose_sample():
     return [
         (pair.source, {"name": "pose scene", "metadata": {_KEY: {"kind": "scene", "seed": POSE_SAMPLE_SEED}}}, "image"),
         (pair.mask.astype(np.uint8), {"name": "suggested mask", "opacity": 0.35}, "labels"),
-        _skeleton_tuple(pair.source_pose),
+        skeleton_layer_data(pair.source_pose),
         pose_layer_data(pair.source_pose),
     ]
 

@@ -1,0 +1,79 @@
+"""Pose JSON files in napari: open one (*File > Open*, or drop it on the viewer) as the
+keypoints and skeleton layers the widget edits, and save a pose Points layer as one.
+
+Opened: every format ``napari-ilat edit --pose`` reads (ours; OpenPose's ``--write_json``
+files; COCO-17 keypoints: :mod:`napari_ilat.engine.pose_json`), as named points and a
+skeleton that follows them, like the pose sample's. A JSON file that is not a pose is left to
+other readers. Saved (*File > Save Selected Layers...* with a ``.json`` name): ``{"keypoints":
+{"nose": [x, y, 1], ...}}`` in the layer's data coordinates (x = column, y = row), which
+``napari-ilat edit --pose`` and this reader read back.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from napari_ilat.engine.skeleton import KEYPOINT_NAMES
+
+
+def _read(path) -> np.ndarray | None:
+    """(18, 3) keypoints of a pose JSON with at least one visible keypoint, else None."""
+    from napari_ilat.engine.inputs import check_pose
+    from napari_ilat.engine.pose_json import read_pose
+
+    try:
+        pose = check_pose(read_pose(path))
+    except (ValueError, OSError):
+        return None
+    if pose.shape[1] == 2:
+        pose = np.column_stack([pose, np.ones(len(pose))])
+    pose[(pose[:, 0] < 0) | (pose[:, 1] < 0), 2] = 0
+    return pose if (pose[:, 2] > 0).any() else None
+
+
+def get_reader(path):
+    """npe2 reader: a function that makes the layers of a pose JSON, or None for other files."""
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    if not str(path).lower().endswith(".json") or _read(path) is None:
+        return None
+    return read_pose_layers
+
+
+def read_pose_layers(path):
+    """Layer-data tuples: the skeleton (Shapes) and the named keypoints (Points)."""
+    from napari_ilat.plugin.sample_data import install_skeleton_autolink, pose_layer_data, skeleton_layer_data
+
+    if isinstance(path, list):
+        path = path[0]
+    pose = _read(path)
+    if pose is None:
+        raise ValueError(f"{path} holds no pose keypoints")
+    install_skeleton_autolink()
+    stem = Path(path).stem
+    return [
+        skeleton_layer_data(pose, points_name=f"{stem} pose", name=f"{stem} skeleton"),
+        pose_layer_data(pose, name=f"{stem} pose"),
+    ]
+
+
+def write_pose(path: str, data, meta: dict) -> list[str]:
+    """npe2 writer for a Points layer: its keypoints as pose JSON (module doc)."""
+    from napari.layers import Points
+
+    from napari_ilat.plugin.layers import points_to_pose
+
+    # a layer without scale / translate: its world coordinates are the data coordinates
+    layer = Points(np.asarray(data, float), features=meta.get("features"), name=meta.get("name", "points"))
+    pose = points_to_pose(layer)  # InputError (a ValueError) names what is wrong
+    keypoints = {
+        KEYPOINT_NAMES[k]: [round(float(pose[k, 0]), 3), round(float(pose[k, 1]), 3), 1]
+        for k in np.flatnonzero(pose[:, 2] > 0)
+    }
+    Path(path).write_text(json.dumps({"keypoints": keypoints}, indent=1) + "\n")
+    return [path]

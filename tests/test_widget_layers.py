@@ -85,3 +85,25 @@ def test_result_placement_with_candidates_and_slices():
     np.testing.assert_allclose(kw["translate"], (0, 13, 2, 3))
     layer = Image(data, **kw)
     np.testing.assert_allclose(layer.data_to_world((0, 0, 0, 0))[1:], src.data_to_world((4, 0, 0)))
+
+
+def test_pose_file_layers_are_sized_to_the_figure(tmp_path):
+    """A pose file of a 2000 px tall person gets points and bones in proportion (the sample's
+    3 px points would be specks); a sample-sized figure keeps the sample's sizes."""
+    import json
+
+    from napari_ilat.plugin.pose_files import read_pose_layers
+    from napari_ilat.plugin.sample_data import pose_sample_pair
+
+    pose = pose_sample_pair().source_pose
+    sizes = []
+    for factor in (1, 20):
+        big = pose.copy()
+        big[big[:, 2] > 0, :2] *= factor
+        path = tmp_path / f"p{factor}.json"
+        path.write_text(json.dumps(big.tolist()))
+        (lines, skel_kw, _), (points, pts_kw, _) = read_pose_layers(str(path))
+        np.testing.assert_allclose(points[:, ::-1], big[big[:, 2] > 0, :2])
+        sizes.append((pts_kw["size"], skel_kw["edge_width"]))
+    assert sizes[0] == (3.0, 1.2)
+    assert sizes[1][0] > 40 and sizes[1][1] > 15

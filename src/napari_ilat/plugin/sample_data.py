@@ -32,12 +32,14 @@ def pose_sample_pair(seed: int = POSE_SAMPLE_SEED, resolution: int = POSE_SAMPLE
     return make_edit_pair(seed, resolution)
 
 
-def pose_layer_data(pose: np.ndarray, name: str = "pose", reference=None, skeleton: str = "skeleton"):
-    """Layer-data tuple for a Points layer holding the visible keypoints of an (18, 3) pose."""
+def pose_layer_data(
+    pose: np.ndarray, name: str = "pose", reference=None, skeleton: str = "skeleton", size: float = 3.0
+):
+    """Layer-data tuple for a Points layer holding the visible keypoints of an (18, 3) pose
+    (``size``: the points' diameter in image pixels)."""
     pose = np.asarray(pose, float)
     vis = np.flatnonzero(pose[:, 2] > 0)
     names = [KEYPOINT_NAMES[k] for k in vis]
-    size = 3.0
     meta = {
         _KEY: {
             "kind": "pose",
@@ -84,9 +86,10 @@ def skeleton_lines(points) -> tuple[list[np.ndarray], np.ndarray]:
     return lines, np.array(colours).reshape(-1, 3)
 
 
-def skeleton_layer_data(pose: np.ndarray, points_name: str = "pose", name: str = "skeleton"):
+def skeleton_layer_data(pose: np.ndarray, points_name: str = "pose", name: str = "skeleton", width: float = 1.2):
     """Layer-data tuple for a Shapes layer of the bones between the visible keypoints of an
-    (18, 3) pose, linked to the Points layer ``points_name`` when both are in a viewer."""
+    (18, 3) pose (``width`` in image pixels), linked to the Points layer ``points_name`` when
+    both are in a viewer."""
     pose = np.asarray(pose, float)
     lines, colours = [], []
     for b, (a, c) in enumerate(SKELETON):
@@ -99,7 +102,7 @@ def skeleton_layer_data(pose: np.ndarray, points_name: str = "pose", name: str =
             "name": name,
             "shape_type": "line",
             "edge_color": np.array(colours),
-            "edge_width": 1.2,
+            "edge_width": width,
             "metadata": {_KEY: {"kind": "skeleton", "points": points_name}},
         },
         "shapes",

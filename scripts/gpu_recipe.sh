@@ -30,6 +30,9 @@
 #                                                         training items, each made once by the data
 #                                                         workers as first drawn: after the first pass
 #                                                         the GPU no longer waits for the scene generator
+#   COND_DROPOUT=0.5 ... continue                         half the transformer's steps without the pose /
+#                                                         sketch: the branch a natural edit without a
+#                                                         sketch runs (the recipe's default 0.2)
 #   SEED=3 ...                                            data seed of a continuation (default 1): give
 #                                                         each continuation a new one, or its batches
 #                                                         repeat an earlier run's order
@@ -109,8 +112,9 @@ if [ "$MODE" = continue ]; then
         # VAL_EDITS (default 64): validation edits every 1000 steps; the best step is exported
         # POOL=N: the transformer cycles over the first N training items, made once by the
         # workers as first drawn (later passes at the GPU's pace, not the scene generator's)
+        # COND_DROPOUT=F: fraction of steps without the pose / sketch (the recipe's 0.2)
         recipe "$m" "$w" --data "$m" --init "$m" --seed "${SEED:-1}" --val-edits "${VAL_EDITS:-64}" \
-            ${POOL:+--token-pool "$POOL"} &
+            ${POOL:+--token-pool "$POOL"} ${COND_DROPOUT:+--cond-dropout "$COND_DROPOUT"} &
         pids+=("recipe $m:$!")
     done
     # IMAGEBART_MIN > 0: the bundled natural-imagebart goes on beside them (its stages and

@@ -105,8 +105,9 @@ def test_recipe_warm_start_continues_both_stages_of_a_model(tmp_path):
     # start's first stage, kept bit for bit, and the budget holds (it once ran stage 1 forever)
     args = ["train", "recipe", "--data", "pose", "--minutes", "0.05", "--out", str(tmp_path / "c")]
     args += ["--init", str(tmp_path / "a" / "pose.json"), "--stage1-share", "0", "--stage2-lr", "1e-2"]
-    args += ["--n-eval", "2", "--workers", "0", "--seed", "1", "--quiet", "--val-edits", "2"]
+    args += ["--n-eval", "2", "--workers", "0", "--seed", "1", "--quiet", "--val-edits", "2", "--cond-dropout", "0.7"]
     assert main(args) == 0
+    assert json.loads((tmp_path / "c" / "stage2" / "run.json").read_text())["train"]["cond_dropout"] == 0.7
     c = load_model(tmp_path / "c" / "pose.json")
     # --val-edits: validation edits scored at the end of stage 2 (on a CPU only there) and
     # the export names the step its transformer comes from

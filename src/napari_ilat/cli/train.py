@@ -236,6 +236,13 @@ def add_arguments(parser: argparse.ArgumentParser):
     p.add_argument("--batch2", type=int, default=None, help="stage-2 batch (default by device)")
     p.add_argument("--stage1-lr", type=float, default=None)
     p.add_argument("--stage2-lr", type=float, default=None)
+    p.add_argument(
+        "--cond-dropout",
+        type=float,
+        default=None,
+        help="fraction of stage-2 steps without the pose / sketch (default 0.2): the unconditional "
+        "branch edits without a sketch",
+    )
     p.add_argument("--workers", type=int, default=None, help="data worker processes (default by device)")
     p.add_argument(
         "--token-pool",
@@ -489,6 +496,7 @@ def run(args) -> int:
                 "batch2",
                 "stage1_lr",
                 "stage2_lr",
+                "cond_dropout",
                 "workers",
                 "reuse1",
                 "token_pool",

@@ -78,6 +78,10 @@ class RecipeConfig:
     cond_map: bool = True  # per-token cells of the pose map / sketch (posemap.py)
     plain: bool = False  # iLAT* ablation: no two-stream convolutions in either stage
     stage2_lr: float | None = None
+    # fraction of stage-2 steps without the condition (None: Stage2Config's 0.2). The
+    # unconditional branch is what a natural edit without a sketch runs: at 0.2 it got a
+    # fifth of the steps (docs/benchmarks.md, "Natural edits without a sketch")
+    cond_dropout: float | None = None
     # ImageBART (second engine) on the same first stage, unconditional; 0 = not trained
     imagebart_share: float = 0.0  # of the training time
     ib_n_stages: int = 3
@@ -289,6 +293,7 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         plain=cfg.plain,
         val_edits=cfg.val_edits,
         val_edits_every=VAL_EDITS_EVERY,
+        **({} if cfg.cond_dropout is None else {"cond_dropout": cfg.cond_dropout}),
     )
     arch = dict(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, cond_map=cfg.cond_map)
     t = time.time()

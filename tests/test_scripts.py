@@ -183,3 +183,14 @@ def test_imagebart_chain_skip_variants_start_below_the_noise_stage():
             IB._denoise = saved
         assert seen == [(t, top_k) for t in stages], name
         assert torch.equal(out[0][known], tokens[known])
+
+
+@pytest.mark.slow
+def test_natural_without_sketch_prints_each_setting_and_draws_the_grid(tmp_path):
+    import skimage.io
+
+    text = run_script("natural_without_sketch.py", "--n", "2", "--grid", str(tmp_path / "g.png"))
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert [(r["sketch"], r["top_k"]) for r in rows] == [("none", 20), ("none", None), ("empty", 20)]
+    assert all(r["n"] == 2 and r["psnr_seamless"] > 0 and r["colour_offset_alpha"] >= 0 for r in rows)
+    assert skimage.io.imread(tmp_path / "g.png").shape == (5 * 128, 7 * 128, 3)

@@ -411,6 +411,8 @@ def test_pose_json_opens_as_keypoints_and_skeleton_and_saves_back(
     path.write_text(json.dumps({"version": 1.3, "people": [{"pose_keypoints_2d": body25.flatten().tolist()}]}))
     (tmp_path / "other.json").write_text(json.dumps({"a": 1}))
     assert get_reader(str(tmp_path / "other.json")) is None
+    (tmp_path / "big.json").write_text(json.dumps([[1.0, 2.0, 1.0]] * 18) + " " * (1 << 20))  # a pose, but 1 MiB
+    assert get_reader(str(tmp_path / "big.json")) is None and get_reader(str(path)) is not None
 
     viewer = make_napari_viewer()
     viewer.add_image(pair.source, name="scene")

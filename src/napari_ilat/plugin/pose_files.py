@@ -18,6 +18,9 @@ import numpy as np
 
 from napari_ilat.engine.skeleton import KEYPOINT_NAMES
 
+#: JSON files larger than this are not offered to the pose reader (napari asks every reader)
+MAX_POSE_FILE_BYTES = 1 << 20
+
 
 def _read(path) -> np.ndarray | None:
     """(18, 3) keypoints of a pose JSON with at least one visible keypoint, else None."""
@@ -40,9 +43,14 @@ def get_reader(path):
         if len(path) != 1:
             return None
         path = path[0]
-    if not str(path).lower().endswith(".json") or _read(path) is None:
+    if not str(path).lower().endswith(".json"):
         return None
-    return read_pose_layers
+    try:  # a pose file is a few KiB: a big JSON (a data set's annotations) is not parsed here
+        if Path(path).stat().st_size > MAX_POSE_FILE_BYTES:
+            return None
+    except OSError:
+        return None
+    return read_pose_layers if _read(path) is not None else None
 
 
 def read_pose_layers(path):

@@ -56,7 +56,10 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--mask", required=True, help="mask image (non-zero = regenerate), or a folder with the same file names"
     )
-    p.add_argument("--pose", help="pose keypoints JSON (or a folder of STEM.json)")
+    p.add_argument(
+        "--pose",
+        help="pose keypoints JSON: ours, an OpenPose --write_json file or COCO-17 keypoints (or a folder of STEM.json)",
+    )
     p.add_argument("--sketch", help="stroke image (white strokes on black), or a folder")
     p.add_argument(
         "--model", help="bundled model name or path to NAME.json (default: 'pose' with --pose, else 'natural')"

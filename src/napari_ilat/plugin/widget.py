@@ -211,7 +211,9 @@ class ILATWidget(Container):
         self.model = ComboBox(
             label="model",
             choices=self._model_choices,
-            tooltip="'auto': the bundled 'pose' model with a pose, else 'natural'",
+            tooltip="'auto': the bundled 'pose' model with a pose, else 'natural'. pose: trained on synthetic "
+            "128 px figures; natural: on photo patches, best with a sketch (without one it draws smooth patches). "
+            "How well each does: docs/benchmarks.md",
         )
         self.mode = ComboBox(
             label="mode",

@@ -401,6 +401,20 @@ def test_folder_missing_mask_is_reported_and_skipped(d, tiny_model_path, capsys)
     assert "skipped: no mask for b.png" in err and "1 of 3 images failed: b.png" in err
 
 
+def test_folder_poses_as_openpose_names_them(d, tiny_pose_model_path, capsys):
+    """OpenPose run over a folder writes STEM_keypoints.json: matched like STEM.json."""
+    args = _folder(d, names=("a", "b"))
+    (d / "poses").mkdir()
+    person = {"people": [{"pose_keypoints_2d": [20.0, 10.0, 0.9] * 25}]}
+    (d / "poses" / "a_keypoints.json").write_text(json.dumps(person))
+    (d / "poses" / "b.json").write_text(json.dumps({"nose": [20, 10]}))
+    assert main([*args, "--pose", str(d / "poses"), "--model", str(tiny_pose_model_path), "--seed", "0"]) == 0
+    assert sorted(p.name for p in (d / "out").iterdir()) == ["a.png", "b.png"]
+    (d / "poses" / "a_keypoints.json").unlink()
+    assert main([*args, "--pose", str(d / "poses"), "--model", str(tiny_pose_model_path), "--overwrite"]) == 1
+    assert "expected a.json or a_keypoints.json" in capsys.readouterr().err
+
+
 def test_folder_unwritable_output_is_reported_and_skipped(d, tiny_model_path, capsys):
     args = _folder(d)
     (d / "out" / "b.png").mkdir(parents=True)  # a folder where the file should go

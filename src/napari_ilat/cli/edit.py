@@ -5,9 +5,9 @@
     napari-ilat edit images/ --mask masks/ [--pose poses/] [--sketch sketches/] -o results/
 
 Folder mode: IMAGE, MASK (and POSE / SKETCH when given as folders) hold files with the same
-stem (``a.png`` + ``a.tif`` mask + ``a.json`` pose); OUT is a folder. An image whose mask
-(pose, sketch) is missing, or whose output cannot be written, is reported and skipped; the
-others are processed (exit code 1). With ``--samples N`` > 1 the candidates are written as
+stem (``a.png`` + ``a.tif`` mask + ``a.json``, or OpenPose's ``a_keypoints.json``, pose); OUT
+is a folder. An image whose mask (pose, sketch) is missing, or whose output cannot be
+written, is reported and skipped; the others are processed (exit code 1). With ``--samples N`` > 1 the candidates are written as
 ``OUT-STEM_0.png`` ... ``_N-1``; candidate k is the single edit with ``--seed S+k``.
 
 Never lost, never silently changed: no output may be one of the input files unless
@@ -497,9 +497,14 @@ def _jobs(args) -> list[Job]:
         if job.mask is None:
             job.problem = f"no mask for {img.name} in {mask}/ (expected {img.stem}.png or similar)"
         if pose is not None:
-            job.pose = _match(pose, img.stem, (".json",)) if pose.is_dir() else pose
+            if pose.is_dir():  # STEM.json, or STEM_keypoints.json as OpenPose names its output
+                job.pose = _match(pose, img.stem, (".json",)) or _match(pose, f"{img.stem}_keypoints", (".json",))
+            else:
+                job.pose = pose
             if job.pose is None:
-                job.problem = job.problem or f"no pose for {img.name} in {pose}/ (expected {img.stem}.json)"
+                job.problem = job.problem or (
+                    f"no pose for {img.name} in {pose}/ (expected {img.stem}.json or {img.stem}_keypoints.json)"
+                )
         if sketch is not None:
             job.sketch = _match(sketch, img.stem, IMAGE_SUFFIXES) if sketch.is_dir() else sketch
             if job.sketch is None:

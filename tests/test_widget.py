@@ -413,6 +413,12 @@ def test_pose_json_opens_as_keypoints_and_skeleton_and_saves_back(
     assert get_reader(str(tmp_path / "other.json")) is None
     (tmp_path / "big.json").write_text(json.dumps([[1.0, 2.0, 1.0]] * 18) + " " * (1 << 20))  # a pose, but 1 MiB
     assert get_reader(str(tmp_path / "big.json")) is None and get_reader(str(path)) is not None
+    # a pose file napari-ilat cannot use is claimed, and opening it says why
+    two = {"people": [{"pose_keypoints_2d": body25.flatten().tolist()}] * 2}
+    (tmp_path / "two.json").write_text(json.dumps(two))
+    reader = get_reader(str(tmp_path / "two.json"))
+    with pytest.raises(ValueError, match="holds 2 people"):
+        reader(str(tmp_path / "two.json"))
 
     viewer = make_napari_viewer()
     viewer.add_image(pair.source, name="scene")

@@ -7,8 +7,9 @@
 Folder mode: IMAGE, MASK (and POSE / SKETCH when given as folders) hold files with the same
 stem (``a.png`` + ``a.tif`` mask + ``a.json``, or OpenPose's ``a_keypoints.json``, pose); OUT
 is a folder. An image whose mask (pose, sketch) is missing, or whose output cannot be
-written, is reported and skipped; the others are processed (exit code 1). With ``--samples N`` > 1 the candidates are written as
-``OUT-STEM_0.png`` ... ``_N-1``; candidate k is the single edit with ``--seed S+k``.
+written, is reported and skipped; the others are processed (exit code 1). With ``--samples
+N`` > 1 the candidates are written as ``OUT-STEM_0.png`` ... ``_N-1``; candidate k is the
+single edit with ``--seed S+k``.
 
 Never lost, never silently changed: no output may be one of the input files unless
 ``--overwrite`` is given (then it is replaced atomically, after the edit); outputs are PNG or

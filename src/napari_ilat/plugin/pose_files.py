@@ -22,19 +22,29 @@ from napari_ilat.engine.skeleton import KEYPOINT_NAMES
 MAX_POSE_FILE_BYTES = 1 << 20
 
 
-def _read(path) -> np.ndarray | None:
-    """(18, 3) keypoints of a pose JSON with at least one visible keypoint, else None."""
+def _pose(path) -> np.ndarray:
+    """(18, 3) keypoints of a pose JSON; ValueError (naming the file) when it holds none."""
     from napari_ilat.engine.inputs import check_pose
     from napari_ilat.engine.pose_json import read_pose
 
-    try:
-        pose = check_pose(read_pose(path))
-    except (ValueError, OSError):
-        return None
+    pose = check_pose(read_pose(path))
     if pose.shape[1] == 2:
         pose = np.column_stack([pose, np.ones(len(pose))])
     pose[(pose[:, 0] < 0) | (pose[:, 1] < 0), 2] = 0
-    return pose if (pose[:, 2] > 0).any() else None
+    if not (pose[:, 2] > 0).any():
+        raise ValueError(f"{path}: every keypoint is missing")
+    return pose
+
+
+def _pose_shaped(path) -> bool:
+    """Whether a JSON file is meant as a pose (then a reading error is the user's to see)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    if isinstance(data, dict):
+        return bool({"people", "keypoints", "pose_keypoints_2d"} & set(data) or set(KEYPOINT_NAMES) & set(data))
+    return False
 
 
 def get_reader(path):
@@ -50,7 +60,13 @@ def get_reader(path):
             return None
     except OSError:
         return None
-    return read_pose_layers if _read(path) is not None else None
+    try:
+        _pose(path)
+    except (ValueError, OSError):
+        # a pose file that cannot be used (several people, bad entries) is claimed, so that
+        # opening it says why (napari shows the reader's error); other JSON is left alone
+        return read_pose_layers if _pose_shaped(path) else None
+    return read_pose_layers
 
 
 def read_pose_layers(path):
@@ -59,9 +75,7 @@ def read_pose_layers(path):
 
     if isinstance(path, list):
         path = path[0]
-    pose = _read(path)
-    if pose is None:
-        raise ValueError(f"{path} holds no pose keypoints")
+    pose = _pose(path)  # ValueError says what is wrong with the file
     install_skeleton_autolink()
     stem = Path(path).stem
     # points and bones sized to the figure (the sample's 3 px and 1.2 px for its ~100 px

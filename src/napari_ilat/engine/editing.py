@@ -681,7 +681,8 @@ def edit(
         channel = region to regenerate; a varying alpha channel counts too (the rule:
         napari_ilat.engine.inputs).
     pose : optional (18, 2|3) keypoints (x = column, y = row[, visible]) in image pixels,
-        COCO/OpenPose order; invisible keypoints are -1. Needs a pose model. A keypoint more
+        COCO/OpenPose order; invisible keypoints are -1 (17 rows: COCO-17, 25 rows: OpenPose
+        BODY_25, converted: napari_ilat.engine.skeleton.to_coco18). Needs a pose model. A keypoint more
         than the image's size outside it is an error; a pose in the top-left third only
         warns (made for a smaller image?).
     sketch : optional (H, W) stroke map, 1 = stroke, used inside the mask; outside it the

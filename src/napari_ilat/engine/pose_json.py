@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_ilat.engine.skeleton import KEYPOINT_NAMES
+from napari_ilat.engine.skeleton import INVISIBLE, KEYPOINT_NAMES
 
 
 def read_pose(path, shape=None) -> np.ndarray:
@@ -60,7 +60,7 @@ def read_pose(path, shape=None) -> np.ndarray:
     if isinstance(data, dict) and "keypoints" in data:
         data = data["keypoints"]
     if isinstance(data, dict):
-        pose = np.tile(np.array([-1.0, -1.0, 0.0]), (len(KEYPOINT_NAMES), 1))
+        pose = np.tile(INVISIBLE.astype(np.float64), (len(KEYPOINT_NAMES), 1))
         for name, xy in data.items():
             if name not in KEYPOINT_NAMES:
                 raise ValueError(f"{path}: unknown keypoint {name!r}; names are {', '.join(KEYPOINT_NAMES)}")

@@ -71,21 +71,27 @@ def get_reader(path):
 
 def read_pose_layers(path):
     """Layer-data tuples: the skeleton (Shapes) and the named keypoints (Points)."""
-    from napari_ilat.plugin.sample_data import install_skeleton_autolink, pose_layer_data, skeleton_layer_data
+    from napari_ilat.plugin.sample_data import (
+        BONE_WIDTH,
+        POINT_SIZE,
+        install_skeleton_autolink,
+        pose_layer_data,
+        skeleton_layer_data,
+    )
 
     if isinstance(path, list):
         path = path[0]
     pose = _pose(path)  # ValueError says what is wrong with the file
     install_skeleton_autolink()
     stem = Path(path).stem
-    # points and bones sized to the figure (the sample's 3 px and 1.2 px for its ~100 px
-    # figures): on a photo of a 2000 px tall person those would be invisible specks
+    # points and bones sized to the figure (the sample's sizes are for ~100 px figures): on
+    # a photo of a 2000 px tall person those would be invisible specks
     vis = pose[pose[:, 2] > 0, :2]
     extent = float(np.ptp(vis, axis=0).max()) if len(vis) > 1 else 0.0
     scale = max(1.0, extent / 100.0)
     return [
-        skeleton_layer_data(pose, points_name=f"{stem} pose", name=f"{stem} skeleton", width=1.2 * scale),
-        pose_layer_data(pose, name=f"{stem} pose", size=3.0 * scale),
+        skeleton_layer_data(pose, points_name=f"{stem} pose", name=f"{stem} skeleton", width=BONE_WIDTH * scale),
+        pose_layer_data(pose, name=f"{stem} pose", size=POINT_SIZE * scale),
     ]
 
 

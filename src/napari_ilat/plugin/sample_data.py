@@ -19,6 +19,9 @@ from napari_ilat.engine.skeleton import KEYPOINT_COLORS, KEYPOINT_NAMES, SKELETO
 POSE_SAMPLE_SEED = 5
 POSE_SAMPLE_RESOLUTION = 128
 _KEY = "napari_ilat"  # metadata key
+#: Keypoint diameter and bone width in image pixels, for the sample's ~100 px figures
+POINT_SIZE = 3.0
+BONE_WIDTH = 1.2
 
 # the engine's OpenPose-like rainbow (napari_ilat.engine.skeleton), as napari's 0..1 floats
 BONE_COLOURS = SKELETON_COLORS / 255.0  # one per SKELETON bone
@@ -33,7 +36,7 @@ def pose_sample_pair(seed: int = POSE_SAMPLE_SEED, resolution: int = POSE_SAMPLE
 
 
 def pose_layer_data(
-    pose: np.ndarray, name: str = "pose", reference=None, skeleton: str = "skeleton", size: float = 3.0
+    pose: np.ndarray, name: str = "pose", reference=None, skeleton: str = "skeleton", size: float = POINT_SIZE
 ):
     """Layer-data tuple for a Points layer holding the visible keypoints of an (18, 3) pose
     (``size``: the points' diameter in image pixels)."""
@@ -86,7 +89,7 @@ def skeleton_lines(points) -> tuple[list[np.ndarray], np.ndarray]:
     return lines, np.array(colours).reshape(-1, 3)
 
 
-def skeleton_layer_data(pose: np.ndarray, points_name: str = "pose", name: str = "skeleton", width: float = 1.2):
+def skeleton_layer_data(pose: np.ndarray, points_name: str = "pose", name: str = "skeleton", width: float = BONE_WIDTH):
     """Layer-data tuple for a Shapes layer of the bones between the visible keypoints of an
     (18, 3) pose (``width`` in image pixels), linked to the Points layer ``points_name`` when
     both are in a viewer."""
@@ -153,7 +156,7 @@ def link_skeleton(points, shapes) -> None:
         if pts is None or shp is None:
             return
         lines, colours = skeleton_lines(pts)
-        width = float(np.atleast_1d(shp.edge_width)[0]) if len(shp.data) else 1.2
+        width = float(np.atleast_1d(shp.edge_width)[0]) if len(shp.data) else BONE_WIDTH
         with shp.events.data.blocker():
             shp.data = []
         if lines:

@@ -245,6 +245,28 @@ def test_mask_over_the_whole_image_warns_on_stderr(d, tiny_model_path, capsys):
     assert "warning: the mask covers the whole image" in capsys.readouterr().err
 
 
+def test_jpeg_mask_noise_is_not_regenerated(d, tiny_model_path, capsys):
+    """JPEG ringing around a painted stroke (faint values up to a block away) is not part of
+    the mask: pixels more than 3 px from the paint come back unchanged, and it is said."""
+    from PIL import Image
+    from scipy import ndimage
+
+    from napari_ilat.data import random_mask
+
+    painted = ndimage.gaussian_filter(random_mask(np.random.default_rng(3), (H, W), "brush", 0.2) * 255.0, 0.7)
+    painted = np.round(painted).astype(np.uint8)  # a soft brush: anti-aliased edges
+    Image.fromarray(painted).save(d / "mask.jpg", quality=90)
+    stored = np.asarray(Image.open(d / "mask.jpg"))
+    far = _far(painted >= 128)
+    assert (stored[far] > 0).any()  # the case: noise where nothing was painted
+    args = ["edit", str(d / "img.png"), "--mask", str(d / "mask.jpg"), "--model", str(tiny_model_path)]
+    assert main([*args, "-q", "--seed", "0", "-o", str(d / "o.png")]) == 0
+    assert "JPEG mask read as painted where it is >= 128 of 255" in capsys.readouterr().err
+    out, img = read_image(d / "o.png"), read_image(d / "img.png")
+    np.testing.assert_array_equal(out[far], img[far])
+    assert not np.array_equal(out[painted >= 128], img[painted >= 128])
+
+
 def test_corrupt_image_error_has_no_plugin_advice(d, tiny_model_path, capsys):
     (d / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
     assert main(edit_args(d, tiny_model_path, image="bad.png")) == 2

@@ -176,6 +176,30 @@ def test_skeleton_follows_points_and_auto_mask(pose_viewer, errors):
     assert widget.auto_mask() is None and errors["warning"]
 
 
+def test_controls_follow_the_chosen_pose_and_sketch(pose_viewer):
+    """The auto mask (and its radius) sits under the pose picker and is live only with a pose;
+    the stroke width only with a sketch; guidance with either."""
+    viewer, widget = pose_viewer
+    order = [id(w) for w in widget]
+    at = [order.index(id(w)) for w in (widget.pose, widget.mask_radius, widget.auto_mask_btn, widget.sketch)]
+    assert at == list(range(at[0], at[0] + 4)), at
+    assert widget.pose.value is not None and widget.sketch.value is None  # the pose sample
+    assert widget.auto_mask_btn.enabled and widget.mask_radius.enabled and widget.guidance.enabled
+    assert not widget.sketch_width.enabled
+
+    widget.pose.value = None
+    assert not widget.auto_mask_btn.enabled and not widget.mask_radius.enabled and not widget.guidance.enabled
+
+    strokes = viewer.add_shapes([[[10, 10], [40, 50]]], shape_type="path", name="strokes")
+    widget.sketch.value = strokes
+    assert widget.sketch_width.enabled and widget.guidance.enabled and not widget.auto_mask_btn.enabled
+    widget.sketch.value = None  # "none" chosen
+    assert not widget.sketch_width.enabled and not widget.guidance.enabled
+    widget.sketch.value = strokes
+    viewer.layers.remove(strokes)  # the chosen sketch layer goes: back to none, width off
+    assert widget.sketch.value is None and not widget.sketch_width.enabled
+
+
 def test_cancel_stops_and_adds_nothing(make_napari_viewer, qtbot, tiny_pose_model, monkeypatch, errors):
     import time
 

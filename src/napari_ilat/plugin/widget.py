@@ -280,6 +280,8 @@ class ILATWidget(Container):
                 self.image,
                 self.mask,
                 self.pose,
+                self.mask_radius,
+                self.auto_mask_btn,
                 self.sketch,
                 self.sketch_width,
                 self.model,
@@ -296,8 +298,6 @@ class ILATWidget(Container):
                 self.cancel_btn,
                 self.progress,
                 self.status,
-                self.mask_radius,
-                self.auto_mask_btn,
             ]
         )
         self.status.native.setWordWrap(True)
@@ -307,6 +307,8 @@ class ILATWidget(Container):
         self.generate_btn.changed.connect(self.generate)
         self.cancel_btn.changed.connect(self.cancel)
         self.auto_mask_btn.changed.connect(self.auto_mask)
+        for picker in (self.pose, self.sketch):  # Qt's signal: magicgui's `changed` skips "none"
+            picker.native.currentIndexChanged.connect(self._enable_for_conditions)
         self._timer = QTimer()
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self._poll)
@@ -324,6 +326,7 @@ class ILATWidget(Container):
         self._watch_viewer_close()
         self._refresh()
         self._autoselect()
+        self._enable_for_conditions()
 
     def _watch_viewer_close(self):
         """A closed viewer cancels the running edit and resets the running flag."""
@@ -371,6 +374,15 @@ class ILATWidget(Container):
 
     def _refresh(self, event=None):
         self.reset_choices()
+        self._enable_for_conditions()
+
+    def _enable_for_conditions(self, event=None):
+        """Controls that act on a pose or a sketch are live only while one is chosen (the
+        auto mask needs the pose; the stroke width the sketch; guidance either)."""
+        pose, sketch = self.pose.value is not None, self.sketch.value is not None
+        self.mask_radius.enabled = self.auto_mask_btn.enabled = pose
+        self.sketch_width.enabled = sketch
+        self.guidance.enabled = pose or sketch
 
     def _watch(self, layer):
         layer.events.name.connect(self._refresh)

@@ -102,6 +102,16 @@ def test_complex_image_is_refused(tiny_model):
         edit(np.zeros(SHAPE, complex), _mask(), model=tiny_model)
 
 
+def test_channels_first_image_is_told_to_put_them_last(tiny_model):
+    """A torch-style (3, H, W) image: the message says how to reorder it."""
+    chw = np.zeros((3, *SHAPE), np.float32)
+    with pytest.raises(ValueError, match=r"channels first\? pass them last: image.transpose\(1, 2, 0\)"):
+        edit(chw, _mask(), model=tiny_model)
+    with pytest.raises(ValueError, match="for a stack, pass the 2D slice") as e:
+        edit(np.zeros((5, *SHAPE)), _mask(), model=tiny_model)
+    assert "channels first" not in str(e.value)
+
+
 @pytest.mark.parametrize(
     "mask",
     [

@@ -49,10 +49,14 @@ def check_image(image) -> np.ndarray:
             "image[..., 0]; the CLI does this itself for a grey+alpha PNG and keeps its alpha)"
         )
     if not ok_shape:
-        raise ValueError(
-            f"image must be 2D greyscale (H, W) or colour (H, W, 3|4), got shape {image.shape}; "
-            "for a stack, pass the 2D slice you want to edit"
-        )
+        if image.ndim == 3 and image.shape[0] in (3, 4) and min(image.shape[1:]) > 4:
+            hint = (  # torch / PIL-to-tensor order
+                "channels first? pass them last: image.transpose(1, 2, 0) (numpy) or .permute(1, 2, 0) "
+                "(torch); for a stack of 3 or 4 slices, pass the 2D slice you want to edit"
+            )
+        else:
+            hint = "for a stack, pass the 2D slice you want to edit"
+        raise ValueError(f"image must be 2D greyscale (H, W) or colour (H, W, 3|4), got shape {image.shape}; {hint}")
     if not _real(image.dtype):
         raise ValueError(f"image must hold real numbers or bool, got dtype {image.dtype}")
     if min(image.shape[:2]) < 8:

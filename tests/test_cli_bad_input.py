@@ -274,6 +274,42 @@ def test_corrupt_image_error_has_no_plugin_advice(d, tiny_model_path, capsys):
     assert "corrupt" in err and "install" not in err.lower() and "plugin" not in err.lower()
 
 
+@pytest.mark.parametrize("during", ["edit", "write"])
+def test_ctrl_c_is_a_message_and_leaves_no_half_written_file(d, tiny_model_path, capsys, monkeypatch, during):
+    """Ctrl-C in folder mode, while the second image is edited or while its file is put in
+    place: exit status 130 and one line, no traceback; the first image's file is complete,
+    the second leaves nothing behind (no output, no partial file)."""
+    import napari_ilat.cli.edit as cli_edit
+    import napari_ilat.engine.editing as editing
+
+    (d / "imgs").mkdir()
+    (d / "masks").mkdir()
+    for name in ("a", "b", "c"):
+        (d / "imgs" / f"{name}.png").write_bytes((d / "img.png").read_bytes())
+        (d / "masks" / f"{name}.png").write_bytes((d / "mask.png").read_bytes())
+    real_edit, real_replace, calls = editing.edit_with_info, cli_edit.os.replace, []
+
+    def edit(*a, **k):
+        calls.append(1)
+        if during == "edit" and len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_edit(*a, **k)
+
+    def replace(src, dst):
+        if during == "write" and len(calls) == 2:
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(editing, "edit_with_info", edit)
+    monkeypatch.setattr(cli_edit.os, "replace", replace)
+    args = ["edit", str(d / "imgs"), "--mask", str(d / "masks"), "--model", str(tiny_model_path), "-q"]
+    assert main([*args, "--seed", "0", "-o", str(d / "out")]) == 130
+    err = capsys.readouterr().err
+    assert "napari-ilat edit: interrupted" in err and "Traceback" not in err
+    assert sorted(f.name for f in (d / "out").iterdir()) == ["a.png"]
+    assert read_image(d / "out" / "a.png").shape == (H, W, 3)
+
+
 def test_output_parent_is_a_file(d, tiny_model_path, capsys):
     (d / "afile").write_text("x")
     assert main(edit_args(d, tiny_model_path, out="afile/out.png")) == 2

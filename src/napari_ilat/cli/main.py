@@ -51,3 +51,7 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as e:  # user errors (and unwritable files): a message, not a traceback
         print(f"napari-ilat {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: the shell's status for it (128 + SIGINT), no traceback
+        # outputs are written beside and moved into place, so none is left half-written
+        print(f"\nnapari-ilat {args.command}: interrupted; files already written are complete", file=sys.stderr)
+        return 130

@@ -38,3 +38,21 @@ def test_relative_links_resolve(page):
         elif anchor and dest.suffix == ".md" and anchor not in heading_anchors(dest):
             broken.append(f"{target} (no such heading)")
     assert not broken, f"{page.name}: {broken}"
+
+
+def test_usage_synopsis_names_every_edit_option():
+    """docs/usage.md's `napari-ilat edit` synopsis keeps up with the parser."""
+    import argparse
+
+    from napari_ilat.cli.edit import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    text = (ROOT / "docs" / "usage.md").read_text()
+    synopsis = text[text.index("napari-ilat edit IMAGE") :].split("```")[0]
+
+    def named(option):  # as a whole word: "-o" is not inside "--top-k"
+        return re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", synopsis) is not None
+
+    actions = [a for a in parser._actions if a.option_strings and "--help" not in a.option_strings]
+    assert [a.option_strings for a in actions if not any(named(o) for o in a.option_strings)] == []

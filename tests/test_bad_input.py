@@ -192,6 +192,26 @@ def test_numpy_integers_are_fine_for_samples_seed_top_k(tiny_model):
     assert out.shape == (2, *SHAPE)
 
 
+def test_candidates_that_do_not_fit_in_memory_are_refused_before_any_work(tiny_model, monkeypatch):
+    """Each candidate is a full copy of the image: more than free memory is a ValueError up
+    front (not an out-of-memory kill that takes napari and unsaved work with it)."""
+    import napari_ilat.engine.editing as editing
+
+    img = _grey(0, 255, np.uint8, shape=(64, 64, 3))  # 12 KiB a copy
+    monkeypatch.setattr(editing, "free_memory", lambda: 40 * 1024)
+    monkeypatch.setattr(editing, "cached_model", lambda m: pytest.fail("work started"))
+    with pytest.raises(ValueError, match=r"4 candidates of this 64x64 image .* ask for fewer candidates"):
+        edit(img, _mask((64, 64)), model=tiny_model, samples=4)
+    monkeypatch.setattr(editing, "free_memory", lambda: 10 * 1024)
+    with pytest.raises(ValueError, match="the result, a copy of this 64x64 image, would need"):
+        edit(img, _mask((64, 64)), model=tiny_model)
+    monkeypatch.undo()
+    monkeypatch.setattr(editing, "free_memory", lambda: 60 * 1024)  # 4 copies fit in 80% of it
+    assert edit(img, _mask((64, 64)), model=tiny_model, samples=4, seed=0).shape == (4, 64, 64, 3)
+    monkeypatch.setattr(editing, "free_memory", lambda: None)  # unknown (not Linux): not checked
+    assert edit(img, _mask((64, 64)), model=tiny_model, samples=4, seed=0).shape == (4, 64, 64, 3)
+
+
 def test_candidate_k_equals_the_single_edit_with_seed_plus_k(tiny_model):
     rng = np.random.default_rng(0)
     img, mask = rng.random(SHAPE + (3,)), _mask()

@@ -310,6 +310,15 @@ def test_ctrl_c_is_a_message_and_leaves_no_half_written_file(d, tiny_model_path,
     assert read_image(d / "out" / "a.png").shape == (H, W, 3)
 
 
+def test_candidates_beyond_free_memory_are_a_message(d, tiny_model_path, capsys, monkeypatch):
+    import napari_ilat.engine.editing as editing
+
+    monkeypatch.setattr(editing, "free_memory", lambda: 2 * H * W * 3)
+    assert main(edit_args(d, tiny_model_path, "--samples", "4", "--seed", "0")) == 2
+    assert "4 candidates of this 40x48 image" in capsys.readouterr().err
+    assert not list(d.glob("out*"))
+
+
 def test_output_parent_is_a_file(d, tiny_model_path, capsys):
     (d / "afile").write_text("x")
     assert main(edit_args(d, tiny_model_path, out="afile/out.png")) == 2

@@ -112,6 +112,23 @@ def test_a_mask_over_the_whole_image_is_a_warning_notification(pose_viewer, erro
     assert any("covers the whole image" in m for m in errors["warning"])
 
 
+def test_candidates_beyond_free_memory_are_an_error_notification(pose_viewer, errors, monkeypatch):
+    """Candidates that would not fit in memory: a notification, nothing added, napari lives."""
+    import napari_ilat.engine.editing as editing
+
+    viewer, widget = pose_viewer
+    image = viewer.layers["pose scene"].data
+    monkeypatch.setattr(editing, "free_memory", lambda: 3 * image.nbytes)
+    widget.samples.value = 8
+    n = len(viewer.layers)
+    widget.generate()
+    assert len(viewer.layers) == n
+    assert any("8 candidates of this" in m and "ask for fewer candidates" in m for m in errors["error"])
+    widget.samples.value = 2  # fits: done
+    widget.generate()
+    assert len(viewer.layers) == n + 1
+
+
 def test_drawn_seed_is_the_one_shown_and_reproduces(pose_viewer, errors):
     viewer, widget = pose_viewer
     widget.seed.value = -1  # draw one

@@ -296,6 +296,36 @@ def check_options(
     )
 
 
+def free_memory() -> int | None:
+    """Bytes of memory the system can give now without swapping (Linux: ``MemAvailable``);
+    None where that cannot be read (then nothing is checked)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_output_fits(image: np.ndarray, samples: int) -> None:
+    """Refuse, before any work, an edit whose result cannot be held: each candidate is a full
+    copy of the image, and 16 candidates of a big image can need more memory than is free,
+    which on Linux gets the process killed (napari with it, and whatever was not saved)."""
+    need, free = samples * image.nbytes, free_memory()
+    if free is None or need <= 0.8 * free:
+        return
+    size = f"{image.shape[0]}x{image.shape[1]}"
+    gib = f"{need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB of memory free"
+    if samples > 1:
+        raise ValueError(
+            f"{samples} candidates of this {size} image (each a full copy of it) would need {gib}; "
+            "ask for fewer candidates"
+        )
+    raise ValueError(f"the result, a copy of this {size} image, would need {gib}; free memory, or edit a crop")
+
+
 def check_guidance(guidance: float, mode_def, conditioned: bool) -> float:
     """``guidance`` if the edit's engine can use it: ImageBART has no unconditional branch to
     guide against, so it accepts only 1 (off) with a condition. (A converted iLAT model has
@@ -458,6 +488,7 @@ def edit_with_info(
         raise ValueError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
     opts = check_options(samples, seed, temperature, top_k, top_p, greedy, feather, guidance)
     samples, feather = opts["samples"], opts["feather"]
+    check_output_fits(image, samples)
     pose = None if pose is None else check_pose(pose, image.shape)
     sketch = None if sketch is None else normalize_sketch(sketch, image.shape)
     intensity = _Intensity.of(image, mask, value_range)

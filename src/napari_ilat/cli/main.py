@@ -18,6 +18,7 @@ COMMANDS = {
     "edit": ("napari_ilat.cli.edit", "edit an image (or a folder) where a mask is painted"),
     "convert": ("napari_ilat.cli.convert", "convert published iLAT / taming-transformers weights"),
     "demo": ("napari_ilat.cli.demo", "open napari with the pose sample (headless: write PNGs)"),
+    "info": ("napari_ilat.cli.info", "versions, devices and the bundled models (checksums verified)"),
 }
 
 

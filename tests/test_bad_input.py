@@ -212,6 +212,31 @@ def test_candidates_that_do_not_fit_in_memory_are_refused_before_any_work(tiny_m
     assert edit(img, _mask((64, 64)), model=tiny_model, samples=4, seed=0).shape == (4, 64, 64, 3)
 
 
+def test_free_memory_reads_the_system_and_a_container_limit(tmp_path):
+    """MemAvailable, or less where a cgroup (v2 or v1) limit leaves less (its reclaimable
+    page cache counted as free); no limit, or nothing readable: the system's, or None."""
+    from napari_ilat.engine.editing import free_memory
+
+    proc, v2, v1 = tmp_path / "proc", tmp_path / "v2", tmp_path / "v1"
+    for d in (proc, v2, v1 / "memory"):
+        d.mkdir(parents=True)
+    (proc / "meminfo").write_text("MemTotal: 8000 kB\nMemAvailable:    4000 kB\n")
+    assert free_memory(proc, tmp_path / "none") == 4000 * 1024
+    (v2 / "memory.max").write_text("3000000\n")
+    (v2 / "memory.current").write_text("2000000\n")
+    (v2 / "memory.stat").write_text("anon 1500000\ninactive_file 500000\n")
+    assert free_memory(proc, v2) == 3000000 - 2000000 + 500000
+    (v2 / "memory.max").write_text("max\n")
+    assert free_memory(proc, v2) == 4000 * 1024
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("2500000\n")
+    (v1 / "memory" / "memory.usage_in_bytes").write_text("1000000\n")
+    (v1 / "memory" / "memory.stat").write_text("cache 10\ntotal_inactive_file 100000\n")
+    assert free_memory(proc, v1) == 2500000 - 1000000 + 100000
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "no limit"
+    assert free_memory(proc, v1) == 4000 * 1024
+    assert free_memory(tmp_path / "nothing", tmp_path / "nothing") is None
+
+
 def test_candidate_k_equals_the_single_edit_with_seed_plus_k(tiny_model):
     rng = np.random.default_rng(0)
     img, mask = rng.random(SHAPE + (3,)), _mask()

@@ -33,6 +33,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -296,17 +297,34 @@ def check_options(
     )
 
 
-def free_memory() -> int | None:
-    """Bytes of memory the system can give now without swapping (Linux: ``MemAvailable``);
-    None where that cannot be read (then nothing is checked)."""
+def free_memory(proc: str = "/proc", cgroup: str = "/sys/fs/cgroup") -> int | None:
+    """Bytes of memory this process can get now without swapping: the system's
+    ``MemAvailable``, or less where a container's memory limit (cgroup v2 or v1) leaves less;
+    None where neither can be read (not Linux: then nothing is checked)."""
+    free = []
     try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+        for line in Path(proc, "meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                free.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
         pass
-    return None
+    # (limit, usage, memory.stat key of reclaimable page cache) for cgroup v2, then v1
+    for limit_f, used_f, cache_key in (
+        ("memory.max", "memory.current", "inactive_file"),
+        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes", "total_inactive_file"),
+    ):
+        try:
+            limit = Path(cgroup, limit_f).read_text().strip()
+            if limit == "max" or int(limit) >= 2**60:  # no limit
+                break
+            used = int(Path(cgroup, used_f).read_text())
+            stat = Path(cgroup, Path(limit_f).parent, "memory.stat").read_text().split()
+            cache = int(stat[stat.index(cache_key) + 1]) if cache_key in stat else 0
+            free.append(max(int(limit) - used + cache, 0))
+            break
+        except (OSError, ValueError, IndexError):
+            continue
+    return min(free) if free else None
 
 
 def check_output_fits(image: np.ndarray, samples: int) -> None:

@@ -59,6 +59,34 @@ def test_recipe_runs_every_phase_and_exports_a_loadable_model(tmp_path):
 
 
 @pytest.mark.slow
+def test_recipe_on_a_folder_is_measured_on_its_own_held_out_images(tmp_path, capsys):
+    """A folder of the user's images: the evaluation is on the folder's held-out tenth (by
+    file name), not on our test photographs; with no held-out file it says so."""
+    from PIL import Image
+
+    from napari_ilat.train.data import ImageFolder
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(20):  # im19.png is the one whose name hashes into the held-out tenth
+        Image.fromarray((rng.random((48, 40 + i, 3)) * 255).astype(np.uint8)).save(folder / f"im{i}.png")
+    assert [f.name for f in ImageFolder(folder, "validation").files] == ["im19.png"]
+    assert ImageFolder(folder, "validation").held_out
+    rec = run_recipe(RecipeConfig(data=str(folder), minutes=0.1, **TINY), tmp_path / "r", device="cpu", quiet=False)
+    ev = rec["eval"]
+    assert ev["data"] == str(folder) and ev["split"] == "validation" and ev["held_out"] is True
+    assert load_model(tmp_path / "r" / "custom.json").cond == "sketch"
+    assert "evaluation ran on a training image" not in capsys.readouterr().out
+
+    (folder / "im19.png").unlink()  # no held-out file left: validation is a training image
+    assert not ImageFolder(folder, "validation").held_out
+    rec = run_recipe(RecipeConfig(data=str(folder), minutes=0.1, **TINY), tmp_path / "r2", device="cpu", quiet=False)
+    assert rec["eval"]["held_out"] is False
+    assert "the evaluation ran on a training image" in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_recipe_trains_imagebart_alike_on_the_same_first_stage(tmp_path):
     from napari_ilat.engine.imagebart import is_imagebart
 

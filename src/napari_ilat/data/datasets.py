@@ -27,7 +27,8 @@ DEFAULT_LENGTHS = {"train": 100_000, "validation": 1_000, "test": 1_000}
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 HxWx3 -> float32 3xHxW in [-1, 1]."""
-    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+    # a copy (torch.tensor): arrays read from PIL are read-only, which torch.from_numpy warns about
+    t = torch.tensor(image, dtype=torch.float32).permute(2, 0, 1)
     return t / 127.5 - 1.0
 
 

@@ -59,6 +59,9 @@ class ImageFolder:
         if not files:
             raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {root}")
         is_val = [zlib.crc32(p.name.encode()) % 10 == 0 for p in files]
+        #: whether validation images are kept out of training (False: no file name hashed into
+        #: the validation tenth, so validation falls back on the last image, a training one)
+        self.held_out = any(is_val) and not all(is_val)
         if split == "train":
             chosen = [p for p, v in zip(files, is_val) if not v]
         else:

@@ -203,6 +203,29 @@ def test_images_folder_source(tmp_path):
     assert rec["step"] == 1
 
 
+def test_images_folder_reads_16_bit_and_float_images_by_their_range(tmp_path):
+    """Microscopy-style files: 12-bit data in 16-bit TIFF / PNG and a float TIFF train as
+    what they show (scaled from their own min..max), not clipped to white by PIL."""
+    import tifffile
+    from PIL import Image
+
+    from napari_ilat.train.data import ImageFolder
+
+    rng = np.random.default_rng(0)
+    data = {"a16.tif": (rng.random((30, 40)) * 4000 + 500).astype(np.uint16)}
+    data["b16.png"] = data["a16.tif"][::-1].copy()
+    data["cf.tif"] = rng.random((30, 40)).astype(np.float32) * 7 - 2
+    tifffile.imwrite(tmp_path / "a16.tif", data["a16.tif"])
+    Image.fromarray(data["b16.png"]).save(tmp_path / "b16.png")
+    tifffile.imwrite(tmp_path / "cf.tif", data["cf.tif"])
+    folder = ImageFolder(tmp_path, "train")
+    for i, f in enumerate(folder.files):
+        rgb = folder.image(i)
+        assert rgb.dtype == np.uint8 and rgb.shape == (30, 40, 3), f.name
+        assert rgb.min() == 0 and rgb.max() == 255, f.name  # the whole range, not clipped white
+        assert np.corrcoef(rgb[..., 0].ravel(), data[f.name].ravel())[0, 1] > 0.999, f.name
+
+
 @pytest.mark.slow  # the module's stage1_run fixture trains a VQGAN
 def test_export_two_files_half_precision_and_checks(stage1_run, tmp_path):
     vq_dir, _ = stage1_run

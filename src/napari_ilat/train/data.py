@@ -45,6 +45,18 @@ def _seed(split: str, index: int) -> int:
 # --------------------------------------------------------------------------- user images
 
 
+def _rgb8(im) -> np.ndarray:
+    """uint8 RGB pixels of a PIL image. 16-bit and float images (microscopy, scientific
+    cameras; PIL modes I;16, I, F) are scaled from their own min..max, as ``edit()`` reads
+    such an image: PIL's own conversion clips them at 255, which made them white."""
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+        a = np.round((np.nan_to_num(a, nan=lo) - lo) * (255.0 / max(hi - lo, 1e-12)))
+        return np.repeat(a.astype(np.uint8)[..., None], 3, axis=2)
+    return np.asarray(im.convert("RGB"))
+
+
 class ImageFolder:
     """The user's own images (PNG/JPEG/TIFF, any size, grey/RGB/RGBA), split 90/10 by a
     hash of the file name so the validation images are stable when files are added."""
@@ -75,7 +87,7 @@ class ImageFolder:
         i = i % len(self.files)
         if i not in self._cache:
             with Image.open(self.files[i]) as im:
-                self._cache[i] = np.asarray(im.convert("RGB"))
+                self._cache[i] = _rgb8(im)
             if len(self._cache) > 256:  # bounded memory for big folders
                 self._cache.pop(next(iter(self._cache)))
         return self._cache[i]

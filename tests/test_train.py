@@ -226,6 +226,35 @@ def test_images_folder_reads_16_bit_and_float_images_by_their_range(tmp_path):
         assert np.corrcoef(rgb[..., 0].ravel(), data[f.name].ravel())[0, 1] > 0.999, f.name
 
 
+def test_images_folder_takes_every_page_of_a_stack_and_skips_unreadable_files(tmp_path):
+    import tifffile
+    from PIL import Image
+
+    from napari_ilat.train.data import ImageFolder
+
+    stack = np.stack([np.full((20, 24), v, np.uint16) for v in (100, 900, 4000)])
+    stack[:, :, :5] = 0  # each page spans 0..its value
+    tifffile.imwrite(tmp_path / "zstack.tif", stack, photometric="minisblack")  # 3 pages (z-slices)
+    Image.fromarray(np.zeros((20, 24, 3), np.uint8)).save(tmp_path / "flat.png")
+    (tmp_path / "notes.png").write_bytes(b"not an image")
+    with pytest.warns(UserWarning, match=r"1 files under .* cannot be read and are left out: notes.png"):
+        folder = ImageFolder(tmp_path, "train")
+    assert [(p.name, k) for p, k in folder.items] == [
+        ("flat.png", 0),
+        ("zstack.tif", 0),
+        ("zstack.tif", 1),
+        ("zstack.tif", 2),
+    ]
+    assert [f.name for f in folder.files] == ["flat.png", "zstack.tif"]
+    for i in (1, 2, 3):  # every page read, each scaled by its own range
+        page = folder.image(i)
+        assert page.shape == (20, 24, 3) and page[0, 0, 0] == 0 and page[0, -1, 0] == 255
+    for f in ("flat.png", "zstack.tif"):
+        (tmp_path / f).unlink()
+    with pytest.raises(ValueError, match="no readable images"), pytest.warns(UserWarning):
+        ImageFolder(tmp_path, "train")
+
+
 @pytest.mark.slow  # the module's stage1_run fixture trains a VQGAN
 def test_export_two_files_half_precision_and_checks(stage1_run, tmp_path):
     vq_dir, _ = stage1_run

@@ -57,11 +57,22 @@ def _rgb8(im) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
+def _pages(path: Path) -> int:
+    """How many images a file holds: a multi-page TIFF (a z-stack, a time series) one a page."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return int(getattr(im, "n_frames", 1)) if path.suffix.lower() in (".tif", ".tiff") else 1
+
+
 class ImageFolder:
-    """The user's own images (PNG/JPEG/TIFF, any size, grey/RGB/RGBA), split 90/10 by a
-    hash of the file name so the validation images are stable when files are added."""
+    """The user's own images (PNG/JPEG/TIFF, any size, grey/RGB/RGBA, 8/16-bit or float;
+    every page of a multi-page TIFF), split 90/10 by a hash of the file name so the
+    validation images are stable when files are added (a stack's pages stay together).
+    Files that cannot be opened are left out with a warning."""
 
     def __init__(self, root, split: str = "train"):
+        import warnings
         import zlib
 
         root = Path(root)
@@ -78,16 +89,34 @@ class ImageFolder:
             chosen = [p for p, v in zip(files, is_val) if not v]
         else:
             chosen = [p for p, v in zip(files, is_val) if v] or files[-1:]
-        self.files = chosen or files
+        self.files, self.items, bad = [], [], []
+        for path in chosen or files:
+            try:
+                n = _pages(path)
+            except (OSError, ValueError) as e:  # not an image, or one PIL cannot read
+                bad.append(f"{path.name} ({type(e).__name__}: {e})")
+                continue
+            self.files.append(path)
+            self.items += [(path, page) for page in range(n)]  # (file, page)
+        if bad:
+            listed = "; ".join(bad[:5]) + ("; ..." if len(bad) > 5 else "")
+            warnings.warn(f"{len(bad)} files under {root} cannot be read and are left out: {listed}", stacklevel=2)
+        if not self.items:
+            raise ValueError(f"no readable images found under {root} ({split} split)")
         self._cache: dict[int, np.ndarray] = {}
 
     def image(self, i: int) -> np.ndarray:
         from PIL import Image
 
-        i = i % len(self.files)
+        i = i % len(self.items)
         if i not in self._cache:
-            with Image.open(self.files[i]) as im:
-                self._cache[i] = _rgb8(im)
+            path, page = self.items[i]
+            try:
+                with Image.open(path) as im:
+                    im.seek(page)
+                    self._cache[i] = _rgb8(im)
+            except (OSError, ValueError) as e:  # truncated or corrupt past its header
+                raise ValueError(f"cannot read {path} (page {page}): {e}; remove or replace it") from e
             if len(self._cache) > 256:  # bounded memory for big folders
                 self._cache.pop(next(iter(self._cache)))
         return self._cache[i]

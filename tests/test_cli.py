@@ -231,3 +231,20 @@ def test_info_reports_versions_and_verifies_the_bundled_models(tmp_path, capsys,
     assert main(["info"]) == 1
     out = capsys.readouterr().out
     assert "model pose: DOES NOT LOAD" in out and "checksum" in out
+
+
+def test_folder_mode_with_a_pose_folder_uses_the_bundled_pose_model(tmp_path, monkeypatch, capsys):
+    """`edit images --mask masks --pose pose -o out` where ./pose is the keypoint folder: the
+    default model 'pose' is still the bundled one (the folder shadowed it: 'pose.json not found')."""
+    from napari_ilat.cli.edit import read_metadata
+    from napari_ilat.plugin.sample_data import pose_sample_pair
+
+    monkeypatch.chdir(tmp_path)
+    for d in ("images", "masks", "pose"):
+        (tmp_path / d).mkdir()
+    p = pose_sample_pair()
+    skimage.io.imsave("images/a.png", p.source, check_contrast=False)
+    skimage.io.imsave("masks/a.png", (p.mask * 255).astype(np.uint8), check_contrast=False)
+    (tmp_path / "pose" / "a.json").write_text(json.dumps({"keypoints": p.target_pose.tolist()}))
+    assert main(["edit", "images", "--mask", "masks", "--pose", "pose", "-o", "out", "--seed", "0", "-q"]) == 0
+    assert read_metadata(tmp_path / "out" / "a.png")["model"] == "pose"

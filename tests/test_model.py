@@ -138,6 +138,24 @@ def test_a_bundled_name_is_not_shadowed_by_a_json_in_the_working_directory(tmp_p
     assert model_json_path("mine") == Path("mine.json")  # not bundled: the local file
 
 
+def test_a_folder_given_as_a_model_names_the_model_files_in_it(saved, tmp_path, monkeypatch):
+    """A `train recipe --out` folder passed as the model: the message names its model JSON
+    (not the run's other JSON records); a folder named like a bundled model does not shadow it."""
+    from napari_ilat.engine.model import model_json_path
+
+    _, path = saved  # tmp_path/tiny.json + weights
+    (tmp_path / "recipe.json").write_text('{"phases": {}}')  # a run record, no model
+    with pytest.raises(FileNotFoundError, match=rf"is a folder, not a model; pass {path}$"):
+        load_model(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="it holds no model NAME.json"):
+        load_model(tmp_path / "empty")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pose").mkdir()  # e.g. a folder of keypoint files beside the images
+    assert load_model("pose").cond == "pose"
+    assert model_json_path("pose").parent.name == "weights"
+
+
 def test_the_bundled_imagebart_model_shares_the_natural_first_stage():
     """mode imagebart with no model given uses the bundled ImageBART model, trained on the
     bundled natural model's first stage and loading that very file (not a copy: the wheel

@@ -214,15 +214,31 @@ def bundled_models() -> list[str]:
     return sorted(p.stem for p in WEIGHTS_DIR.glob("*.json"))
 
 
+def _is_model_json(path: Path) -> bool:
+    """Whether ``path`` is a napari-ilat model config (not a run record or a pose file)."""
+    try:
+        return json.loads(path.read_text()).get("format") == "napari-ilat"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def model_json_path(name_or_path) -> Path:
     """The NAME.json of a bundled model name or a saved model's path (error if there is none).
 
     A path with a suffix, or one that exists as given, is a file; otherwise a bundled model's
-    name wins over a NAME.json in the working directory (a folder of edits often holds a
-    ``pose.json`` of keypoints, which is no model), and only then is NAME.json looked for."""
+    name wins over a NAME.json, a file or a folder of that name in the working directory (a
+    folder of edits often holds a ``pose.json`` of keypoints, or a ``pose/`` folder of them,
+    which are no model), and only then is NAME.json looked for. A folder that is not a
+    bundled name is an error that names the model JSON files in it."""
     p = Path(name_or_path)
     bundled = p.name == str(name_or_path) and (WEIGHTS_DIR / f"{p.name}.json").exists()
-    if p.suffix in (".json", ".safetensors") or p.exists() or (not bundled and p.with_suffix(".json").exists()):
+    if p.is_dir() and not bundled:  # e.g. a `train recipe --out` folder: name its model file(s)
+        models = sorted(q.name for q in p.glob("*.json") if _is_model_json(q))
+        hint = f"pass {' or '.join(str(p / m) for m in models)}" if models else "it holds no model NAME.json"
+        raise FileNotFoundError(f"{p} is a folder, not a model; {hint}")
+    # a bare bundled name is the bundled model even where a file or folder of that name lies
+    # here (folder mode's `--pose pose/`: the default model is 'pose')
+    if p.suffix in (".json", ".safetensors") or (not bundled and (p.exists() or p.with_suffix(".json").exists())):
         p = p.with_suffix(".json") if p.suffix != ".json" else p
         if not p.exists():
             raise FileNotFoundError(f"model config {p} not found (expected NAME.json next to NAME.safetensors)")

@@ -319,6 +319,19 @@ def test_candidates_beyond_free_memory_are_a_message(d, tiny_model_path, capsys,
     assert not list(d.glob("out*"))
 
 
+def test_folder_mode_says_that_subfolders_are_not_edited(d, tiny_model_path, capsys):
+    (d / "imgs" / "day2").mkdir(parents=True)
+    (d / "masks").mkdir()
+    for sub in ("", "day2/"):
+        (d / "imgs" / f"{sub}a.png").write_bytes((d / "img.png").read_bytes())
+    (d / "masks" / "a.png").write_bytes((d / "mask.png").read_bytes())
+    args = ["edit", str(d / "imgs"), "--mask", str(d / "masks"), "--model", str(tiny_model_path), "-q"]
+    assert main([*args, "--seed", "0", "-o", str(d / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "the images in subfolders of" in err and "are not edited: day2/ (1)" in err
+    assert [f.name for f in (d / "out").iterdir()] == ["a.png"]
+
+
 def test_output_parent_is_a_file(d, tiny_model_path, capsys):
     (d / "afile").write_text("x")
     assert main(edit_args(d, tiny_model_path, out="afile/out.png")) == 2

@@ -544,6 +544,20 @@ def _jobs(args) -> list[Job]:
     return jobs
 
 
+def subfolder_note(folder: Path) -> str | None:
+    """A line saying that images in subfolders of ``folder`` are not edited (folder mode
+    takes the top level only), or None when it has none."""
+    nested = {}
+    for sub in sorted(d for d in folder.iterdir() if d.is_dir()):
+        n = sum(1 for p in sub.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if n:
+            nested[sub.name] = n
+    if not nested:
+        return None
+    listed = ", ".join(f"{name}/ ({n})" for name, n in list(nested.items())[:5]) + (", ..." if len(nested) > 5 else "")
+    return f"note: the images in subfolders of {folder}/ are not edited: {listed}; run once per folder"
+
+
 def output_paths(out: Path, samples: int) -> list[Path]:
     if samples == 1:
         return [out]
@@ -580,6 +594,9 @@ def run(args) -> int:
     jobs = _jobs(args)
     if not args.overwrite:
         _check_no_input_is_overwritten(jobs, args.samples)
+    nested = subfolder_note(Path(args.image)) if Path(args.image).is_dir() else None
+    if nested:
+        print(f"napari-ilat edit: {nested}", file=sys.stderr, flush=True)
     top_k = args.top_k or None  # 0: the whole distribution
     model = args.model
     if model is not None and (Path(model).suffix == ".json" or Path(model).exists()):

@@ -217,6 +217,28 @@ def test_controls_follow_the_chosen_pose_and_sketch(pose_viewer):
     assert widget.sketch.value is None and not widget.sketch_width.enabled
 
 
+def test_the_mask_follows_the_image_to_a_labels_layer_of_its_size(make_napari_viewer, errors):
+    """A second image opened with its own mask (or an image chosen by hand): the mask picker
+    moves to a Labels layer of the image's size instead of keeping one that cannot fit."""
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-ilat", "photo")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-ilat", "iLAT editor")
+    photo, photo_mask = viewer.layers["chelsea"], viewer.layers["suggested mask"]
+    assert widget.image.value is photo and widget.mask.value is photo_mask
+    viewer.open_sample("napari-ilat", "pose")
+    scene = viewer.layers["pose scene"]
+    assert widget.image.value is scene
+    assert widget.mask.value is not photo_mask and widget.mask.value.data.shape == scene.data.shape[:2]
+    widget.image.value = photo  # chosen by hand: back to the photo's own mask
+    assert widget.mask.value is photo_mask
+    extra = viewer.add_labels(np.zeros(photo.data.shape[:2], np.uint8), name="my mask")
+    viewer.layers.move(viewer.layers.index(extra), 0)  # not the top-most
+    widget.mask.value = extra  # a fitting mask the user chose is kept when layers come and go
+    viewer.add_points([[5, 5]], name="a point")
+    assert widget.image.value is photo and widget.mask.value is extra
+    assert errors["error"] == []
+
+
 def test_cancel_stops_and_adds_nothing(make_napari_viewer, qtbot, tiny_pose_model, monkeypatch, errors):
     import time
 

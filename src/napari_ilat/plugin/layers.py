@@ -108,6 +108,15 @@ def _layer_shape(layer) -> tuple[int, ...]:
     return tuple(data.shape)
 
 
+def plane_shape(layer) -> tuple[int, int]:
+    """(rows, cols) of the 2D plane a layer's data is edited in: its last two spatial axes
+    (an RGB(A) image's colour axis left out; level 0 of multiscale data)."""
+    shape = _layer_shape(layer)
+    if getattr(layer, "rgb", False):
+        shape = shape[:-1]
+    return tuple(int(n) for n in shape[-2:])
+
+
 def _slice_data(layer, index: tuple[int, ...]) -> np.ndarray:
     data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
     return np.asarray(data[index] if index else data)

@@ -307,6 +307,7 @@ class ILATWidget(Container):
         self.generate_btn.changed.connect(self.generate)
         self.cancel_btn.changed.connect(self.cancel)
         self.auto_mask_btn.changed.connect(self.auto_mask)
+        self.image.changed.connect(self._match_mask_to_image)
         for picker in (self.pose, self.sketch):  # Qt's signal: magicgui's `changed` skips "none"
             picker.native.currentIndexChanged.connect(self._enable_for_conditions)
         self._timer = QTimer()
@@ -409,6 +410,21 @@ class ILATWidget(Container):
         ]
         if layer is not None and img:
             self.image.value = img[0]  # a newly opened image, not one of our results
+        self._match_mask_to_image()
+
+    def _match_mask_to_image(self, event=None):
+        """Keep a mask that fits the chosen image; else pick the top-most Labels layer of the
+        image's size (a second image opened with its own mask, or an image chosen by hand)."""
+        image, mask = self.image.value, self.mask.value
+        if image is None:
+            return
+        size = _layers.plane_shape(image)
+        if mask is not None and _layers.plane_shape(mask) == size:
+            return
+        for lay in list(self.viewer.layers)[::-1]:
+            if isinstance(lay, Labels) and _layers.plane_shape(lay) == size:
+                self.mask.value = lay
+                return
 
     @staticmethod
     def _looks_like_pose(layer) -> bool:

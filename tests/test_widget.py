@@ -239,6 +239,22 @@ def test_the_mask_follows_the_image_to_a_labels_layer_of_its_size(make_napari_vi
     assert errors["error"] == []
 
 
+def test_a_newly_opened_image_does_not_inherit_another_images_pose(pose_viewer, errors):
+    """Opening a photo after the pose sample: its edit must not be steered by the pose
+    scene's keypoints (it was, silently, with the pose model); a pose opened with an image
+    is picked."""
+    viewer, widget = pose_viewer
+    widget.model.value = "auto"
+    strokes = viewer.add_shapes([[[10, 10], [40, 50]]], shape_type="path", name="strokes")
+    widget.sketch.value = strokes
+    viewer.open_sample("napari-ilat", "photo")
+    assert widget.image.value.name == "chelsea" and widget.pose.value is None and widget.sketch.value is None
+    widget.generate()
+    assert errors["error"] == [] and widget.last_result.metadata["napari_ilat"]["model"] == "natural"
+    viewer.open_sample("napari-ilat", "pose")  # an image with its pose: picked again
+    assert widget.image.value.name.startswith("pose scene") and widget.pose.value is viewer.layers[-1]
+
+
 def test_cancel_stops_and_adds_nothing(make_napari_viewer, qtbot, tiny_pose_model, monkeypatch, errors):
     import time
 

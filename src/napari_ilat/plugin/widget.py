@@ -410,6 +410,9 @@ class ILATWidget(Container):
         ]
         if layer is not None and img:
             self.image.value = img[0]  # a newly opened image, not one of our results
+            # a pose or sketch drawn for another image would steer this one's edit: none, until
+            # one comes with it (the pose sample inserts its keypoints after its image)
+            self.pose.value = self.sketch.value = None
         self._match_mask_to_image()
 
     def _match_mask_to_image(self, event=None):

@@ -255,6 +255,27 @@ def test_a_newly_opened_image_does_not_inherit_another_images_pose(pose_viewer, 
     assert widget.image.value.name.startswith("pose scene") and widget.pose.value is viewer.layers[-1]
 
 
+def test_strokes_drawn_but_not_chosen_as_the_sketch_get_a_hint(make_napari_viewer, errors):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-ilat", "photo")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-ilat", "iLAT editor")
+    widget.synchronous = True
+    widget.seed.value = 0
+    ys, xs = np.nonzero(viewer.layers["suggested mask"].data)
+    far = viewer.add_shapes([[[5, 5], [5, 40]]], shape_type="path", name="far away")
+    widget.generate()
+    assert not any("strokes in the mask" in m for m in errors["info"])  # none in the mask: no hint
+    across = [[ys.min(), xs.min()], [ys.max(), xs.max()]]
+    strokes = viewer.add_shapes([across], shape_type="line", name="my strokes")
+    widget.generate()
+    assert any("'my strokes' has strokes in the mask but sketch is 'none'" in m for m in errors["info"])
+    errors["info"].clear()
+    widget.sketch.value = strokes  # chosen: used, no hint
+    widget.generate()
+    assert not any("strokes in the mask" in m for m in errors["info"]) and errors["error"] == []
+    assert far.data and strokes.data
+
+
 def test_cancel_stops_and_adds_nothing(make_napari_viewer, qtbot, tiny_pose_model, monkeypatch, errors):
     import time
 

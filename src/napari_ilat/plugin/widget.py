@@ -526,7 +526,7 @@ class ILATWidget(Container):
             self.status.value = f"error: {e}"  # not the previous run's "done in ..."
             show_error(f"napari-ilat: {e}")
             return
-        for note in inputs.notes:
+        for note in inputs.notes + self._unused_strokes(inputs):
             show_info(f"napari-ilat: {note}")
         self._pending = dict(
             inputs=inputs, params=params, source=image, pose_layer=self.pose.value, mask_name=self.mask.value.name
@@ -546,6 +546,25 @@ class ILATWidget(Container):
         self._worker = worker
         self._timer.start()
         worker.start()
+
+    def _unused_strokes(self, inputs) -> list[str]:
+        """A hint when no sketch is chosen but a Shapes layer has strokes in the mask (drawn to
+        guide the edit, most likely; the pose sample's skeleton does not count)."""
+        if self.sketch.value is not None or self.pose.value is not None:
+            return []
+        point = _layers.world_point(self.viewer)
+        for lay in list(self.viewer.layers)[::-1]:
+            if not isinstance(lay, Shapes) or not len(lay.data):
+                continue
+            if (lay.metadata or {}).get("napari_ilat", {}).get("kind") == "skeleton":
+                continue
+            strokes = _layers.shapes_to_sketch(lay, inputs.mask.shape, 1.0, self.image.value, point)
+            if (strokes[inputs.mask] > 0).any():
+                return [
+                    f"the Shapes layer {lay.name!r} has strokes in the mask but sketch is 'none': choose it as "
+                    "the sketch to guide the edit with them"
+                ]
+        return []
 
     def cancel(self, event=None) -> None:
         """Stop the running edit after the current token; nothing is added."""

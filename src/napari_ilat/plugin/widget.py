@@ -375,6 +375,7 @@ class ILATWidget(Container):
 
     def _refresh(self, event=None):
         self.reset_choices()
+        self._match_mask_to_image()
         self._enable_for_conditions()
 
     def _enable_for_conditions(self, event=None):

@@ -550,7 +550,8 @@ class ILATWidget(Container):
 
     def _unused_strokes(self, inputs) -> list[str]:
         """A hint when no sketch is chosen but a Shapes layer has strokes in the mask (drawn to
-        guide the edit, most likely; the pose sample's skeleton does not count)."""
+        guide the edit, most likely; the pose sample's skeleton does not count). No such hint
+        for poses: a pose layer left from another image looks the same as one for this image."""
         if self.sketch.value is not None or self.pose.value is not None:
             return []
         point = _layers.world_point(self.viewer)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -380,6 +381,26 @@ def test_errors_are_notifications(make_napari_viewer, tiny_model, errors):
     assert "not pose-conditioned" in errors["error"][-1]
     assert len(viewer.layers) == n + 1  # only the points layer we added
     assert not widget.running
+
+
+def test_load_file_refuses_a_json_that_is_not_a_model(make_napari_viewer, tiny_model_path, errors, monkeypatch):
+    """*load file...* on a run's recipe.json (beside the model's JSON in a `train recipe`
+    folder): an error notification at once and the previous model kept; a model JSON loads."""
+    from qtpy.QtWidgets import QFileDialog
+
+    from napari_ilat.plugin.widget import LOAD_FILE, ILATWidget
+
+    viewer = make_napari_viewer()
+    widget = ILATWidget(viewer, synchronous=True)
+    before = widget.model.value
+    record = Path(tiny_model_path).parent / "recipe.json"
+    record.write_text('{"phases": {}}')
+    picked = iter([(str(record), ""), (str(tiny_model_path), "")])
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: next(picked)))
+    widget.model.value = LOAD_FILE
+    assert "recipe.json is not a napari-ilat model" in errors["error"][-1] and widget.model.value == before
+    widget.model.value = LOAD_FILE
+    assert widget.model.value == str(tiny_model_path) and len(errors["error"]) == 1
 
 
 def test_stack_edits_displayed_slice(make_napari_viewer, tiny_model, errors):

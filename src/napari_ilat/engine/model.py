@@ -214,7 +214,7 @@ def bundled_models() -> list[str]:
     return sorted(p.stem for p in WEIGHTS_DIR.glob("*.json"))
 
 
-def _is_model_json(path: Path) -> bool:
+def is_model_json(path: Path) -> bool:
     """Whether ``path`` is a napari-ilat model config (not a run record or a pose file)."""
     try:
         return json.loads(path.read_text()).get("format") == "napari-ilat"
@@ -233,7 +233,7 @@ def model_json_path(name_or_path) -> Path:
     p = Path(name_or_path)
     bundled = p.name == str(name_or_path) and (WEIGHTS_DIR / f"{p.name}.json").exists()
     if p.is_dir() and not bundled:  # e.g. a `train recipe --out` folder: name its model file(s)
-        models = sorted(q.name for q in p.glob("*.json") if _is_model_json(q))
+        models = sorted(q.name for q in p.glob("*.json") if is_model_json(q))
         hint = f"pass {' or '.join(str(p / m) for m in models)}" if models else "it holds no model NAME.json"
         raise FileNotFoundError(f"{p} is a folder, not a model; {hint}")
     # a bare bundled name is the bundled model even where a file or folder of that name lies

@@ -460,6 +460,11 @@ class ILATWidget(Container):
         path, _ = QFileDialog.getOpenFileName(
             self.native, "Load an iLAT model", str(Path.home()), "napari-ilat model (*.json)"
         )
+        from napari_ilat.engine.model import is_model_json
+
+        if path and not is_model_json(Path(path)):  # e.g. a run's recipe.json or eval.json
+            show_error(f"napari-ilat: {Path(path).name} is not a napari-ilat model (a model's NAME.json)")
+            path = ""
         if path:
             self.add_model(path)
             from napari_ilat.engine.convert import model_notice

@@ -254,6 +254,9 @@ def test_a_newly_opened_image_does_not_inherit_another_images_pose(pose_viewer, 
     assert errors["error"] == [] and widget.last_result.metadata["napari_ilat"]["model"] == "natural"
     viewer.open_sample("napari-ilat", "pose")  # an image with its pose: picked again
     assert widget.image.value.name.startswith("pose scene") and widget.pose.value is viewer.layers[-1]
+    pose = widget.pose.value
+    copy = viewer.add_image(widget.image.value.data.copy(), name="same size")  # e.g. a duplicate
+    assert widget.image.value is copy and widget.pose.value is pose  # same size: the pose stays
 
 
 def test_strokes_drawn_but_not_chosen_as_the_sketch_get_a_hint(make_napari_viewer, errors):

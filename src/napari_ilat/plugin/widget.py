@@ -410,10 +410,13 @@ class ILATWidget(Container):
             if isinstance(lay, Image) and "source" not in (lay.metadata or {}).get("napari_ilat", {})
         ]
         if layer is not None and img:
+            before = self.image.value
             self.image.value = img[0]  # a newly opened image, not one of our results
-            # a pose or sketch drawn for another image would steer this one's edit: none, until
-            # one comes with it (the pose sample inserts its keypoints after its image)
-            self.pose.value = self.sketch.value = None
+            if before is None or _layers.plane_shape(before) != _layers.plane_shape(img[0]):
+                # a pose or sketch drawn for an image of another size would steer this one's
+                # edit: none, until one comes with it (the pose sample inserts its keypoints
+                # after its image); a same-size image (a duplicate, another frame) keeps them
+                self.pose.value = self.sketch.value = None
         self._match_mask_to_image()
 
     def _match_mask_to_image(self, event=None):

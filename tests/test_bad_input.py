@@ -212,28 +212,45 @@ def test_candidates_that_do_not_fit_in_memory_are_refused_before_any_work(tiny_m
     assert edit(img, _mask((64, 64)), model=tiny_model, samples=4, seed=0).shape == (4, 64, 64, 3)
 
 
-def test_free_memory_reads_the_system_and_a_container_limit(tmp_path):
-    """MemAvailable, or less where a cgroup (v2 or v1) limit leaves less (its reclaimable
-    page cache counted as free); no limit, or nothing readable: the system's, or None."""
+def _files(root, files: dict):
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def test_free_memory_reads_the_system_and_the_cgroup_limit(tmp_path):
+    """MemAvailable, or less where the process's cgroup limit (v2 or v1; a container's at the
+    mount's root, a batch job's down its path, the tightest level) leaves less, its
+    reclaimable page cache counted as free; no limit, or nothing readable: the system's, or None."""
     from napari_ilat.engine.editing import free_memory
 
-    proc, v2, v1 = tmp_path / "proc", tmp_path / "v2", tmp_path / "v1"
-    for d in (proc, v2, v1 / "memory"):
-        d.mkdir(parents=True)
-    (proc / "meminfo").write_text("MemTotal: 8000 kB\nMemAvailable:    4000 kB\n")
-    assert free_memory(proc, tmp_path / "none") == 4000 * 1024
-    (v2 / "memory.max").write_text("3000000\n")
-    (v2 / "memory.current").write_text("2000000\n")
-    (v2 / "memory.stat").write_text("anon 1500000\ninactive_file 500000\n")
-    assert free_memory(proc, v2) == 3000000 - 2000000 + 500000
-    (v2 / "memory.max").write_text("max\n")
-    assert free_memory(proc, v2) == 4000 * 1024
-    (v1 / "memory" / "memory.limit_in_bytes").write_text("2500000\n")
-    (v1 / "memory" / "memory.usage_in_bytes").write_text("1000000\n")
-    (v1 / "memory" / "memory.stat").write_text("cache 10\ntotal_inactive_file 100000\n")
-    assert free_memory(proc, v1) == 2500000 - 1000000 + 100000
-    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "no limit"
-    assert free_memory(proc, v1) == 4000 * 1024
+    meminfo = {"meminfo": "MemTotal: 8000 kB\nMemAvailable:    4000 kB\n"}
+    system = 4000 * 1024
+
+    def case(name, self_cgroup, tree):
+        proc = _files(tmp_path / name / "proc", {**meminfo, "self/cgroup": self_cgroup})
+        return free_memory(proc, _files(tmp_path / name / "cg", tree))
+
+    v2 = {"memory.max": "3000000\n", "memory.current": "2000000\n", "memory.stat": "anon 1\ninactive_file 500000\n"}
+    assert case("v2-container", "0::/\n", v2) == 3000000 - 2000000 + 500000
+    job = {f"slurm/job_1/{k}": v for k, v in v2.items()} | {"slurm/memory.max": "max\n", "cgroup.procs": ""}
+    assert case("v2-job", "0::/slurm/job_1\n", job) == 1500000
+    tighter = job | {"slurm/memory.max": "2500000\n", "slurm/memory.current": "2000000\n", "slurm/memory.stat": ""}
+    assert case("v2-parent", "0::/slurm/job_1\n", tighter) == 500000
+    assert case("v2-unlimited", "0::/\n", {**v2, "memory.max": "max\n"}) == system
+    v1 = {
+        "memory.limit_in_bytes": "9223372036854771712\n",
+        "memory.usage_in_bytes": "1000000\n",
+        "memory.stat": "cache 10\nhierarchical_memory_limit 2500000\ntotal_inactive_file 100000\n",
+    }
+    v1_job = {f"memory/slurm/job_7/{k}": v for k, v in v1.items()}
+    assert case("v1-job", "9:memory:/slurm/job_7\n", v1_job) == 2500000 - 1000000 + 100000
+    v1_root = {f"memory/{k}": v for k, v in v1.items()}  # a container: its own cgroup at the root
+    assert case("v1-container", "9:memory:/docker/abc\n", v1_root) == 1600000
+    unlimited = {**v1_root, "memory/memory.stat": "hierarchical_memory_limit 9223372036854771712\n"}
+    assert case("v1-unlimited", "9:memory:/\n", unlimited) == system
     assert free_memory(tmp_path / "nothing", tmp_path / "nothing") is None
 
 

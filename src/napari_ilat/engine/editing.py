@@ -297,10 +297,64 @@ def check_options(
     )
 
 
+def _stat(folder: Path) -> dict[str, int]:
+    """A cgroup's memory.stat as {key: value}."""
+    words = Path(folder, "memory.stat").read_text().split()
+    return {k: int(v) for k, v in zip(words[::2], words[1::2])}
+
+
+def _cgroup_free(proc: str, cgroup: str) -> int | None:
+    """Memory left under this process's cgroup limit (limit - usage + reclaimable page cache),
+    the tightest over its cgroup and the ones above it; None where there is no limit.
+
+    cgroup v2: the ``0::PATH`` line of /proc/self/cgroup, ``memory.max`` at each level; v1: the
+    ``memory`` controller's path and its ``hierarchical_memory_limit``. A container sees its
+    own cgroup at the mount's root, whatever the path says (then the root is read); a batch
+    job (SLURM, systemd) has its limit down the path."""
+    try:
+        lines = Path(proc, "self", "cgroup").read_text().splitlines()
+    except OSError:
+        lines = []
+    paths = {}
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "":
+            paths["v2"] = path
+        elif "memory" in controllers.split(","):
+            paths["v1"] = path
+    free = []
+    if "v2" in paths or Path(cgroup, "memory.max").exists():
+        here = Path(cgroup, paths.get("v2", "/").lstrip("/"))
+        here = here if here.is_dir() else Path(cgroup)
+        for level in [here, *here.parents]:
+            try:
+                limit = Path(level, "memory.max").read_text().strip()
+                if limit != "max":
+                    used = int(Path(level, "memory.current").read_text())
+                    free.append(int(limit) - used + _stat(level).get("inactive_file", 0))
+            except (OSError, ValueError):
+                pass
+            if level == Path(cgroup):
+                break
+    root_v1 = Path(cgroup, "memory")
+    if root_v1.is_dir():
+        here = Path(root_v1, paths.get("v1", "/").lstrip("/"))
+        here = here if here.is_dir() else root_v1
+        try:
+            stat = _stat(here)
+            limit = stat.get("hierarchical_memory_limit") or int(Path(here, "memory.limit_in_bytes").read_text())
+            if limit < 2**60:  # v1 writes "no limit" as a huge number
+                used = int(Path(here, "memory.usage_in_bytes").read_text())
+                free.append(limit - used + stat.get("total_inactive_file", 0))
+        except (OSError, ValueError):
+            pass
+    return max(min(free), 0) if free else None
+
+
 def free_memory(proc: str = "/proc", cgroup: str = "/sys/fs/cgroup") -> int | None:
     """Bytes of memory this process can get now without swapping: the system's
-    ``MemAvailable``, or less where a container's memory limit (cgroup v2 or v1) leaves less;
-    None where neither can be read (not Linux: then nothing is checked)."""
+    ``MemAvailable``, or less where its cgroup's memory limit (a container, a batch job)
+    leaves less; None where neither can be read (not Linux: then nothing is checked)."""
     free = []
     try:
         for line in Path(proc, "meminfo").read_text().splitlines():
@@ -308,22 +362,9 @@ def free_memory(proc: str = "/proc", cgroup: str = "/sys/fs/cgroup") -> int | No
                 free.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
         pass
-    # (limit, usage, memory.stat key of reclaimable page cache) for cgroup v2, then v1
-    for limit_f, used_f, cache_key in (
-        ("memory.max", "memory.current", "inactive_file"),
-        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes", "total_inactive_file"),
-    ):
-        try:
-            limit = Path(cgroup, limit_f).read_text().strip()
-            if limit == "max" or int(limit) >= 2**60:  # no limit
-                break
-            used = int(Path(cgroup, used_f).read_text())
-            stat = Path(cgroup, Path(limit_f).parent, "memory.stat").read_text().split()
-            cache = int(stat[stat.index(cache_key) + 1]) if cache_key in stat else 0
-            free.append(max(int(limit) - used + cache, 0))
-            break
-        except (OSError, ValueError, IndexError):
-            continue
+    limited = _cgroup_free(proc, cgroup)
+    if limited is not None:
+        free.append(limited)
     return min(free) if free else None
 
 

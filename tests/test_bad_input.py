@@ -102,6 +102,16 @@ def test_complex_image_is_refused(tiny_model):
         edit(np.zeros(SHAPE, complex), _mask(), model=tiny_model)
 
 
+def test_nan_outside_the_mask_is_counted_and_located(tiny_model):
+    img = np.random.default_rng(0).random((*SHAPE, 3)).astype(np.float32)
+    img[0, 3, 1], img[30, :, 0] = np.inf, np.nan  # one pixel's green, a row's red
+    with pytest.raises(ValueError, match=r"outside the mask \(41 pixels, the first at row 0, column 3\)"):
+        edit(img, _mask(), model=tiny_model)
+    img[0, 3], img[30] = 0.5, 0.5
+    img[_mask()] = np.nan  # inside the mask: fine
+    assert np.isfinite(edit(img, _mask(), model=tiny_model, seed=0)).all()
+
+
 def test_channels_first_image_is_told_to_put_them_last(tiny_model):
     """A torch-style (3, H, W) image: the message says how to reorder it."""
     chw = np.zeros((3, *SHAPE), np.float32)

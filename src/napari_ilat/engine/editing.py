@@ -179,7 +179,14 @@ class _Intensity:
         known = colour[~mask]  # never the masked pixels: their values must not matter
         integer = np.issubdtype(image.dtype, np.integer)
         if not integer and image.dtype != bool and not np.isfinite(known).all():
-            raise ValueError("image contains NaN or inf outside the mask")
+            bad = ~np.isfinite(colour) & ~mask[..., None] if colour.ndim == 3 else ~np.isfinite(colour) & ~mask
+            bad = bad.any(-1) if bad.ndim == 3 else bad
+            r, c = np.argwhere(bad)[0]
+            raise ValueError(
+                f"image contains NaN or inf outside the mask ({int(bad.sum())} pixels, the first at row {r}, "
+                f"column {c}): the edit must match the pixels it keeps, so give them values "
+                "(e.g. np.nan_to_num) or include them in the mask"
+            )
         if value_range is not None:
             lo, hi = _check_value_range(value_range, image.dtype)
             if known.size and (known.min() < lo or known.max() > hi):

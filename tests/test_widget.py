@@ -267,6 +267,8 @@ def test_strokes_drawn_but_not_chosen_as_the_sketch_get_a_hint(make_napari_viewe
     widget.seed.value = 0
     ys, xs = np.nonzero(viewer.layers["suggested mask"].data)
     far = viewer.add_shapes([[[5, 5], [5, 40]]], shape_type="path", name="far away")
+    box = [[ys.min(), xs.min()], [ys.min(), xs.max()], [ys.max(), xs.max()], [ys.max(), xs.min()]]
+    viewer.add_shapes([box], shape_type="polygon", name="annotations")  # outlines, not strokes
     widget.generate()
     assert not any("strokes in the mask" in m for m in errors["info"])  # none in the mask: no hint
     across = [[ys.min(), xs.min()], [ys.max(), xs.max()]]

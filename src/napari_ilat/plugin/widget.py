@@ -49,6 +49,7 @@ LOAD_FILE = "load file..."
 AUTO_MODEL = "auto"
 GENERATE_KEY = "Shift-G"
 POLL_MS = 50
+MAX_HINT_SHAPES = 200  # Shapes layers with more lines / paths get no unused-strokes hint
 
 
 def available_modes() -> list[tuple[str, str]]:
@@ -564,9 +565,11 @@ class ILATWidget(Container):
             return []
         point = _layers.world_point(self.viewer)
         for lay in list(self.viewer.layers)[::-1]:
-            if not isinstance(lay, Shapes) or not len(lay.data):
+            if not isinstance(lay, Shapes) or (lay.metadata or {}).get("napari_ilat", {}).get("kind") == "skeleton":
                 continue
-            if (lay.metadata or {}).get("napari_ilat", {}).get("kind") == "skeleton":
+            # strokes are lines and paths; a layer of many shapes is annotations, and drawing
+            # them all on the main thread would stall napari, so it is not looked at
+            if not 0 < sum(kind in ("line", "path") for kind in lay.shape_type) <= MAX_HINT_SHAPES:
                 continue
             strokes = _layers.shapes_to_sketch(lay, inputs.mask.shape, 1.0, self.image.value, point)
             if (strokes[inputs.mask] > 0).any():

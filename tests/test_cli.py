@@ -231,6 +231,9 @@ def test_info_reports_versions_and_verifies_the_bundled_models(tmp_path, capsys,
     assert main(["info"]) == 1
     out = capsys.readouterr().out
     assert "model pose: DOES NOT LOAD" in out and "checksum" in out
+    (tmp_path / "pose.json").write_text("{not json")  # its JSON damaged too: still a report
+    assert main(["info"]) == 1
+    assert "model pose: DOES NOT LOAD: pose.json:" in capsys.readouterr().out
 
 
 def test_folder_mode_with_a_pose_folder_uses_the_bundled_pose_model(tmp_path, monkeypatch, capsys):

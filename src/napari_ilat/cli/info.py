@@ -62,7 +62,18 @@ def model_report(name: str) -> dict:
     """One bundled model: loads (checksums verified) or why not, and how it was trained."""
     from napari_ilat.engine.model import WEIGHTS_DIR, load_model
 
-    meta = json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
+    try:
+        meta = json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
+    except (OSError, ValueError) as e:  # a damaged JSON: reported like a damaged weights file
+        return {
+            "name": name,
+            "files": [],
+            "mib": 0.0,
+            "trained_minutes": None,
+            "trained_on": None,
+            "ok": False,
+            "error": f"{name}.json: {e}",
+        }
     training = meta.get("training", {})
     lineage = training.get("lineage", {}) if isinstance(training.get("lineage"), dict) else {}
     files = sorted({f["file"] for f in meta.get("files", {}).values() if isinstance(f, dict) and "file" in f})

@@ -390,6 +390,16 @@ def test_truncated_file_gives_a_clear_error(tmp_path, legacy, capsys):
     assert "is truncated or not a PyTorch checkpoint" in capsys.readouterr().err
 
 
+def test_a_file_that_is_no_checkpoint_is_named_so(tmp_path, capsys):
+    """An image passed as a checkpoint: not "holds Python objects" (torch's weights_only
+    message mentions weights_only for every failure), but what it is not."""
+    p = tmp_path / "photo.ckpt"
+    p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    assert main(["convert", "taming", str(p), "-o", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a PyTorch checkpoint: it starts with" in err and "Python objects" not in err
+
+
 def test_wrong_files_are_named(tmp_path):
     from napari_ilat.engine.convert import convert_taming
 

@@ -101,12 +101,20 @@ def load_checkpoint(path, what: str = "checkpoint", progress: bool | None = None
         raise ValueError(f"{what} {path} is empty (0 bytes): an interrupted download?")
     show = (size >= PROGRESS_MIN_BYTES) if progress is None else progress
     disable = None if (show and progress is None) else not show  # None: only on a terminal
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # a zip (torch >= 1.6) or a pickle
+        raise ValueError(
+            f"{what} {path} is not a PyTorch checkpoint: it starts with {head!r}, neither a zip nor a pickle "
+            f"({size} bytes)"
+        )
     with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, desc=path.name, disable=disable) as bar:
         try:
             return torch.load(_ProgressReader(f, bar), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
             msg = str(e)
-            if "GLOBAL" in msg or "Unsupported" in msg or "weights_only" in msg.lower():
+            # (every weights_only failure mentions weights_only; only these name a refused object)
+            if "GLOBAL" in msg or "Unsupported" in msg:
                 named = re.findall(r"GLOBAL ([\w.]+)", msg)
                 try:
                     others = [g for g in pickle_globals(path) if not _PLAIN.match(g)]

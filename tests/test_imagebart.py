@@ -409,6 +409,9 @@ def test_cli_edit_imagebart(tiny_ib_path, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().err
     assert main([*args, "--mode", "ilat", "-o", str(tmp_path / "bad.png")]) != 0
     assert "runs mode 'imagebart' only" in capsys.readouterr().err
+    # no --mode: the model's own (it was ilat, so an ImageBART model always needed --mode)
+    assert main([*args, "--seed", "2", "-o", str(tmp_path / "own.png")]) == 0
+    assert np.array_equal(skimage.io.imread(tmp_path / "own.png"), out)
 
 
 # ---------------------------------------------------------------- training

@@ -69,7 +69,12 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--model", help="bundled model name or path to NAME.json (default: 'pose' with --pose, else 'natural')"
     )
-    p.add_argument("--mode", default="ilat", choices=MODE_NAMES, help="editing mode (default: %(default)s)")
+    p.add_argument(
+        "--mode",
+        default=None,
+        choices=MODE_NAMES,
+        help="editing mode (default: the model's own: imagebart for an ImageBART model, else ilat)",
+    )
     p.add_argument(
         "--samples",
         type=int,
@@ -599,10 +604,11 @@ def run(args) -> int:
         print(f"napari-ilat edit: {nested}", file=sys.stderr, flush=True)
     top_k = args.top_k or None  # 0: the whole distribution
     model = args.model
-    if model is not None and (Path(model).suffix == ".json" or Path(model).exists()):
-        from napari_ilat.engine.model import load_model
+    if model is not None:
+        from napari_ilat.engine.editing import cached_model
 
-        model = load_model(model)  # once, not per image
+        model = cached_model(model)  # once, not per image (bundled names: the engine's cache)
+    mode = args.mode or ("imagebart" if getattr(model, "kind", None) == "imagebart" else "ilat")
     n = len(jobs)
     failed = []
     for i, job in enumerate(jobs, 1):
@@ -624,7 +630,7 @@ def run(args) -> int:
                     None if job.pose is None else read_pose(job.pose, image.shape),
                     None if job.sketch is None else read_sketch(job.sketch),
                     model=model,
-                    mode=args.mode,
+                    mode=mode,
                     samples=args.samples,
                     seed=args.seed,
                     temperature=args.temperature,

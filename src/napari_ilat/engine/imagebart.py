@@ -55,7 +55,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from napari_ilat.engine.model import SPLIT_FORMAT_VERSION, check_matches_first_stage, read_checked_weights
+from napari_ilat.engine.model import (
+    MODEL_FORMAT,
+    SPLIT_FORMAT_VERSION,
+    check_matches_first_stage,
+    read_checked_weights,
+)
 from napari_ilat.engine.posemap import PoseMapEncoder, SketchMapEncoder
 from napari_ilat.engine.sampler import EditCancelled, SamplingOptions, is_cancelled, pick
 from napari_ilat.engine.sliding import block_run, grid_blocks
@@ -721,7 +726,7 @@ def save_imagebart(model: ImageBARTModel, path, *, dtype: torch.dtype | None = N
             "dtype": str(dtype or "as saved").replace("torch.", ""),
         }
     meta = {
-        "format": "napari-ilat",
+        "format": MODEL_FORMAT,
         "format_version": SPLIT_FORMAT_VERSION,
         "kind": KIND,
         "config": model.config.to_dict(),

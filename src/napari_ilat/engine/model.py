@@ -32,6 +32,7 @@ from napari_ilat.engine.transformer import TransformerConfig
 from napari_ilat.engine.vqgan import VQGANConfig, VQModel
 
 WEIGHTS_DIR = Path(__file__).parent.parent / "weights"  # napari_ilat/weights/
+MODEL_FORMAT = "napari-ilat"  # the "format" of every model JSON (iLAT and ImageBART)
 FORMAT_VERSION = 1
 SPLIT_FORMAT_VERSION = 2
 _PARTS = (("stage1", "vqgan"), ("stage2", "transformer"))
@@ -130,7 +131,7 @@ def save_model(model: ILATModel, path, *, split: bool = False, dtype: torch.dtyp
     state = {k: _stored(v, dtype) for k, v in model.state_dict().items()}
     save_file(state, str(weights))
     meta = {
-        "format": "napari-ilat",
+        "format": MODEL_FORMAT,
         "format_version": FORMAT_VERSION,
         "config": model.config.to_dict(),
         "weights": weights.name,
@@ -161,7 +162,7 @@ def _save_split(model: ILATModel, stem: Path, dtype) -> Path:
             "dtype": str(dtype or "as saved").replace("torch.", ""),
         }
     meta = {
-        "format": "napari-ilat",
+        "format": MODEL_FORMAT,
         "format_version": SPLIT_FORMAT_VERSION,
         "config": model.config.to_dict(),
         "files": files,
@@ -217,7 +218,7 @@ def bundled_models() -> list[str]:
 def is_model_json(path: Path) -> bool:
     """Whether ``path`` is a napari-ilat model config (not a run record or a pose file)."""
     try:
-        return json.loads(path.read_text()).get("format") == "napari-ilat"
+        return json.loads(path.read_text()).get("format") == MODEL_FORMAT
     except (OSError, ValueError, AttributeError):
         return False
 

@@ -169,7 +169,8 @@ def link_skeleton(points, shapes) -> None:
     update()
 
 
-def _meta(layer) -> dict:
+def ilat_meta(layer) -> dict:
+    """What napari-ilat wrote into a layer's metadata (kind, source, ...); {} for others."""
     return (getattr(layer, "metadata", None) or {}).get(_KEY, {}) or {}
 
 
@@ -178,11 +179,11 @@ def autolink_layers(layers) -> None:
     from napari.layers import Points, Shapes
 
     for shp in layers:
-        m = _meta(shp)
+        m = ilat_meta(shp)
         if not isinstance(shp, Shapes) or m.get("kind") != "skeleton" or shp in _linked:
             continue
         for pts in layers:
-            if isinstance(pts, Points) and pts.name == m.get("points") and _meta(pts).get("kind") == "pose":
+            if isinstance(pts, Points) and pts.name == m.get("points") and ilat_meta(pts).get("kind") == "pose":
                 link_skeleton(pts, shp)
                 break
 

@@ -42,6 +42,7 @@ from napari_ilat.engine.defaults import DEFAULT_GUIDANCE, DEFAULT_TOP_K
 from napari_ilat.engine.modes import MODES
 from napari_ilat.plugin import layers as _layers
 from napari_ilat.plugin.layers import EditInputs, InputError
+from napari_ilat.plugin.sample_data import ilat_meta
 
 log = logging.getLogger(__name__)
 
@@ -405,11 +406,7 @@ class ILATWidget(Container):
                 self.pose.value = lay
             if isinstance(lay, Labels) and lay.name == "auto mask":
                 self.mask.value = lay
-        img = [
-            lay
-            for lay in candidates
-            if isinstance(lay, Image) and "source" not in (lay.metadata or {}).get("napari_ilat", {})
-        ]
+        img = [lay for lay in candidates if isinstance(lay, Image) and "source" not in ilat_meta(lay)]
         if layer is not None and img:
             before = self.image.value
             self.image.value = img[0]  # a newly opened image, not one of our results
@@ -418,7 +415,7 @@ class ILATWidget(Container):
                 # edit: none, until one comes with it (the pose sample inserts its keypoints
                 # after its image); a same-size image (a duplicate, another frame) keeps them
                 self.pose.value = self.sketch.value = None
-        self._match_mask_to_image()
+        # (the mask follows through image.changed and _refresh -> _match_mask_to_image)
 
     def _match_mask_to_image(self, event=None):
         """Keep a mask that fits the chosen image; else pick the top-most Labels layer of the
@@ -565,7 +562,7 @@ class ILATWidget(Container):
             return []
         point = _layers.world_point(self.viewer)
         for lay in list(self.viewer.layers)[::-1]:
-            if not isinstance(lay, Shapes) or (lay.metadata or {}).get("napari_ilat", {}).get("kind") == "skeleton":
+            if not isinstance(lay, Shapes) or ilat_meta(lay).get("kind") == "skeleton":
                 continue
             # strokes are lines and paths; a layer of many shapes is annotations, and drawing
             # them all on the main thread would stall napari, so it is not looked at
@@ -657,7 +654,7 @@ class ILATWidget(Container):
 
     def _remember_pose(self, points):
         """Keep ``points``' keypoints (world x, y, v) as the reference for the auto mask."""
-        meta = (points.metadata or {}).get("napari_ilat", {})
+        meta = ilat_meta(points)
         if points not in self._reference and "reference_pose" in meta:
             self._reference[points] = np.asarray(meta["reference_pose"], float)
             return
@@ -698,9 +695,7 @@ class ILATWidget(Container):
         data = _layers.as_slice_data(mask.astype(np.uint8), inputs_index, False)
         place = _layers.placement(image, inputs_index)
         existing = [
-            lay
-            for lay in self.viewer.layers
-            if isinstance(lay, Labels) and (lay.metadata or {}).get("napari_ilat", {}).get("kind") == "auto_mask"
+            lay for lay in self.viewer.layers if isinstance(lay, Labels) and ilat_meta(lay).get("kind") == "auto_mask"
         ]
         if existing and existing[0].data.shape == data.shape:
             layer = existing[0]

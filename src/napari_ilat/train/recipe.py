@@ -334,7 +334,9 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
     n = p["n_eval"]
     # a folder of the user's images is measured on its own held-out tenth (by file name), not
     # on our test photographs
-    folder = cfg.data not in ("pose", "natural")
+    from napari_ilat.train.data import SOURCES, ImageFolder
+
+    folder = cfg.data not in SOURCES
     res = evaluate(
         str(paths[0]),
         data=cfg.data,
@@ -348,8 +350,6 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         seed=cfg.seed,
     )
     if folder:
-        from napari_ilat.train.data import ImageFolder
-
         res["held_out"] = ImageFolder(cfg.data, "validation").held_out
         if not res["held_out"]:
             log(

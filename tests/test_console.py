@@ -50,3 +50,20 @@ def test_edit_layers_by_name(make_napari_viewer, tiny_pose_model):
         from napari_ilat import ILATModel
 
         edit_layers(viewer, image="pose scene", mask="suggested mask", pose="pose", model=ILATModel.tiny(resolution=32))
+
+
+def test_keep_candidate_by_name_and_index(make_napari_viewer, tiny_pose_model):
+    from napari_ilat.plugin.console import edit_layers, keep_candidate
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-ilat", "pose")
+    args = dict(image="pose scene", mask="suggested mask", pose="pose", model=tiny_pose_model)
+    four = edit_layers(viewer, **args, seed=3, samples=4)
+    kept = keep_candidate(four.name, 2, viewer=viewer)
+    assert kept.name == "pose scene [iLAT seed 5]" and kept.data.shape == (128, 128, 3)
+    np.testing.assert_array_equal(kept.data, edit_layers(viewer, **args, seed=5).data)
+    assert keep_candidate(four, viewer=viewer).name == "pose scene [iLAT seed 3]"  # the one shown: the first
+    with pytest.raises(ValueError, match=r"candidate 4 does not exist: .* has 4 \(0..3\)"):
+        keep_candidate(four, 4, viewer=viewer)
+    with pytest.raises(ValueError, match="is not a layer of candidates"):
+        keep_candidate(kept, 0, viewer=viewer)

@@ -569,3 +569,49 @@ def test_pose_json_opens_as_keypoints_and_skeleton_and_saves_back(
     viewer.layers.selection = {points}
     assert viewer.layers.save(str(out), selected=True, plugin="napari-ilat") == [str(out)]
     np.testing.assert_allclose(check_pose(read_pose(out)), points_to_pose(points), atol=1e-3)
+
+
+def test_keep_shown_candidate_adds_that_edit_as_its_own_layer(make_napari_viewer, tiny_model, errors):
+    """Keep shown candidate: the candidate the slider shows becomes a layer of its own, equal to
+    the single edit with its seed, exactly over the source slice (napari's Split Stack would
+    blend it additively and drop rotate / shear)."""
+    from napari_ilat.plugin.widget import ILATWidget
+
+    viewer = make_napari_viewer()
+    stack = np.random.default_rng(0).random((3, 40, 48)).astype(np.float32)
+    img = viewer.add_image(stack, name="stack", scale=(2, 0.5, 0.7), translate=(10, 3, 4), rotate=20, shear=[0, 0, 0.2])
+    mask = np.zeros((40, 48), np.uint8)
+    mask[10:20, 10:25] = 1
+    viewer.add_labels(mask, name="m", scale=(0.5, 0.7), translate=(3, 4))
+    widget = ILATWidget(viewer, synchronous=True)
+    viewer.window.add_dock_widget(widget)
+    widget.add_model(tiny_model)
+    assert not widget.keep_btn.enabled
+    assert widget.keep_candidate() is None and "no candidates to keep" in errors["error"][-1]
+    errors["error"].clear()
+    viewer.dims.set_current_step(0, 1)
+    widget.seed.value, widget.samples.value = 5, 3
+    widget.generate()
+    cands = widget.last_result
+    assert cands.data.shape == (3, 1, 40, 48) and widget.keep_btn.enabled
+    before = np.array(cands.data, copy=True)
+
+    viewer.layers.selection.active = img  # not a candidates layer: the top-most one is used
+    viewer.dims.set_current_step(0, 2)  # the candidate slider (the viewer's first axis)
+    kept = widget.keep_candidate()
+
+    assert errors["error"] == []
+    assert kept.name == "stack [iLAT seed 7, slice 1]" and kept.data.shape == (1, 40, 48)
+    meta = kept.metadata["napari_ilat"]
+    assert meta["seed"] == 7 and meta["seeds"] == [7] and meta["samples"] == 1 and meta["candidate"] == 2
+    np.testing.assert_array_equal(kept.data, before[2])
+    np.testing.assert_array_equal(cands.data, before)  # the candidates layer is not modified
+    assert kept.blending == cands.blending and tuple(kept.contrast_limits) == tuple(cands.contrast_limits)
+    corner = img.data_to_world((1, 5, 7))  # the same pixel of the source slice, in the world
+    np.testing.assert_allclose(kept.data_to_world((0, 5, 7)), corner, atol=1e-9)
+
+    widget.samples.value, widget.seed.value = 1, 7  # the single edit with that seed
+    widget.generate()
+    np.testing.assert_array_equal(widget.last_result.data, kept.data)
+    viewer.layers.remove(cands)
+    assert not widget.keep_btn.enabled

@@ -2,6 +2,8 @@
 
 >>> from napari_ilat.plugin.console import edit_layers
 >>> layer = edit_layers(image="pose scene", mask="suggested mask", pose="pose", seed=3)
+>>> four = edit_layers(image="pose scene", mask="suggested mask", pose="pose", seed=3, samples=4)
+>>> best = keep_candidate(four, 2)  # the edit with seed 5, as a layer of its own
 
 The same conversions as the dock widget (displayed 2D slice, points -> keypoints through
 world coordinates, shapes -> strokes), and the same step that adds the result
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 from napari_ilat.plugin import layers as _layers
 
-__all__ = ["edit_layers"]
+__all__ = ["edit_layers", "keep_candidate"]
 
 
 def _layer(viewer, ref, what: str, optional: bool = False):
@@ -28,6 +30,16 @@ def _layer(viewer, ref, what: str, optional: bool = False):
             raise ValueError(f"no layer named {ref!r} in the viewer (layers: {names})")
         return viewer.layers[ref]
     return ref
+
+
+def _viewer(viewer):
+    if viewer is None:
+        import napari
+
+        viewer = napari.current_viewer()
+        if viewer is None:
+            raise ValueError("no napari viewer is open; pass viewer=... or open one with napari.Viewer()")
+    return viewer
 
 
 def edit_layers(
@@ -59,12 +71,7 @@ def edit_layers(
     """
     from napari_ilat.engine.editing import edit_with_info
 
-    if viewer is None:
-        import napari
-
-        viewer = napari.current_viewer()
-        if viewer is None:
-            raise ValueError("no napari viewer is open; pass viewer=... or open one with napari.Viewer()")
+    viewer = _viewer(viewer)
     img = _layer(viewer, image, "image")
     mask_layer = _layer(viewer, mask, "mask")
     inputs = _layers.gather_inputs(
@@ -79,3 +86,13 @@ def edit_layers(
         print(f"napari-ilat: {note}")
     result = edit_with_info(inputs.image, inputs.mask, inputs.pose, inputs.sketch, **edit_kwargs)
     return _layers.add_edit_result(viewer, img, inputs, result, edit_kwargs, mask_name=mask_layer.name, add=add)
+
+
+def keep_candidate(candidates, k: int | None = None, viewer=None):
+    """Add candidate ``k`` of a candidates layer (``edit_layers(..., samples=N)``; a name or the
+    layer) as a layer of its own and return it: the single edit with its seed, placed exactly
+    where the candidates layer shows it. ``k=None``: the candidate the viewer shows. The
+    candidates layer is not modified. Raises ``ValueError`` for a layer without candidates or
+    a ``k`` out of range."""
+    viewer = _viewer(viewer)
+    return _layers.keep_candidate(viewer, _layer(viewer, candidates, "candidates"), k)

@@ -482,6 +482,70 @@ def result_metadata(source_name: str, mask_name: str | None, index: tuple[int, .
     return {"napari_ilat": meta}
 
 
+def is_candidates(layer) -> bool:
+    """An Image layer holding N > 1 candidates of one edit (the leading axis a slider)."""
+    from napari.layers import Image
+
+    from napari_ilat.plugin.sample_data import ilat_meta
+
+    meta = ilat_meta(layer)
+    return isinstance(layer, Image) and meta.get("samples", 1) > 1 and len(meta.get("seeds", ())) > 1
+
+
+def shown_candidate(layer, viewer) -> int:
+    """The candidate a candidates layer shows at the viewer's current position."""
+    point = np.asarray(viewer.dims.point, float)[-int(layer.ndim) :]
+    k = int(np.round(layer.world_to_data(point)[0]))
+    return min(max(k, 0), len(layer.data) - 1)
+
+
+def candidate_layer_data(layer, k: int):
+    """(data, kwargs) for ``viewer.add_image``: candidate ``k`` of a candidates layer as a layer
+    of its own, exactly where the candidates layer showed it, named and recorded as the single
+    edit with its seed (what Generate with that seed and one candidate gives).
+
+    napari's own *Split Stack* is no substitute: it sets additive blending, new contrast
+    limits, and drops rotate / shear / affine."""
+    from napari.utils.transforms.transform_utils import expand_upper_triangular
+
+    from napari_ilat.plugin.sample_data import ilat_meta
+
+    meta = dict(ilat_meta(layer))
+    seeds = list(meta["seeds"])
+    if not 0 <= k < len(seeds):
+        raise InputError(f"candidate {k} does not exist: {layer.name!r} has {len(seeds)} (0..{len(seeds) - 1})")
+    index = tuple(meta.get("slice") or ())
+    meta.update(samples=1, seed=seeds[k], seeds=[seeds[k]], candidate_of=layer.name, candidate=k)
+    name = result_name(meta["source"], meta["mode"], seeds[k], 1, index)
+    shear = np.asarray(layer.shear, float)
+    shear = expand_upper_triangular(shear) if shear.ndim == 1 else shear
+    kwargs = dict(
+        name=name,
+        rgb=bool(layer.rgb),
+        blending=layer.blending,
+        opacity=layer.opacity,
+        metadata={"napari_ilat": meta},
+        scale=np.asarray(layer.scale, float)[1:],
+        translate=np.asarray(layer.translate, float)[1:],
+        rotate=np.asarray(layer.rotate, float)[1:, 1:],
+        shear=shear[1:, 1:],
+        affine=np.asarray(layer.affine.affine_matrix, float)[1:, 1:],
+    )
+    if not layer.rgb:
+        kwargs.update(colormap=layer.colormap.name, contrast_limits=list(layer.contrast_limits), gamma=layer.gamma)
+    return np.array(layer.data[k], copy=True), kwargs
+
+
+def keep_candidate(viewer, layer, k: int | None = None):
+    """Add candidate ``k`` (default: the one shown) of a candidates layer as a layer of its own
+    (:func:`candidate_layer_data`) and return it; the candidates layer is not modified."""
+    if not is_candidates(layer):
+        raise InputError(f"{layer.name!r} is not a layer of candidates (Generate with candidates > 1)")
+    k = shown_candidate(layer, viewer) if k is None else int(k)
+    data, kwargs = candidate_layer_data(layer, k)
+    return add_result_layer(viewer, data, kwargs)
+
+
 def add_edit_result(
     viewer,
     source,

@@ -266,6 +266,12 @@ class ILATWidget(Container):
         )
         self.generate_btn = PushButton(text=f"Generate ({GENERATE_KEY})")
         self.cancel_btn = PushButton(text="Cancel", enabled=False)
+        self.keep_btn = PushButton(
+            text="Keep shown candidate",
+            enabled=False,
+            tooltip="add the candidate the slider shows as a layer of its own (the edit with its seed); "
+            "of the selected candidates layer, else the top-most one",
+        )
         self.progress = ProgressBar(label="tokens", value=0, min=0, max=1)
         self.status = Label(label="", value="")
         self.mask_radius = FloatSpinBox(
@@ -298,6 +304,7 @@ class ILATWidget(Container):
                 self.guidance,
                 self.generate_btn,
                 self.cancel_btn,
+                self.keep_btn,
                 self.progress,
                 self.status,
             ]
@@ -309,6 +316,7 @@ class ILATWidget(Container):
         self.generate_btn.changed.connect(self.generate)
         self.cancel_btn.changed.connect(self.cancel)
         self.auto_mask_btn.changed.connect(self.auto_mask)
+        self.keep_btn.changed.connect(self.keep_candidate)
         self.image.changed.connect(self._match_mask_to_image)
         for picker in (self.pose, self.sketch):  # Qt's signal: magicgui's `changed` skips "none"
             picker.native.currentIndexChanged.connect(self._enable_for_conditions)
@@ -379,6 +387,7 @@ class ILATWidget(Container):
         self.reset_choices()
         self._match_mask_to_image()
         self._enable_for_conditions()
+        self.keep_btn.enabled = self._candidates_layer() is not None
 
     def _enable_for_conditions(self, event=None):
         """Controls that act on a pose or a sketch are live only while one is chosen (the
@@ -649,6 +658,26 @@ class ILATWidget(Container):
 
     def _poll_done(self):
         self.progress.value = self.progress.max
+
+    # ---------------------------------------------------------------- candidates
+
+    def _candidates_layer(self):
+        """The selected layer if it holds candidates, else the top-most layer that does."""
+        active = self.viewer.layers.selection.active
+        if active is not None and _layers.is_candidates(active):
+            return active
+        return next((lay for lay in list(self.viewer.layers)[::-1] if _layers.is_candidates(lay)), None)
+
+    def keep_candidate(self, event=None):
+        """Add the candidate the slider shows as a layer of its own (named with its seed)."""
+        layer = self._candidates_layer()
+        if layer is None:
+            show_error("napari-ilat: no candidates to keep: Generate with candidates > 1 first")
+            return None
+        k = _layers.shown_candidate(layer, self.viewer)
+        kept = _layers.keep_candidate(self.viewer, layer, k)
+        self.status.value = f"kept candidate {k} of {layer.name!r} as {kept.name!r}"
+        return kept
 
     # ---------------------------------------------------------------- auto mask
 

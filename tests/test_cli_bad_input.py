@@ -481,6 +481,26 @@ def test_folder_missing_mask_is_reported_and_skipped(d, tiny_model_path, capsys)
     assert "skipped: no mask for b.png" in err and "1 of 3 images failed: b.png" in err
 
 
+def test_folder_with_one_mask_file_edits_every_image_with_it(d, tiny_model_path, capsys):
+    """One mask for a series of frames: a mask file with an image folder is used for each
+    image (a mask file lying in the image folder is not edited itself); an image of another
+    size is reported and skipped; a missing --mask / --pose / --sketch path is refused."""
+    _folder(d)
+    (d / "imgs" / "mask.png").write_bytes((d / "mask.png").read_bytes())
+    skimage.io.imsave(d / "imgs" / "small.png", np.zeros((20, 20, 3), np.uint8), check_contrast=False)
+    base = ["edit", str(d / "imgs"), "-o", str(d / "out"), "--model", str(tiny_model_path), "-q", "--seed", "0"]
+    assert main([*base, "--mask", str(d / "imgs" / "mask.png")]) == 1
+    assert sorted(p.name for p in (d / "out").iterdir()) == ["a.png", "b.png", "c.png"]
+    assert "1 of 4 images failed: small.png" in capsys.readouterr().err
+    mask = skimage.io.imread(d / "mask.png") > 0
+    img, out = skimage.io.imread(d / "img.png"), skimage.io.imread(d / "out" / "b.png")
+    assert (out[mask] != img[mask]).any() and np.array_equal(out[_far(mask)], img[_far(mask)])
+    for flag in ("--mask", "--pose", "--sketch"):
+        args = {"--mask": str(d / "mask.png"), flag: str(d / "nope.png")}
+        assert main([*base, "--overwrite", *[x for kv in args.items() for x in kv]]) == 2
+        assert f"{flag} {d / 'nope.png'} not found" in capsys.readouterr().err
+
+
 def test_folder_poses_as_openpose_names_them(d, tiny_pose_model_path, capsys):
     """OpenPose run over a folder writes STEM_keypoints.json: matched like STEM.json."""
     args = _folder(d, names=("a", "b"))

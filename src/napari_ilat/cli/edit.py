@@ -3,13 +3,15 @@
     napari-ilat edit photo.png --mask mask.png -o edited.png
     napari-ilat edit scene.png --mask mask.png --pose pose.json --samples 4 --seed 0 -o out.png
     napari-ilat edit images/ --mask masks/ [--pose poses/] [--sketch sketches/] -o results/
+    napari-ilat edit frames/ --mask mask.png -o results/     # one mask for every frame
 
-Folder mode: IMAGE, MASK (and POSE / SKETCH when given as folders) hold files with the same
-stem (``a.png`` + ``a.tif`` mask + ``a.json``, or OpenPose's ``a_keypoints.json``, pose); OUT
-is a folder. An image whose mask (pose, sketch) is missing, or whose output cannot be
-written, is reported and skipped; the others are processed (exit code 1). With ``--samples
-N`` > 1 the candidates are written as ``OUT-STEM_0.png`` ... ``_N-1``; candidate k is the
-single edit with ``--seed S+k``.
+Folder mode: IMAGE, and MASK / POSE / SKETCH when given as folders, hold files with the same
+stem (``a.png`` + ``a.tif`` mask + ``a.json``, or OpenPose's ``a_keypoints.json``, pose); a
+MASK / POSE / SKETCH given as a file is used for every image (one mask for a series of frames
+of one size; the file is not edited itself when it lies in IMAGE); OUT is a folder. An image
+whose mask (pose, sketch) is missing, or whose output cannot be written, is reported and
+skipped; the others are processed (exit code 1). With ``--samples N`` > 1 the candidates are
+written as ``OUT-STEM_0.png`` ... ``_N-1``; candidate k is the single edit with ``--seed S+k``.
 
 Never lost, never silently changed: no output may be one of the input files unless
 ``--overwrite`` is given (then it is replaced atomically, after the edit); outputs are PNG or
@@ -59,7 +61,7 @@ def add_arguments(p) -> None:
         "--mask",
         required=True,
         help="mask image (non-zero = regenerate; a JPEG from half its maximum, past its compression noise), "
-        "or a folder with the same file names",
+        "or a folder with the same file names (a file with a folder IMAGE: used for every image)",
     )
     p.add_argument(
         "--pose",
@@ -520,14 +522,19 @@ def _jobs(args) -> list[Job]:
         if out.is_dir() or not out.suffix:
             out = out / f"{image.stem}.png"  # an existing folder (or a name without suffix)
         return [Job(image, mask, pose, sketch, out)]
-    if not mask.is_dir():
-        raise ValueError(f"IMAGE is a folder, so --mask must be a folder with the same file names ({mask} is not)")
+    for what, path in (("--mask", mask), ("--pose", pose), ("--sketch", sketch)):
+        if path is not None and not path.exists():
+            raise FileNotFoundError(f"{what} {path} not found (a file used for every image, or a folder)")
     if out.exists() and not out.is_dir():
         raise ValueError(f"IMAGE is a folder, so -o must be a folder ({out} is a file)")
+    # a file given for every image may sit in the image folder: it is an input, not an image
+    shared = {p.resolve() for p in (mask, pose, sketch) if p is not None and p.is_file()}
     jobs = []
     for img in sorted(p for p in image.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        if img.resolve() in shared:
+            continue
         target, note = _folder_output(out, img, args.lossy)
-        job = Job(img, _match(mask, img.stem, IMAGE_SUFFIXES), None, None, target, note=note)
+        job = Job(img, _match(mask, img.stem, IMAGE_SUFFIXES) if mask.is_dir() else mask, None, None, target, note=note)
         if job.mask is None:
             job.problem = f"no mask for {img.name} in {mask}/ (expected {img.stem}.png or similar)"
         if pose is not None:

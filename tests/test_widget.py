@@ -615,3 +615,60 @@ def test_keep_shown_candidate_adds_that_edit_as_its_own_layer(make_napari_viewer
     np.testing.assert_array_equal(widget.last_result.data, kept.data)
     viewer.layers.remove(cands)
     assert not widget.keep_btn.enabled
+
+
+def test_every_slice_edits_the_whole_stack(make_napari_viewer, tiny_model, errors):
+    """*every slice*: one result layer over the whole stack; slice j is what Generate gives on
+    that slice alone with seed S+j; a Labels stack gives each slice its own mask (slices with
+    none are copied); a mask of another shape is a notification; off for a 2D image."""
+    from napari_ilat.plugin.widget import ILATWidget
+
+    viewer = make_napari_viewer()
+    flat = viewer.add_image(np.zeros((40, 48), np.float32), name="flat")
+    widget = ILATWidget(viewer, synchronous=True)
+    viewer.window.add_dock_widget(widget)
+    widget.add_model(tiny_model)
+    assert not widget.every_slice.enabled  # a 2D image has one slice
+    stack = np.random.default_rng(0).random((3, 40, 48)).astype(np.float32)
+    img = viewer.add_image(stack, name="stack", scale=(2, 0.5, 0.5), translate=(10, 3, 4))
+    mask = np.zeros((40, 48), np.uint8)
+    mask[10:20, 10:25] = 1
+    viewer.add_labels(mask, name="m", scale=(0.5, 0.5), translate=(3, 4))
+    assert widget.image.value is img and widget.every_slice.enabled
+    widget.every_slice.value = True
+    assert not widget.samples.enabled
+    widget.seed.value = 4
+    widget.generate()
+
+    assert errors["error"] == []
+    out = widget.last_result
+    assert out.name == "stack [iLAT seeds 4..6, every slice]" and out.data.shape == stack.shape
+    np.testing.assert_allclose(out.scale, img.scale)
+    np.testing.assert_allclose(out.translate, img.translate)
+    assert out.metadata["napari_ilat"]["seeds"] == [4, 5, 6] and out.metadata["napari_ilat"]["slice"] == "every"
+    np.testing.assert_array_equal(img.data, stack)  # the input is not modified
+    widget.every_slice.value = False
+    for j in range(3):  # the displayed slice alone, seed 4 + j
+        viewer.dims.set_current_step(0, j)
+        widget.seed.value = 4 + j
+        widget.generate()
+        np.testing.assert_array_equal(widget.last_result.data[0], out.data[j])
+
+    per_slice = np.zeros((3, 40, 48), np.uint8)
+    per_slice[1] = mask
+    labels = viewer.add_labels(per_slice, name="per slice", scale=(2, 0.5, 0.5), translate=(10, 3, 4))
+    widget.mask.value, widget.every_slice.value, widget.seed.value = labels, True, 0
+    widget.generate()
+    got = widget.last_result
+    assert got.metadata["napari_ilat"]["seeds"] == [None, 1, None]
+    np.testing.assert_array_equal(got.data[0], stack[0])
+    assert (got.data[1] != stack[1]).any()
+    assert any("each slice has its own mask" in m for m in errors["info"])
+
+    viewer.add_labels(np.zeros((2, 40, 48), np.uint8), name="wrong")
+    widget.mask.value = viewer.layers["wrong"]
+    n = len(viewer.layers)
+    widget.generate()
+    assert "mask 'wrong' has shape (2, 40, 48)" in errors["error"][-1] and len(viewer.layers) == n
+    widget.image.value = flat
+    assert not widget.every_slice.enabled and widget.samples.enabled

@@ -20,6 +20,8 @@ _LAZY = {
     "edit": "engine.editing",
     "edit_with_info": "engine.editing",
     "EditResult": "engine.editing",
+    "edit_stack": "engine.stack",
+    "StackResult": "engine.stack",
     "EditCancelled": "engine.sampler",
     "ILATModel": "engine.model",
     "load_model": "engine.model",

@@ -212,8 +212,8 @@ def _read_tiff(path: Path) -> np.ndarray:
         what = " x ".join(f"{n} ({a})" for a, n in stack)
         raise ValueError(
             f"{path} holds a stack of {what} 2D images (axes {axes}, shape {image.shape}); `napari-ilat edit` "
-            "edits one 2D image: save the slice to edit as its own file, or open the stack in napari, "
-            "where the widget edits the displayed slice"
+            "edits one 2D image (or a folder of them): save the slices as files, or open the stack in napari, "
+            "where the widget edits the displayed slice or every slice (in Python: napari_ilat.edit_stack)"
         )
     return image.reshape([n for a, n in zip(axes, image.shape) if a in "YXS"])
 

@@ -38,6 +38,8 @@ __all__ = [
     "moved_joint_mask",
     "result_layer_data",
     "add_edit_result",
+    "gather_stack_inputs",
+    "keep_candidate",
     "current_slice",
     "pose_names",
 ]
@@ -60,6 +62,10 @@ class EditInputs:
     sketch: np.ndarray | None = None  # (H, W) float in [0, 1]
     index: tuple[int, ...] = ()  # indices along the image layer's leading (not shown) axes
     notes: list[str] = field(default_factory=list)  # things to tell the user
+    # every slice (gather_stack_inputs): image is the whole (..., H, W[, C]) stack, mask
+    # (H, W) for every slice or one per slice; rgb says whether the last axis is colour
+    stack: bool = False
+    rgb: bool = False
 
 
 # --------------------------------------------------------------------------- slices
@@ -115,6 +121,12 @@ def plane_shape(layer) -> tuple[int, int]:
     if getattr(layer, "rgb", False):
         shape = shape[:-1]
     return tuple(int(n) for n in shape[-2:])
+
+
+def slice_count(layer) -> int:
+    """How many 2D slices an image layer has (1 for a 2D or RGB image)."""
+    shape = _layer_shape(layer)
+    return int(np.prod(shape[: len(shape) - (3 if getattr(layer, "rgb", False) else 2)]))
 
 
 def _slice_data(layer, index: tuple[int, ...]) -> np.ndarray:
@@ -306,8 +318,7 @@ def moved_joint_mask(old_pose, new_pose, shape, radius: float | None = None, tol
 # --------------------------------------------------------------------------- gather
 
 
-def gather_inputs(image, mask, pose=None, sketch=None, *, viewer=None, sketch_width: float = 3.0) -> EditInputs:
-    """Cut the arrays for one edit out of the layers at the viewer's displayed 2D slice."""
+def _check_layer_kinds(image, mask, pose, sketch) -> None:
     from napari.layers import Image, Labels, Points, Shapes
 
     if image is None:
@@ -323,6 +334,10 @@ def gather_inputs(image, mask, pose=None, sketch=None, *, viewer=None, sketch_wi
     if sketch is not None and not isinstance(sketch, Shapes):
         raise InputError(f"{sketch.name!r} is not a Shapes layer")
 
+
+def gather_inputs(image, mask, pose=None, sketch=None, *, viewer=None, sketch_width: float = 3.0) -> EditInputs:
+    """Cut the arrays for one edit out of the layers at the viewer's displayed 2D slice."""
+    _check_layer_kinds(image, mask, pose, sketch)
     dims = getattr(viewer, "dims", None)
     point = world_point(viewer)
     notes: list[str] = []
@@ -364,14 +379,54 @@ def gather_inputs(image, mask, pose=None, sketch=None, *, viewer=None, sketch_wi
     return EditInputs(image=img, mask=m, pose=kp, sketch=sk, index=index, notes=notes)
 
 
+def gather_stack_inputs(image, mask, pose=None, sketch=None, *, viewer=None, sketch_width: float = 3.0) -> EditInputs:
+    """The arrays for editing every 2D slice of an nD image layer
+    (:func:`napari_ilat.engine.stack.edit_stack`): the whole stack (full resolution for
+    multiscale data), the mask as one 2D plane for every slice or a stack of the image's
+    size (each slice its own), and the pose / sketch as for the displayed slice."""
+    _check_layer_kinds(image, mask, pose, sketch)
+    dims = getattr(viewer, "dims", None)
+    point = world_point(viewer)
+    shape = _layer_shape(image)
+    lead = shape[: len(shape) - (3 if image.rgb else 2)]
+    if not lead or int(np.prod(lead)) < 2:
+        raise InputError(f"image {image.name!r} has one 2D slice: untick 'every slice'")
+    _check_2d_view(dims)
+    plane = plane_shape(image)
+    notes = [f"every slice: {int(np.prod(lead))} slices of {plane[0]}x{plane[1]} pixels, each edited on its own"]
+    if getattr(image, "multiscale", False):
+        notes.append("multiscale image: edited at full resolution (level 0)")
+    m_shape = _layer_shape(mask)
+    if m_shape == plane:
+        m = np.asarray(_slice_data(mask, ()))
+    elif m_shape == tuple(lead) + plane:
+        m = np.asarray(_slice_data(mask, ()))
+        notes.append(f"each slice has its own mask ({mask.name!r} is a stack); slices with none are copied")
+    else:
+        raise InputError(
+            f"mask {mask.name!r} has shape {m_shape}: for every slice paint a 2D mask of "
+            f"{plane[0]}x{plane[1]} (the same for all) or a Labels stack of the image's size {tuple(lead) + plane}"
+        )
+    if not m.any():
+        raise InputError(f"mask {mask.name!r} is empty: paint the region to regenerate")
+    img = _slice_data(image, ())
+    kp = points_to_pose(pose, image, point) if pose is not None else None
+    sk = shapes_to_sketch(sketch, plane, sketch_width, image, point) if sketch is not None else None
+    return EditInputs(image=img, mask=m, pose=kp, sketch=sk, notes=notes, stack=True, rgb=bool(image.rgb))
+
+
 # --------------------------------------------------------------------------- result
 
 
-def result_name(source_name: str, mode: str, seed: int, samples: int, index: tuple[int, ...]) -> str:
+def result_name(source_name: str, mode: str, seed: int, samples: int, index: tuple[int, ...], slices: int = 0) -> str:
     """``<source> [iLAT seed 3]``; N candidates: ``[iLAT seeds 3..6]`` (candidate k, the slider's
-    position k, is the single edit with seed 3 + k)."""
-    seeds = f"seed {seed}" if samples == 1 else f"seeds {seed}..{seed + samples - 1}"
+    position k, is the single edit with seed 3 + k); every one of N slices: ``[iLAT seeds
+    3..6, every slice]`` (slice j with seed 3 + j)."""
+    n = slices or samples
+    seeds = f"seed {seed}" if n == 1 else f"seeds {seed}..{seed + n - 1}"
     bits = [f"{mode_label(mode)} {seeds}"]
+    if slices:
+        bits.append("every slice")
     if index:
         bits.append("slice " + ",".join(map(str, index)))
     return f"{source_name} [{', '.join(bits)}]"
@@ -472,7 +527,9 @@ def result_metadata(source_name: str, mask_name: str | None, index: tuple[int, .
         "mode": result.mode,
         "samples": result.samples,
         "seed": result.seed,
-        "seeds": [int(v) for v in result.seeds],  # candidate k: the single edit with this seed
+        # candidate k (every slice: slice j, in C order) is the single edit with this seed;
+        # None: a slice with nothing masked, copied
+        "seeds": [None if v is None else int(v) for v in result.seeds],
         "device": result.device,
         "seconds": round(float(result.seconds), 3),
     }
@@ -563,8 +620,11 @@ def add_edit_result(
     set to the first.
     """
     candidates = result.samples > 1
-    name = result_name(source.name, result.mode, result.seed, result.samples, inputs.index)
+    slices = len(result.seeds) if inputs.stack else 0
+    name = result_name(source.name, result.mode, result.seed, result.samples, inputs.index, slices)
     meta = result_metadata(source.name, mask_name, inputs.index, dict(params or {}), result)
+    if inputs.stack:
+        meta["napari_ilat"]["slice"] = "every"
     data, kwargs = result_layer_data(result.image, source, inputs, name, candidates, meta)
     if not add:
         return data, kwargs

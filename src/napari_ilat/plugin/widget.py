@@ -22,10 +22,12 @@ import traceback
 import warnings
 import weakref
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FloatSpinBox,
@@ -117,7 +119,14 @@ def run_job(inputs: EditInputs, params: dict, state: JobState, threads: int | No
             torch.set_num_threads(threads)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            out = edit_with_info(
+            if inputs.stack:  # every slice: one edit per slice, slice j with seed + j
+                from napari_ilat.engine.stack import edit_stack
+
+                params = {k: v for k, v in params.items() if k != "samples"}
+                edit_fn = partial(edit_stack, rgb=inputs.rgb)
+            else:
+                edit_fn = edit_with_info
+            out = edit_fn(
                 inputs.image,
                 inputs.mask,
                 inputs.pose,
@@ -126,7 +135,8 @@ def run_job(inputs: EditInputs, params: dict, state: JobState, threads: int | No
                 cancel=state.cancel,
                 **params,
             )
-        messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        # once each (every slice repeats a slice's warnings)
+        messages = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)))
         return JobResult("ok", out, seconds=time.perf_counter() - t0, warnings=messages)
     except EditCancelled:
         return JobResult("cancelled", seconds=time.perf_counter() - t0)
@@ -196,6 +206,12 @@ class ILATWidget(Container):
             label="pose",
             choices=self._choices(Points, optional=True),
             tooltip="Points layer with the 18 keypoints (named, or in COCO/OpenPose order)",
+        )
+        self.every_slice = CheckBox(
+            text="every slice",
+            value=False,
+            tooltip="edit every 2D slice of the stack, not only the one shown, with this mask (a 2D mask: the "
+            "same for every slice; a Labels stack: each slice's own); slice j uses seed S+j, one candidate each",
         )
         self.sketch = ComboBox(
             label="sketch",
@@ -287,6 +303,7 @@ class ILATWidget(Container):
             [
                 self.image,
                 self.mask,
+                self.every_slice,
                 self.pose,
                 self.mask_radius,
                 self.auto_mask_btn,
@@ -318,6 +335,8 @@ class ILATWidget(Container):
         self.auto_mask_btn.changed.connect(self.auto_mask)
         self.keep_btn.changed.connect(self.keep_candidate)
         self.image.changed.connect(self._match_mask_to_image)
+        self.image.changed.connect(self._enable_for_conditions)
+        self.every_slice.changed.connect(self._enable_for_conditions)
         for picker in (self.pose, self.sketch):  # Qt's signal: magicgui's `changed` skips "none"
             picker.native.currentIndexChanged.connect(self._enable_for_conditions)
         self._timer = QTimer()
@@ -396,6 +415,13 @@ class ILATWidget(Container):
         self.mask_radius.enabled = self.auto_mask_btn.enabled = pose
         self.sketch_width.enabled = sketch
         self.guidance.enabled = pose or sketch
+        # every slice: only for an image with more than one slice; one edit per slice
+        image = self.image.value
+        self.every_slice.enabled = image is not None and _layers.slice_count(image) > 1
+        self.samples.enabled = not self._every_slice()
+
+    def _every_slice(self) -> bool:
+        return bool(self.every_slice.value and self.every_slice.enabled)
 
     def _watch(self, layer):
         layer.events.name.connect(self._refresh)
@@ -508,7 +534,7 @@ class ILATWidget(Container):
         return dict(
             model=None if model == AUTO_MODEL else model,
             mode=self.mode.value,
-            samples=int(self.samples.value),
+            samples=1 if self._every_slice() else int(self.samples.value),
             seed=None if seed < 0 else seed,  # None: the engine draws it and reports it
             temperature=float(self.temperature.value),
             top_k=int(self.top_k.value) or None,
@@ -528,8 +554,9 @@ class ILATWidget(Container):
             show_warning("napari-ilat: an edit is already running (Cancel it first)")
             return
         image = self.image.value
+        gather = _layers.gather_stack_inputs if self._every_slice() else _layers.gather_inputs
         try:
-            inputs = _layers.gather_inputs(
+            inputs = gather(
                 image,
                 self.mask.value,
                 self.pose.value,
@@ -570,6 +597,7 @@ class ILATWidget(Container):
         if self.sketch.value is not None or self.pose.value is not None:
             return []
         point = _layers.world_point(self.viewer)
+        mask = inputs.mask.reshape(-1, *inputs.mask.shape[-2:]).any(0)  # every slice: any slice's
         for lay in list(self.viewer.layers)[::-1]:
             if not isinstance(lay, Shapes) or ilat_meta(lay).get("kind") == "skeleton":
                 continue
@@ -577,8 +605,8 @@ class ILATWidget(Container):
             # them all on the main thread would stall napari, so it is not looked at
             if not 0 < sum(kind in ("line", "path") for kind in lay.shape_type) <= MAX_HINT_SHAPES:
                 continue
-            strokes = _layers.shapes_to_sketch(lay, inputs.mask.shape, 1.0, self.image.value, point)
-            if (strokes[inputs.mask] > 0).any():
+            strokes = _layers.shapes_to_sketch(lay, mask.shape, 1.0, self.image.value, point)
+            if (strokes[mask] > 0).any():
                 return [
                     f"the Shapes layer {lay.name!r} has strokes in the mask but sketch is 'none': choose it as "
                     "the sketch to guide the edit with them"

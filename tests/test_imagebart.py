@@ -605,10 +605,17 @@ def test_widget_generates_in_imagebart_mode(photo_widget):
     viewer, widget, got = photo_widget
     assert "imagebart" in widget.mode.choices
     n = len(viewer.layers)
-    widget.mode.value = "ilat"
-    widget.generate()  # an ImageBART model in an iLAT mode: a clear notification, no layer
-    assert len(viewer.layers) == n and "runs mode 'imagebart' only" in got["error"][-1]
+    assert widget.mode.value == "imagebart"  # picking an ImageBART model picks its mode
+    assert widget.model.choices[-1] == "load file..."  # an added model goes before it
+    widget.mode.value = "ilat"  # and an iLAT mode takes the model back to 'auto' (bundled iLAT)
+    assert widget.model.value == "auto" and "does not run this mode" in widget.status.value
+    widget.model.value = widget._models["tiny imagebart"]  # the ImageBART model picked again
+    assert widget.mode.value == "imagebart" and "ImageBART" in widget.status.value
+    widget.model.value = "natural"  # a bundled iLAT model: back to mode iLAT
+    assert widget.mode.value == "ilat"
     widget.mode.value = "imagebart"
+    assert widget.model.value == "auto"  # auto: the bundled ImageBART model for this mode
+    widget.model.value = widget._models["tiny imagebart"]
     widget.generate()
     assert len(viewer.layers) == n + 1, got
     assert widget.last_result.name.endswith("[ImageBART seed 3]")

@@ -223,6 +223,18 @@ def is_model_json(path: Path) -> bool:
         return False
 
 
+def model_kind(model) -> str:
+    """``"imagebart"`` or ``"ilat"``: which engine a model (a loaded one, a bundled name or a
+    NAME.json path) runs on, read from its JSON without loading the weights."""
+    if isinstance(model, torch.nn.Module):
+        return "imagebart" if getattr(model, "kind", None) == "imagebart" else "ilat"
+    try:
+        meta = json.loads(model_json_path(model).read_text())
+    except (OSError, ValueError):
+        return "ilat"  # unreadable: edit() says why when it loads it
+    return "imagebart" if isinstance(meta, dict) and meta.get("kind") == "imagebart" else "ilat"
+
+
 def model_json_path(name_or_path) -> Path:
     """The NAME.json of a bundled model name or a saved model's path (error if there is none).
 

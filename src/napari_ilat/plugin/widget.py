@@ -330,6 +330,7 @@ class ILATWidget(Container):
 
         self._last_model = self.model.value
         self.model.changed.connect(self._on_model_changed)
+        self.mode.changed.connect(self._on_mode_changed)
         self.generate_btn.changed.connect(self.generate)
         self.cancel_btn.changed.connect(self.cancel)
         self.auto_mask_btn.changed.connect(self.auto_mask)
@@ -482,7 +483,9 @@ class ILATWidget(Container):
         else:
             label = label or getattr(getattr(model, "config", None), "name", "model")
         self._models[label] = model
-        self.model.reset_choices()
+        with self.model.changed.blocked():  # rebuilt, so that 'load file...' stays last
+            self.model.choices = ()
+            self.model.reset_choices()
         self.model.value = model
         self._last_model = model
         return label
@@ -490,6 +493,7 @@ class ILATWidget(Container):
     def _on_model_changed(self, value):
         if value != LOAD_FILE:
             self._last_model = value
+            self._mode_follows_model(value)
             return
         from qtpy.QtWidgets import QFileDialog
 
@@ -503,6 +507,7 @@ class ILATWidget(Container):
             path = ""
         if path:
             self.add_model(path)
+            self._mode_follows_model(path)
             from napari_ilat.engine.convert import model_notice
 
             if note := model_notice(path):  # e.g. a converted taming transformer: Taming*
@@ -510,6 +515,32 @@ class ILATWidget(Container):
         else:
             with self.model.changed.blocked():
                 self.model.value = self._last_model
+
+    def _mode_follows_model(self, model):
+        """An ImageBART model runs mode ImageBART only, an iLAT model the other modes: picking
+        a model of the other kind switches the mode (rather than failing at Generate)."""
+        if model in (AUTO_MODEL, LOAD_FILE):
+            return
+        from napari_ilat.engine.model import model_kind
+
+        kind = model_kind(model)
+        if (kind == "imagebart") != (self.mode.value == "imagebart"):
+            with self.mode.changed.blocked():
+                self.mode.value = "imagebart" if kind == "imagebart" else "ilat"
+            self.status.value = f"mode {self.mode.current_choice}: the one {kind} models run"
+
+    def _on_mode_changed(self, mode):
+        """Mode ImageBART with an iLAT model chosen (or back): the model goes to 'auto', which
+        is the bundled model of that mode's kind."""
+        model = self.model.value
+        if model in (AUTO_MODEL, LOAD_FILE):
+            return
+        from napari_ilat.engine.model import model_kind
+
+        if (model_kind(model) == "imagebart") != (mode == "imagebart"):
+            with self.model.changed.blocked():
+                self.model.value = self._last_model = AUTO_MODEL
+            self.status.value = "model auto: the chosen model does not run this mode"
 
     def _bind_key(self):
         ref = weakref.ref(self)

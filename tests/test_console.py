@@ -67,3 +67,22 @@ def test_keep_candidate_by_name_and_index(make_napari_viewer, tiny_pose_model):
         keep_candidate(four, 4, viewer=viewer)
     with pytest.raises(ValueError, match="is not a layer of candidates"):
         keep_candidate(kept, 0, viewer=viewer)
+
+
+def test_edit_layers_every_slice(make_napari_viewer, tiny_model):
+    from napari_ilat.plugin.console import edit_layers
+
+    viewer = make_napari_viewer()
+    stack = np.random.default_rng(0).random((3, 40, 48)).astype(np.float32)
+    viewer.add_image(stack, name="stack")
+    mask = np.zeros((40, 48), np.uint8)
+    mask[10:20, 10:25] = 1
+    viewer.add_labels(mask, name="m")
+    layer = edit_layers(viewer, image="stack", mask="m", model=tiny_model, seed=2, every_slice=True)
+    assert layer.name == "stack [iLAT seeds 2..4, every slice]" and layer.data.shape == stack.shape
+    viewer.dims.set_current_step(0, 1)
+    one = edit_layers(viewer, image="stack", mask="m", model=tiny_model, seed=3)  # the shown slice alone
+    np.testing.assert_array_equal(one.data[0], layer.data[1])
+    with pytest.raises(ValueError, match="has a single 2D slice; 'every slice' is for stacks"):
+        viewer.add_image(stack[0], name="flat")
+        edit_layers(viewer, image="flat", mask="m", model=tiny_model, every_slice=True)

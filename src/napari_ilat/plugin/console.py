@@ -50,6 +50,7 @@ def edit_layers(
     sketch=None,
     *,
     sketch_width: float = 3.0,
+    every_slice: bool = False,
     add: bool = True,
     **edit_kwargs,
 ):
@@ -63,6 +64,8 @@ def edit_layers(
         COCO/OpenPose order).
     sketch : optional Shapes layer; lines / paths / outlines are rasterised ``sketch_width``
         pixels wide into the stroke map.
+    every_slice : edit every 2D slice of an nD image (the widget's *every slice*:
+        :func:`napari_ilat.engine.stack.edit_stack`; a 2D mask for all or one per slice).
     add : False returns ``(data, layer_kwargs)`` instead of adding a layer.
     **edit_kwargs : passed to :func:`napari_ilat.edit` (model, mode, samples, seed,
         temperature, top_k, top_p, greedy, guidance, device, feather, progress, cancel).
@@ -74,7 +77,8 @@ def edit_layers(
     viewer = _viewer(viewer)
     img = _layer(viewer, image, "image")
     mask_layer = _layer(viewer, mask, "mask")
-    inputs = _layers.gather_inputs(
+    gather = _layers.gather_stack_inputs if every_slice else _layers.gather_inputs
+    inputs = gather(
         img,
         mask_layer,
         _layer(viewer, pose, "pose", optional=True),
@@ -84,7 +88,12 @@ def edit_layers(
     )
     for note in inputs.notes:
         print(f"napari-ilat: {note}")
-    result = edit_with_info(inputs.image, inputs.mask, inputs.pose, inputs.sketch, **edit_kwargs)
+    if every_slice:
+        from napari_ilat.engine.stack import edit_stack
+
+        result = edit_stack(inputs.image, inputs.mask, inputs.pose, inputs.sketch, rgb=inputs.rgb, **edit_kwargs)
+    else:
+        result = edit_with_info(inputs.image, inputs.mask, inputs.pose, inputs.sketch, **edit_kwargs)
     return _layers.add_edit_result(viewer, img, inputs, result, edit_kwargs, mask_name=mask_layer.name, add=add)
 
 

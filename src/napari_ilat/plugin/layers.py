@@ -390,7 +390,7 @@ def gather_stack_inputs(image, mask, pose=None, sketch=None, *, viewer=None, ske
     shape = _layer_shape(image)
     lead = shape[: len(shape) - (3 if image.rgb else 2)]
     if not lead or int(np.prod(lead)) < 2:
-        raise InputError(f"image {image.name!r} has one 2D slice: untick 'every slice'")
+        raise InputError(f"image {image.name!r} has a single 2D slice; 'every slice' is for stacks")
     _check_2d_view(dims)
     plane = plane_shape(image)
     notes = [f"every slice: {int(np.prod(lead))} slices of {plane[0]}x{plane[1]} pixels, each edited on its own"]

@@ -181,8 +181,64 @@ def test_tiff_stack_is_refused_not_edited_as_colour(d, tiny_model_path, capsys, 
     tifffile.imwrite(d / "stack.tif", stack, **kw)
     assert main(edit_args(d, tiny_model_path, "--seed", "0", image="stack.tif", out="o.tif")) == 2
     err = capsys.readouterr().err
-    assert "stack of 3" in err and "one 2D image" in err
+    assert "stack of 3" in err and "edit every slice with --every-slice" in err
     assert not (d / "o.tif").exists()
+
+
+@pytest.mark.parametrize("kind", ["rgb", "imagej"])
+def test_every_slice_edits_a_tiff_stack_into_a_stack_of_the_same_axes(d, tiny_model_path, kind):
+    """--every-slice: each slice is the single edit of that slice with --seed S+j; the output is
+    a TIFF of the same shape and axes; a TIFF stack of masks gives each slice its own."""
+    from napari_ilat import edit
+
+    rng = np.random.default_rng(6)
+    mask = skimage.io.imread(d / "mask.png") > 0
+    if kind == "rgb":
+        stack, axes = (rng.random((3, H, W, 3)) * 255).astype(np.uint8), "QYXS"
+        tifffile.imwrite(d / "stack.tif", stack, photometric="rgb")
+    else:  # a 16-bit ImageJ hyperstack, 2 time points x 2 z-slices
+        stack, axes = (rng.random((2, 2, H, W)) * 65535).astype(np.uint16), "TZYX"
+        tifffile.imwrite(d / "stack.tif", stack, imagej=True, metadata={"axes": "TZYX"})
+    before = (d / "stack.tif").read_bytes()
+    args = edit_args(d, tiny_model_path, "--seed", "4", "--every-slice", image="stack.tif", out="o.tif")
+    assert main(args) == 0
+    with tifffile.TiffFile(d / "o.tif") as tif:
+        assert tif.series[0].axes == axes and tif.series[0].shape == stack.shape
+    out = tifffile.imread(d / "o.tif").reshape(stack.shape)
+    lead = stack.shape[:-3] if kind == "rgb" else stack.shape[:-2]
+    for j, index in enumerate(np.ndindex(*lead)):
+        np.testing.assert_array_equal(out[index], edit(stack[index], mask, model=str(tiny_model_path), seed=4 + j))
+    meta = read_metadata(d / "o.tif")
+    assert meta["seeds"] == [4 + j for j in range(int(np.prod(lead)))] and meta["axes"] == axes
+    assert (d / "stack.tif").read_bytes() == before
+
+    masks = np.zeros(lead + (H, W), np.uint8)
+    masks[(0,) * len(lead)][mask] = 1  # the first slice only
+    tifffile.imwrite(d / "masks.tif", masks, photometric="minisblack")
+    args = ["edit", str(d / "stack.tif"), "--mask", str(d / "masks.tif"), "--model", str(tiny_model_path), "-q"]
+    assert main([*args, "-o", str(d / "o2.tif"), "--seed", "0", "--every-slice"]) == 0
+    out2 = tifffile.imread(d / "o2.tif").reshape(stack.shape)
+    assert (out2[(0,) * len(lead)] != stack[(0,) * len(lead)]).any()
+    planes = stack.shape[len(lead) :]
+    np.testing.assert_array_equal(out2.reshape(-1, *planes)[1:], stack.reshape(-1, *planes)[1:])  # copied
+    assert read_metadata(d / "o2.tif")["seeds"][1:] == [None] * (int(np.prod(lead)) - 1)
+
+
+@pytest.mark.parametrize(
+    "extra, image, out, message",
+    [
+        (["--samples", "2"], "stack.tif", "o.tif", "one edit per slice"),
+        ([], "stack.tif", "o.png", "a stack is written as TIFF"),
+        ([], "img.png", "o.tif", "--every-slice edits TIFF stacks"),
+        ([], "one.tif", "o.tif", "holds one 2D image"),
+    ],
+)
+def test_every_slice_bad_input(d, tiny_model_path, capsys, extra, image, out, message):
+    tifffile.imwrite(d / "stack.tif", np.zeros((3, H, W), np.uint8), photometric="minisblack")
+    tifffile.imwrite(d / "one.tif", np.zeros((H, W), np.uint8))
+    assert main(edit_args(d, tiny_model_path, "--every-slice", *extra, image=image, out=out)) == 2
+    assert message in capsys.readouterr().err
+    assert not (d / out).exists()
 
 
 def test_planar_rgb_tiff_is_edited_as_colour(d, tiny_model_path):

@@ -4,6 +4,7 @@
     napari-ilat edit scene.png --mask mask.png --pose pose.json --samples 4 --seed 0 -o out.png
     napari-ilat edit images/ --mask masks/ [--pose poses/] [--sketch sketches/] -o results/
     napari-ilat edit frames/ --mask mask.png -o results/     # one mask for every frame
+    napari-ilat edit movie.tif --mask mask.png --every-slice -o edited.tif   # every slice of a TIFF stack
 
 Folder mode: IMAGE, and MASK / POSE / SKETCH when given as folders, hold files with the same
 stem (``a.png`` + ``a.tif`` mask + ``a.json``, or OpenPose's ``a_keypoints.json``, pose); a
@@ -130,6 +131,13 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--lossy", action="store_true", help="allow JPEG output (it changes every pixel, the unmasked ones too)"
     )
+    p.add_argument(
+        "--every-slice",
+        action="store_true",
+        help="IMAGE is a TIFF stack (a time-lapse, a z-stack): edit every 2D slice, each as its own edit with "
+        "--seed S+j, with one 2D mask for all or a TIFF stack of masks of the same shape; writes a TIFF stack "
+        "of the same shape and axes",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
@@ -175,10 +183,40 @@ def split_grey_alpha(path, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | 
 
 
 def _read_tiff(path: Path) -> np.ndarray:
-    """A TIFF's first series, its colour samples last; a stack is refused. Read with tifffile
-    rather than skimage.io.imread, which moves a leading axis of length 3 or 4 to the end: a
-    3- or 4-page greyscale stack came back as one RGB(A) image, was edited as colour (its
-    slices mixed) and written as one RGB page."""
+    """A TIFF's first series, its colour samples last; a stack is refused (see
+    :func:`read_stack`). Read with tifffile rather than skimage.io.imread, which moves a
+    leading axis of length 3 or 4 to the end: a 3- or 4-page greyscale stack came back as one
+    RGB(A) image, was edited as colour (its slices mixed) and written as one RGB page."""
+    image, axes = _read_tiff_axes(path)
+    stack = [(a, n) for a, n in zip(axes, image.shape) if a not in "YXS" and n > 1]
+    if stack:
+        what = " x ".join(f"{n} ({a})" for a, n in stack)
+        raise ValueError(
+            f"{path} holds a stack of {what} 2D images (axes {axes}, shape {image.shape}); edit every slice "
+            "with --every-slice, or open the stack in napari, where the widget edits the displayed slice "
+            "or every slice"
+        )
+    return image.reshape([n for a, n in zip(axes, image.shape) if a in "YXS"])
+
+
+def read_stack(path) -> tuple[np.ndarray, str]:
+    """(image, axes) of a TIFF stack for --every-slice: the leading axes (length > 1) in the
+    file's order, then Y, X (and S, colour samples, last); e.g. ``"TZYX"``, ``"QYXS"``."""
+    path = Path(path)
+    if not _is_tiff(path):
+        raise ValueError(f"{path}: --every-slice edits TIFF stacks; {path.suffix or 'this file'} holds one image")
+    image, axes = _read_tiff_axes(path)
+    keep = [i for i, (a, n) in enumerate(zip(axes, image.shape)) if a in "YXS" or n > 1]
+    axes = "".join(axes[i] for i in keep)
+    image = image.reshape([image.shape[i] for i in keep])
+    if len(axes.replace("S", "")) < 3:
+        raise ValueError(f"{path} holds one 2D image (axes {axes}), not a stack: edit it without --every-slice")
+    return image, axes
+
+
+def _read_tiff_axes(path: Path) -> tuple[np.ndarray, str]:
+    """A TIFF's first series as shown (palette and white-is-zero resolved), colour samples
+    last, with its tifffile axes."""
     import tifffile
 
     try:
@@ -207,15 +245,7 @@ def _read_tiff(path: Path) -> np.ndarray:
             raise ValueError(f"{path}: a float TIFF stored white-is-zero cannot be read; save it black-is-zero")
     if "S" in axes:  # samples per pixel (RGB, RGBA, grey+alpha), last as every other reader gives them
         image, axes = np.moveaxis(image, axes.index("S"), -1), axes.replace("S", "") + "S"
-    stack = [(a, n) for a, n in zip(axes, image.shape) if a not in "YXS" and n > 1]
-    if stack:
-        what = " x ".join(f"{n} ({a})" for a, n in stack)
-        raise ValueError(
-            f"{path} holds a stack of {what} 2D images (axes {axes}, shape {image.shape}); `napari-ilat edit` "
-            "edits one 2D image (or a folder of them): save the slices as files, or open the stack in napari, "
-            "where the widget edits the displayed slice or every slice (in Python: napari_ilat.edit_stack)"
-        )
-    return image.reshape([n for a, n in zip(axes, image.shape) if a in "YXS"])
+    return image, axes
 
 
 # EXIF orientation (tag 274) -> how the stored pixels are turned to be shown upright, as
@@ -373,9 +403,10 @@ def _png16(image: np.ndarray, text: str | None) -> bytes:
     return out + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
 
 
-def write_image(path, image: np.ndarray, metadata: dict | None = None) -> None:
+def write_image(path, image: np.ndarray, metadata: dict | None = None, axes: str | None = None) -> None:
     """Write ``image``; ``metadata`` (a JSON-able dict) goes into a PNG text chunk
-    ``napari-ilat`` or the TIFF ImageDescription (other formats: not stored). The file is
+    ``napari-ilat`` or the TIFF ImageDescription (other formats: not stored). ``axes``: a
+    stack (:func:`read_stack`'s axes), written as a TIFF of that shape and axes. The file is
     written beside ``path`` and then moved over it, so a failed write never leaves half a
     file (nor destroys the file it replaces)."""
     path = Path(path)
@@ -396,13 +427,16 @@ def write_image(path, image: np.ndarray, metadata: dict | None = None) -> None:
 
             # one page of C samples; left to itself tifffile wrote (H, W, 1) and grey+alpha
             # (H, W, 2) as H pages of W x C
-            if image.ndim == 3 and image.shape[2] == 1:
+            if axes is None and image.ndim == 3 and image.shape[2] == 1:
                 image = image[..., 0]
-            channels = image.shape[2] if image.ndim == 3 else 1
+            colour = image.ndim == 3 if axes is None else axes.endswith("S")
+            channels = image.shape[-1] if colour else 1
             kw = dict(photometric="rgb" if channels in (3, 4) else "minisblack")
             if channels > 1:
                 kw.update(planarconfig="contig", extrasamples=["unassalpha"] if channels in (2, 4) else None)
-            tifffile.imwrite(tmp, image, description=text, metadata=None, **kw)
+            # a stack keeps its shape and axes (tifffile's shaped description, after ours)
+            shaped = None if axes is None else {"axes": axes}
+            tifffile.imwrite(tmp, image, description=text, metadata=shaped, **kw)
         elif suffix == ".png" and image.dtype == np.uint16:
             tmp.write_bytes(_png16(image, text))
         else:
@@ -598,11 +632,85 @@ def _warnings_text(caught) -> list[str]:
     return [str(w.message) for w in caught]
 
 
+def _stack_mask(path: Path) -> np.ndarray:
+    """A mask for every slice: one 2D mask (any format, :func:`read_mask`), or a TIFF stack of
+    masks with the image stack's leading shape (non-zero = regenerate)."""
+    if _is_tiff(path):
+        try:
+            image, axes = read_stack(path)
+        except ValueError:
+            pass  # one 2D mask (or a file read_mask explains)
+        else:
+            return (image != 0).any(-1) if axes.endswith("S") else image != 0
+    return read_mask(path)
+
+
+def _edit_every_slice(job: Job, args, model, mode: str, top_k, bar, label: str) -> str:
+    """--every-slice: edit each 2D slice of the TIFF stack ``job.image`` (engine.stack), write a
+    TIFF stack of the same shape and axes; returns what the output line shows."""
+    from napari_ilat.engine.stack import edit_stack
+
+    out = job.out
+    if out.suffix.lower() not in (".tif", ".tiff"):
+        raise ValueError(f"{out}: a stack is written as TIFF; name the output .tif")
+    stack, axes = read_stack(job.image)
+    rgb = axes.endswith("S")
+    lead = stack.shape[: len(axes) - (3 if rgb else 2)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = edit_stack(
+            stack,
+            _stack_mask(job.mask),
+            None if job.pose is None else read_pose(job.pose, stack.shape[len(lead) :]),
+            None if job.sketch is None else read_sketch(job.sketch),
+            rgb=rgb,
+            model=model,
+            mode=mode,
+            seed=args.seed,
+            temperature=args.temperature,
+            top_k=top_k,
+            top_p=args.top_p,
+            greedy=args.greedy,
+            guidance=args.guidance,
+            device=args.device,
+            feather=args.feather,
+            resolution=args.resolution,
+            blend=args.blend,
+            progress=bar,
+        )
+    for message in dict.fromkeys(_warnings_text(caught)):  # once, not once per slice
+        print(f"{label}: warning: {message}", file=sys.stderr, flush=True)
+    meta = {
+        "seed": result.seed,
+        "seeds": list(result.seeds),  # slice j (C order over the leading axes): seed + j; None: copied
+        "every_slice": True,
+        "axes": axes,
+        "model": result.model,
+        "mode": result.mode,
+        "source": job.image.name,
+        "mask": job.mask.name,
+        "temperature": args.temperature,
+        "top_k": top_k,
+        "top_p": args.top_p,
+        "greedy": args.greedy,
+        "guidance": result.guidance,
+        "feather": args.feather,
+    }
+    write_image(out, result.image, meta, axes=axes)
+    n = len(result.seeds)
+    return (
+        f"{out} (seeds {result.seed}..{result.seed + n - 1}: slice j = --seed {result.seed}+j; "
+        f"{result.edited} of {n} slices edited, axes {axes}"
+    )
+
+
 def run(args) -> int:
     from napari_ilat.engine.editing import MAX_SAMPLES, edit_with_info
 
     if not 1 <= args.samples <= MAX_SAMPLES:
         raise ValueError(f"--samples must be from 1 to {MAX_SAMPLES} (run again with --seed S+{MAX_SAMPLES} for more)")
+    if args.every_slice and args.samples != 1:
+        raise ValueError("--every-slice makes one edit per slice (slice j with --seed S+j): leave out --samples")
     jobs = _jobs(args)
     if not args.overwrite:
         _check_no_input_is_overwritten(jobs, args.samples)
@@ -625,6 +733,10 @@ def run(args) -> int:
         try:
             if job.problem is not None:
                 raise FileNotFoundError(job.problem)
+            if args.every_slice:
+                shown = _edit_every_slice(job, args, model, mode, top_k, bar, label)
+                bar.close(f"wrote {shown}, {time.perf_counter() - bar.t0:.1f} s)")
+                continue
             image = read_image(img_p)
             outs = output_paths(job.out, args.samples)
             lossy_note = check_output(outs[0], image, args.lossy)

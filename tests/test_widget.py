@@ -670,5 +670,9 @@ def test_every_slice_edits_the_whole_stack(make_napari_viewer, tiny_model, error
     n = len(viewer.layers)
     widget.generate()
     assert "mask 'wrong' has shape (2, 40, 48)" in errors["error"][-1] and len(viewer.layers) == n
+    widget.mask.value = viewer.layers["m"]
+    widget.pose.value = viewer.add_points(np.zeros((18, 3)), name="tracked")  # keypoints per slice
+    widget.generate()
+    assert "'tracked' is a 3D layer" in errors["error"][-1] and len(viewer.layers) == n + 1
     widget.image.value = flat
     assert not widget.every_slice.enabled and widget.samples.enabled

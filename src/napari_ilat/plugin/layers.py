@@ -392,6 +392,12 @@ def gather_stack_inputs(image, mask, pose=None, sketch=None, *, viewer=None, ske
     if not lead or int(np.prod(lead)) < 2:
         raise InputError(f"image {image.name!r} has a single 2D slice; 'every slice' is for stacks")
     _check_2d_view(dims)
+    for layer, what in ((pose, "pose"), (sketch, "sketch")):
+        if layer is not None and layer.ndim > 2:  # its points / shapes may differ per slice
+            raise InputError(
+                f"every slice guides every slice with one 2D {what}, and {layer.name!r} is a {layer.ndim}D layer "
+                f"(its {what} may differ per slice): edit slice by slice, or use a 2D {what} layer"
+            )
     plane = plane_shape(image)
     notes = [f"every slice: {int(np.prod(lead))} slices of {plane[0]}x{plane[1]} pixels, each edited on its own"]
     if getattr(image, "multiscale", False):

@@ -632,6 +632,41 @@ def _warnings_text(caught) -> list[str]:
     return [str(w.message) for w in caught]
 
 
+def _edit_options(args, model, mode: str, top_k) -> dict:
+    """edit() / edit_stack() options from the command line."""
+    return dict(
+        model=model,
+        mode=mode,
+        seed=args.seed,
+        temperature=args.temperature,
+        top_k=top_k,
+        top_p=args.top_p,
+        greedy=args.greedy,
+        guidance=args.guidance,
+        device=args.device,
+        feather=args.feather,
+        resolution=args.resolution,
+        blend=args.blend,
+    )
+
+
+def _record(args, result, top_k, job: Job) -> dict:
+    """The metadata stored in an output: how it was made (the seed the one used)."""
+    return {
+        "seed": result.seed,
+        "model": result.model,
+        "mode": result.mode,
+        "source": job.image.name,
+        "mask": job.mask.name,
+        "temperature": args.temperature,
+        "top_k": top_k,
+        "top_p": args.top_p,
+        "greedy": args.greedy,
+        "guidance": result.guidance,
+        "feather": args.feather,
+    }
+
+
 def _stack_mask(path: Path) -> np.ndarray:
     """A mask for every slice: one 2D mask (any format, :func:`read_mask`), or a TIFF stack of
     masks with the image stack's leading shape (non-zero = regenerate)."""
@@ -664,38 +699,14 @@ def _edit_every_slice(job: Job, args, model, mode: str, top_k, bar, label: str) 
             None if job.pose is None else read_pose(job.pose, stack.shape[len(lead) :]),
             None if job.sketch is None else read_sketch(job.sketch),
             rgb=rgb,
-            model=model,
-            mode=mode,
-            seed=args.seed,
-            temperature=args.temperature,
-            top_k=top_k,
-            top_p=args.top_p,
-            greedy=args.greedy,
-            guidance=args.guidance,
-            device=args.device,
-            feather=args.feather,
-            resolution=args.resolution,
-            blend=args.blend,
             progress=bar,
+            **_edit_options(args, model, mode, top_k),
         )
     for message in dict.fromkeys(_warnings_text(caught)):  # once, not once per slice
         print(f"{label}: warning: {message}", file=sys.stderr, flush=True)
-    meta = {
-        "seed": result.seed,
-        "seeds": list(result.seeds),  # slice j (C order over the leading axes): seed + j; None: copied
-        "every_slice": True,
-        "axes": axes,
-        "model": result.model,
-        "mode": result.mode,
-        "source": job.image.name,
-        "mask": job.mask.name,
-        "temperature": args.temperature,
-        "top_k": top_k,
-        "top_p": args.top_p,
-        "greedy": args.greedy,
-        "guidance": result.guidance,
-        "feather": args.feather,
-    }
+    meta = _record(args, result, top_k, job)
+    # slice j (C order over the leading axes): seed + j; None: nothing masked, copied
+    meta.update(seeds=list(result.seeds), every_slice=True, axes=axes)
     write_image(out, result.image, meta, axes=axes)
     n = len(result.seeds)
     return (
@@ -748,40 +759,16 @@ def run(args) -> int:
                     read_mask(mask_p),
                     None if job.pose is None else read_pose(job.pose, image.shape),
                     None if job.sketch is None else read_sketch(job.sketch),
-                    model=model,
-                    mode=mode,
                     samples=args.samples,
-                    seed=args.seed,
-                    temperature=args.temperature,
-                    top_k=top_k,
-                    top_p=args.top_p,
-                    greedy=args.greedy,
-                    guidance=args.guidance,
-                    device=args.device,
-                    feather=args.feather,
-                    resolution=args.resolution,
-                    blend=args.blend,
                     progress=bar,
+                    **_edit_options(args, model, mode, top_k),
                 )
             for message in _warnings_text(caught):
                 print(f"{label}: warning: {message}", file=sys.stderr, flush=True)
             out = result.image
             if alpha is not None:  # grey+alpha PNG or TIFF: its alpha back, unchanged
                 out = np.stack([out, np.broadcast_to(alpha, out.shape)], -1)
-            meta = {
-                "seed": result.seed,
-                "model": result.model,
-                "mode": result.mode,
-                "samples": result.samples,
-                "source": img_p.name,
-                "mask": mask_p.name,
-                "temperature": args.temperature,
-                "top_k": top_k,
-                "top_p": args.top_p,
-                "greedy": args.greedy,
-                "guidance": result.guidance,
-                "feather": args.feather,
-            }
+            meta = {**_record(args, result, top_k, job), "samples": result.samples}
             for k, path in enumerate(outs):
                 # "seed": the seed that makes this very file as a single edit (--seed S+k)
                 extra = {"candidate": k, "seed": result.seeds[k], "first_seed": result.seed}

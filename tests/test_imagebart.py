@@ -610,7 +610,7 @@ def test_widget_generates_in_imagebart_mode(photo_widget):
     widget.mode.value = "ilat"  # and an iLAT mode takes the model back to 'auto' (bundled iLAT)
     assert widget.model.value == "auto" and "does not run this mode" in widget.status.value
     widget.model.value = widget._models["tiny imagebart"]  # the ImageBART model picked again
-    assert widget.mode.value == "imagebart" and "ImageBART" in widget.status.value
+    assert widget.mode.value == "imagebart" and "mode set to ImageBART" in widget.status.value
     widget.model.value = "natural"  # a bundled iLAT model: back to mode iLAT
     assert widget.mode.value == "ilat"
     widget.mode.value = "imagebart"

@@ -506,8 +506,7 @@ class ILATWidget(Container):
             show_error(f"napari-ilat: {Path(path).name} is not a napari-ilat model (a model's NAME.json)")
             path = ""
         if path:
-            self.add_model(path)
-            self._mode_follows_model(path)
+            self.add_model(path)  # (selecting it matches the mode: _on_model_changed)
             from napari_ilat.engine.convert import model_notice
 
             if note := model_notice(path):  # e.g. a converted taming transformer: Taming*
@@ -527,7 +526,11 @@ class ILATWidget(Container):
         if (kind == "imagebart") != (self.mode.value == "imagebart"):
             with self.mode.changed.blocked():
                 self.mode.value = "imagebart" if kind == "imagebart" else "ilat"
-            self.status.value = f"mode {self.mode.current_choice}: the one {kind} models run"
+            self.status.value = (
+                "mode set to ImageBART, the only mode an ImageBART model runs"
+                if kind == "imagebart"
+                else "mode set to iLAT: ImageBART mode needs an ImageBART model"
+            )
 
     def _on_mode_changed(self, mode):
         """Mode ImageBART with an iLAT model chosen (or back): the model goes to 'auto', which

@@ -618,3 +618,13 @@ def test_edit_help_shows_defaults():
     flat = " ".join(out.split())
     for text in ("temperature > 0 (default: 1.0)", "(default: off)", "(default: 2.0)", "(default: 1)"):
         assert text in flat, text
+
+
+def test_every_slice_in_folder_mode_edits_the_stacks_and_says_why_not_the_rest(d, tiny_model_path, capsys):
+    (d / "imgs").mkdir()
+    tifffile.imwrite(d / "imgs" / "s.tif", np.zeros((3, H, W), np.uint8), photometric="minisblack")
+    (d / "imgs" / "a.png").write_bytes((d / "img.png").read_bytes())
+    args = ["edit", str(d / "imgs"), "--mask", str(d / "mask.png"), "-o", str(d / "out"), "--every-slice"]
+    assert main([*args, "--model", str(tiny_model_path), "--seed", "0"]) == 1
+    assert [p.name for p in (d / "out").iterdir()] == ["s.tif"]
+    assert "a.png: --every-slice edits TIFF stacks; .png holds one image" in capsys.readouterr().err

@@ -685,10 +685,10 @@ def _edit_every_slice(job: Job, args, model, mode: str, top_k, bar, label: str) 
     TIFF stack of the same shape and axes; returns what the output line shows."""
     from napari_ilat.engine.stack import edit_stack
 
+    stack, axes = read_stack(job.image)
     out = job.out
     if out.suffix.lower() not in (".tif", ".tiff"):
         raise ValueError(f"{out}: a stack is written as TIFF; name the output .tif")
-    stack, axes = read_stack(job.image)
     rgb = axes.endswith("S")
     lead = stack.shape[: len(axes) - (3 if rgb else 2)]
     with warnings.catch_warnings(record=True) as caught:

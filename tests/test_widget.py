@@ -676,3 +676,40 @@ def test_every_slice_edits_the_whole_stack(make_napari_viewer, tiny_model, error
     assert "'tracked' is a 3D layer" in errors["error"][-1] and len(viewer.layers) == n + 1
     widget.image.value = flat
     assert not widget.every_slice.enabled and widget.samples.enabled
+
+
+def test_every_slice_of_a_stack_too_big_for_memory_is_refused_before_reading_it(
+    make_napari_viewer, tiny_model, errors, monkeypatch
+):
+    """A lazy (dask) stack is read whole for every slice: one larger than the free memory is a
+    notification before any chunk is computed, not an out-of-memory kill of napari."""
+    import dask.array as da
+
+    import napari_ilat.engine.editing as editing
+    from napari_ilat.plugin.widget import ILATWidget
+
+    computed = []
+
+    def chunk(block):
+        computed.append(block.shape)
+        return block
+
+    lazy = da.zeros((4, 40, 48), dtype=np.float32, chunks=(1, 40, 48)).map_blocks(chunk, dtype=np.float32)
+    viewer = make_napari_viewer()
+    viewer.add_image(lazy, name="lazy", contrast_limits=(0, 1))
+    mask = np.zeros((40, 48), np.uint8)
+    mask[10:20, 10:25] = 1
+    viewer.add_labels(mask, name="m")
+    widget = ILATWidget(viewer, synchronous=True)
+    viewer.window.add_dock_widget(widget)
+    widget.add_model(tiny_model)
+    widget.every_slice.value = True
+    computed.clear()  # napari reads the shown slice
+    monkeypatch.setattr(editing, "free_memory", lambda *a, **k: 40 * 48 * 4 * 4)  # one stack's worth
+    n = len(viewer.layers)
+    widget.generate()
+    assert "needs 0.0 GiB of memory" in errors["error"][-1] and "edit slice by slice" in errors["error"][-1]
+    assert computed == [] and len(viewer.layers) == n
+    monkeypatch.setattr(editing, "free_memory", lambda *a, **k: None)  # unknown: not checked
+    widget.generate()
+    assert len(viewer.layers) == n + 1 and widget.last_result.data.shape == (4, 40, 48)

@@ -379,6 +379,24 @@ def gather_inputs(image, mask, pose=None, sketch=None, *, viewer=None, sketch_wi
     return EditInputs(image=img, mask=m, pose=kp, sketch=sk, index=index, notes=notes)
 
 
+def _check_stack_fits(image) -> None:
+    """Refuse, before reading it, a stack whose pixels and result cannot be held: lazy data
+    (dask, zarr: a big stack napari shows a slice at a time) is read whole for every slice,
+    and the result is a copy, so a stack larger than memory would get napari killed."""
+    from napari_ilat.engine.editing import free_memory
+
+    data = image.data[0] if getattr(image, "multiscale", False) else image.data
+    size = int(np.prod(data.shape)) * np.dtype(data.dtype).itemsize
+    need = size if isinstance(data, np.ndarray) else 2 * size  # + the pixels read, for lazy data
+    free = free_memory()
+    if free is not None and need > 0.8 * free:
+        raise InputError(
+            f"every slice of {image.name!r} ({'x'.join(map(str, data.shape))}, {size / 2**30:.1f} GiB) needs "
+            f"{need / 2**30:.1f} GiB of memory and {free / 2**30:.1f} GiB is free: edit slice by slice, or a "
+            "crop of the stack"
+        )
+
+
 def gather_stack_inputs(image, mask, pose=None, sketch=None, *, viewer=None, sketch_width: float = 3.0) -> EditInputs:
     """The arrays for editing every 2D slice of an nD image layer
     (:func:`napari_ilat.engine.stack.edit_stack`): the whole stack (full resolution for
@@ -415,6 +433,7 @@ def gather_stack_inputs(image, mask, pose=None, sketch=None, *, viewer=None, ske
         )
     if not m.any():
         raise InputError(f"mask {mask.name!r} is empty: paint the region to regenerate")
+    _check_stack_fits(image)
     img = _slice_data(image, ())
     kp = points_to_pose(pose, image, point) if pose is not None else None
     sk = shapes_to_sketch(sketch, plane, sketch_width, image, point) if sketch is not None else None

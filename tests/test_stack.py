@@ -63,7 +63,7 @@ def test_greyscale_stack_and_seed_drawn_once(mask, tiny_model):
         (dict(mask=np.zeros((40, 48), bool)), "mask is empty"),
         (dict(mask=np.zeros((2, 3, 40, 48), bool)), "mask is empty on every plane"),
         (dict(samples=2), "one edit per plane"),
-        (dict(seed=2**63 - 3), r"seed must be in \[0, 2\*\*63 - 6\]"),
+        (dict(seed=2**63 - 3), r"seed must be in \[0, 2\*\*63 - 6\] \(plane j uses seed \+ j"),
         (dict(seed=1.0), "seed must be an integer"),
         (dict(temperature=0), "temperature must be"),
     ],

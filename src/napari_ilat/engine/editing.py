@@ -261,6 +261,18 @@ def _is_real(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
 
 
+def check_seed(seed, count: int = 1, uses: str = "samples] (candidate k uses seed + k") -> int | None:
+    """``seed`` as a Python int, checked: an integer such that ``seed + count - 1`` is still an
+    int64 (``count`` edits use seed, seed + 1, ...); None stays None (drawn later)."""
+    if seed is None:
+        return None
+    if not _is_int(seed):
+        raise ValueError(f"seed must be an integer (or None to draw one), got {seed!r}")
+    if seed < 0 or seed + count - 1 >= SEED_MAX:
+        raise ValueError(f"seed must be in [0, 2**63 - {uses}, an int64), got {seed!r}")
+    return int(seed)
+
+
 def check_options(
     samples=1, seed=None, temperature=1.0, top_k=None, top_p=None, greedy=False, feather=2.0, guidance=1.0
 ) -> dict:
@@ -272,14 +284,7 @@ def check_options(
             "for more, call again with seed + samples"
         )
     samples = int(samples)
-    if seed is not None:
-        if not _is_int(seed):
-            raise ValueError(f"seed must be an integer (or None to draw one), got {seed!r}")
-        if seed < 0 or seed + samples - 1 >= SEED_MAX:
-            raise ValueError(
-                f"seed must be in [0, 2**63 - samples] (candidate k uses seed + k, an int64), got {seed!r}"
-            )
-        seed = int(seed)
+    seed = check_seed(seed, samples)
     if not _is_real(temperature) or not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     if top_k is not None and (not _is_int(top_k) or top_k < 1):
@@ -379,17 +384,24 @@ def check_output_fits(image: np.ndarray, samples: int) -> None:
     """Refuse, before any work, an edit whose result cannot be held: each candidate is a full
     copy of the image, and 16 candidates of a big image can need more memory than is free,
     which on Linux gets the process killed (napari with it, and whatever was not saved)."""
-    need, free = samples * image.nbytes, free_memory()
-    if free is None or need <= 0.8 * free:
-        return
     size = f"{image.shape[0]}x{image.shape[1]}"
-    gib = f"{need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB of memory free"
     if samples > 1:
-        raise ValueError(
-            f"{samples} candidates of this {size} image (each a full copy of it) would need {gib}; "
-            "ask for fewer candidates"
+        check_fits(
+            samples * image.nbytes,
+            f"{samples} candidates of this {size} image (each a full copy of it)",
+            "ask for fewer candidates",
         )
-    raise ValueError(f"the result, a copy of this {size} image, would need {gib}; free memory, or edit a crop")
+    check_fits(image.nbytes, f"the result, a copy of this {size} image,", "free memory, or edit a crop")
+
+
+def check_fits(need: int, what: str, advice: str) -> None:
+    """``ValueError`` "WHAT would need N GiB, more than the M GiB of memory free; ADVICE" when
+    ``need`` bytes exceed 80% of :func:`free_memory` (not checked where it cannot be read)."""
+    free = free_memory()
+    if free is not None and need > 0.8 * free:
+        raise ValueError(
+            f"{what} would need {need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB of memory free; {advice}"
+        )
 
 
 def check_guidance(guidance: float, mode_def, conditioned: bool) -> float:

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_ilat.engine.editing import (
-    SEED_MAX,
     cached_model,
+    check_fits,
+    check_seed,
     draw_seed,
     edit_with_info,
-    free_memory,
 )
 from napari_ilat.engine.inputs import normalize_mask
 
@@ -122,19 +122,12 @@ def edit_stack(
     plane = tuple(stack.shape[len(lead) : len(lead) + 2])
     mask, per_plane = _masks(mask, lead, plane, stack.shape)
     n = int(np.prod(lead))
+    seed = check_seed(seed, n, f"{n}] (plane j uses seed + j")
     if seed is None:
         seed = draw_seed()
-    elif isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer (or None to draw one), got {seed!r}")
-    if not 0 <= int(seed) <= SEED_MAX - n:
-        raise ValueError(f"seed must be in [0, 2**63 - {n}] for a stack of {n} planes, got {seed}")
-    seed = int(seed)
-    need, free = stack.nbytes, free_memory()
-    if free is not None and need > 0.8 * free:
-        raise ValueError(
-            f"the result, a copy of this {'x'.join(map(str, stack.shape))} stack, would need {need / 2**30:.1f} "
-            f"GiB, more than the {free / 2**30:.1f} GiB of memory free; edit fewer planes"
-        )
+    check_fits(
+        stack.nbytes, f"the result, a copy of this {'x'.join(map(str, stack.shape))} stack,", "edit fewer planes"
+    )
     if model is not None:
         model = cached_model(model)  # loaded once, not per plane
 

@@ -383,18 +383,16 @@ def _check_stack_fits(image) -> None:
     """Refuse, before reading it, a stack whose pixels and result cannot be held: lazy data
     (dask, zarr: a big stack napari shows a slice at a time) is read whole for every slice,
     and the result is a copy, so a stack larger than memory would get napari killed."""
-    from napari_ilat.engine.editing import free_memory
+    from napari_ilat.engine.editing import check_fits
 
     data = image.data[0] if getattr(image, "multiscale", False) else image.data
     size = int(np.prod(data.shape)) * np.dtype(data.dtype).itemsize
     need = size if isinstance(data, np.ndarray) else 2 * size  # + the pixels read, for lazy data
-    free = free_memory()
-    if free is not None and need > 0.8 * free:
-        raise InputError(
-            f"every slice of {image.name!r} ({'x'.join(map(str, data.shape))}, {size / 2**30:.1f} GiB) needs "
-            f"{need / 2**30:.1f} GiB of memory and {free / 2**30:.1f} GiB is free: edit slice by slice, or a "
-            "crop of the stack"
-        )
+    what = f"every slice of {image.name!r} ({'x'.join(map(str, data.shape))}: its pixels read and the result)"
+    try:
+        check_fits(need, what, "edit slice by slice, or a crop of the stack")
+    except ValueError as e:
+        raise InputError(str(e)) from e
 
 
 def gather_stack_inputs(image, mask, pose=None, sketch=None, *, viewer=None, sketch_width: float = 3.0) -> EditInputs:

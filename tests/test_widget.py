@@ -408,18 +408,31 @@ def test_load_file_refuses_a_json_that_is_not_a_model(make_napari_viewer, tiny_m
     assert widget.model.value == str(tiny_model_path) and len(errors["error"]) == 1
 
 
-def test_stack_edits_displayed_slice(make_napari_viewer, tiny_model, errors):
+def _docked_widget(viewer, model):
+    """The dock widget on ``viewer``, synchronous, with ``model`` chosen."""
     from napari_ilat.plugin.widget import ILATWidget
 
-    viewer = make_napari_viewer()
-    stack = np.random.default_rng(0).random((4, 40, 48)).astype(np.float32)
-    img = viewer.add_image(stack, name="stack", scale=(2, 0.5, 0.5), translate=(10, 3, 4))
-    mask = np.zeros((40, 48), np.uint8)
-    mask[10:20, 10:25] = 1
-    viewer.add_labels(mask, name="m", scale=(0.5, 0.5), translate=(3, 4))
     widget = ILATWidget(viewer, synchronous=True)
     viewer.window.add_dock_widget(widget)
-    widget.add_model(tiny_model)
+    widget.add_model(model)
+    return widget
+
+
+def _add_stack(viewer, n, scale=(2, 0.5, 0.5), translate=(10, 3, 4), **transform):
+    """(stack, image layer, mask): ``n`` random 40x48 float slices placed by ``scale`` /
+    ``translate`` / ``transform``, and a 2D Labels mask "m" over their plane."""
+    stack = np.random.default_rng(0).random((n, 40, 48)).astype(np.float32)
+    img = viewer.add_image(stack, name="stack", scale=scale, translate=translate, **transform)
+    mask = np.zeros((40, 48), np.uint8)
+    mask[10:20, 10:25] = 1
+    viewer.add_labels(mask, name="m", scale=scale[1:], translate=translate[1:])
+    return stack, img, mask
+
+
+def test_stack_edits_displayed_slice(make_napari_viewer, tiny_model, errors):
+    viewer = make_napari_viewer()
+    stack, img, mask = _add_stack(viewer, 4)
+    widget = _docked_widget(viewer, tiny_model)
     widget.seed.value = 0
     viewer.dims.set_current_step(0, 2)
 
@@ -575,17 +588,9 @@ def test_keep_shown_candidate_adds_that_edit_as_its_own_layer(make_napari_viewer
     """Keep shown candidate: the candidate the slider shows becomes a layer of its own, equal to
     the single edit with its seed, exactly over the source slice (napari's Split Stack would
     blend it additively and drop rotate / shear)."""
-    from napari_ilat.plugin.widget import ILATWidget
-
     viewer = make_napari_viewer()
-    stack = np.random.default_rng(0).random((3, 40, 48)).astype(np.float32)
-    img = viewer.add_image(stack, name="stack", scale=(2, 0.5, 0.7), translate=(10, 3, 4), rotate=20, shear=[0, 0, 0.2])
-    mask = np.zeros((40, 48), np.uint8)
-    mask[10:20, 10:25] = 1
-    viewer.add_labels(mask, name="m", scale=(0.5, 0.7), translate=(3, 4))
-    widget = ILATWidget(viewer, synchronous=True)
-    viewer.window.add_dock_widget(widget)
-    widget.add_model(tiny_model)
+    stack, img, mask = _add_stack(viewer, 3, scale=(2, 0.5, 0.7), rotate=20, shear=[0, 0, 0.2])
+    widget = _docked_widget(viewer, tiny_model)
     assert not widget.keep_btn.enabled
     assert widget.keep_candidate() is None and "no candidates to keep" in errors["error"][-1]
     errors["error"].clear()
@@ -621,19 +626,11 @@ def test_every_slice_edits_the_whole_stack(make_napari_viewer, tiny_model, error
     """*every slice*: one result layer over the whole stack; slice j is what Generate gives on
     that slice alone with seed S+j; a Labels stack gives each slice its own mask (slices with
     none are copied); a mask of another shape is a notification; off for a 2D image."""
-    from napari_ilat.plugin.widget import ILATWidget
-
     viewer = make_napari_viewer()
     flat = viewer.add_image(np.zeros((40, 48), np.float32), name="flat")
-    widget = ILATWidget(viewer, synchronous=True)
-    viewer.window.add_dock_widget(widget)
-    widget.add_model(tiny_model)
+    widget = _docked_widget(viewer, tiny_model)
     assert not widget.every_slice.enabled  # a 2D image has one slice
-    stack = np.random.default_rng(0).random((3, 40, 48)).astype(np.float32)
-    img = viewer.add_image(stack, name="stack", scale=(2, 0.5, 0.5), translate=(10, 3, 4))
-    mask = np.zeros((40, 48), np.uint8)
-    mask[10:20, 10:25] = 1
-    viewer.add_labels(mask, name="m", scale=(0.5, 0.5), translate=(3, 4))
+    stack, img, mask = _add_stack(viewer, 3)
     assert widget.image.value is img and widget.every_slice.enabled
     widget.every_slice.value = True
     assert not widget.samples.enabled
@@ -686,7 +683,6 @@ def test_every_slice_of_a_stack_too_big_for_memory_is_refused_before_reading_it(
     import dask.array as da
 
     import napari_ilat.engine.editing as editing
-    from napari_ilat.plugin.widget import ILATWidget
 
     computed = []
 
@@ -700,15 +696,13 @@ def test_every_slice_of_a_stack_too_big_for_memory_is_refused_before_reading_it(
     mask = np.zeros((40, 48), np.uint8)
     mask[10:20, 10:25] = 1
     viewer.add_labels(mask, name="m")
-    widget = ILATWidget(viewer, synchronous=True)
-    viewer.window.add_dock_widget(widget)
-    widget.add_model(tiny_model)
+    widget = _docked_widget(viewer, tiny_model)
     widget.every_slice.value = True
     computed.clear()  # napari reads the shown slice
     monkeypatch.setattr(editing, "free_memory", lambda *a, **k: 40 * 48 * 4 * 4)  # one stack's worth
     n = len(viewer.layers)
     widget.generate()
-    assert "needs 0.0 GiB of memory" in errors["error"][-1] and "edit slice by slice" in errors["error"][-1]
+    assert "every slice of 'lazy'" in errors["error"][-1] and "edit slice by slice" in errors["error"][-1]
     assert computed == [] and len(viewer.layers) == n
     monkeypatch.setattr(editing, "free_memory", lambda *a, **k: None)  # unknown: not checked
     widget.generate()

@@ -448,6 +448,39 @@ def test_stack_edits_displayed_slice(make_napari_viewer, tiny_model, errors):
     np.testing.assert_array_equal(img.data, stack)
 
 
+def test_a_shapes_layer_as_the_mask(make_napari_viewer, tiny_model, errors):
+    """A rectangle drawn on a Shapes layer masks the pixels it covers: the same edit, bit for
+    bit, as a Labels layer painted over those pixels (through both layers' world placement,
+    on the slice it was drawn on). Labels layers stay the default pick; a path drawn in the
+    mask layer gets no "choose it as the sketch" hint; one layer cannot be both."""
+    viewer = make_napari_viewer()
+    stack, img, mask = _add_stack(viewer, 4)
+    widget = _docked_widget(viewer, tiny_model)
+    widget.seed.value = 0
+    viewer.dims.set_current_step(0, 2)
+    widget.generate()
+    painted = widget.last_result.data
+    labels = viewer.layers["m"]
+    # world (z, row, col) of "m"'s pixels rows 10..19, cols 10..24 on slice 2 (z = 10 + 2 * 2)
+    box = [[14, 8, 9], [14, 8, 16], [14, 12.5, 16], [14, 12.5, 9]]
+    drawn = viewer.add_shapes([box], shape_type="rectangle", name="drawn")
+    drawn.add_paths([np.array([[14, 9, 10], [14, 9, 15]])])  # inside the box: no hint, no change
+    assert widget.mask.value is labels and widget.mask.choices == (labels, drawn)  # Labels first
+    widget.mask.value = drawn
+    widget.generate()
+
+    assert errors["error"] == [] and not any("strokes in the mask" in m for m in errors["info"])
+    np.testing.assert_array_equal(widget.last_result.data, painted)
+    assert widget.last_result.metadata["napari_ilat"]["mask"] == "drawn"
+    np.testing.assert_array_equal(img.data, stack)
+    viewer.dims.set_current_step(0, 1)  # nothing drawn on slice 1
+    widget.generate()
+    assert "'drawn' covers no pixel of this slice" in errors["error"][-1]
+    widget.sketch.value = drawn
+    widget.generate()
+    assert "both the mask and the sketch" in errors["error"][-1]
+
+
 # ---------------------------------------------------------------- issue 17
 
 

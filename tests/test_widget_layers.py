@@ -54,6 +54,81 @@ def test_shapes_to_sketch_lines_and_outlines():
     assert sk[20, 25] == 1.0 and sk[25, 25] == 0  # outline, not filled
 
 
+def test_nd_shapes_and_points_count_on_their_own_slice_only():
+    """napari draws an nD layer's shapes and points on the slice they lie on; the sketch and
+    the pose of an edit are those of the slice shown, not every slice's (once, strokes drawn
+    on slice 3 steered the edit of slice 1)."""
+    image = Image(np.zeros((5, 40, 40)))
+    strokes = Shapes(
+        [np.array([[1.0, 10.0, 5.0], [1.0, 10.0, 35.0]]), np.array([[3.0, 30.0, 5.0], [3.0, 30.0, 35.0]])],
+        shape_type="line",
+    )
+    at1 = _layers.shapes_to_sketch(strokes, (40, 40), 3, image, np.array([1.0, 0, 0]))
+    assert at1[10, 5:36].min() == 1.0 and not at1[25:].any()
+    at3 = _layers.shapes_to_sketch(strokes, (40, 40), 3, image, np.array([3.0, 0, 0]))
+    assert at3[30, 5:36].min() == 1.0 and not at3[:25].any()
+    assert not _layers.shapes_to_sketch(strokes, (40, 40), 3, image, np.array([2.0, 0, 0])).any()
+
+    xy = np.stack([np.arange(18.0), np.arange(18.0) + 1], 1)  # (x, y) per keypoint
+    rows = [np.c_[np.full(18, z), xy[:, ::-1] + z] for z in (0.0, 2.0)]  # two poses, slices 0 and 2
+    points = Points(np.vstack(rows))
+    pose = _layers.points_to_pose(points, image, np.array([2.0, 0, 0]))
+    np.testing.assert_allclose(pose[:, :2], xy + 2)
+    with pytest.raises(InputError, match="0 points on this slice"):
+        _layers.points_to_pose(points, image, np.array([1.0, 0, 0]))
+
+
+def test_shapes_mask_filled_stroked_and_placed():
+    """A Shapes layer as the mask: closed shapes filled exactly as napari's own *Convert to
+    labels* fills them, lines and paths at the edge width napari draws, in the image's
+    pixels (through world coordinates)."""
+    plain = Image(np.zeros((64, 64)))
+    closed = Shapes([np.array([[10.0, 20.0], [10.0, 40.0], [30.0, 40.0], [30.0, 20.0]])], shape_type="rectangle")
+    closed.add_polygons([np.array([[40.0, 5.0], [60.0, 10.0], [45.0, 30.0]])])
+    mask = _layers.shapes_to_mask(closed, (64, 64), plain)
+    np.testing.assert_array_equal(mask, closed.to_labels((64, 64)) > 0)
+    # the same shapes over an image at scale 2, translated: half the pixels, shifted
+    coarse = Image(np.zeros((64, 64)), scale=(2, 2), translate=(-4, 0))
+    rows, cols = np.nonzero(_layers.shapes_to_mask(Shapes([closed.data[0]]), (64, 64), coarse))
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (7, 17, 10, 20)
+    path = Shapes([np.array([[5.0, 5.0], [5.0, 60.0]])], shape_type="path", edge_width=6)
+    assert np.unique(np.nonzero(_layers.shapes_to_mask(path, (64, 64), plain))[0]).tolist() == list(range(2, 9))
+    assert np.unique(np.nonzero(_layers.shapes_to_mask(path, (64, 64), coarse))[0]).tolist() == [3, 4, 5, 6]
+
+
+def test_gather_inputs_with_a_shapes_mask():
+    img = Image(np.zeros((32, 32, 3), np.uint8))
+    box = Shapes([np.array([[4.0, 4.0], [12.0, 12.0]])], shape_type="rectangle")
+    got = _layers.gather_inputs(img, box)
+    np.testing.assert_array_equal(got.mask, box.to_labels((32, 32)) > 0)
+    with pytest.raises(InputError, match="both the mask and the sketch"):
+        _layers.gather_inputs(img, box, sketch=box)
+    with pytest.raises(InputError, match="covers no pixel"):
+        _layers.gather_inputs(img, Shapes([np.array([[40.0, 40.0], [50.0, 50.0]])], shape_type="rectangle"))
+    with pytest.raises(InputError, match="not a Labels or Shapes layer"):
+        _layers.gather_inputs(img, Points(np.zeros((1, 2))))
+
+
+def test_every_slice_with_a_shapes_mask():
+    """Every slice: a 2D Shapes layer masks every slice alike; an nD one gives each slice the
+    shapes drawn on it (slices with none are copied by edit_stack)."""
+    stack = Image(np.zeros((4, 32, 32), np.uint8))
+    flat = Shapes([np.array([[4.0, 4.0], [12.0, 12.0]])], shape_type="rectangle")
+    got = _layers.gather_stack_inputs(stack, flat)
+    np.testing.assert_array_equal(got.mask, flat.to_labels((32, 32)) > 0)
+
+    def box(*lead, r0, c0, r1, c1):  # an nD rectangle: its four corners
+        return np.array([[*lead, r, c] for r, c in ((r0, c0), (r0, c1), (r1, c1), (r1, c0))], float)
+
+    per_slice = Shapes([box(1, r0=4, c0=4, r1=12, c1=12), box(3, r0=20, c0=4, r1=30, c1=12)], shape_type="rectangle")
+    got = _layers.gather_stack_inputs(stack, per_slice)
+    assert got.mask.shape == (4, 32, 32)
+    assert [int(m.sum()) for m in got.mask] == [0, 81, 0, 99]
+    assert got.mask[3, 20:31, 4:13].all()
+    with pytest.raises(InputError, match="4D and the image"):
+        _layers.gather_stack_inputs(stack, Shapes([box(0, 1, r0=4, c0=4, r1=12, c1=12)], shape_type="rectangle"))
+
+
 def test_moved_joint_mask_covers_the_edit_pair():
     from napari_ilat.plugin.sample_data import pose_sample_pair
 

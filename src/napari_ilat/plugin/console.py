@@ -59,7 +59,8 @@ def edit_layers(
     Parameters
     ----------
     viewer : napari.Viewer, default ``napari.current_viewer()``.
-    image, mask : layer names (or layers): an Image and a Labels layer (non-zero = regenerate).
+    image, mask : layer names (or layers): an Image layer, and a Labels layer (non-zero =
+        regenerate) or a Shapes layer (its filled shapes and its strokes at their edge width).
     pose : optional Points layer with the 18 keypoints (named via a 'name' feature, or in
         COCO/OpenPose order).
     sketch : optional Shapes layer; lines / paths / outlines are rasterised ``sketch_width``

@@ -8,7 +8,8 @@ Shared by the dock widget (:mod:`._widget`) and the console helper (:mod:`.conso
   in the *image's* data pixels, going through world coordinates so layers with different
   scale / translate still line up;
 - :func:`shapes_to_sketch` rasterises a Shapes layer's lines / paths / outlines into a
-  stroke map;
+  stroke map, and :func:`shapes_to_mask` its filled shapes and strokes into a mask (a
+  Shapes layer as the mask);
 - :func:`moved_joint_mask` builds a mask from the keypoints that moved (auto mask);
 - :func:`result_layer_data` places an edited array as a new layer exactly over its source,
   and :func:`add_edit_result` adds it with its name and metadata (the widget and the
@@ -35,6 +36,7 @@ __all__ = [
     "gather_inputs",
     "points_to_pose",
     "shapes_to_sketch",
+    "shapes_to_mask",
     "moved_joint_mask",
     "result_layer_data",
     "add_edit_result",
@@ -140,6 +142,22 @@ def world_point(viewer) -> np.ndarray | None:
     return np.asarray(viewer.dims.point, float)
 
 
+def on_slice(layer, coords: np.ndarray, world_point) -> np.ndarray:
+    """Bool (N,): which of ``layer``'s (N, ndim) data coordinates napari shows at
+    ``world_point``: those whose leading (not displayed) coordinates lie within half a step
+    of the slice, napari's own rule for points and shapes. A 2D layer's are all shown
+    (it is drawn on every slice); with no viewer position, slice 0 of the layer's axes."""
+    coords = np.asarray(coords, float).reshape(len(coords), -1)
+    lead = int(layer.ndim) - 2
+    if lead <= 0 or not len(coords):
+        return np.ones(len(coords), bool)
+    if world_point is None:
+        here = np.zeros(lead)
+    else:
+        here = np.asarray(layer.world_to_data(np.asarray(world_point, float)), float)[:lead]
+    return np.all(np.abs(coords[:, :lead] - here) < 0.5, axis=1)
+
+
 def current_slice(layer, viewer=None, what: str = "image") -> tuple[tuple[int, ...], np.ndarray]:
     """(index, data): the indices of ``layer``'s leading axes at the viewer's position and
     the 2D (or 2D + RGB) slice of its data there (full resolution for multiscale data)."""
@@ -192,14 +210,18 @@ def points_to_pose(points, image=None, world_point=None) -> np.ndarray:
     different scale / translate.
     """
     data = np.asarray(points.data, float).reshape(len(points.data), -1)
-    rc = _to_image_pixels(points, data, image, world_point) if len(data) else np.zeros((0, 2))
     visible = np.ones(len(data), bool)
     feats = getattr(points, "features", None)
     if feats is not None and "visible" in feats.columns:
         visible = np.asarray(feats["visible"], dtype=bool)
+    names = pose_names(points)
+    if points.ndim > 2 and world_point is not None:  # an nD layer: the keypoints of the slice shown
+        here = on_slice(points, data, world_point)
+        data, visible = data[here], visible[here]
+        names = None if names is None else [n for n, h in zip(names, here) if h]
+    rc = _to_image_pixels(points, data, image, world_point) if len(data) else np.zeros((0, 2))
 
     pose = np.tile(np.array([-1.0, -1.0, 0.0]), (N_KEYPOINTS, 1))
-    names = pose_names(points)
     if names is not None and any(n in KEYPOINT_NAMES for n in names):
         seen = set()
         for k, name in enumerate(names):
@@ -220,8 +242,9 @@ def points_to_pose(points, image=None, world_point=None) -> np.ndarray:
             raise InputError(f"pose layer {points.name!r} has no named keypoints")
         return pose
     if len(data) != N_KEYPOINTS:
+        where = " on this slice" if points.ndim > 2 and world_point is not None else ""
         raise InputError(
-            f"pose layer {points.name!r} has {len(data)} points; a pose needs exactly {N_KEYPOINTS} "
+            f"pose layer {points.name!r} has {len(data)} points{where}; a pose needs exactly {N_KEYPOINTS} "
             f"in COCO/OpenPose order ({', '.join(KEYPOINT_NAMES)}), or points named with a "
             "'name' feature"
         )
@@ -258,23 +281,67 @@ def _ellipse_outline(corners: np.ndarray, n: int = 64) -> np.ndarray:
     return c + np.cos(t) * u + np.sin(t) * v
 
 
+_CLOSED = ("rectangle", "polygon", "ellipse")
+
+
+def _shown_shapes(shapes, image, world_point):
+    """(index, kind, (N, 2) row/col vertices in ``image`` pixels) of each shape napari shows
+    at ``world_point`` (an nD layer's shapes drawn on other slices are left out); an
+    ellipse as a 64-gon of its outline."""
+    for i, (verts, kind) in enumerate(zip(shapes.data, shapes.shape_type)):
+        verts = np.asarray(verts, float)
+        if not on_slice(shapes, verts, world_point).all():
+            continue
+        if kind == "ellipse":
+            verts = _ellipse_outline(verts)
+        yield i, kind, _to_image_pixels(shapes, verts, image, world_point)
+
+
 def shapes_to_sketch(shapes, shape: tuple[int, int], width: float = 3.0, image=None, world_point=None) -> np.ndarray:
     """Rasterise a Shapes layer into an (H, W) float stroke map in [0, 1] in ``image`` pixels.
 
     Lines and paths are drawn as strokes of ``width`` pixels; rectangles, polygons and
-    ellipses as their outlines (a sketch is edges, not filled regions).
+    ellipses as their outlines (a sketch is edges, not filled regions). Of an nD layer only
+    the shapes on the slice shown count, as napari draws them.
     """
     strokes = []
-    for verts, kind in zip(shapes.data, shapes.shape_type):
-        verts = np.asarray(verts, float)
-        if kind == "ellipse":
-            verts = _ellipse_outline(verts)
-        rc = _to_image_pixels(shapes, verts, image, world_point)
-        if kind in ("rectangle", "polygon", "ellipse") and len(rc) > 2:
+    for _, kind, rc in _shown_shapes(shapes, image, world_point):
+        if kind in _CLOSED and len(rc) > 2:
             rc = np.vstack([rc, rc[:1]])  # closed outline
         strokes.append(rc)
     # the training data's rasteriser: GUI strokes and training strokes are the same pixels
     return rasterize_strokes(strokes, tuple(shape[:2]), width).astype(np.float64)
+
+
+def _edge_width_pixels(shapes, i: int, image, world_point) -> float:
+    """Shape ``i``'s edge width (layer data units, as napari draws it) in ``image`` pixels."""
+    width = float(np.asarray(shapes.edge_width, float).reshape(-1)[i]) if len(shapes.data) else 1.0
+    v0 = np.asarray(shapes.data[i], float)[0]
+    steps = [v0.copy(), v0.copy(), v0.copy()]
+    steps[1][-2] += width
+    steps[2][-1] += width
+    rc = _to_image_pixels(shapes, np.array(steps), image, world_point)
+    return float(np.mean([np.hypot(*(rc[1] - rc[0])), np.hypot(*(rc[2] - rc[0]))]))
+
+
+def shapes_to_mask(shapes, shape: tuple[int, int], image=None, world_point=None) -> np.ndarray:
+    """Rasterise a Shapes layer into an (H, W) bool mask in ``image`` pixels: rectangles,
+    polygons and ellipses filled (the pixels whose centres they cover, as napari's *Convert
+    to labels*), lines and paths as strokes of their edge width as napari draws them (at
+    least 1 px). Of an nD layer only the shapes on the slice shown count."""
+    from skimage.draw import polygon2mask
+
+    out = np.zeros(tuple(shape[:2]), bool)
+    strokes, widths = [], []
+    for i, kind, rc in _shown_shapes(shapes, image, world_point):
+        if kind in _CLOSED and len(rc) > 2:
+            out |= polygon2mask(out.shape, rc)
+        else:
+            strokes.append(rc)
+            widths.append(max(1.0, _edge_width_pixels(shapes, i, image, world_point)))
+    if strokes:
+        out |= rasterize_strokes(strokes, out.shape, widths) >= 0.5
+    return out
 
 
 # --------------------------------------------------------------------------- auto mask
@@ -326,13 +393,26 @@ def _check_layer_kinds(image, mask, pose, sketch) -> None:
     if not isinstance(image, Image):
         raise InputError(f"{getattr(image, 'name', image)!r} is not an Image layer")
     if mask is None:
-        raise InputError("no mask layer: add a Labels layer and paint the region to regenerate")
-    if not isinstance(mask, Labels):
-        raise InputError(f"{getattr(mask, 'name', mask)!r} is not a Labels layer")
+        raise InputError(
+            "no mask layer: add a Labels layer and paint the region to regenerate (or draw it on a Shapes layer)"
+        )
+    if not isinstance(mask, (Labels, Shapes)):
+        raise InputError(f"{getattr(mask, 'name', mask)!r} is not a Labels or Shapes layer")
     if pose is not None and not isinstance(pose, Points):
         raise InputError(f"{pose.name!r} is not a Points layer")
     if sketch is not None and not isinstance(sketch, Shapes):
         raise InputError(f"{sketch.name!r} is not a Shapes layer")
+    if sketch is not None and sketch is mask:
+        raise InputError(
+            f"the Shapes layer {mask.name!r} is chosen as both the mask and the sketch: draw the region to "
+            "regenerate and the strokes that guide it on two layers"
+        )
+
+
+def _is_shapes(layer) -> bool:
+    from napari.layers import Shapes
+
+    return isinstance(layer, Shapes)
 
 
 def gather_inputs(image, mask, pose=None, sketch=None, *, viewer=None, sketch_width: float = 3.0) -> EditInputs:
@@ -353,6 +433,28 @@ def gather_inputs(image, mask, pose=None, sketch=None, *, viewer=None, sketch_wi
     if img.ndim == 3 and not image.rgb:
         raise InputError(f"image layer {image.name!r} has an unexpected slice shape {img.shape}")
 
+    if _is_shapes(mask):
+        m = shapes_to_mask(mask, img.shape[:2], image, point)
+        if not m.any():
+            raise InputError(
+                f"the Shapes layer {mask.name!r} covers no pixel of this slice of {image.name!r}: draw a "
+                "rectangle, polygon or ellipse over the region to regenerate"
+            )
+    else:
+        m = _labels_mask(mask, img, image, point)
+    kp = points_to_pose(pose, image, point) if pose is not None else None
+    sk = None
+    if sketch is not None:
+        sk = shapes_to_sketch(sketch, img.shape[:2], sketch_width, image, point)
+        if not (sk[m] > 0).any():
+            notes.append(
+                f"no sketch strokes inside the mask ({sketch.name!r}); the sketch only guides the masked region"
+            )
+    return EditInputs(image=img, mask=m, pose=kp, sketch=sk, index=index, notes=notes)
+
+
+def _labels_mask(mask, img: np.ndarray, image, point) -> np.ndarray:
+    """The (H, W) bool mask of a Labels layer at the slice shown, which must have the image's size."""
     m_index = _slice_index(mask, point, "mask") if mask.ndim > 2 else ()
     m = _slice_data(mask, m_index)
     if m.shape != img.shape[:2]:
@@ -367,16 +469,7 @@ def gather_inputs(image, mask, pose=None, sketch=None, *, viewer=None, sketch_wi
         if m.size and not np.any(m):
             raise InputError(f"mask {mask.name!r} is empty on this slice: paint the region to regenerate") from e
         raise InputError(f"mask {mask.name!r}: {e}") from e
-
-    kp = points_to_pose(pose, image, point) if pose is not None else None
-    sk = None
-    if sketch is not None:
-        sk = shapes_to_sketch(sketch, img.shape[:2], sketch_width, image, point)
-        if not (sk[m] > 0).any():
-            notes.append(
-                f"no sketch strokes inside the mask ({sketch.name!r}); the sketch only guides the masked region"
-            )
-    return EditInputs(image=img, mask=m, pose=kp, sketch=sk, index=index, notes=notes)
+    return m
 
 
 def _check_stack_fits(image) -> None:
@@ -418,8 +511,14 @@ def gather_stack_inputs(image, mask, pose=None, sketch=None, *, viewer=None, ske
     notes = [f"every slice: {int(np.prod(lead))} slices of {plane[0]}x{plane[1]} pixels, each edited on its own"]
     if getattr(image, "multiscale", False):
         notes.append("multiscale image: edited at full resolution (level 0)")
-    m_shape = _layer_shape(mask)
-    if m_shape == plane:
+    if _is_shapes(mask) and mask.ndim <= 2:
+        m = shapes_to_mask(mask, plane, image, point)
+    elif _is_shapes(mask):
+        m = _shapes_stack_mask(mask, image, tuple(lead), plane)
+        notes.append(
+            f"each slice has its own mask (the shapes of {mask.name!r} drawn on it); slices with none are copied"
+        )
+    elif (m_shape := _layer_shape(mask)) == plane:
         m = np.asarray(_slice_data(mask, ()))
     elif m_shape == tuple(lead) + plane:
         m = np.asarray(_slice_data(mask, ()))
@@ -436,6 +535,21 @@ def gather_stack_inputs(image, mask, pose=None, sketch=None, *, viewer=None, ske
     kp = points_to_pose(pose, image, point) if pose is not None else None
     sk = shapes_to_sketch(sketch, plane, sketch_width, image, point) if sketch is not None else None
     return EditInputs(image=img, mask=m, pose=kp, sketch=sk, notes=notes, stack=True, rgb=bool(image.rgb))
+
+
+def _shapes_stack_mask(shapes, image, lead: tuple[int, ...], plane: tuple[int, int]) -> np.ndarray:
+    """(*lead, H, W) bool: for each slice of ``image``, the mask of the shapes of an nD
+    Shapes layer drawn on that slice (as napari shows them there)."""
+    if shapes.ndim != image.ndim:
+        raise InputError(
+            f"the Shapes layer {shapes.name!r} is {shapes.ndim}D and the image {image.name!r} {image.ndim}D: for "
+            "every slice draw the mask on a 2D Shapes layer (the same for all) or one with the image's axes"
+        )
+    out = np.zeros(lead + plane, bool)
+    for j in np.ndindex(*lead):
+        here = np.asarray(image.data_to_world(np.r_[j, 0.0, 0.0]), float)  # slice j's world position
+        out[j] = shapes_to_mask(shapes, plane, image, here)
+    return out
 
 
 # --------------------------------------------------------------------------- result

@@ -200,7 +200,10 @@ class ILATWidget(Container):
 
         self.image = ComboBox(label="image", choices=self._choices(Image), tooltip="Image layer to edit")
         self.mask = ComboBox(
-            label="mask", choices=self._choices(Labels), tooltip="Labels layer: non-zero = region to regenerate"
+            label="mask",
+            choices=self._mask_choices,
+            tooltip="Labels layer: non-zero = region to regenerate; or a Shapes layer: its rectangles, polygons "
+            "and ellipses filled, its lines and paths at their edge width",
         )
         self.pose = ComboBox(
             label="pose",
@@ -395,6 +398,10 @@ class ILATWidget(Container):
 
         return get
 
+    def _mask_choices(self, widget=None):
+        """Labels layers first (the usual mask; the default pick), then Shapes layers."""
+        return self._choices(Labels)() + self._choices(Shapes)()
+
     def _model_choices(self, widget=None):
         from napari_ilat.engine.model import bundled_models
 
@@ -460,8 +467,8 @@ class ILATWidget(Container):
         if image is None:
             return
         size = _layers.plane_shape(image)
-        if mask is not None and _layers.plane_shape(mask) == size:
-            return
+        if isinstance(mask, Shapes) or (mask is not None and _layers.plane_shape(mask) == size):
+            return  # (shapes are drawn in world coordinates: they fit any image)
         for lay in list(self.viewer.layers)[::-1]:
             if isinstance(lay, Labels) and _layers.plane_shape(lay) == size:
                 self.mask.value = lay
@@ -633,7 +640,7 @@ class ILATWidget(Container):
         point = _layers.world_point(self.viewer)
         mask = inputs.mask.reshape(-1, *inputs.mask.shape[-2:]).any(0)  # every slice: any slice's
         for lay in list(self.viewer.layers)[::-1]:
-            if not isinstance(lay, Shapes) or ilat_meta(lay).get("kind") == "skeleton":
+            if not isinstance(lay, Shapes) or ilat_meta(lay).get("kind") == "skeleton" or lay is self.mask.value:
                 continue
             # strokes are lines and paths; a layer of many shapes is annotations, and drawing
             # them all on the main thread would stall napari, so it is not looked at
@@ -750,7 +757,7 @@ class ILATWidget(Container):
             self._reference[points] = np.asarray(meta["reference_pose"], float)
             return
         try:
-            self._reference[points] = _layers.points_to_pose(points)
+            self._reference[points] = _layers.points_to_pose(points, None, _layers.world_point(self.viewer))
         except InputError:
             pass  # not a pose (yet)
 
@@ -766,7 +773,7 @@ class ILATWidget(Container):
             inputs_index, shown = _layers.current_slice(image, self.viewer, "image")
             shape = shown.shape[:2]
             point = _layers.world_point(self.viewer)
-            new = _layers.points_to_pose(points)
+            new = _layers.points_to_pose(points, None, point)
             old = self._reference.get(points)
             if old is None:
                 self._reference[points] = new

@@ -317,3 +317,39 @@ def test_pose_made_for_a_smaller_image_warns(tiny_pose_model):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         edit(np.zeros(shape), mask, pose, model=tiny_pose_model, seed=0)
+
+
+# ---------------------------------------------------------------- one label, grown
+
+
+def test_label_mask_takes_one_object_of_a_segmentation():
+    from napari_ilat.engine.inputs import label_mask
+
+    labels = np.zeros(SHAPE, np.uint16)
+    labels[2:6, 2:6], labels[10:20, 12:26] = 3, 700
+    np.testing.assert_array_equal(label_mask(labels, 700), _mask())
+    np.testing.assert_array_equal(label_mask(np.stack([labels] * 3, -1), 3), labels == 3)  # grey saved as RGB
+    with pytest.raises(ValueError, match=r"no pixel of label 5 \(labels there: 3, 700\)"):
+        label_mask(labels, 5)
+    with pytest.raises(ValueError, match="not 0|non-zero"):
+        label_mask(labels, 0)
+    colour = np.zeros(SHAPE + (3,), np.uint8)
+    colour[..., 0] = labels > 0
+    with pytest.raises(ValueError, match="colour image"):
+        label_mask(colour, 1)
+
+
+def test_grow_mask_is_a_disc_per_plane():
+    from napari_ilat.engine.inputs import grow_mask
+
+    m = np.zeros((2,) + SHAPE, bool)
+    m[0, 16, 20] = True
+    g = grow_mask(m, 2)
+    rows, cols = np.nonzero(g[0])
+    assert np.hypot(rows - 16, cols - 20).max() <= 2 and g[0].sum() == 13  # the disc of radius 2
+    assert not g[1].any()  # planes grow on their own; an empty one stays empty
+    np.testing.assert_array_equal(grow_mask(m, 0), m)
+    assert grow_mask(m, 0) is not m and not m[0, 16, 21]  # a new array; the input is untouched
+    for bad in (-1, float("nan"), "3", True):
+        with pytest.raises(ValueError, match="grow must be"):
+            grow_mask(m, bad)

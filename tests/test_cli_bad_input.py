@@ -241,6 +241,65 @@ def test_every_slice_bad_input(d, tiny_model_path, capsys, extra, image, out, me
     assert not (d / out).exists()
 
 
+def test_label_and_grow_regenerate_one_object_of_a_label_image(d, tiny_model_path):
+    """--label N: only that object of a label image (a segmentation) is regenerated, grown by
+    --grow px; the same bytes as edit() with that mask, and both are recorded. With
+    --every-slice the label is taken in every slice of a label stack."""
+    from napari_ilat import edit
+    from napari_ilat.engine.inputs import grow_mask
+
+    labels = np.zeros((H, W), np.uint16)
+    labels[4:10, 4:12], labels[20:30, 20:36] = 1, 9
+    skimage.io.imsave(d / "labels.png", labels, check_contrast=False)
+    args = ["edit", str(d / "img.png"), "--mask", str(d / "labels.png"), "--model", str(tiny_model_path), "-q"]
+    assert main([*args, "--label", "9", "--grow", "2.5", "--seed", "3", "-o", str(d / "o.png")]) == 0
+    img = skimage.io.imread(d / "img.png")
+    want = edit(img, grow_mask(labels == 9, 2.5), model=str(tiny_model_path), seed=3)
+    np.testing.assert_array_equal(skimage.io.imread(d / "o.png"), want)
+    np.testing.assert_array_equal(want[4:10, 4:12], img[4:10, 4:12])  # object 1 is kept
+    meta = read_metadata(d / "o.png")
+    assert meta["mask_label"] == 9 and meta["grow"] == 2.5
+
+    stack = np.stack([img, img[::-1]])
+    tifffile.imwrite(d / "stack.tif", stack, photometric="rgb")
+    tifffile.imwrite(d / "labels.tif", np.stack([labels, labels * 0]), photometric="minisblack")
+    args = ["edit", str(d / "stack.tif"), "--mask", str(d / "labels.tif"), "--model", str(tiny_model_path), "-q"]
+    assert main([*args, "--label", "9", "--every-slice", "--seed", "1", "-o", str(d / "o.tif")]) == 0
+    out = tifffile.imread(d / "o.tif")
+    np.testing.assert_array_equal(out[0], edit(img, labels == 9, model=str(tiny_model_path), seed=1))
+    np.testing.assert_array_equal(out[1], stack[1])  # no label 9 there: copied
+
+
+@pytest.mark.parametrize(
+    "mask, extra, message",
+    [
+        ("labels.png", ["--label", "5"], "no pixel of label 5 (labels there: 1, 9)"),
+        ("labels.png", ["--label", "0"], "not 0 (the background)"),
+        ("labels.png", ["--grow", "-1"], "--grow must be a number of pixels >= 0"),
+        ("img.png", ["--label", "1"], "colour image"),
+        ("labels.jpg", ["--label", "1"], "PNG or TIFF label image"),
+    ],
+)
+def test_label_and_grow_bad_input(d, tiny_model_path, capsys, mask, extra, message):
+    labels = np.zeros((H, W), np.uint8)
+    labels[4:10, 4:12], labels[20:30, 20:36] = 1, 9
+    skimage.io.imsave(d / "labels.png", labels, check_contrast=False)
+    skimage.io.imsave(d / "labels.jpg", labels, check_contrast=False)
+    args = [
+        "edit",
+        str(d / "img.png"),
+        "--mask",
+        str(d / mask),
+        "--model",
+        str(tiny_model_path),
+        "-o",
+        str(d / "o.png"),
+    ]
+    assert main([*args, *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not (d / "o.png").exists()
+
+
 def test_planar_rgb_tiff_is_edited_as_colour(d, tiny_model_path):
     rgb = skimage.io.imread(d / "img.png")
     tifffile.imwrite(d / "planar.tif", np.moveaxis(rgb, -1, 0), photometric="rgb", planarconfig="separate")

@@ -86,3 +86,24 @@ def test_edit_layers_every_slice(make_napari_viewer, tiny_model):
     with pytest.raises(ValueError, match="has a single 2D slice; 'every slice' is for stacks"):
         viewer.add_image(stack[0], name="flat")
         edit_layers(viewer, image="flat", mask="m", model=tiny_model, every_slice=True)
+
+
+def test_edit_layers_one_label_grown_and_a_shapes_mask(make_napari_viewer, tiny_model):
+    """label= / grow=: one object of a Labels layer, grown; a Shapes layer as the mask: the
+    same edits as edit() with those masks."""
+    from napari_ilat import edit
+    from napari_ilat.engine.inputs import grow_mask
+    from napari_ilat.plugin.console import edit_layers
+
+    viewer = make_napari_viewer()
+    image = np.random.default_rng(1).random((40, 48)).astype(np.float32)
+    viewer.add_image(image, name="img")
+    seg = np.zeros((40, 48), np.uint8)
+    seg[5:12, 5:15], seg[20:30, 25:40] = 2, 6
+    viewer.add_labels(seg, name="seg")
+    got = edit_layers(viewer, image="img", mask="seg", label=6, grow=2, model=tiny_model, seed=5)
+    np.testing.assert_array_equal(got.data, edit(image, grow_mask(seg == 6, 2), model=tiny_model, seed=5))
+    assert got.metadata["napari_ilat"]["mask_label"] == 6 and got.metadata["napari_ilat"]["grow"] == 2
+    viewer.add_shapes([[[20, 25], [20, 39], [29, 39], [29, 25]]], shape_type="polygon", name="outline")
+    got = edit_layers(viewer, image="img", mask="outline", model=tiny_model, seed=5)
+    np.testing.assert_array_equal(got.data, edit(image, seg == 6, model=tiny_model, seed=5))

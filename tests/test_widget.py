@@ -481,6 +481,47 @@ def test_a_shapes_layer_as_the_mask(make_napari_viewer, tiny_model, errors):
     assert "both the mask and the sketch" in errors["error"][-1]
 
 
+def test_only_the_selected_label_grown(make_napari_viewer, tiny_model, errors):
+    """*only the selected label* regenerates one object of a segmentation (the label chosen in
+    the Labels layer's controls), *grow mask* grows it: the same edit as a Labels layer
+    painted with exactly that mask; both recorded. Off for a Shapes mask; label 0 and a label
+    not on the slice are notifications."""
+    from napari_ilat.engine.inputs import grow_mask
+
+    viewer = make_napari_viewer()
+    stack, img, _ = _add_stack(viewer, 2)
+    widget = _docked_widget(viewer, tiny_model)
+    seg = np.zeros((40, 48), np.uint8)
+    seg[5:12, 5:15], seg[20:30, 25:40] = 1, 4
+    labels = viewer.add_labels(seg, name="cells", scale=(0.5, 0.5), translate=(3, 4))
+    expected = viewer.add_labels(grow_mask(seg == 4, 3).astype(np.uint8), name="painted", scale=(0.5, 0.5))
+    widget.seed.value = 0
+    widget.mask.value = expected
+    widget.generate()
+    painted = widget.last_result.data
+
+    widget.mask.value = labels
+    assert widget.only_label.enabled
+    widget.only_label.value, widget.grow.value = True, 3
+    labels.selected_label = 4
+    widget.generate()
+    assert errors["error"] == []
+    np.testing.assert_array_equal(widget.last_result.data, painted)
+    meta = widget.last_result.metadata["napari_ilat"]
+    assert meta["mask"] == "cells" and meta["mask_label"] == 4 and meta["grow"] == 3
+    assert any("mask grown by 3 px" in m for m in errors["info"])
+    np.testing.assert_array_equal(labels.data, seg)  # the segmentation is not modified
+
+    labels.selected_label = 2
+    widget.generate()
+    assert "has no pixel of label 2 (labels there: 1, 4)" in errors["error"][-1]
+    labels.selected_label = 0
+    widget.generate()
+    assert "the selected label of 'cells' is 0" in errors["error"][-1]
+    widget.mask.value = viewer.add_shapes([[[1, 1], [5, 5]]], shape_type="rectangle", name="box")
+    assert not widget.only_label.enabled
+
+
 # ---------------------------------------------------------------- issue 17
 
 

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_ilat.engine.defaults import DEFAULT_GUIDANCE, DEFAULT_TOP_K
-from napari_ilat.engine.inputs import normalize_mask, normalize_sketch
+from napari_ilat.engine.inputs import grow_mask, label_mask, normalize_mask, normalize_sketch
 from napari_ilat.engine.modes import MODE_NAMES
 from napari_ilat.engine.pose_json import read_pose
 
@@ -63,6 +63,19 @@ def add_arguments(p) -> None:
         required=True,
         help="mask image (non-zero = regenerate; a JPEG from half its maximum, past its compression noise), "
         "or a folder with the same file names (a file with a folder IMAGE: used for every image)",
+    )
+    p.add_argument(
+        "--label",
+        type=int,
+        help="the mask is a label image (a segmentation: one value per object): regenerate only where it "
+        "holds this label, not every non-zero one",
+    )
+    p.add_argument(
+        "--grow",
+        type=float,
+        default=0.0,
+        help="grow the mask by this many pixels, so it also covers an object's soft edge and shadow "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--pose",
@@ -317,14 +330,19 @@ def _read_pixels(path: Path) -> np.ndarray:
         ) from e
 
 
-def read_mask(path) -> np.ndarray:
+def read_mask(path, label: int | None = None, grow: float = 0) -> np.ndarray:
     """Bool (H, W): the engine's rule (non-zero in any colour channel), except for a JPEG
-    mask (see :func:`jpeg_mask`)."""
+    mask (see :func:`jpeg_mask`); with ``label``, where the label image holds that label;
+    grown by ``grow`` pixels."""
     try:
+        if label is not None and Path(path).suffix.lower() in LOSSY_SUFFIXES:
+            raise ValueError("--label needs a PNG or TIFF label image (JPEG compression changes the labels)")
         mask = read_image(path)
+        if label is not None:
+            return grow_mask(label_mask(mask, label), grow)
         if Path(path).suffix.lower() in LOSSY_SUFFIXES:
             mask = jpeg_mask(mask, Path(path).name)
-        return normalize_mask(mask)
+        return grow_mask(normalize_mask(mask), grow)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from e
 
@@ -664,20 +682,28 @@ def _record(args, result, top_k, job: Job) -> dict:
         "greedy": args.greedy,
         "guidance": result.guidance,
         "feather": args.feather,
+        **({"mask_label": args.label} if args.label is not None else {}),
+        **({"grow": args.grow} if args.grow else {}),
     }
 
 
-def _stack_mask(path: Path) -> np.ndarray:
+def _stack_mask(path: Path, label: int | None = None, grow: float = 0) -> np.ndarray:
     """A mask for every slice: one 2D mask (any format, :func:`read_mask`), or a TIFF stack of
-    masks with the image stack's leading shape (non-zero = regenerate)."""
+    masks with the image stack's leading shape (non-zero, or ``label``, = regenerate; each
+    slice's grown by ``grow`` pixels)."""
     if _is_tiff(path):
         try:
             image, axes = read_stack(path)
         except ValueError:
             pass  # one 2D mask (or a file read_mask explains)
         else:
-            return (image != 0).any(-1) if axes.endswith("S") else image != 0
-    return read_mask(path)
+            try:
+                if label is not None:
+                    return grow_mask(label_mask(image, label), grow)
+                return grow_mask((image != 0).any(-1) if axes.endswith("S") else image != 0, grow)
+            except ValueError as e:
+                raise ValueError(f"{path}: {e}") from e
+    return read_mask(path, label, grow)
 
 
 def _edit_every_slice(job: Job, args, model, mode: str, top_k, bar, label: str) -> str:
@@ -695,7 +721,7 @@ def _edit_every_slice(job: Job, args, model, mode: str, top_k, bar, label: str) 
         warnings.simplefilter("always")
         result = edit_stack(
             stack,
-            _stack_mask(job.mask),
+            _stack_mask(job.mask, args.label, args.grow),
             None if job.pose is None else read_pose(job.pose, stack.shape[len(lead) :]),
             None if job.sketch is None else read_sketch(job.sketch),
             rgb=rgb,
@@ -722,6 +748,10 @@ def run(args) -> int:
         raise ValueError(f"--samples must be from 1 to {MAX_SAMPLES} (run again with --seed S+{MAX_SAMPLES} for more)")
     if args.every_slice and args.samples != 1:
         raise ValueError("--every-slice makes one edit per slice (slice j with --seed S+j): leave out --samples")
+    if args.label == 0:
+        raise ValueError("--label must be an object's label, not 0 (the background)")
+    if not (np.isfinite(args.grow) and args.grow >= 0):
+        raise ValueError(f"--grow must be a number of pixels >= 0, got {args.grow}")
     jobs = _jobs(args)
     if not args.overwrite:
         _check_no_input_is_overwritten(jobs, args.samples)
@@ -756,7 +786,7 @@ def run(args) -> int:
                 warnings.simplefilter("always")
                 result = edit_with_info(
                     image,
-                    read_mask(mask_p),
+                    read_mask(mask_p, args.label, args.grow),
                     None if job.pose is None else read_pose(job.pose, image.shape),
                     None if job.sketch is None else read_sketch(job.sketch),
                     samples=args.samples,

@@ -35,7 +35,7 @@ import numpy as np
 
 from napari_ilat.engine.skeleton import NUM_KEYPOINTS
 
-__all__ = ["check_image", "normalize_mask", "normalize_sketch", "check_pose"]
+__all__ = ["check_image", "normalize_mask", "normalize_sketch", "check_pose", "label_mask", "grow_mask"]
 
 
 def check_image(image) -> np.ndarray:
@@ -113,6 +113,49 @@ def normalize_mask(mask, shape=None) -> np.ndarray:
     if not m.any():
         raise ValueError("mask is empty: paint the region to regenerate (any non-zero label)")
     return m
+
+
+def label_mask(labels, label: int, what: str = "mask") -> np.ndarray:
+    """Bool, ``labels``' shape: where a label image (a segmentation, a Labels layer: one
+    value per object) equals ``label``, to regenerate one object of many (non-zero would
+    regenerate them all). Raises ``ValueError`` for a colour image or a label not there."""
+    a = np.asarray(labels)
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{what} has values of type {a.dtype}; a label image holds integers")
+    if a.ndim == 3 and a.shape[-1] in (3, 4) and not (a == a[..., :1]).all():
+        raise ValueError(f"{what} is a colour image; a label needs a label image (one channel, one value per object)")
+    if not (isinstance(label, (int, np.integer)) and not isinstance(label, bool)) or label == 0:
+        raise ValueError(f"label must be a non-zero integer (0 is the background), got {label!r}")
+    m = a == label
+    if m.ndim == 3 and m.shape[-1] in (3, 4):  # a grey label image stored as RGB(A)
+        m = m[..., 0]
+    if not m.any():
+        present = np.unique(a[a != 0])
+        listed = ", ".join(str(v) for v in present[:10]) + (", ..." if len(present) > 10 else "")
+        raise ValueError(f"{what} has no pixel of label {label} (labels there: {listed or 'none'})")
+    return m
+
+
+def grow_mask(mask, pixels: float) -> np.ndarray:
+    """Bool, ``mask``'s shape: every pixel within ``pixels`` (Euclidean, >= 0) of a masked one,
+    plane by plane over the last two axes. A segmentation's mask hugs its object; grown by a
+    few pixels it also covers the object's soft edge and shadow, which would otherwise be
+    left for the model to continue."""
+    from scipy import ndimage
+
+    if isinstance(pixels, bool) or not isinstance(pixels, (int, float, np.integer, np.floating)):
+        raise ValueError(f"grow must be a number of pixels >= 0, got {pixels!r}")
+    if not (np.isfinite(pixels) and pixels >= 0):
+        raise ValueError(f"grow must be a number of pixels >= 0, got {pixels!r}")
+    m = np.asarray(mask, bool)
+    out = m.copy()
+    if pixels == 0:
+        return out
+    planes = out.reshape(-1, *m.shape[-2:])
+    for plane in planes:
+        if plane.any():
+            plane[...] = ndimage.distance_transform_edt(~plane) <= pixels
+    return out
 
 
 def normalize_sketch(sketch, shape=None) -> np.ndarray:

@@ -51,6 +51,8 @@ def edit_layers(
     *,
     sketch_width: float = 3.0,
     every_slice: bool = False,
+    label: int | None = None,
+    grow: float = 0,
     add: bool = True,
     **edit_kwargs,
 ):
@@ -67,6 +69,9 @@ def edit_layers(
         pixels wide into the stroke map.
     every_slice : edit every 2D slice of an nD image (the widget's *every slice*:
         :func:`napari_ilat.engine.stack.edit_stack`; a 2D mask for all or one per slice).
+    label : regenerate only where the Labels layer ``mask`` holds this label (one object of a
+        segmentation), not every non-zero label.
+    grow : grow the mask by this many pixels (an object's soft edge and shadow too).
     add : False returns ``(data, layer_kwargs)`` instead of adding a layer.
     **edit_kwargs : passed to :func:`napari_ilat.edit` (model, mode, samples, seed,
         temperature, top_k, top_p, greedy, guidance, device, feather, progress, cancel).
@@ -86,6 +91,8 @@ def edit_layers(
         _layer(viewer, sketch, "sketch", optional=True),
         viewer=viewer,
         sketch_width=sketch_width,
+        label=label,
+        grow=grow,
     )
     for note in inputs.notes:
         print(f"napari-ilat: {note}")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from napari_ilat.engine.inputs import normalize_mask
+from napari_ilat.engine.inputs import grow_mask, label_mask, normalize_mask
 from napari_ilat.engine.modes import mode_label
 from napari_ilat.engine.skeleton import KEYPOINT_NAMES, SKELETON
 from napari_ilat.engine.skeleton import NUM_KEYPOINTS as N_KEYPOINTS
@@ -68,6 +68,9 @@ class EditInputs:
     # (H, W) for every slice or one per slice; rgb says whether the last axis is colour
     stack: bool = False
     rgb: bool = False
+    # how the mask was made from its layer: one label of a Labels layer, grown by N px
+    mask_label: int | None = None
+    grow: float = 0.0
 
 
 # --------------------------------------------------------------------------- slices
@@ -385,7 +388,7 @@ def moved_joint_mask(old_pose, new_pose, shape, radius: float | None = None, tol
 # --------------------------------------------------------------------------- gather
 
 
-def _check_layer_kinds(image, mask, pose, sketch) -> None:
+def _check_layer_kinds(image, mask, pose, sketch, label=None) -> None:
     from napari.layers import Image, Labels, Points, Shapes
 
     if image is None:
@@ -402,6 +405,8 @@ def _check_layer_kinds(image, mask, pose, sketch) -> None:
         raise InputError(f"{pose.name!r} is not a Points layer")
     if sketch is not None and not isinstance(sketch, Shapes):
         raise InputError(f"{sketch.name!r} is not a Shapes layer")
+    if label is not None and not isinstance(mask, Labels):
+        raise InputError(f"only one label: that is for a Labels layer, and {mask.name!r} is a Shapes layer")
     if sketch is not None and sketch is mask:
         raise InputError(
             f"the Shapes layer {mask.name!r} is chosen as both the mask and the sketch: draw the region to "
@@ -415,9 +420,15 @@ def _is_shapes(layer) -> bool:
     return isinstance(layer, Shapes)
 
 
-def gather_inputs(image, mask, pose=None, sketch=None, *, viewer=None, sketch_width: float = 3.0) -> EditInputs:
-    """Cut the arrays for one edit out of the layers at the viewer's displayed 2D slice."""
-    _check_layer_kinds(image, mask, pose, sketch)
+def gather_inputs(
+    image, mask, pose=None, sketch=None, *, viewer=None, sketch_width: float = 3.0, label=None, grow: float = 0
+) -> EditInputs:
+    """Cut the arrays for one edit out of the layers at the viewer's displayed 2D slice.
+
+    ``label``: regenerate only where the Labels layer ``mask`` holds this label (one object
+    of a segmentation), not every non-zero one; ``grow``: grow the mask by this many pixels
+    (:func:`~napari_ilat.engine.inputs.grow_mask`)."""
+    _check_layer_kinds(image, mask, pose, sketch, label)
     dims = getattr(viewer, "dims", None)
     point = world_point(viewer)
     notes: list[str] = []
@@ -441,7 +452,8 @@ def gather_inputs(image, mask, pose=None, sketch=None, *, viewer=None, sketch_wi
                 "rectangle, polygon or ellipse over the region to regenerate"
             )
     else:
-        m = _labels_mask(mask, img, image, point)
+        m = _labels_mask(mask, img, image, point, label)
+    m = _grow(m, grow, notes)
     kp = points_to_pose(pose, image, point) if pose is not None else None
     sk = None
     if sketch is not None:
@@ -450,11 +462,24 @@ def gather_inputs(image, mask, pose=None, sketch=None, *, viewer=None, sketch_wi
             notes.append(
                 f"no sketch strokes inside the mask ({sketch.name!r}); the sketch only guides the masked region"
             )
-    return EditInputs(image=img, mask=m, pose=kp, sketch=sk, index=index, notes=notes)
+    return EditInputs(
+        image=img, mask=m, pose=kp, sketch=sk, index=index, notes=notes, mask_label=label, grow=float(grow)
+    )
 
 
-def _labels_mask(mask, img: np.ndarray, image, point) -> np.ndarray:
-    """The (H, W) bool mask of a Labels layer at the slice shown, which must have the image's size."""
+def _grow(m: np.ndarray, grow: float, notes: list[str]) -> np.ndarray:
+    try:
+        out = grow_mask(m, grow)
+    except ValueError as e:
+        raise InputError(str(e)) from e
+    if grow:
+        notes.append(f"mask grown by {grow:g} px ({int(out.sum()) - int(m.sum())} pixels added)")
+    return out
+
+
+def _labels_mask(mask, img: np.ndarray, image, point, label=None) -> np.ndarray:
+    """The (H, W) bool mask of a Labels layer at the slice shown, which must have the image's
+    size (non-zero, or where it holds ``label``)."""
     m_index = _slice_index(mask, point, "mask") if mask.ndim > 2 else ()
     m = _slice_data(mask, m_index)
     if m.shape != img.shape[:2]:
@@ -463,13 +488,12 @@ def _labels_mask(mask, img: np.ndarray, image, point) -> np.ndarray:
             f"{img.shape[0]}x{img.shape[1]}; paint the mask on a Labels layer of the image's size "
             "(e.g. the 'new labels' button with the image selected)"
         )
-    try:
-        m = normalize_mask(m)  # the engine's rule (non-zero = regenerate), the same as edit()'s
+    try:  # the engine's rule (non-zero = regenerate), the same as edit()'s
+        return normalize_mask(m) if label is None else label_mask(m, label, f"mask {mask.name!r} on this slice")
     except ValueError as e:
         if m.size and not np.any(m):
             raise InputError(f"mask {mask.name!r} is empty on this slice: paint the region to regenerate") from e
-        raise InputError(f"mask {mask.name!r}: {e}") from e
-    return m
+        raise InputError(str(e) if label is not None else f"mask {mask.name!r}: {e}") from e
 
 
 def _check_stack_fits(image) -> None:
@@ -488,12 +512,15 @@ def _check_stack_fits(image) -> None:
         raise InputError(str(e)) from e
 
 
-def gather_stack_inputs(image, mask, pose=None, sketch=None, *, viewer=None, sketch_width: float = 3.0) -> EditInputs:
+def gather_stack_inputs(
+    image, mask, pose=None, sketch=None, *, viewer=None, sketch_width: float = 3.0, label=None, grow: float = 0
+) -> EditInputs:
     """The arrays for editing every 2D slice of an nD image layer
     (:func:`napari_ilat.engine.stack.edit_stack`): the whole stack (full resolution for
     multiscale data), the mask as one 2D plane for every slice or a stack of the image's
-    size (each slice its own), and the pose / sketch as for the displayed slice."""
-    _check_layer_kinds(image, mask, pose, sketch)
+    size (each slice its own), and the pose / sketch as for the displayed slice; ``label``
+    and ``grow`` as for :func:`gather_inputs`."""
+    _check_layer_kinds(image, mask, pose, sketch, label)
     dims = getattr(viewer, "dims", None)
     point = world_point(viewer)
     shape = _layer_shape(image)
@@ -530,11 +557,27 @@ def gather_stack_inputs(image, mask, pose=None, sketch=None, *, viewer=None, ske
         )
     if not m.any():
         raise InputError(f"mask {mask.name!r} is empty: paint the region to regenerate")
+    if label is not None:
+        try:
+            m = label_mask(m, label, f"mask {mask.name!r}")
+        except ValueError as e:
+            raise InputError(str(e)) from e
+    m = _grow(m, grow, notes)
     _check_stack_fits(image)
     img = _slice_data(image, ())
     kp = points_to_pose(pose, image, point) if pose is not None else None
     sk = shapes_to_sketch(sketch, plane, sketch_width, image, point) if sketch is not None else None
-    return EditInputs(image=img, mask=m, pose=kp, sketch=sk, notes=notes, stack=True, rgb=bool(image.rgb))
+    return EditInputs(
+        image=img,
+        mask=m,
+        pose=kp,
+        sketch=sk,
+        notes=notes,
+        stack=True,
+        rgb=bool(image.rgb),
+        mask_label=label,
+        grow=float(grow),
+    )
 
 
 def _shapes_stack_mask(shapes, image, lead: tuple[int, ...], plane: tuple[int, int]) -> np.ndarray:
@@ -762,6 +805,10 @@ def add_edit_result(
     meta = result_metadata(source.name, mask_name, inputs.index, dict(params or {}), result)
     if inputs.stack:
         meta["napari_ilat"]["slice"] = "every"
+    if inputs.mask_label is not None:
+        meta["napari_ilat"]["mask_label"] = int(inputs.mask_label)
+    if inputs.grow:
+        meta["napari_ilat"]["grow"] = inputs.grow
     data, kwargs = result_layer_data(result.image, source, inputs, name, candidates, meta)
     if not add:
         return data, kwargs

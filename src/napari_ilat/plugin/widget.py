@@ -210,6 +210,20 @@ class ILATWidget(Container):
             choices=self._choices(Points, optional=True),
             tooltip="Points layer with the 18 keypoints (named, or in COCO/OpenPose order)",
         )
+        self.only_label = CheckBox(
+            text="only the selected label",
+            value=False,
+            tooltip="regenerate only the label selected in the Labels layer's controls (one object of a "
+            "segmentation), not every non-zero label",
+        )
+        self.grow = SpinBox(
+            label="grow mask (px)",
+            value=0,
+            min=0,
+            max=200,
+            tooltip="grow the mask by this many pixels, so it also covers an object's soft edge and shadow "
+            "(a segmentation's mask hugs the object); 0 = as painted",
+        )
         self.every_slice = CheckBox(
             text="every slice",
             value=False,
@@ -306,6 +320,8 @@ class ILATWidget(Container):
             [
                 self.image,
                 self.mask,
+                self.only_label,
+                self.grow,
                 self.every_slice,
                 self.pose,
                 self.mask_radius,
@@ -340,6 +356,7 @@ class ILATWidget(Container):
         self.keep_btn.changed.connect(self.keep_candidate)
         self.image.changed.connect(self._match_mask_to_image)
         self.image.changed.connect(self._enable_for_conditions)
+        self.mask.changed.connect(self._enable_for_conditions)
         self.every_slice.changed.connect(self._enable_for_conditions)
         for picker in (self.pose, self.sketch):  # Qt's signal: magicgui's `changed` skips "none"
             picker.native.currentIndexChanged.connect(self._enable_for_conditions)
@@ -427,6 +444,7 @@ class ILATWidget(Container):
         image = self.image.value
         self.every_slice.enabled = image is not None and _layers.slice_count(image) > 1
         self.samples.enabled = not self._every_slice()
+        self.only_label.enabled = isinstance(self.mask.value, Labels)  # a Shapes mask has no labels
 
     def _every_slice(self) -> bool:
         return bool(self.every_slice.value and self.every_slice.enabled)
@@ -585,6 +603,18 @@ class ILATWidget(Container):
             blend=self.blend.value,
         )
 
+    def _mask_label(self) -> int | None:
+        """The label to regenerate alone (the mask layer's selected label), or None: all."""
+        mask = self.mask.value
+        if not (self.only_label.value and self.only_label.enabled and isinstance(mask, Labels)):
+            return None
+        if int(mask.selected_label) == 0:
+            raise InputError(
+                f"the selected label of {mask.name!r} is 0, the background: select the object's label in the "
+                "layer controls (or untick 'only the selected label')"
+            )
+        return int(mask.selected_label)
+
     @property
     def running(self) -> bool:
         return self._state is not None
@@ -604,6 +634,8 @@ class ILATWidget(Container):
                 self.sketch.value,
                 viewer=self.viewer,
                 sketch_width=float(self.sketch_width.value),
+                label=self._mask_label(),
+                grow=int(self.grow.value),
             )
             params = self._params()
         except InputError as e:

@@ -214,7 +214,7 @@ class ILATWidget(Container):
             text="only the selected label",
             value=False,
             tooltip="regenerate only the label selected in the Labels layer's controls (one object of a "
-            "segmentation), not every non-zero label",
+            "segmentation: click it with the layer's colour picker), not every non-zero label",
         )
         self.grow = SpinBox(
             label="grow mask (px)",

@@ -291,9 +291,13 @@ def _shown_shapes(shapes, image, world_point):
     """(index, kind, (N, 2) row/col vertices in ``image`` pixels) of each shape napari shows
     at ``world_point`` (an nD layer's shapes drawn on other slices are left out); an
     ellipse as a 64-gon of its outline."""
-    for i, (verts, kind) in enumerate(zip(shapes.data, shapes.shape_type)):
-        verts = np.asarray(verts, float)
-        if not on_slice(shapes, verts, world_point).all():
+    data = [np.asarray(verts, float) for verts in shapes.data]
+    if not data:
+        return
+    shown = on_slice(shapes, np.concatenate(data), world_point)  # one transform for all vertices
+    ends = np.cumsum([len(verts) for verts in data])
+    for i, (verts, kind) in enumerate(zip(data, shapes.shape_type)):
+        if not shown[ends[i] - len(verts) : ends[i]].all():
             continue
         if kind == "ellipse":
             verts = _ellipse_outline(verts)

@@ -322,7 +322,7 @@ def shapes_to_sketch(shapes, shape: tuple[int, int], width: float = 3.0, image=N
 
 def _edge_width_pixels(shapes, i: int, image, world_point) -> float:
     """Shape ``i``'s edge width (layer data units, as napari draws it) in ``image`` pixels."""
-    width = float(np.asarray(shapes.edge_width, float).reshape(-1)[i]) if len(shapes.data) else 1.0
+    width = float(np.asarray(shapes.edge_width, float).reshape(-1)[i])
     v0 = np.asarray(shapes.data[i], float)[0]
     steps = [v0.copy(), v0.copy(), v0.copy()]
     steps[1][-2] += width

@@ -522,6 +522,41 @@ def test_only_the_selected_label_grown(make_napari_viewer, tiny_model, errors):
     assert not widget.only_label.enabled
 
 
+def test_a_pyramid_is_edited_around_the_mask_and_the_result_is_that_region(make_napari_viewer, tiny_model, errors):
+    """A multiscale image (a slide scan's pyramid): Generate reads the region around the mask
+    from full resolution and adds the pixels it changed as a small layer placed over them;
+    candidates and *Keep shown candidate* too. Each equals the edit of the whole image there."""
+    from napari_ilat import edit
+    from napari_ilat.plugin import layers as _layers
+
+    viewer = make_napari_viewer()
+    level0 = (np.random.default_rng(2).random((2048, 1536)) * 255).astype(np.uint8)
+    pyramid = [level0, level0[::2, ::2], level0[::4, ::4]]
+    scan = viewer.add_image(pyramid, multiscale=True, name="scan", scale=(0.25, 0.25), translate=(7, 9))
+    widget = _docked_widget(viewer, tiny_model)
+    corners = np.array([[1500.0, 200.0], [1500.0, 260.0], [1540.0, 260.0], [1540.0, 200.0]])  # level-0 pixels
+    box = viewer.add_shapes([corners * 0.25 + (7, 9)], shape_type="rectangle", name="pen mark")
+    widget.mask.value, widget.samples.value, widget.seed.value = box, 2, 5
+    widget.generate()
+
+    assert errors["error"] == [] and any("large image" in m for m in errors["info"])
+    got = widget.last_result
+    r, c, h, w = got.metadata["napari_ilat"]["region"]
+    assert got.name == "scan [iLAT seeds 5..6, region]" and got.data.shape == (2, h, w) and h * w < 100 * 100
+    mask = _layers.shapes_to_mask(box, level0.shape, scan)
+    for k in range(2):
+        np.testing.assert_array_equal(
+            got.data[k], edit(level0, mask, model=tiny_model, seed=5 + k)[r : r + h, c : c + w]
+        )
+    np.testing.assert_allclose(got.data_to_world((0, 0, 0))[1:], scan.data_to_world((r, c)))
+    viewer.dims.set_current_step(0, 1)
+    kept = widget.keep_candidate()
+    assert kept.name == "scan [iLAT seed 6, region]"
+    np.testing.assert_array_equal(kept.data, got.data[1])
+    np.testing.assert_allclose(kept.data_to_world((0, 0)), scan.data_to_world((r, c)))
+    assert scan.data[0] is level0 and not errors["error"]
+
+
 # ---------------------------------------------------------------- issue 17
 
 

@@ -182,3 +182,51 @@ def test_pose_file_layers_are_sized_to_the_figure(tmp_path):
         sizes.append((pts_kw["size"], skel_kw["edge_width"]))
     assert sizes[0] == (3.0, 1.2)
     assert sizes[1][0] > 40 and sizes[1][1] > 15
+
+
+def test_a_large_image_is_read_and_edited_around_the_mask_only(tiny_model, monkeypatch):
+    """A lazy (dask) or multiscale image may be far larger than memory: only the chunks around
+    the mask are read (REGION_MARGIN around its bounding box), the mask, sketch and pose
+    come in that region's pixels, and the result layer holds the pixels the edit changed,
+    placed exactly over them: the same pixels as the edit of the whole image."""
+    import dask.array as da
+
+    from napari_ilat import edit, edit_with_info
+
+    monkeypatch.setattr(_layers, "REGION_MARGIN", 48)  # > the tiny model's 32 px window and context
+    whole = (np.random.default_rng(0).random((1024, 768, 3)) * 255).astype(np.uint8)
+    read = set()
+
+    def record(block, block_info=None):
+        read.add(tuple(block_info[None]["chunk-location"][:2]))
+        return block
+
+    lazy = da.from_array(whole, chunks=(128, 128, 3)).map_blocks(record, dtype=np.uint8)
+    image = Image(lazy, rgb=True, scale=(0.5, 0.5), translate=(100, 50))
+    corners = np.array([[600.0, 300.0], [600.0, 340.0], [630.0, 340.0], [630.0, 300.0]])  # image pixels
+    box = Shapes([corners * 0.5 + (100, 50)], shape_type="rectangle")  # drawn in world coordinates
+    strokes = Shapes([np.array([[605.0, 305.0], [625.0, 335.0]]) * 0.5 + (100, 50)], shape_type="line")
+    xy = np.c_[np.linspace(300, 340, 18), np.linspace(600, 630, 18)]  # (x, y) image pixels
+    points = Points(xy[:, ::-1] * 0.5 + (100, 50))
+    read.clear()
+    got = _layers.gather_inputs(image, box, pose=points, sketch=strokes)
+
+    # the rectangle covers rows 600..630, columns 300..340 (its box: one pixel more each side)
+    assert got.origin == (599 - 48, 299 - 48) and got.image.shape == (632 + 48 - 551, 342 + 48 - 251, 3)
+    assert read == {(r, c) for r in (4, 5) for c in (1, 2, 3)}  # 128-px chunks: rows 551..679, cols 251..389
+    assert any("large image" in note for note in got.notes)
+    (r0, c0), (r1, c1) = got.origin, (680, 390)
+    full_mask = _layers.shapes_to_mask(box, whole.shape[:2], image)
+    np.testing.assert_array_equal(got.mask, full_mask[r0:r1, c0:c1])
+    full_sketch = _layers.shapes_to_sketch(strokes, whole.shape[:2], 3.0, image)
+    np.testing.assert_array_equal(got.sketch, full_sketch[r0:r1, c0:c1])
+    np.testing.assert_allclose(got.pose[:, :2], xy - (c0, r0))
+
+    result = edit_with_info(got.image, got.mask, model=tiny_model, seed=4)
+    data, kwargs = _layers.add_edit_result(None, image, got, result, {}, mask_name="box", add=False)
+    r, c, h, w = kwargs["metadata"]["napari_ilat"]["region"]
+    assert (r, c, h, w) == (600, 300) + data.shape[:2] and kwargs["name"] == "lazy [iLAT seed 4, region]"
+    np.testing.assert_array_equal(data, edit(whole, full_mask, model=tiny_model, seed=4)[r : r + h, c : c + w])
+    layer = Image(data, **{k: v for k, v in kwargs.items() if k not in ("name", "metadata")})
+    np.testing.assert_allclose(layer.data_to_world((0, 0)), image.data_to_world((r, c)))
+    assert not _layers.reads_by_region(Image(whole, rgb=True))  # in memory: the whole slice, as before

@@ -42,7 +42,7 @@ __all__ = [
     "add_edit_result",
     "gather_stack_inputs",
     "keep_candidate",
-    "current_slice",
+    "current_index",
     "pose_names",
 ]
 
@@ -71,6 +71,10 @@ class EditInputs:
     # how the mask was made from its layer: one label of a Labels layer, grown by N px
     mask_label: int | None = None
     grow: float = 0.0
+    # a large image (multiscale or lazy) is read by region: image, mask and sketch are the
+    # region (the mask's bounding box and REGION_MARGIN around it) whose top-left pixel is
+    # ``origin`` of the slice, and the pose is in the region's pixels; None: the whole slice
+    origin: tuple[int, int] | None = None
 
 
 # --------------------------------------------------------------------------- slices
@@ -134,9 +138,29 @@ def slice_count(layer) -> int:
     return int(np.prod(shape[: len(shape) - (3 if getattr(layer, "rgb", False) else 2)]))
 
 
-def _slice_data(layer, index: tuple[int, ...]) -> np.ndarray:
+def _slice_data(layer, index: tuple[int, ...], region: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """The 2D (+ RGB) slice ``index`` of ``layer``'s (full-resolution) data, or only rows
+    r0:r1, columns c0:c1 of it (``region``): lazy data reads only the chunks there."""
     data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    return np.asarray(data[index] if index else data)
+    key = tuple(index)
+    if region is not None:
+        r0, c0, r1, c1 = region
+        key += (slice(r0, r1), slice(c0, c1))
+    return np.asarray(data[key] if key else data)
+
+
+# Pixels read around the mask's bounding box from a large image: more than any model's
+# window and context (the edit of the region is the edit of the whole slice), and a small
+# read (a 2-megapixel region around a small mask) from a pyramid of gigapixels.
+REGION_MARGIN = 1024
+
+
+def reads_by_region(image) -> bool:
+    """Whether edits read only a region of ``image``: a multiscale (pyramid) or lazy (dask,
+    zarr: not held in memory) image, which may be far larger than memory; its result layer
+    then holds the edited region only, placed over it."""
+    data = image.data[0] if getattr(image, "multiscale", False) else image.data
+    return bool(getattr(image, "multiscale", False)) or not isinstance(data, np.ndarray)
 
 
 def world_point(viewer) -> np.ndarray | None:
@@ -161,11 +185,9 @@ def on_slice(layer, coords: np.ndarray, world_point) -> np.ndarray:
     return np.all(np.abs(coords[:, :lead] - here) < 0.5, axis=1)
 
 
-def current_slice(layer, viewer=None, what: str = "image") -> tuple[tuple[int, ...], np.ndarray]:
-    """(index, data): the indices of ``layer``'s leading axes at the viewer's position and
-    the 2D (or 2D + RGB) slice of its data there (full resolution for multiscale data)."""
-    index = _slice_index(layer, world_point(viewer), what)
-    return index, _slice_data(layer, index)
+def current_index(layer, viewer=None, what: str = "image") -> tuple[int, ...]:
+    """The indices of ``layer``'s leading axes at the viewer's position (no data read)."""
+    return _slice_index(layer, world_point(viewer), what)
 
 
 # --------------------------------------------------------------------------- pose
@@ -287,10 +309,10 @@ def _ellipse_outline(corners: np.ndarray, n: int = 64) -> np.ndarray:
 _CLOSED = ("rectangle", "polygon", "ellipse")
 
 
-def _shown_shapes(shapes, image, world_point):
-    """(index, kind, (N, 2) row/col vertices in ``image`` pixels) of each shape napari shows
-    at ``world_point`` (an nD layer's shapes drawn on other slices are left out); an
-    ellipse as a 64-gon of its outline."""
+def _shown_shapes(shapes, image, world_point, origin=(0, 0)):
+    """(index, kind, (N, 2) row/col vertices in ``image`` pixels, less ``origin``) of each
+    shape napari shows at ``world_point`` (an nD layer's shapes drawn on other slices are
+    left out); an ellipse as a 64-gon of its outline."""
     data = [np.asarray(verts, float) for verts in shapes.data]
     if not data:
         return
@@ -301,18 +323,21 @@ def _shown_shapes(shapes, image, world_point):
             continue
         if kind == "ellipse":
             verts = _ellipse_outline(verts)
-        yield i, kind, _to_image_pixels(shapes, verts, image, world_point)
+        yield i, kind, _to_image_pixels(shapes, verts, image, world_point) - np.asarray(origin, float)
 
 
-def shapes_to_sketch(shapes, shape: tuple[int, int], width: float = 3.0, image=None, world_point=None) -> np.ndarray:
-    """Rasterise a Shapes layer into an (H, W) float stroke map in [0, 1] in ``image`` pixels.
+def shapes_to_sketch(
+    shapes, shape: tuple[int, int], width: float = 3.0, image=None, world_point=None, origin=(0, 0)
+) -> np.ndarray:
+    """Rasterise a Shapes layer into an (H, W) float stroke map in [0, 1] in ``image`` pixels
+    (the map's pixel (0, 0) at ``origin``: a region of the image).
 
     Lines and paths are drawn as strokes of ``width`` pixels; rectangles, polygons and
     ellipses as their outlines (a sketch is edges, not filled regions). Of an nD layer only
     the shapes on the slice shown count, as napari draws them.
     """
     strokes = []
-    for _, kind, rc in _shown_shapes(shapes, image, world_point):
+    for _, kind, rc in _shown_shapes(shapes, image, world_point, origin):
         if kind in _CLOSED and len(rc) > 2:
             rc = np.vstack([rc, rc[:1]])  # closed outline
         strokes.append(rc)
@@ -331,16 +356,17 @@ def _edge_width_pixels(shapes, i: int, image, world_point) -> float:
     return float(np.mean([np.hypot(*(rc[1] - rc[0])), np.hypot(*(rc[2] - rc[0]))]))
 
 
-def shapes_to_mask(shapes, shape: tuple[int, int], image=None, world_point=None) -> np.ndarray:
-    """Rasterise a Shapes layer into an (H, W) bool mask in ``image`` pixels: rectangles,
-    polygons and ellipses filled (the pixels whose centres they cover, as napari's *Convert
-    to labels*), lines and paths as strokes of their edge width as napari draws them (at
-    least 1 px). Of an nD layer only the shapes on the slice shown count."""
+def shapes_to_mask(shapes, shape: tuple[int, int], image=None, world_point=None, origin=(0, 0)) -> np.ndarray:
+    """Rasterise a Shapes layer into an (H, W) bool mask in ``image`` pixels (pixel (0, 0) at
+    ``origin``): rectangles, polygons and ellipses filled (the pixels whose centres they
+    cover, as napari's *Convert to labels*), lines and paths as strokes of their edge width
+    as napari draws them (at least 1 px). Of an nD layer only the shapes on the slice shown
+    count."""
     from skimage.draw import polygon2mask
 
     out = np.zeros(tuple(shape[:2]), bool)
     strokes, widths = [], []
-    for i, kind, rc in _shown_shapes(shapes, image, world_point):
+    for i, kind, rc in _shown_shapes(shapes, image, world_point, origin):
         if kind in _CLOSED and len(rc) > 2:
             out |= polygon2mask(out.shape, rc)
         else:
@@ -349,6 +375,20 @@ def shapes_to_mask(shapes, shape: tuple[int, int], image=None, world_point=None)
     if strokes:
         out |= rasterize_strokes(strokes, out.shape, widths) >= 0.5
     return out
+
+
+def _shapes_box(shapes, image, world_point, plane: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """(r0, c0, r1, c1): the pixels of ``plane`` the shapes shown may cover (their vertices,
+    strokes at their edge width), or None when they cover none."""
+    lo, hi = np.array([np.inf, np.inf]), np.array([-np.inf, -np.inf])
+    for i, kind, rc in _shown_shapes(shapes, image, world_point):
+        pad = 1.0 if kind in _CLOSED else 1.0 + _edge_width_pixels(shapes, i, image, world_point) / 2
+        lo, hi = np.minimum(lo, rc.min(0) - pad), np.maximum(hi, rc.max(0) + pad)
+    if not np.isfinite(lo).all():
+        return None
+    r0, c0 = (max(0, int(np.floor(v))) for v in lo)
+    r1, c1 = (min(n, int(np.ceil(v)) + 1) for v, n in zip(hi, plane))
+    return (r0, c0, r1, c1) if r0 < r1 and c0 < c1 else None
 
 
 # --------------------------------------------------------------------------- auto mask
@@ -439,36 +479,66 @@ def gather_inputs(
     if image.ndim > 2:
         _check_2d_view(dims)
     index = _slice_index(image, point, "image")
-    img = _slice_data(image, index)
+    plane = plane_shape(image)
+    no_pixel = InputError(
+        f"the Shapes layer {mask.name!r} covers no pixel of this slice of {image.name!r}: draw a "
+        "rectangle, polygon or ellipse over the region to regenerate"
+    )
+    # the mask over the whole slice (a Labels layer), or where its shapes lie (a Shapes layer)
+    whole = None if _is_shapes(mask) else _labels_mask(mask, plane, image, point, label)
+    box = _shapes_box(mask, image, point, plane) if whole is None else _bbox(whole)
+    if box is None:
+        raise no_pixel
+    region = None
+    if reads_by_region(image):  # only the region around the mask is read, and edited
+        pad = REGION_MARGIN + int(np.ceil(grow)) if np.isfinite(grow) and grow >= 0 else REGION_MARGIN
+        region = (max(0, box[0] - pad), max(0, box[1] - pad), min(plane[0], box[2] + pad), min(plane[1], box[3] + pad))
+    r0, c0, r1, c1 = region or (0, 0, *plane)
+    img = _slice_data(image, index, region)
     if getattr(image, "multiscale", False):
         notes.append("multiscale image: edited at full resolution (level 0)")
+    if region is not None:
+        notes.append(
+            f"large image: read and edited around the mask only (rows {r0}..{r1 - 1}, columns {c0}..{c1 - 1}); "
+            "the result layer holds the edited region, placed over the image"
+        )
     if index:
         where = ", ".join(f"axis {ax} = {i}" for ax, i in enumerate(index))
         notes.append(f"edited the displayed slice only ({where})")
     if img.ndim == 3 and not image.rgb:
         raise InputError(f"image layer {image.name!r} has an unexpected slice shape {img.shape}")
 
-    if _is_shapes(mask):
-        m = shapes_to_mask(mask, img.shape[:2], image, point)
-        if not m.any():
-            raise InputError(
-                f"the Shapes layer {mask.name!r} covers no pixel of this slice of {image.name!r}: draw a "
-                "rectangle, polygon or ellipse over the region to regenerate"
-            )
-    else:
-        m = _labels_mask(mask, img, image, point, label)
+    m = shapes_to_mask(mask, (r1 - r0, c1 - c0), image, point, (r0, c0)) if whole is None else whole[r0:r1, c0:c1]
+    if not m.any():
+        raise no_pixel
     m = _grow(m, grow, notes)
     kp = points_to_pose(pose, image, point) if pose is not None else None
+    if kp is not None and region is not None:  # (x, y) in the region's pixels
+        kp[kp[:, 2] > 0, :2] -= (c0, r0)
     sk = None
     if sketch is not None:
-        sk = shapes_to_sketch(sketch, img.shape[:2], sketch_width, image, point)
+        sk = shapes_to_sketch(sketch, m.shape, sketch_width, image, point, (r0, c0))
         if not (sk[m] > 0).any():
             notes.append(
                 f"no sketch strokes inside the mask ({sketch.name!r}); the sketch only guides the masked region"
             )
     return EditInputs(
-        image=img, mask=m, pose=kp, sketch=sk, index=index, notes=notes, mask_label=label, grow=float(grow)
+        image=img,
+        mask=m,
+        pose=kp,
+        sketch=sk,
+        index=index,
+        notes=notes,
+        mask_label=label,
+        grow=float(grow),
+        origin=None if region is None else (r0, c0),
     )
+
+
+def _bbox(m: np.ndarray) -> tuple[int, int, int, int]:
+    """(r0, c0, r1, c1): the bounding box of a non-empty 2D mask."""
+    rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
 
 
 def _grow(m: np.ndarray, grow: float, notes: list[str]) -> np.ndarray:
@@ -481,15 +551,15 @@ def _grow(m: np.ndarray, grow: float, notes: list[str]) -> np.ndarray:
     return out
 
 
-def _labels_mask(mask, img: np.ndarray, image, point, label=None) -> np.ndarray:
+def _labels_mask(mask, plane: tuple[int, int], image, point, label=None) -> np.ndarray:
     """The (H, W) bool mask of a Labels layer at the slice shown, which must have the image's
-    size (non-zero, or where it holds ``label``)."""
+    size ``plane`` (non-zero, or where it holds ``label``)."""
     m_index = _slice_index(mask, point, "mask") if mask.ndim > 2 else ()
     m = _slice_data(mask, m_index)
-    if m.shape != img.shape[:2]:
+    if m.shape != tuple(plane):
         raise InputError(
             f"mask {mask.name!r} is {m.shape[0]}x{m.shape[1]} pixels but image {image.name!r} is "
-            f"{img.shape[0]}x{img.shape[1]}; paint the mask on a Labels layer of the image's size "
+            f"{plane[0]}x{plane[1]}; paint the mask on a Labels layer of the image's size "
             "(e.g. the 'new labels' button with the image selected)"
         )
     try:  # the engine's rule (non-zero = regenerate), the same as edit()'s
@@ -602,15 +672,20 @@ def _shapes_stack_mask(shapes, image, lead: tuple[int, ...], plane: tuple[int, i
 # --------------------------------------------------------------------------- result
 
 
-def result_name(source_name: str, mode: str, seed: int, samples: int, index: tuple[int, ...], slices: int = 0) -> str:
+def result_name(
+    source_name: str, mode: str, seed: int, samples: int, index: tuple[int, ...], slices: int = 0, region=False
+) -> str:
     """``<source> [iLAT seed 3]``; N candidates: ``[iLAT seeds 3..6]`` (candidate k, the slider's
     position k, is the single edit with seed 3 + k); every one of N slices: ``[iLAT seeds
-    3..6, every slice]`` (slice j with seed 3 + j)."""
+    3..6, every slice]`` (slice j with seed 3 + j); the edited region of a large image:
+    ``[iLAT seed 3, region]``."""
     n = slices or samples
     seeds = f"seed {seed}" if n == 1 else f"seeds {seed}..{seed + n - 1}"
     bits = [f"{mode_label(mode)} {seeds}"]
     if slices:
         bits.append("every slice")
+    if region:
+        bits.append("region")
     if index:
         bits.append("slice " + ",".join(map(str, index)))
     return f"{source_name} [{', '.join(bits)}]"
@@ -623,10 +698,11 @@ def _embed(matrix: np.ndarray, n_lead: int) -> np.ndarray:
     return out
 
 
-def placement(source, index: tuple[int, ...] = (), candidates: bool = False) -> dict:
+def placement(source, index: tuple[int, ...] = (), candidates: bool = False, corner=(0, 0)) -> dict:
     """scale / translate / rotate / shear / affine that put a 2D array exactly over the slice
-    ``index`` of ``source`` (one slice thick, so it shows on that slice only), with an
-    optional leading candidate axis of unit scale."""
+    ``index`` of ``source`` (one slice thick, so it shows on that slice only), its pixel
+    (0, 0) over the slice's pixel ``corner`` (row, column), with an optional leading
+    candidate axis of unit scale."""
     from napari.utils.transforms import CompositeAffine
     from napari.utils.transforms.transform_utils import expand_upper_triangular
 
@@ -637,10 +713,11 @@ def placement(source, index: tuple[int, ...] = (), candidates: bool = False) -> 
     shear = np.asarray(source.shear, float)
     shear_m = expand_upper_triangular(shear) if shear.ndim == 1 else shear
     affine = np.asarray(source.affine.affine_matrix, float)
-    if index:
+    if index or any(corner):
         comp = CompositeAffine(scale=scale, translate=translate, rotate=rotate, shear=shear_m, ndim=nd)
         offset = np.zeros(nd)
         offset[: len(index)] = index
+        offset[-2:] = corner
         translate = np.asarray(comp(offset), float)
     if candidates:
         scale = np.concatenate([[1.0], scale])
@@ -657,16 +734,19 @@ def as_slice_data(array: np.ndarray, index: tuple[int, ...], candidates: bool) -
     return array.reshape(array.shape[:c] + (1,) * len(index) + array.shape[c:])
 
 
-def result_layer_data(result: np.ndarray, source, inputs: EditInputs, name: str, candidates: bool, metadata=None):
+def result_layer_data(
+    result: np.ndarray, source, inputs: EditInputs, name: str, candidates: bool, metadata=None, corner=(0, 0)
+):
     """(data, kwargs) for ``viewer.add_image``: the result exactly over its source.
 
     2D source: the result as is, or (N, H, W[, C]) for N candidates (a slider). nD source:
     the edited slice as a layer one slice thick at the slice's position, so it shows on
     that slice only. Scale, translate, rotate, shear and affine are the source's (the
-    candidate axis is prepended with unit scale).
+    candidate axis is prepended with unit scale); a region of the slice (``corner``: its
+    top-left pixel) lies over that region.
     """
     kwargs = dict(name=name, rgb=bool(source.rgb), blending=source.blending, metadata=dict(metadata or {}))
-    kwargs.update(placement(source, inputs.index, candidates))
+    kwargs.update(placement(source, inputs.index, candidates, corner))
     if not source.rgb:
         kwargs.update(
             colormap=source.colormap.name,
@@ -757,7 +837,7 @@ def candidate_layer_data(layer, k: int):
         raise InputError(f"candidate {k} does not exist: {layer.name!r} has {len(seeds)} (0..{len(seeds) - 1})")
     index = tuple(meta.get("slice") or ())
     meta.update(samples=1, seed=seeds[k], seeds=[seeds[k]], candidate_of=layer.name, candidate=k)
-    name = result_name(meta["source"], meta["mode"], seeds[k], 1, index)
+    name = result_name(meta["source"], meta["mode"], seeds[k], 1, index, region="region" in meta)
     shear = np.asarray(layer.shear, float)
     shear = expand_upper_triangular(shear) if shear.ndim == 1 else shear
     kwargs = dict(
@@ -787,6 +867,19 @@ def keep_candidate(viewer, layer, k: int | None = None):
     return add_result_layer(viewer, data, kwargs)
 
 
+def _edited_region(result: np.ndarray, inputs: EditInputs, candidates: bool) -> tuple[np.ndarray, tuple[int, int]]:
+    """The bounding box of the mask and of every pixel that any candidate changed, cut out of
+    a region edit's result, and its top-left pixel in the slice (row, column)."""
+    changed = np.asarray(result != inputs.image)
+    if candidates:
+        changed = changed.any(0)
+    if changed.ndim == 3:  # colour
+        changed = changed.any(-1)
+    r0, c0, r1, c1 = _bbox(changed | inputs.mask)
+    cut = result[:, r0:r1, c0:c1] if candidates else result[r0:r1, c0:c1]
+    return np.ascontiguousarray(cut), (inputs.origin[0] + r0, inputs.origin[1] + c0)
+
+
 def add_edit_result(
     viewer,
     source,
@@ -805,15 +898,20 @@ def add_edit_result(
     """
     candidates = result.samples > 1
     slices = len(result.seeds) if inputs.stack else 0
-    name = result_name(source.name, result.mode, result.seed, result.samples, inputs.index, slices)
+    region = inputs.origin is not None
+    name = result_name(source.name, result.mode, result.seed, result.samples, inputs.index, slices, region)
     meta = result_metadata(source.name, mask_name, inputs.index, dict(params or {}), result)
+    image, corner = result.image, (0, 0)
+    if region:  # a large image: the layer holds the pixels the edit changed (their bounding box)
+        image, corner = _edited_region(result.image, inputs, candidates)
+        meta["napari_ilat"]["region"] = [*corner, *image.shape[int(candidates) : int(candidates) + 2]]
     if inputs.stack:
         meta["napari_ilat"]["slice"] = "every"
     if inputs.mask_label is not None:
         meta["napari_ilat"]["mask_label"] = int(inputs.mask_label)
     if inputs.grow:
         meta["napari_ilat"]["grow"] = inputs.grow
-    data, kwargs = result_layer_data(result.image, source, inputs, name, candidates, meta)
+    data, kwargs = result_layer_data(image, source, inputs, name, candidates, meta, corner)
     if not add:
         return data, kwargs
     active = viewer.layers.selection.active  # keep e.g. the keypoints selected

@@ -678,7 +678,7 @@ class ILATWidget(Container):
             # them all on the main thread would stall napari, so it is not looked at
             if not 0 < sum(kind in ("line", "path") for kind in lay.shape_type) <= MAX_HINT_SHAPES:
                 continue
-            strokes = _layers.shapes_to_sketch(lay, mask.shape, 1.0, self.image.value, point)
+            strokes = _layers.shapes_to_sketch(lay, mask.shape, 1.0, self.image.value, point, inputs.origin or (0, 0))
             if (strokes[mask] > 0).any():
                 return [
                     f"the Shapes layer {lay.name!r} has strokes in the mask but sketch is 'none': choose it as "
@@ -802,8 +802,8 @@ class ILATWidget(Container):
                 raise InputError("no image layer")
             if points is None:
                 raise InputError("choose the pose (Points) layer whose keypoints you moved")
-            inputs_index, shown = _layers.current_slice(image, self.viewer, "image")
-            shape = shown.shape[:2]
+            inputs_index = _layers.current_index(image, self.viewer, "image")
+            shape = _layers.plane_shape(image)  # (the slice is not read: it may be a pyramid's)
             point = _layers.world_point(self.viewer)
             new = _layers.points_to_pose(points, None, point)
             old = self._reference.get(points)

@@ -194,6 +194,21 @@ def test_skeleton_follows_points_and_auto_mask(pose_viewer, errors):
     assert widget.auto_mask() is None and errors["warning"]
 
 
+def test_an_auto_mask_beyond_free_memory_is_an_error_notification(pose_viewer, errors, monkeypatch):
+    """The auto mask is a Labels layer of the image's size (a pyramid's full resolution too):
+    one that would not fit in memory is refused before anything is allocated."""
+    import napari_ilat.engine.editing as editing
+    from napari_ilat.cli.demo import move_points_to
+    from napari_ilat.plugin.sample_data import pose_sample_pair
+
+    viewer, widget = pose_viewer
+    move_points_to(viewer.layers["pose"], pose_sample_pair().target_pose)
+    monkeypatch.setattr(editing, "free_memory", lambda: 1000)
+    n = len(viewer.layers)
+    assert widget.auto_mask() is None and len(viewer.layers) == n
+    assert "an auto mask of this image would need" in errors["error"][-1]
+
+
 def test_controls_follow_the_chosen_pose_and_sketch(pose_viewer):
     """The auto mask (and its radius) sits under the pose picker and is live only with a pose;
     the stroke width only with a sketch; guidance with either."""

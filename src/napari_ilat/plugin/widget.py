@@ -804,6 +804,12 @@ class ILATWidget(Container):
                 raise InputError("choose the pose (Points) layer whose keypoints you moved")
             inputs_index = _layers.current_index(image, self.viewer, "image")
             shape = _layers.plane_shape(image)  # (the slice is not read: it may be a pyramid's)
+            from napari_ilat.engine.editing import check_fits
+
+            try:  # a Labels layer of the image's size, and the stroke map drawn for it (float32)
+                check_fits(5 * shape[0] * shape[1], "an auto mask of this image", "draw the mask on a Shapes layer")
+            except ValueError as e:
+                raise InputError(str(e)) from e
             point = _layers.world_point(self.viewer)
             new = _layers.points_to_pose(points, None, point)
             old = self._reference.get(points)

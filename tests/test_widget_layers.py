@@ -230,3 +230,37 @@ def test_a_large_image_is_read_and_edited_around_the_mask_only(tiny_model, monke
     layer = Image(data, **{k: v for k, v in kwargs.items() if k not in ("name", "metadata")})
     np.testing.assert_allclose(layer.data_to_world((0, 0)), image.data_to_world((r, c)))
     assert not _layers.reads_by_region(Image(whole, rgb=True))  # in memory: the whole slice, as before
+
+
+def test_every_slice_of_a_large_stack_reads_the_region_around_the_mask(tiny_model, monkeypatch):
+    """Every slice of a lazy stack (a long time-lapse): the same region of each slice is read
+    and edited, and the result is a stack of that region, equal to editing every whole slice."""
+    import dask.array as da
+
+    from napari_ilat.engine.stack import edit_stack
+
+    monkeypatch.setattr(_layers, "REGION_MARGIN", 40)
+    whole = (np.random.default_rng(1).random((3, 512, 384)) * 65535).astype(np.uint16)
+    read = set()
+
+    def record(block, block_info=None):
+        read.add(tuple(block_info[None]["chunk-location"]))
+        return block
+
+    lazy = da.from_array(whole, chunks=(1, 128, 128)).map_blocks(record, dtype=np.uint16)
+    image = Image(lazy, scale=(1, 2, 2))
+    mask = np.zeros((512, 384), np.uint8)
+    mask[300:330, 200:240] = 1
+    read.clear()
+    got = _layers.gather_stack_inputs(image, Labels(mask, scale=(2, 2)))
+    assert got.origin == (260, 160) and got.image.shape == (3, 110, 120)
+    assert read == {(t, 2, c) for t in range(3) for c in (1, 2)}  # 128-px chunks: rows 260..369, cols 160..279
+
+    # uint16: the value range is the region's (not the unread whole's), so compare with that
+    result = edit_stack(got.image, got.mask, model=tiny_model, seed=2)
+    data, kwargs = _layers.add_edit_result(None, image, got, result, {}, mask_name="m", add=False)
+    r, c, h, w = kwargs["metadata"]["napari_ilat"]["region"]
+    assert (r, c) == (300, 200) and data.shape == (3, h, w) and kwargs["metadata"]["napari_ilat"]["slice"] == "every"
+    np.testing.assert_array_equal(data, result.image[:, r - 260 : r - 260 + h, c - 160 : c - 160 + w])
+    layer = Image(data, **{k: v for k, v in kwargs.items() if k not in ("name", "metadata")})
+    np.testing.assert_allclose(layer.data_to_world((2, 0, 0)), image.data_to_world((2, r, c)))

@@ -139,13 +139,15 @@ def slice_count(layer) -> int:
 
 
 def _slice_data(layer, index: tuple[int, ...], region: tuple[int, int, int, int] | None = None) -> np.ndarray:
-    """The 2D (+ RGB) slice ``index`` of ``layer``'s (full-resolution) data, or only rows
-    r0:r1, columns c0:c1 of it (``region``): lazy data reads only the chunks there."""
+    """The 2D (+ RGB) slice ``index`` of ``layer``'s (full-resolution) data (``()``: all of
+    it), or only rows r0:r1, columns c0:c1 of it (``region``): lazy data reads only the
+    chunks there."""
     data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
     key = tuple(index)
     if region is not None:
         r0, c0, r1, c1 = region
-        key += (slice(r0, r1), slice(c0, c1))
+        lead = len(_layer_shape(layer)) - (3 if getattr(layer, "rgb", False) else 2)
+        key += (slice(None),) * (lead - len(key)) + (slice(r0, r1), slice(c0, c1))
     return np.asarray(data[key] if key else data)
 
 
@@ -309,14 +311,15 @@ def _ellipse_outline(corners: np.ndarray, n: int = 64) -> np.ndarray:
 _CLOSED = ("rectangle", "polygon", "ellipse")
 
 
-def _shown_shapes(shapes, image, world_point, origin=(0, 0)):
+def _shown_shapes(shapes, image, world_point, origin=(0, 0), every_slice: bool = False):
     """(index, kind, (N, 2) row/col vertices in ``image`` pixels, less ``origin``) of each
     shape napari shows at ``world_point`` (an nD layer's shapes drawn on other slices are
-    left out); an ellipse as a 64-gon of its outline."""
+    left out, unless ``every_slice``); an ellipse as a 64-gon of its outline."""
     data = [np.asarray(verts, float) for verts in shapes.data]
     if not data:
         return
     shown = on_slice(shapes, np.concatenate(data), world_point)  # one transform for all vertices
+    shown |= every_slice
     ends = np.cumsum([len(verts) for verts in data])
     for i, (verts, kind) in enumerate(zip(data, shapes.shape_type)):
         if not shown[ends[i] - len(verts) : ends[i]].all():
@@ -377,11 +380,11 @@ def shapes_to_mask(shapes, shape: tuple[int, int], image=None, world_point=None,
     return out
 
 
-def _shapes_box(shapes, image, world_point, plane: tuple[int, int]) -> tuple[int, int, int, int] | None:
-    """(r0, c0, r1, c1): the pixels of ``plane`` the shapes shown may cover (their vertices,
-    strokes at their edge width), or None when they cover none."""
+def _shapes_box(shapes, image, world_point, plane, every_slice=False) -> tuple[int, int, int, int] | None:
+    """(r0, c0, r1, c1): the pixels of ``plane`` the shapes shown (``every_slice``: on any
+    slice) may cover (their vertices, strokes at their edge width), or None when none."""
     lo, hi = np.array([np.inf, np.inf]), np.array([-np.inf, -np.inf])
-    for i, kind, rc in _shown_shapes(shapes, image, world_point):
+    for i, kind, rc in _shown_shapes(shapes, image, world_point, every_slice=every_slice):
         pad = 1.0 if kind in _CLOSED else 1.0 + _edge_width_pixels(shapes, i, image, world_point) / 2
         lo, hi = np.minimum(lo, rc.min(0) - pad), np.maximum(hi, rc.max(0) + pad)
     if not np.isfinite(lo).all():
@@ -489,19 +492,13 @@ def gather_inputs(
     box = _shapes_box(mask, image, point, plane) if whole is None else _bbox(whole)
     if box is None:
         raise no_pixel
-    region = None
-    if reads_by_region(image):  # only the region around the mask is read, and edited
-        pad = REGION_MARGIN + int(np.ceil(grow)) if np.isfinite(grow) and grow >= 0 else REGION_MARGIN
-        region = (max(0, box[0] - pad), max(0, box[1] - pad), min(plane[0], box[2] + pad), min(plane[1], box[3] + pad))
+    region = _region(box, plane, grow) if reads_by_region(image) else None  # only around the mask
     r0, c0, r1, c1 = region or (0, 0, *plane)
     img = _slice_data(image, index, region)
     if getattr(image, "multiscale", False):
         notes.append("multiscale image: edited at full resolution (level 0)")
     if region is not None:
-        notes.append(
-            f"large image: read and edited around the mask only (rows {r0}..{r1 - 1}, columns {c0}..{c1 - 1}); "
-            "the result layer holds the edited region, placed over the image"
-        )
+        notes.append(_region_note(region))
     if index:
         where = ", ".join(f"axis {ax} = {i}" for ax, i in enumerate(index))
         notes.append(f"edited the displayed slice only ({where})")
@@ -533,6 +530,20 @@ def gather_inputs(
         grow=float(grow),
         origin=None if region is None else (r0, c0),
     )
+
+
+def _region_note(region) -> str:
+    r0, c0, r1, c1 = region
+    return (
+        f"large image: read and edited around the mask only (rows {r0}..{r1 - 1}, columns {c0}..{c1 - 1}); "
+        "the result layer holds the edited region, placed over the image"
+    )
+
+
+def _region(box: tuple[int, int, int, int], plane: tuple[int, int], grow) -> tuple[int, int, int, int]:
+    """``box`` and REGION_MARGIN (+ ``grow``) pixels around it, within ``plane``."""
+    pad = REGION_MARGIN + (int(np.ceil(grow)) if np.isfinite(grow) and grow >= 0 else 0)
+    return max(0, box[0] - pad), max(0, box[1] - pad), min(plane[0], box[2] + pad), min(plane[1], box[3] + pad)
 
 
 def _bbox(m: np.ndarray) -> tuple[int, int, int, int]:
@@ -570,16 +581,20 @@ def _labels_mask(mask, plane: tuple[int, int], image, point, label=None) -> np.n
         raise InputError(str(e) if label is not None else f"mask {mask.name!r}: {e}") from e
 
 
-def _check_stack_fits(image) -> None:
+def _check_stack_fits(image, region=None) -> None:
     """Refuse, before reading it, a stack whose pixels and result cannot be held: lazy data
-    (dask, zarr: a big stack napari shows a slice at a time) is read whole for every slice,
-    and the result is a copy, so a stack larger than memory would get napari killed."""
+    (dask, zarr: a big stack napari shows a slice at a time) is read (the ``region`` of every
+    slice), and the result is a copy, so a stack larger than memory would get napari killed."""
     from napari_ilat.engine.editing import check_fits
 
     data = image.data[0] if getattr(image, "multiscale", False) else image.data
-    size = int(np.prod(data.shape)) * np.dtype(data.dtype).itemsize
+    shape = list(data.shape)
+    if region is not None:
+        at = len(shape) - (3 if image.rgb else 2)
+        shape[at : at + 2] = region[2] - region[0], region[3] - region[1]
+    size = int(np.prod(shape)) * np.dtype(data.dtype).itemsize
     need = size if isinstance(data, np.ndarray) else 2 * size  # + the pixels read, for lazy data
-    what = f"every slice of {image.name!r} ({'x'.join(map(str, data.shape))}: its pixels read and the result)"
+    what = f"every slice of {image.name!r} ({'x'.join(map(str, shape))}: its pixels read and the result)"
     try:
         check_fits(need, what, "edit slice by slice, or a crop of the stack")
     except ValueError as e:
@@ -612,13 +627,25 @@ def gather_stack_inputs(
     notes = [f"every slice: {int(np.prod(lead))} slices of {plane[0]}x{plane[1]} pixels, each edited on its own"]
     if getattr(image, "multiscale", False):
         notes.append("multiscale image: edited at full resolution (level 0)")
-    if _is_shapes(mask) and mask.ndim <= 2:
-        m = shapes_to_mask(mask, plane, image, point)
-    elif _is_shapes(mask):
-        m = _shapes_stack_mask(mask, image, tuple(lead), plane)
-        notes.append(
-            f"each slice has its own mask (the shapes of {mask.name!r} drawn on it); slices with none are copied"
-        )
+    by_region = reads_by_region(image)
+    if _is_shapes(mask):
+        if mask.ndim > 2 and mask.ndim != image.ndim:
+            raise InputError(
+                f"the Shapes layer {mask.name!r} is {mask.ndim}D and the image {image.name!r} {image.ndim}D: for "
+                "every slice draw the mask on a 2D Shapes layer (the same for all) or one with the image's axes"
+            )
+        box = _shapes_box(mask, image, point, plane, every_slice=True)
+        if box is None:
+            raise InputError(f"the Shapes layer {mask.name!r} covers no pixel of {image.name!r}")
+        region = _region(box, plane, grow) if by_region else None
+        r0, c0, r1, c1 = region or (0, 0, *plane)
+        if mask.ndim <= 2:
+            m = shapes_to_mask(mask, (r1 - r0, c1 - c0), image, point, (r0, c0))
+        else:
+            m = _shapes_stack_mask(mask, image, tuple(lead), (r1 - r0, c1 - c0), (r0, c0))
+            notes.append(
+                f"each slice has its own mask (the shapes of {mask.name!r} drawn on it); slices with none are copied"
+            )
     elif (m_shape := _layer_shape(mask)) == plane:
         m = np.asarray(_slice_data(mask, ()))
     elif m_shape == tuple(lead) + plane:
@@ -636,11 +663,19 @@ def gather_stack_inputs(
             m = label_mask(m, label, f"mask {mask.name!r}")
         except ValueError as e:
             raise InputError(str(e)) from e
+    if not _is_shapes(mask):
+        region = _region(_bbox(m.reshape(-1, *plane).any(0)), plane, grow) if by_region else None
+        r0, c0, r1, c1 = region or (0, 0, *plane)
+        m = m[..., r0:r1, c0:c1]
+    if region is not None:
+        notes.append(_region_note(region))
     m = _grow(m, grow, notes)
-    _check_stack_fits(image)
-    img = _slice_data(image, ())
+    _check_stack_fits(image, region)
+    img = _slice_data(image, (), region)
     kp = points_to_pose(pose, image, point) if pose is not None else None
-    sk = shapes_to_sketch(sketch, plane, sketch_width, image, point) if sketch is not None else None
+    if kp is not None and region is not None:  # (x, y) in the region's pixels
+        kp[kp[:, 2] > 0, :2] -= (c0, r0)
+    sk = None if sketch is None else shapes_to_sketch(sketch, m.shape[-2:], sketch_width, image, point, (r0, c0))
     return EditInputs(
         image=img,
         mask=m,
@@ -651,21 +686,17 @@ def gather_stack_inputs(
         rgb=bool(image.rgb),
         mask_label=label,
         grow=float(grow),
+        origin=None if region is None else (r0, c0),
     )
 
 
-def _shapes_stack_mask(shapes, image, lead: tuple[int, ...], plane: tuple[int, int]) -> np.ndarray:
+def _shapes_stack_mask(shapes, image, lead: tuple[int, ...], plane: tuple[int, int], origin=(0, 0)) -> np.ndarray:
     """(*lead, H, W) bool: for each slice of ``image``, the mask of the shapes of an nD
-    Shapes layer drawn on that slice (as napari shows them there)."""
-    if shapes.ndim != image.ndim:
-        raise InputError(
-            f"the Shapes layer {shapes.name!r} is {shapes.ndim}D and the image {image.name!r} {image.ndim}D: for "
-            "every slice draw the mask on a 2D Shapes layer (the same for all) or one with the image's axes"
-        )
-    out = np.zeros(lead + plane, bool)
+    Shapes layer drawn on that slice (as napari shows them there), pixel (0, 0) at ``origin``."""
+    out = np.zeros(lead + tuple(plane), bool)
     for j in np.ndindex(*lead):
         here = np.asarray(image.data_to_world(np.r_[j, 0.0, 0.0]), float)  # slice j's world position
-        out[j] = shapes_to_mask(shapes, plane, image, here)
+        out[j] = shapes_to_mask(shapes, plane, image, here, origin)
     return out
 
 
@@ -867,17 +898,17 @@ def keep_candidate(viewer, layer, k: int | None = None):
     return add_result_layer(viewer, data, kwargs)
 
 
-def _edited_region(result: np.ndarray, inputs: EditInputs, candidates: bool) -> tuple[np.ndarray, tuple[int, int]]:
-    """The bounding box of the mask and of every pixel that any candidate changed, cut out of
-    a region edit's result, and its top-left pixel in the slice (row, column)."""
-    changed = np.asarray(result != inputs.image)
-    if candidates:
-        changed = changed.any(0)
-    if changed.ndim == 3:  # colour
-        changed = changed.any(-1)
-    r0, c0, r1, c1 = _bbox(changed | inputs.mask)
-    cut = result[:, r0:r1, c0:c1] if candidates else result[r0:r1, c0:c1]
-    return np.ascontiguousarray(cut), (inputs.origin[0] + r0, inputs.origin[1] + c0)
+def _edited_region(result: np.ndarray, inputs: EditInputs) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The bounding box of the mask and of every pixel that any candidate (or slice) changed,
+    cut out of a region edit's result, and where it lies in the slice: (row, column,
+    height, width)."""
+    colour = inputs.rgb if inputs.stack else inputs.image.ndim == 3
+    lead = result.ndim - 2 - int(colour)  # candidates, or a stack's slices
+    changed = np.asarray(result != inputs.image).any(axis=tuple(range(lead)) + ((result.ndim - 1,) if colour else ()))
+    mask = inputs.mask.reshape(-1, *inputs.mask.shape[-2:]).any(0)
+    r0, c0, r1, c1 = _bbox(changed | mask)
+    cut = result[(slice(None),) * lead + (slice(r0, r1), slice(c0, c1))]
+    return np.ascontiguousarray(cut), (inputs.origin[0] + r0, inputs.origin[1] + c0, r1 - r0, c1 - c0)
 
 
 def add_edit_result(
@@ -903,8 +934,9 @@ def add_edit_result(
     meta = result_metadata(source.name, mask_name, inputs.index, dict(params or {}), result)
     image, corner = result.image, (0, 0)
     if region:  # a large image: the layer holds the pixels the edit changed (their bounding box)
-        image, corner = _edited_region(result.image, inputs, candidates)
-        meta["napari_ilat"]["region"] = [*corner, *image.shape[int(candidates) : int(candidates) + 2]]
+        image, box = _edited_region(result.image, inputs)
+        corner = box[:2]
+        meta["napari_ilat"]["region"] = list(box)
     if inputs.stack:
         meta["napari_ilat"]["slice"] = "every"
     if inputs.mask_label is not None:

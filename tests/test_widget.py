@@ -444,14 +444,20 @@ def _add_stack(viewer, n, scale=(2, 0.5, 0.5), translate=(10, 3, 4), **transform
     return stack, img, mask
 
 
-def test_stack_edits_displayed_slice(make_napari_viewer, tiny_model, errors):
+def _generated_on_slice_2(make_napari_viewer, model):
+    """(viewer, widget, stack, image layer, mask): a 4-slice stack (:func:`_add_stack`) and
+    the widget, after Generate with seed 0 on slice 2 and the 2D Labels mask "m"."""
     viewer = make_napari_viewer()
     stack, img, mask = _add_stack(viewer, 4)
-    widget = _docked_widget(viewer, tiny_model)
+    widget = _docked_widget(viewer, model)
     widget.seed.value = 0
     viewer.dims.set_current_step(0, 2)
-
     widget.generate()
+    return viewer, widget, stack, img, mask
+
+
+def test_stack_edits_displayed_slice(make_napari_viewer, tiny_model, errors):
+    viewer, widget, stack, img, mask = _generated_on_slice_2(make_napari_viewer, tiny_model)
 
     assert errors["error"] == []
     assert any("axis 0 = 2" in m for m in errors["info"])
@@ -468,12 +474,7 @@ def test_a_shapes_layer_as_the_mask(make_napari_viewer, tiny_model, errors):
     bit, as a Labels layer painted over those pixels (through both layers' world placement,
     on the slice it was drawn on). Labels layers stay the default pick; a path drawn in the
     mask layer gets no "choose it as the sketch" hint; one layer cannot be both."""
-    viewer = make_napari_viewer()
-    stack, img, mask = _add_stack(viewer, 4)
-    widget = _docked_widget(viewer, tiny_model)
-    widget.seed.value = 0
-    viewer.dims.set_current_step(0, 2)
-    widget.generate()
+    viewer, widget, stack, img, _ = _generated_on_slice_2(make_napari_viewer, tiny_model)
     painted = widget.last_result.data
     labels = viewer.layers["m"]
     # world (z, row, col) of "m"'s pixels rows 10..19, cols 10..24 on slice 2 (z = 10 + 2 * 2)

@@ -331,6 +331,9 @@ def test_label_mask_takes_one_object_of_a_segmentation():
     np.testing.assert_array_equal(label_mask(np.stack([labels] * 3, -1), 3), labels == 3)  # grey saved as RGB
     with pytest.raises(ValueError, match=r"no pixel of label 5 \(labels there: 3, 700\)"):
         label_mask(labels, 5)
+    np.testing.assert_array_equal(label_mask(labels, [3, 700]), labels > 0)  # several objects
+    with pytest.raises(ValueError, match="no pixel of labels 4, 5"):
+        label_mask(labels, (3, 4, 5))
     with pytest.raises(ValueError, match="not 0|non-zero"):
         label_mask(labels, 0)
     colour = np.zeros(SHAPE + (3,), np.uint8)

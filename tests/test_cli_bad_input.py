@@ -259,6 +259,10 @@ def test_label_and_grow_regenerate_one_object_of_a_label_image(d, tiny_model_pat
     np.testing.assert_array_equal(want[4:10, 4:12], img[4:10, 4:12])  # object 1 is kept
     meta = read_metadata(d / "o.png")
     assert meta["mask_label"] == 9 and meta["grow"] == 2.5
+    assert main([*args, "--label", "9,1", "--seed", "3", "-o", str(d / "both.png")]) == 0  # several objects
+    both = edit(img, (labels == 9) | (labels == 1), model=str(tiny_model_path), seed=3)
+    np.testing.assert_array_equal(skimage.io.imread(d / "both.png"), both)
+    assert read_metadata(d / "both.png")["mask_label"] == [9, 1]
 
     stack = np.stack([img, img[::-1]])
     tifffile.imwrite(d / "stack.tif", stack, photometric="rgb")
@@ -275,6 +279,8 @@ def test_label_and_grow_regenerate_one_object_of_a_label_image(d, tiny_model_pat
     [
         ("labels.png", ["--label", "5"], "no pixel of label 5 (labels there: 1, 9)"),
         ("labels.png", ["--label", "0"], "not 0 (the background)"),
+        ("labels.png", ["--label", "1,5,6"], "no pixel of labels 5, 6 (labels there: 1, 9)"),
+        ("labels.png", ["--label", "one"], "expected a label or labels like 3,7,12"),
         ("labels.png", ["--grow", "-1"], "--grow must be a number of pixels >= 0"),
         ("img.png", ["--label", "1"], "colour image"),
         ("labels.jpg", ["--label", "1"], "PNG or TIFF label image"),
@@ -295,7 +301,11 @@ def test_label_and_grow_bad_input(d, tiny_model_path, capsys, mask, extra, messa
         "-o",
         str(d / "o.png"),
     ]
-    assert main([*args, *extra]) == 2
+    try:
+        rc = main([*args, *extra])
+    except SystemExit as e:  # argparse's own check of --label's value
+        rc = e.code
+    assert rc == 2
     assert message in capsys.readouterr().err
     assert not (d / "o.png").exists()
 

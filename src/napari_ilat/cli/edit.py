@@ -33,6 +33,7 @@ Pose JSON: the formats :func:`napari_ilat.engine.pose_json.read_pose` reads. No 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import struct
@@ -66,9 +67,9 @@ def add_arguments(p) -> None:
     )
     p.add_argument(
         "--label",
-        type=int,
+        type=_labels_arg,
         help="the mask is a label image (a segmentation: one value per object): regenerate only where it "
-        "holds this label, not every non-zero one",
+        "holds this label (or these: 3,7,12), not every non-zero one",
     )
     p.add_argument(
         "--grow",
@@ -152,6 +153,17 @@ def add_arguments(p) -> None:
         "of the same shape and axes",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+def _labels_arg(text: str) -> list[int]:
+    """--label 3 or --label 3,7,12: non-zero integers."""
+    try:
+        labels = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a label or labels like 3,7,12, got {text!r}") from None
+    if 0 in labels:
+        raise argparse.ArgumentTypeError("labels are objects, not 0 (the background)")
+    return labels
 
 
 # --------------------------------------------------------------------------- I/O
@@ -330,7 +342,7 @@ def _read_pixels(path: Path) -> np.ndarray:
         ) from e
 
 
-def read_mask(path, label: int | None = None, grow: float = 0) -> np.ndarray:
+def read_mask(path, label=None, grow: float = 0) -> np.ndarray:
     """Bool (H, W): the engine's rule (non-zero in any colour channel), except for a JPEG
     mask (see :func:`jpeg_mask`); with ``label``, where the label image holds that label;
     grown by ``grow`` pixels."""
@@ -682,12 +694,12 @@ def _record(args, result, top_k, job: Job) -> dict:
         "greedy": args.greedy,
         "guidance": result.guidance,
         "feather": args.feather,
-        **({"mask_label": args.label} if args.label is not None else {}),
+        **({"mask_label": args.label[0] if len(args.label) == 1 else args.label} if args.label else {}),
         **({"grow": args.grow} if args.grow else {}),
     }
 
 
-def _stack_mask(path: Path, label: int | None = None, grow: float = 0) -> np.ndarray:
+def _stack_mask(path: Path, label=None, grow: float = 0) -> np.ndarray:
     """A mask for every slice: one 2D mask (any format, :func:`read_mask`), or a TIFF stack of
     masks with the image stack's leading shape (non-zero, or ``label``, = regenerate; each
     slice's grown by ``grow`` pixels)."""
@@ -748,8 +760,6 @@ def run(args) -> int:
         raise ValueError(f"--samples must be from 1 to {MAX_SAMPLES} (run again with --seed S+{MAX_SAMPLES} for more)")
     if args.every_slice and args.samples != 1:
         raise ValueError("--every-slice makes one edit per slice (slice j with --seed S+j): leave out --samples")
-    if args.label == 0:
-        raise ValueError("--label must be an object's label, not 0 (the background)")
     if not (np.isfinite(args.grow) and args.grow >= 0):
         raise ValueError(f"--grow must be a number of pixels >= 0, got {args.grow}")
     jobs = _jobs(args)

@@ -115,24 +115,31 @@ def normalize_mask(mask, shape=None) -> np.ndarray:
     return m
 
 
-def label_mask(labels, label: int, what: str = "mask") -> np.ndarray:
+def label_mask(labels, label, what: str = "mask") -> np.ndarray:
     """Bool, ``labels``' shape: where a label image (a segmentation, a Labels layer: one
-    value per object) equals ``label``, to regenerate one object of many (non-zero would
-    regenerate them all). Raises ``ValueError`` for a colour image or a label not there."""
+    value per object) holds ``label`` (an integer, or several), to regenerate some objects
+    of many (non-zero would regenerate them all). Raises ``ValueError`` for a colour image
+    or a label not there."""
     a = np.asarray(labels)
     if a.dtype.kind not in "biuf":
         raise ValueError(f"{what} has values of type {a.dtype}; a label image holds integers")
     if a.ndim == 3 and a.shape[-1] in (3, 4) and not (a == a[..., :1]).all():
         raise ValueError(f"{what} is a colour image; a label needs a label image (one channel, one value per object)")
-    if not (isinstance(label, (int, np.integer)) and not isinstance(label, bool)) or label == 0:
-        raise ValueError(f"label must be a non-zero integer (0 is the background), got {label!r}")
-    m = a == label
+    wanted = list(label) if isinstance(label, (list, tuple, np.ndarray)) else [label]
+    for v in wanted:
+        if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) or v == 0:
+            raise ValueError(f"label must be a non-zero integer (0 is the background), got {v!r}")
+    if not wanted:
+        raise ValueError("no label given")
+    m = np.isin(a, wanted)
     if m.ndim == 3 and m.shape[-1] in (3, 4):  # a grey label image stored as RGB(A)
         m = m[..., 0]
-    if not m.any():
+    missing = [v for v in wanted if not (a == v).any()]
+    if missing:
         present = np.unique(a[a != 0])
         listed = ", ".join(str(v) for v in present[:10]) + (", ..." if len(present) > 10 else "")
-        raise ValueError(f"{what} has no pixel of label {label} (labels there: {listed or 'none'})")
+        which = f"label {missing[0]}" if len(missing) == 1 else "labels " + ", ".join(map(str, missing))
+        raise ValueError(f"{what} has no pixel of {which} (labels there: {listed or 'none'})")
     return m
 
 

@@ -354,6 +354,38 @@ def test_threaded_generate_adds_layer(make_napari_viewer, qtbot, tiny_model, err
     assert widget.last_result.name == "chelsea [iLAT seed 1]"
 
 
+def test_lazy_pixels_are_read_in_the_worker_not_in_napari(make_napari_viewer, qtbot, tiny_model, errors):
+    """A lazy image's region is read by the worker thread: a slow store (zarr over a network,
+    a long time-lapse) must not freeze napari."""
+    import threading
+
+    import dask
+    import dask.array as da
+
+    from napari_ilat.plugin.widget import ILATWidget
+
+    readers = []
+
+    def record(block):
+        readers.append(threading.current_thread() is threading.main_thread())
+        return block
+
+    lazy = da.from_array(np.random.default_rng(0).random((256, 256)), chunks=64).map_blocks(record, dtype=float)
+    viewer = make_napari_viewer()
+    viewer.add_image(lazy, name="lazy", contrast_limits=(0, 1))
+    box = viewer.add_shapes([[[100, 100], [140, 150]]], shape_type="rectangle", name="box")
+    widget = ILATWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.add_model(tiny_model)
+    widget.mask.value = box
+    readers.clear()  # (napari reads the slice it shows)
+    with dask.config.set(scheduler="synchronous"):  # chunks computed in the thread that reads
+        widget.generate()
+        qtbot.waitUntil(lambda: not widget.running, timeout=30000)
+    assert errors["error"] == [] and widget.last_result.name.endswith(", region]")
+    assert readers and not any(readers)  # read, and never on the main thread
+
+
 def test_errors_are_notifications(make_napari_viewer, tiny_model, errors):
     from napari_ilat.plugin.widget import LOAD_FILE, ILATWidget
 

@@ -210,6 +210,8 @@ def test_a_large_image_is_read_and_edited_around_the_mask_only(tiny_model, monke
     points = Points(xy[:, ::-1] * 0.5 + (100, 50))
     read.clear()
     got = _layers.gather_inputs(image, box, pose=points, sketch=strokes)
+    assert not read  # nothing read yet: the widget reads in its worker thread, not napari's
+    got.read()
 
     # the rectangle covers rows 600..630, columns 300..340 (its box: one pixel more each side)
     assert got.origin == (599 - 48, 299 - 48) and got.image.shape == (632 + 48 - 551, 342 + 48 - 251, 3)
@@ -253,6 +255,8 @@ def test_every_slice_of_a_large_stack_reads_the_region_around_the_mask(tiny_mode
     mask[300:330, 200:240] = 1
     read.clear()
     got = _layers.gather_stack_inputs(image, Labels(mask, scale=(2, 2)))
+    assert not read  # (read in the widget's worker)
+    got.read()
     assert got.origin == (260, 160) and got.image.shape == (3, 110, 120)
     assert read == {(t, 2, c) for t in range(3) for c in (1, 2)}  # 128-px chunks: rows 260..369, cols 160..279
 

@@ -96,6 +96,7 @@ def edit_layers(
     )
     for note in inputs.notes:
         print(f"napari-ilat: {note}")
+    inputs.read()
     if every_slice:
         from napari_ilat.engine.stack import edit_stack
 

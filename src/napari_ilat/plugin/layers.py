@@ -76,6 +76,13 @@ class EditInputs:
     # ``origin`` of the slice, and the pose is in the region's pixels; None: the whole slice
     origin: tuple[int, int] | None = None
 
+    def read(self) -> EditInputs:
+        """Read ``image`` if it is still lazy (dask, zarr: gathered without reading, so the
+        widget reads it in its worker thread, not in napari's); returns self."""
+        if not isinstance(self.image, np.ndarray):
+            self.image = np.asarray(self.image)
+        return self
+
 
 # --------------------------------------------------------------------------- slices
 
@@ -138,17 +145,18 @@ def slice_count(layer) -> int:
     return int(np.prod(shape[: len(shape) - (3 if getattr(layer, "rgb", False) else 2)]))
 
 
-def _slice_data(layer, index: tuple[int, ...], region: tuple[int, int, int, int] | None = None) -> np.ndarray:
+def _slice_data(layer, index: tuple[int, ...], region=None, lazy: bool = False) -> np.ndarray:
     """The 2D (+ RGB) slice ``index`` of ``layer``'s (full-resolution) data (``()``: all of
     it), or only rows r0:r1, columns c0:c1 of it (``region``): lazy data reads only the
-    chunks there."""
+    chunks there, and with ``lazy`` not yet (:meth:`EditInputs.read` does)."""
     data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
     key = tuple(index)
     if region is not None:
         r0, c0, r1, c1 = region
         lead = len(_layer_shape(layer)) - (3 if getattr(layer, "rgb", False) else 2)
         key += (slice(None),) * (lead - len(key)) + (slice(r0, r1), slice(c0, c1))
-    return np.asarray(data[key] if key else data)
+    part = data[key] if key else data
+    return part if lazy and not isinstance(part, np.ndarray) else np.asarray(part)
 
 
 # Pixels read around the mask's bounding box from a large image: more than any model's
@@ -494,7 +502,7 @@ def gather_inputs(
         raise no_pixel
     region = _region(box, plane, grow) if reads_by_region(image) else None  # only around the mask
     r0, c0, r1, c1 = region or (0, 0, *plane)
-    img = _slice_data(image, index, region)
+    img = _slice_data(image, index, region, lazy=True)  # read by EditInputs.read
     if getattr(image, "multiscale", False):
         notes.append("multiscale image: edited at full resolution (level 0)")
     if region is not None:
@@ -671,7 +679,7 @@ def gather_stack_inputs(
         notes.append(_region_note(region))
     m = _grow(m, grow, notes)
     _check_stack_fits(image, region)
-    img = _slice_data(image, (), region)
+    img = _slice_data(image, (), region, lazy=True)  # read by EditInputs.read
     kp = points_to_pose(pose, image, point) if pose is not None else None
     if kp is not None and region is not None:  # (x, y) in the region's pixels
         kp[kp[:, 2] > 0, :2] -= (c0, r0)

@@ -117,6 +117,7 @@ def run_job(inputs: EditInputs, params: dict, state: JobState, threads: int | No
 
             old_threads = torch.get_num_threads()
             torch.set_num_threads(threads)
+        inputs.read()  # lazy pixels (dask, zarr) are read here, not in napari's thread
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if inputs.stack:  # every slice: one edit per slice, slice j with seed + j
@@ -140,7 +141,7 @@ def run_job(inputs: EditInputs, params: dict, state: JobState, threads: int | No
         return JobResult("ok", out, seconds=time.perf_counter() - t0, warnings=messages)
     except EditCancelled:
         return JobResult("cancelled", seconds=time.perf_counter() - t0)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, OSError) as e:  # (OSError: a store that cannot be read)
         return JobResult("error", message=str(e), seconds=time.perf_counter() - t0)
     except Exception as e:  # a bug: say so, keep the traceback in the log, never a dialog
         log.error("napari-ilat: edit failed\n%s", traceback.format_exc())

@@ -26,7 +26,7 @@ def test_edit_layers_by_name(make_napari_viewer, tiny_pose_model):
     layer = edit_layers(viewer, image="pose scene", mask="suggested mask", pose="pose", model=tiny_pose_model, seed=2)
     assert layer.name == "pose scene [iLAT seed 2]"
     assert layer.data.shape == source.shape
-    meta = layer.metadata["napari_ilat"]  # what the widget records (plugin.layers.add_edit_result)
+    meta = layer.metadata["napari_ilat"]  # what the widget records (plugin.results.add_edit_result)
     assert {k: meta[k] for k in ("source", "mask", "slice", "mode", "samples", "seed")} == {
         "source": "pose scene",
         "mask": "suggested mask",

@@ -8,6 +8,7 @@ from napari.layers import Image, Labels, Points, Shapes
 
 from napari_ilat.engine.skeleton import KEYPOINT_NAMES
 from napari_ilat.plugin import layers as _layers
+from napari_ilat.plugin import results as _results
 from napari_ilat.plugin.layers import InputError
 
 pytestmark = pytest.mark.gui  # napari layers (no display needed)
@@ -154,7 +155,7 @@ def test_gather_inputs_checks():
 def test_result_placement_with_candidates_and_slices():
     src = Image(np.zeros((5, 20, 30)), scale=(3, 2, 2), translate=(1, 2, 3))
     inputs = _layers.EditInputs(image=np.zeros((20, 30)), mask=np.ones((20, 30), bool), index=(4,))
-    data, kw = _layers.result_layer_data(np.zeros((2, 20, 30)), src, inputs, "r", candidates=True)
+    data, kw = _results.result_layer_data(np.zeros((2, 20, 30)), src, inputs, "r", candidates=True)
     assert data.shape == (2, 1, 20, 30)
     np.testing.assert_allclose(kw["scale"], (1, 3, 2, 2))
     np.testing.assert_allclose(kw["translate"], (0, 13, 2, 3))
@@ -225,7 +226,7 @@ def test_a_large_image_is_read_and_edited_around_the_mask_only(tiny_model, monke
     np.testing.assert_allclose(got.pose[:, :2], xy - (c0, r0))
 
     result = edit_with_info(got.image, got.mask, model=tiny_model, seed=4)
-    data, kwargs = _layers.add_edit_result(None, image, got, result, {}, mask_name="box", add=False)
+    data, kwargs = _results.add_edit_result(None, image, got, result, {}, mask_name="box", add=False)
     r, c, h, w = kwargs["metadata"]["napari_ilat"]["region"]
     assert (r, c, h, w) == (600, 300) + data.shape[:2] and kwargs["name"] == "lazy [iLAT seed 4, region]"
     np.testing.assert_array_equal(data, edit(whole, full_mask, model=tiny_model, seed=4)[r : r + h, c : c + w])
@@ -262,7 +263,7 @@ def test_every_slice_of_a_large_stack_reads_the_region_around_the_mask(tiny_mode
 
     # uint16: the value range is the region's (not the unread whole's), so compare with that
     result = edit_stack(got.image, got.mask, model=tiny_model, seed=2)
-    data, kwargs = _layers.add_edit_result(None, image, got, result, {}, mask_name="m", add=False)
+    data, kwargs = _results.add_edit_result(None, image, got, result, {}, mask_name="m", add=False)
     r, c, h, w = kwargs["metadata"]["napari_ilat"]["region"]
     assert (r, c) == (300, 200) and data.shape == (3, h, w) and kwargs["metadata"]["napari_ilat"]["slice"] == "every"
     np.testing.assert_array_equal(data, result.image[:, r - 260 : r - 260 + h, c - 160 : c - 160 + w])

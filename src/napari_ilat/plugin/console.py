@@ -7,7 +7,7 @@
 
 The same conversions as the dock widget (displayed 2D slice, points -> keypoints through
 world coordinates, shapes -> strokes), and the same step that adds the result
-(:func:`napari_ilat.plugin.layers.add_edit_result`: placement over the source, name with the
+(:func:`napari_ilat.plugin.results.add_edit_result`: placement over the source, name with the
 seed used, metadata). It runs in the calling thread (the console waits for it); the layers
 given are not modified.
 """
@@ -15,6 +15,7 @@ given are not modified.
 from __future__ import annotations
 
 from napari_ilat.plugin import layers as _layers
+from napari_ilat.plugin import results as _results
 
 __all__ = ["edit_layers", "keep_candidate"]
 
@@ -103,7 +104,7 @@ def edit_layers(
         result = edit_stack(inputs.image, inputs.mask, inputs.pose, inputs.sketch, rgb=inputs.rgb, **edit_kwargs)
     else:
         result = edit_with_info(inputs.image, inputs.mask, inputs.pose, inputs.sketch, **edit_kwargs)
-    return _layers.add_edit_result(viewer, img, inputs, result, edit_kwargs, mask_name=mask_layer.name, add=add)
+    return _results.add_edit_result(viewer, img, inputs, result, edit_kwargs, mask_name=mask_layer.name, add=add)
 
 
 def keep_candidate(candidates, k: int | None = None, viewer=None):
@@ -113,4 +114,4 @@ def keep_candidate(candidates, k: int | None = None, viewer=None):
     candidates layer is not modified. Raises ``ValueError`` for a layer without candidates or
     a ``k`` out of range."""
     viewer = _viewer(viewer)
-    return _layers.keep_candidate(viewer, _layer(viewer, candidates, "candidates"), k)
+    return _results.keep_candidate(viewer, _layer(viewer, candidates, "candidates"), k)

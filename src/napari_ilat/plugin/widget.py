@@ -2,8 +2,8 @@
 
 The Qt side is thin. On Generate the main thread cuts numpy arrays out of the layers
 (:func:`._layers.gather_inputs`), a napari worker thread runs :func:`napari_ilat.edit` on
-them (:func:`run_job`: arrays in, array out, no Qt), and the main thread adds the result
-as a new layer. Progress is a pair of integers the worker writes and a 50 ms QTimer on
+them (:func:`run_job`: arrays in, array out, no Qt; lazy pixels are read there too), and
+the main thread adds the result as a new layer (:func:`._results.add_edit_result`). Progress is a pair of integers the worker writes and a 50 ms QTimer on
 the main thread reads, so a fast model cannot flood the event loop with signals. Cancel
 sets a ``threading.Event`` that the sampler checks after every token.
 
@@ -43,6 +43,7 @@ from qtpy.QtCore import QEvent, QObject, QTimer
 from napari_ilat.engine.defaults import DEFAULT_GUIDANCE, DEFAULT_TOP_K
 from napari_ilat.engine.modes import MODES
 from napari_ilat.plugin import layers as _layers
+from napari_ilat.plugin import results as _results
 from napari_ilat.plugin.layers import EditInputs, InputError
 from napari_ilat.plugin.sample_data import ilat_meta
 
@@ -740,7 +741,7 @@ class ILATWidget(Container):
             return
         t0 = time.perf_counter()
         try:
-            self.last_result = _layers.add_edit_result(
+            self.last_result = _results.add_edit_result(
                 self.viewer,
                 pending["source"],
                 pending["inputs"],
@@ -766,9 +767,9 @@ class ILATWidget(Container):
     def _candidates_layer(self):
         """The selected layer if it holds candidates, else the top-most layer that does."""
         active = self.viewer.layers.selection.active
-        if active is not None and _layers.is_candidates(active):
+        if active is not None and _results.is_candidates(active):
             return active
-        return next((lay for lay in list(self.viewer.layers)[::-1] if _layers.is_candidates(lay)), None)
+        return next((lay for lay in list(self.viewer.layers)[::-1] if _results.is_candidates(lay)), None)
 
     def keep_candidate(self, event=None):
         """Add the candidate the slider shows as a layer of its own (named with its seed)."""
@@ -776,8 +777,8 @@ class ILATWidget(Container):
         if layer is None:
             show_error("napari-ilat: no candidates to keep: Generate with candidates > 1 first")
             return None
-        k = _layers.shown_candidate(layer, self.viewer)
-        kept = _layers.keep_candidate(self.viewer, layer, k)
+        k = _results.shown_candidate(layer, self.viewer)
+        kept = _results.keep_candidate(self.viewer, layer, k)
         self.status.value = f"kept candidate {k} of {layer.name!r} as {kept.name!r}"
         return kept
 
@@ -829,8 +830,8 @@ class ILATWidget(Container):
         if not mask.any():
             show_warning("napari-ilat: no keypoint has moved since the last Generate; nothing to mask")
             return None
-        data = _layers.as_slice_data(mask.astype(np.uint8), inputs_index, False)
-        place = _layers.placement(image, inputs_index)
+        data = _results.as_slice_data(mask.astype(np.uint8), inputs_index, False)
+        place = _results.placement(image, inputs_index)
         existing = [
             lay for lay in self.viewer.layers if isinstance(lay, Labels) and ilat_meta(lay).get("kind") == "auto_mask"
         ]
@@ -840,7 +841,7 @@ class ILATWidget(Container):
             for k, v in place.items():
                 setattr(layer, k, v)
         else:
-            layer = _layers.add_below_annotations(
+            layer = _results.add_below_annotations(
                 self.viewer,
                 lambda: self.viewer.add_labels(
                     data, name="auto mask", opacity=0.4, metadata={"napari_ilat": {"kind": "auto_mask"}}, **place

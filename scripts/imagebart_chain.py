@@ -15,8 +15,13 @@ forward-backward repeat per stage), mid0 (the whole distribution at every stage 
 last, top-k 20 there), mid0-last5 (the same with top-k 5 at the last stage), skipT (the chain
 starts at x_{T-1} = uniform noise in the mask: the pure-noise stage, a decoder that in raster
 order cannot see the known lower half, is skipped), skip2 (starts at x_{T-2}); -kK sets top-k K
-at every stage (k0: the whole distribution), -noisy adds noisy known tokens. The same cases
-and seeds for every row. Prints one JSON line per row.
+at every stage (k0: the whole distribution), -noisy adds noisy known tokens; copycal (at the
+stages with an input x_t, copying the input token keeps the probability the whole
+distribution gives it, and only a redraw is truncated to top-k: top-k alone inflates the
+copy, which carries stage T's noise through the chain). The same cases and seeds for every
+row. Prints one JSON line per row.
+
+    OMP_NUM_THREADS=1 python scripts/imagebart_chain.py --n 100 --variants copycal
 """
 
 import argparse
@@ -59,9 +64,30 @@ def chain_rates(model, cases, top_k):
     return {t: (float(np.mean(a)), float(np.mean(b)) if b else None) for t, (a, b) in rates.items()}
 
 
-def _variant(name, first_stage):
-    """(sample_imagebart, _denoise) replacements for one variant."""
+def _variant(name, first_stage, noise_stage=None):
+    """(sample_imagebart, _denoise) replacements for one variant (``noise_stage``: stage T,
+    which has no input to copy)."""
     sample, denoise = IB.sample_imagebart, IB._denoise
+    if name == "copycal":
+
+        def calibrated(stage, x_t, guide, masked, opts, generator, *a, **kw):
+            if stage is noise_stage:
+                return denoise(stage, x_t, guide, masked, opts, generator, *a, **kw)
+            order, pick = iter(masked.tolist()), IB.pick  # _denoise picks once per masked token, in order
+
+            def copy_or_redraw(logits, opts, generator):
+                x_in, rows = x_t[:, next(order)], torch.arange(len(logits))
+                p_copy = logits.float().softmax(-1)[rows, x_in]
+                redraw = pick(logits.index_put((rows, x_in), torch.tensor(float("-inf"))), opts, generator)
+                return torch.where(torch.rand(len(logits), generator=generator) < p_copy, x_in, redraw)
+
+            IB.pick = copy_or_redraw
+            try:
+                return denoise(stage, x_t, guide, masked, opts, generator, *a, **kw)
+            finally:
+                IB.pick = pick
+
+        return sample, calibrated
     if name == "noisy":
         return functools.partial(sample, noisy_known=True), denoise
     if name == "repeats2":
@@ -117,7 +143,8 @@ def main():
     saved = IB.sample_imagebart, IB._denoise
     for name in filter(None, ["default", *args.variants.split(",")] if args.variants else []):
         try:
-            IB.sample_imagebart, IB._denoise = saved if name == "default" else _variant(name, model.bart.stages[0])
+            stages = model.bart.stages[0], model.bart.stage(model.bart.config.n_stages)
+            IB.sample_imagebart, IB._denoise = saved if name == "default" else _variant(name, *stages)
             ps = [
                 psnr(edit(s, m, seed=seed, mode="imagebart", model=model), t, m, cap=PSNR_CAP)
                 for seed, s, t, m, _ in cases

@@ -185,6 +185,55 @@ def test_imagebart_chain_skip_variants_start_below_the_noise_stage():
         assert torch.equal(out[0][known], tokens[known])
 
 
+def test_imagebart_chain_copycal_copies_at_the_models_own_rate():
+    """copycal: a copy of the input token the model gives probability 0.3 is drawn about 30% of
+    the time even where top-k 1 would always take it (it is the top code); stage T runs as
+    shipped; known tokens stay; the engine's pick is restored afterwards."""
+    import importlib.util
+    import math
+
+    import torch
+
+    import napari_ilat.engine.imagebart as IB
+    from napari_ilat.engine.sampler import SamplingOptions
+
+    spec = importlib.util.spec_from_file_location("imagebart_chain", SCRIPTS / "imagebart_chain.py")
+    chain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(chain)
+    net = load_model("natural-imagebart").bart
+    n, vocab = net.config.n_tokens, net.config.vocab_size
+    known = torch.ones(n, dtype=torch.bool)
+    known[: n // 2] = False
+    tokens = torch.arange(n) % vocab
+    saved_pick, saved_denoise = IB.pick, IB._denoise
+    copy_logit = math.log(0.3 / 0.7 * (vocab - 1))  # the copy 0.3, every other code alike
+    copied = []
+
+    def steered(stage, x_t, guide, masked, opts, generator, *a, **kw):
+        def decode(inputs, start, *da, **dkw):  # logits row j predicts position start + j
+            b, j = torch.arange(len(inputs))[:, None], torch.arange(inputs.shape[1])[None]
+            logits = torch.zeros(len(inputs), inputs.shape[1], vocab)
+            return logits.index_put((b, j, x_t[:, start + j]), torch.tensor(copy_logit))
+
+        stage.decode = decode
+        try:
+            out = saved_denoise(stage, x_t, guide, masked, opts, generator, *a, **kw)
+        finally:
+            del stage.decode
+        if stage is not net.stage(3):  # stage T: no input to copy
+            copied.append(float((out[:, masked] == x_t[:, masked]).float().mean()))
+        return out
+
+    try:
+        IB._denoise = steered
+        sample, IB._denoise = chain._variant("copycal", net.stages[0], net.stage(3))
+        out = sample(net, tokens, known, options=SamplingOptions(top_k=1), generator=torch.Generator().manual_seed(0))
+    finally:
+        IB._denoise = saved_denoise
+    assert IB.pick is saved_pick and torch.equal(out[0][known], tokens[known])
+    assert len(copied) == 2 and all(0.15 < c < 0.45 for c in copied), copied  # top-k 1 alone: 1.0
+
+
 @pytest.mark.slow
 def test_natural_without_sketch_prints_each_setting_and_draws_the_grid(tmp_path):
     import skimage.io

@@ -3,9 +3,10 @@
 The Qt side is thin. On Generate the main thread cuts numpy arrays out of the layers
 (:func:`._layers.gather_inputs`), a napari worker thread runs :func:`napari_ilat.edit` on
 them (:func:`run_job`: arrays in, array out, no Qt; lazy pixels are read there too), and
-the main thread adds the result as a new layer (:func:`._results.add_edit_result`). Progress is a pair of integers the worker writes and a 50 ms QTimer on
-the main thread reads, so a fast model cannot flood the event loop with signals. Cancel
-sets a ``threading.Event`` that the sampler checks after every token.
+the main thread adds the result as a new layer (:func:`._results.add_edit_result`).
+Progress is a pair of integers the worker writes and a 50 ms QTimer on the main thread
+reads, so a fast model cannot flood the event loop with signals. Cancel sets a
+``threading.Event`` that the sampler checks after every token.
 
 ``ILATWidget(viewer, synchronous=True)`` runs the job in the calling thread (tests, scripts);
 ``threads=N`` sets the worker's torch threads (default :func:`worker_threads`: all cores but

@@ -185,7 +185,7 @@ def test_pose_file_layers_are_sized_to_the_figure(tmp_path):
     assert sizes[1][0] > 40 and sizes[1][1] > 15
 
 
-def test_a_large_image_is_read_and_edited_around_the_mask_only(tiny_model, monkeypatch):
+def test_a_large_image_is_read_and_edited_around_the_mask_only(tiny_model, monkeypatch, tmp_path):
     """A lazy (dask) or multiscale image may be far larger than memory: only the chunks around
     the mask are read (REGION_MARGIN around its bounding box), the mask, sketch and pose
     come in that region's pixels, and the result layer holds the pixels the edit changed,
@@ -233,6 +233,8 @@ def test_a_large_image_is_read_and_edited_around_the_mask_only(tiny_model, monke
     layer = Image(data, **{k: v for k, v in kwargs.items() if k not in ("name", "metadata")})
     np.testing.assert_allclose(layer.data_to_world((0, 0)), image.data_to_world((r, c)))
     assert not _layers.reads_by_region(Image(whole, rgb=True))  # in memory: the whole slice, as before
+    np.save(tmp_path / "big.npy", whole)
+    assert _layers.reads_by_region(Image(np.load(tmp_path / "big.npy", mmap_mode="r"), rgb=True))  # on disk
 
 
 def test_every_slice_of_a_large_stack_reads_the_region_around_the_mask(tiny_model, monkeypatch):

@@ -163,10 +163,11 @@ REGION_MARGIN = 1024
 
 def reads_by_region(image) -> bool:
     """Whether edits read only a region of ``image``: a multiscale (pyramid) or lazy (dask,
-    zarr: not held in memory) image, which may be far larger than memory; its result layer
-    then holds the edited region only, placed over it."""
+    zarr, a memory-mapped file: not held in memory) image, which may be far larger than
+    memory; its result layer then holds the edited region only, placed over it."""
     data = image.data[0] if getattr(image, "multiscale", False) else image.data
-    return bool(getattr(image, "multiscale", False)) or not isinstance(data, np.ndarray)
+    lazy = not isinstance(data, np.ndarray) or isinstance(data, np.memmap)
+    return bool(getattr(image, "multiscale", False)) or lazy
 
 
 def world_point(viewer) -> np.ndarray | None:

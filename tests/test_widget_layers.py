@@ -271,3 +271,19 @@ def test_every_slice_of_a_large_stack_reads_the_region_around_the_mask(tiny_mode
     np.testing.assert_array_equal(data, result.image[:, r - 260 : r - 260 + h, c - 160 : c - 160 + w])
     layer = Image(data, **{k: v for k, v in kwargs.items() if k not in ("name", "metadata")})
     np.testing.assert_allclose(layer.data_to_world((2, 0, 0)), image.data_to_world((2, r, c)))
+
+
+def test_a_region_too_big_for_memory_is_refused_before_it_is_read(monkeypatch):
+    """A shape drawn over most of a slide would read all of it: refused before any read."""
+    import dask.array as da
+
+    import napari_ilat.engine.editing as editing
+
+    read = []
+    lazy = da.zeros((4096, 4096), dtype=np.uint16, chunks=512).map_blocks(lambda b: read.append(1) or b)
+    image = Image(lazy, contrast_limits=(0, 1))
+    monkeypatch.setattr(editing, "free_memory", lambda *a, **k: 2**20)  # 1 MiB free
+    read.clear()
+    with pytest.raises(InputError, match="the region of 'lazy' around the mask .* would need"):
+        _layers.gather_inputs(image, Shapes([np.array([[0.0, 0.0], [4000.0, 4000.0]])], shape_type="rectangle"))
+    assert not read

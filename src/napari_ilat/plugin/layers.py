@@ -499,6 +499,8 @@ def gather_inputs(
         raise no_pixel
     region = _region(box, plane, grow) if reads_by_region(image) else None  # only around the mask
     r0, c0, r1, c1 = region or (0, 0, *plane)
+    if region is not None:  # a shape over most of a slide would read it all
+        _check_stack_fits(image, region, index)
     img = _slice_data(image, index, region, lazy=True)  # read by EditInputs.read
     if getattr(image, "multiscale", False):
         notes.append("multiscale image: edited at full resolution (level 0)")
@@ -586,22 +588,29 @@ def _labels_mask(mask, plane: tuple[int, int], image, point, label=None) -> np.n
         raise InputError(str(e) if label is not None else f"mask {mask.name!r}: {e}") from e
 
 
-def _check_stack_fits(image, region=None) -> None:
+def _check_stack_fits(image, region=None, index: tuple[int, ...] | None = None) -> None:
     """Refuse, before reading it, a stack whose pixels and result cannot be held: lazy data
     (dask, zarr: a big stack napari shows a slice at a time) is read (the ``region`` of every
-    slice), and the result is a copy, so a stack larger than memory would get napari killed."""
+    slice), and the result is a copy, so a stack larger than memory would get napari killed.
+    With ``index``: the region of that one slice (a pyramid's or a lazy image's)."""
     from napari_ilat.engine.editing import check_fits
 
     data = image.data[0] if getattr(image, "multiscale", False) else image.data
     shape = list(data.shape)
+    at = len(shape) - (3 if image.rgb else 2)
     if region is not None:
-        at = len(shape) - (3 if image.rgb else 2)
         shape[at : at + 2] = region[2] - region[0], region[3] - region[1]
+    if index is not None:
+        shape = shape[at:]
     size = int(np.prod(shape)) * np.dtype(data.dtype).itemsize
-    need = size if isinstance(data, np.ndarray) else 2 * size  # + the pixels read, for lazy data
-    what = f"every slice of {image.name!r} ({'x'.join(map(str, shape))}: its pixels read and the result)"
+    need = size if isinstance(data, np.ndarray) and region is None else 2 * size  # + the pixels read
+    if index is None:
+        what, advice = f"every slice of {image.name!r}", "edit slice by slice, or a crop of the stack"
+    else:
+        what, advice = f"the region of {image.name!r} around the mask", "draw a smaller mask"
+    what += f" ({'x'.join(map(str, shape))}: its pixels read and the result)"
     try:
-        check_fits(need, what, "edit slice by slice, or a crop of the stack")
+        check_fits(need, what, advice)
     except ValueError as e:
         raise InputError(str(e)) from e
 

@@ -1,6 +1,8 @@
 """The bench commands run end to end (tiny configurations; the numbers are not checked)."""
 
 import json
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -187,3 +189,24 @@ def test_bench_regenerate_and_native_cli(tmp_path, capsys, monkeypatch):
     # native generates every token of the mask at the model's scale; resize one window's worth
     assert r["native"]["tokens"] > r["resize"]["tokens"] > 0
     assert r["native"]["seconds"] > 0 and r["resize"]["seconds"] > 0
+
+
+@pytest.mark.gui
+@pytest.mark.skipif(
+    sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")),
+    reason="needs a display (run under xvfb-run)",
+)
+@pytest.mark.parametrize("lazy", [0, 3000])
+def test_bench_gui_cli(tmp_path, capsys, lazy):
+    """`bench gui`: the longest event-loop stall during real threaded Generates, on the pose
+    scene with a Labels mask or (--lazy N) on a lazy N x N pyramid through a Shapes mask."""
+    out = tmp_path / "gui.json"
+    args = ["bench", "gui", "--model", "tiny", "--size", "32", "--repeats", "2", "--out", str(out)]
+    assert main([*args, "--lazy", str(lazy)]) == 0
+    got = json.loads(out.read_text())
+    assert got["lazy"] == lazy and got["tokens"] > 0 and len(got["runs"]) == 2
+    assert all(r["ticks"] > 0 and r["generate_s"] > 0 and r["max_stall_ms"] >= 0 for r in got["runs"])
+    if lazy:  # the region around the mask, not a 3000 x 3000 copy
+        assert ", region]" in got["result_layer"] and max(got["result_shape"][:2]) < 64
+    else:
+        assert got["result_shape"][:2] == [32, 32]

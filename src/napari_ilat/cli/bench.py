@@ -90,6 +90,13 @@ def add_arguments(parser):
     g.add_argument("--mask-fraction", type=float, default=0.3)
     g.add_argument("--threads", type=int, default=None)
     g.add_argument("--repeats", type=int, default=3)
+    g.add_argument(
+        "--lazy",
+        type=int,
+        default=0,
+        metavar="N",
+        help="edit a lazy N x N pyramid (dask) through a Shapes mask at its centre instead",
+    )
     g.add_argument("--out", help="also write the JSON result to this file")
 
 
@@ -163,7 +170,7 @@ def run(args) -> int:
         from napari_ilat.plugin.bench_gui import run_gui_benchmark
 
         result = run_gui_benchmark(
-            args.model, args.size, args.mask_fraction, threads=args.threads, repeats=args.repeats
+            args.model, args.size, args.mask_fraction, threads=args.threads, repeats=args.repeats, lazy=args.lazy
         )
         md = json.dumps(result, indent=2)
     else:

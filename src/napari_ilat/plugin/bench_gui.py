@@ -9,6 +9,7 @@ widget, its threaded napari worker, its progress polling, and the result layer b
     from napari_ilat.plugin.bench_gui import run_gui_benchmark
     run_gui_benchmark()              # default-size random model, 128 px, 30% masked
     run_gui_benchmark(model="tiny")  # ILATModel.tiny at 32 px
+    run_gui_benchmark(lazy=20000)    # a lazy 20000 x 20000 pyramid, a Shapes mask at its centre
 """
 
 from __future__ import annotations
@@ -43,6 +44,20 @@ def _scene(size: int, mask_fraction: float):
     return pair.source, mask
 
 
+def _lazy_scene(size: int, mask_fraction: float, extent: int):
+    """A lazy (dask) pyramid of ``extent`` x ``extent`` RGB pixels (the pose scene tiled; never
+    held in memory whole) and a rectangle (corners, in pixels) at its centre masking
+    ``mask_fraction`` of a ``size`` px window: what a slide scan and a Shapes mask are."""
+    import dask.array as da
+
+    image, _ = _scene(size, mask_fraction)
+    reps = -(-extent // size)
+    big = da.tile(da.from_array(image, chunks=image.shape), (reps, reps, 1))[:extent, :extent]
+    side = int(round(size * np.sqrt(mask_fraction)))
+    r0 = extent // 2 - side // 2
+    return [big, big[::4, ::4], big[::16, ::16]], np.array([[r0, r0], [r0 + side - 1, r0 + side - 1]], float)
+
+
 def run_gui_benchmark(
     model=None,
     size: int = 128,
@@ -52,11 +67,14 @@ def run_gui_benchmark(
     seed: int = 0,
     threads: int | None = None,
     repeats: int = 1,
+    lazy: int = 0,
 ) -> dict:
     """Longest Qt event-loop stall (ms) during real threaded generations with the widget.
 
     ``model``: None / "default" (random default-size model), "tiny", an ILATModel or a path.
-    ``threads``: torch threads in the worker (default: all cores but one).
+    ``threads``: torch threads in the worker (default: all cores but one). ``lazy`` N > 0:
+    edit a lazy N x N pyramid (:func:`_lazy_scene`) through a Shapes mask instead: its
+    region around the mask is read in the worker, the result is that region.
     Returns a dict of numbers (stall max / p99 / mean, ticks, generation seconds, tokens).
     """
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
@@ -67,14 +85,20 @@ def run_gui_benchmark(
     from napari_ilat.plugin.widget import ILATWidget, worker_threads
 
     mdl, model_label = _model(model, size)
-    image, mask = _scene(size, mask_fraction)
     viewer = napari.Viewer(show=True)
     try:
-        viewer.add_image(image, name="image")
-        viewer.add_labels(mask, name="mask")
+        if lazy:
+            pyramid, rect = _lazy_scene(size, mask_fraction, lazy)
+            viewer.add_image(pyramid, name="image", multiscale=True, rgb=True)
+            viewer.add_shapes([rect], shape_type="rectangle", name="mask")
+        else:
+            image, mask = _scene(size, mask_fraction)
+            viewer.add_image(image, name="image")
+            viewer.add_labels(mask, name="mask")
         widget = ILATWidget(viewer, threads=threads)
         viewer.window.add_dock_widget(widget)
         widget.add_model(mdl, "bench")
+        widget.mask.value = viewer.layers["mask"]
         widget.seed.value, widget.samples.value, widget.device.value = seed, samples, "cpu"
         app_loop = QEventLoop()
         runs = []
@@ -125,6 +149,9 @@ def run_gui_benchmark(
         return {
             "model": model_label,
             "size": size,
+            "lazy": lazy,
+            "result_layer": widget.last_result.name,
+            "result_shape": list(widget.last_result.data.shape),
             "mask_fraction": mask_fraction,
             "tokens": int(widget.progress.max),
             "samples": samples,

@@ -198,7 +198,6 @@ class ILATWidget(Container):
         self._state: JobState | None = None
         self._worker = None
         self._pending: dict | None = None
-        self._activity = None  # the run's bar in napari's activity dock (with its own Cancel)
         self.last_result = None  # the layer added by the last successful run
         self.last_timing: dict = {}  # seconds: the edit (worker), adding the layer (main thread)
 
@@ -404,10 +403,6 @@ class ILATWidget(Container):
         if self._state is not None:
             self._state.cancel.set()
         self._state, self._worker, self._pending = None, None, None
-        try:
-            self._end_activity()
-        except RuntimeError:  # (its Qt bar is already deleted)
-            self._activity = None
         try:
             self._set_running(False)
             self.status.value = "viewer closed: edit cancelled"
@@ -658,7 +653,6 @@ class ILATWidget(Container):
         self._state = state = JobState()
         self._set_running(True)
         self.status.value = "generating..."
-        self._start_activity(f"napari-ilat: generating {image.name}")
         if self.synchronous:
             self._finish(run_job(inputs, params, state))
             return
@@ -701,19 +695,6 @@ class ILATWidget(Container):
             self._state.cancel.set()
             self.status.value = "cancelling..."
 
-    def _start_activity(self, desc: str) -> None:
-        """A bar in napari's activity dock (bottom right) that follows the run, for a widget
-        that is hidden or undocked; its cancel button cancels the run (read in _poll)."""
-        from napari.utils import cancelable_progress
-
-        self._end_activity()
-        self._activity = cancelable_progress(total=0, desc=desc)  # 0: indeterminate until counted
-
-    def _end_activity(self) -> None:
-        if self._activity is not None:
-            self._activity.close()
-            self._activity = None
-
     def _set_running(self, running: bool):
         self.generate_btn.enabled = not running
         self.cancel_btn.enabled = running
@@ -724,14 +705,6 @@ class ILATWidget(Container):
         state = self._state
         if state is None:
             return
-        activity = self._activity
-        if activity is not None:
-            if activity.is_canceled and not state.cancel.is_set():
-                self.cancel()
-            if state.total and activity.total != state.total:
-                activity.total = state.total
-            if state.done > activity.n:
-                activity.update(state.done - activity.n)
         if state.total:
             if self.progress.max != state.total:
                 self.progress.max = state.total
@@ -744,7 +717,6 @@ class ILATWidget(Container):
 
     def _finish(self, result: JobResult):
         self._timer.stop()
-        self._end_activity()
         pending, self._pending = self._pending, None
         self._state, self._worker = None, None
         if pending is None:  # reset already (the viewer was closed)

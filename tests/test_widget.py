@@ -324,7 +324,10 @@ def test_cancel_stops_and_adds_nothing(make_napari_viewer, qtbot, tiny_pose_mode
 
     widget.generate_btn.native.click()
     assert widget.running and widget.cancel_btn.enabled
-    qtbot.waitUntil(lambda: widget._state is not None and widget._state.done >= 2, timeout=20000)
+    # (the progress bar follows the worker every POLL_MS)
+    qtbot.waitUntil(
+        lambda: widget._state is not None and widget._state.done >= 2 and widget.progress.max > 1, timeout=20000
+    )
     done_at_cancel = widget._state.done
     widget.cancel_btn.native.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=20000)

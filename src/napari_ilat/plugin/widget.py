@@ -4,8 +4,9 @@ The Qt side is thin. On Generate the main thread cuts numpy arrays out of the la
 (:func:`._layers.gather_inputs`), a napari worker thread runs :func:`napari_ilat.edit` on
 them (:func:`run_job`: arrays in, array out, no Qt; lazy pixels are read there too), and
 the main thread adds the result as a new layer (:func:`._results.add_edit_result`).
-Progress is a pair of integers the worker writes and a 50 ms QTimer on the main thread
-reads, so a fast model cannot flood the event loop with signals. Cancel sets a
+Progress is a pair of integers the worker writes and a QTimer on the main thread reads
+four times a second (``POLL_MS``), so a fast model cannot flood the event loop with
+signals, and repaints do not take the worker's CPU. Cancel sets a
 ``threading.Event`` that the sampler checks after every token.
 
 ``ILATWidget(viewer, synchronous=True)`` runs the job in the calling thread (tests, scripts);
@@ -53,7 +54,11 @@ log = logging.getLogger(__name__)
 LOAD_FILE = "load file..."
 AUTO_MODEL = "auto"
 GENERATE_KEY = "Shift-G"
-POLL_MS = 50
+# How often the progress bar and status line follow the worker. Every repaint of the window
+# costs CPU the worker needs (napari's canvas is composited with it; under software OpenGL,
+# much): on 2 cores a pose edit took 2.4-2.9 s in the worker polled every 50 ms, 1.4-1.7 s
+# every 100 ms, 0.55-1.25 s every 250 ms, 0.4 s alone (docs/benchmarks.md, bench gui).
+POLL_MS = 250
 MAX_HINT_SHAPES = 200  # Shapes layers with more lines / paths get no unused-strokes hint
 
 

@@ -502,7 +502,7 @@ def gather_inputs(
     if region is not None:  # a shape over most of a slide would read it all
         _check_stack_fits(image, region, index)
     img = _slice_data(image, index, region, lazy=True)  # read by EditInputs.read
-    if getattr(image, "multiscale", False):
+    if getattr(image, "multiscale", False) and region is None:
         notes.append("multiscale image: edited at full resolution (level 0)")
     if region is not None:
         notes.append(_region_note(region))
@@ -542,8 +542,8 @@ def gather_inputs(
 def _region_note(region) -> str:
     r0, c0, r1, c1 = region
     return (
-        f"large image: read and edited around the mask only (rows {r0}..{r1 - 1}, columns {c0}..{c1 - 1}); "
-        "the result layer holds the edited region, placed over the image"
+        f"large image: read (at full resolution) and edited around the mask only (rows {r0}..{r1 - 1}, "
+        f"columns {c0}..{c1 - 1}); the result layer holds the edited region, placed over the image"
     )
 
 
@@ -639,8 +639,6 @@ def gather_stack_inputs(
             )
     plane = plane_shape(image)
     notes = [f"every slice: {int(np.prod(lead))} slices of {plane[0]}x{plane[1]} pixels, each edited on its own"]
-    if getattr(image, "multiscale", False):
-        notes.append("multiscale image: edited at full resolution (level 0)")
     by_region = reads_by_region(image)
     if _is_shapes(mask):
         if mask.ndim > 2 and mask.ndim != image.ndim:
@@ -683,6 +681,8 @@ def gather_stack_inputs(
         m = m[..., r0:r1, c0:c1]
     if region is not None:
         notes.append(_region_note(region))
+    elif getattr(image, "multiscale", False):
+        notes.append("multiscale image: edited at full resolution (level 0)")
     m = _grow(m, grow, notes)
     _check_stack_fits(image, region)
     img = _slice_data(image, (), region, lazy=True)  # read by EditInputs.read

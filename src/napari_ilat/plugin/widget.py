@@ -650,8 +650,9 @@ class ILATWidget(Container):
             self.status.value = f"error: {e}"  # not the previous run's "done in ..."
             show_error(f"napari-ilat: {e}")
             return
-        for note in inputs.notes + self._unused_strokes(inputs):
-            show_info(f"napari-ilat: {note}")
+        notes = inputs.notes + self._unused_strokes(inputs)
+        if notes:  # one notification: a toast costs napari's main thread ~40 ms (bench gui --lazy)
+            show_info("napari-ilat: " + "; ".join(notes))
         self._pending = dict(
             inputs=inputs, params=params, source=image, pose_layer=self.pose.value, mask_name=self.mask.value.name
         )

@@ -500,12 +500,9 @@ def gather_inputs(
     region = _region(box, plane, grow) if reads_by_region(image) else None  # only around the mask
     r0, c0, r1, c1 = region or (0, 0, *plane)
     if region is not None:  # a shape over most of a slide would read it all
-        _check_stack_fits(image, region, index)
+        _check_read_fits(image, region, index)
     img = _slice_data(image, index, region, lazy=True)  # read by EditInputs.read
-    if getattr(image, "multiscale", False) and region is None:
-        notes.append("multiscale image: edited at full resolution (level 0)")
-    if region is not None:
-        notes.append(_region_note(region))
+    notes += _source_notes(image, region)
     if index:
         where = ", ".join(f"axis {ax} = {i}" for ax, i in enumerate(index))
         notes.append(f"edited the displayed slice only ({where})")
@@ -516,12 +513,8 @@ def gather_inputs(
     if not m.any():
         raise no_pixel
     m = _grow(m, grow, notes)
-    kp = points_to_pose(pose, image, point) if pose is not None else None
-    if kp is not None and region is not None:  # (x, y) in the region's pixels
-        kp[kp[:, 2] > 0, :2] -= (c0, r0)
-    sk = None
-    if sketch is not None:
-        sk = shapes_to_sketch(sketch, m.shape, sketch_width, image, point, (r0, c0))
+    kp, sk = _conditions(pose, sketch, image, point, m.shape, sketch_width, (r0, c0))
+    if sk is not None:
         if not (sk[m] > 0).any():
             notes.append(
                 f"no sketch strokes inside the mask ({sketch.name!r}); the sketch only guides the masked region"
@@ -539,12 +532,25 @@ def gather_inputs(
     )
 
 
-def _region_note(region) -> str:
+def _source_notes(image, region) -> list[str]:
+    """What the user is told about where the pixels come from."""
+    if region is None:
+        return ["multiscale image: edited at full resolution (level 0)"] if getattr(image, "multiscale", False) else []
     r0, c0, r1, c1 = region
-    return (
+    return [
         f"large image: read (at full resolution) and edited around the mask only (rows {r0}..{r1 - 1}, "
         f"columns {c0}..{c1 - 1}); the result layer holds the edited region, placed over the image"
-    )
+    ]
+
+
+def _conditions(pose, sketch, image, point, shape, sketch_width, origin):
+    """(pose, sketch) for an edit of the ``shape`` pixels at ``origin`` of the slice: the
+    keypoints (x, y) and the stroke map in those pixels (None for a layer not chosen)."""
+    kp = None if pose is None else points_to_pose(pose, image, point)
+    if kp is not None:
+        kp[kp[:, 2] > 0, :2] -= (origin[1], origin[0])
+    sk = None if sketch is None else shapes_to_sketch(sketch, shape, sketch_width, image, point, origin)
+    return kp, sk
 
 
 def _region(box: tuple[int, int, int, int], plane: tuple[int, int], grow) -> tuple[int, int, int, int]:
@@ -588,7 +594,7 @@ def _labels_mask(mask, plane: tuple[int, int], image, point, label=None) -> np.n
         raise InputError(str(e) if label is not None else f"mask {mask.name!r}: {e}") from e
 
 
-def _check_stack_fits(image, region=None, index: tuple[int, ...] | None = None) -> None:
+def _check_read_fits(image, region=None, index: tuple[int, ...] | None = None) -> None:
     """Refuse, before reading it, a stack whose pixels and result cannot be held: lazy data
     (dask, zarr: a big stack napari shows a slice at a time) is read (the ``region`` of every
     slice), and the result is a copy, so a stack larger than memory would get napari killed.
@@ -679,17 +685,11 @@ def gather_stack_inputs(
         region = _region(mask_bbox(m.reshape(-1, *plane).any(0)), plane, grow) if by_region else None
         r0, c0, r1, c1 = region or (0, 0, *plane)
         m = m[..., r0:r1, c0:c1]
-    if region is not None:
-        notes.append(_region_note(region))
-    elif getattr(image, "multiscale", False):
-        notes.append("multiscale image: edited at full resolution (level 0)")
+    notes += _source_notes(image, region)
     m = _grow(m, grow, notes)
-    _check_stack_fits(image, region)
+    _check_read_fits(image, region)
     img = _slice_data(image, (), region, lazy=True)  # read by EditInputs.read
-    kp = points_to_pose(pose, image, point) if pose is not None else None
-    if kp is not None and region is not None:  # (x, y) in the region's pixels
-        kp[kp[:, 2] > 0, :2] -= (c0, r0)
-    sk = None if sketch is None else shapes_to_sketch(sketch, m.shape[-2:], sketch_width, image, point, (r0, c0))
+    kp, sk = _conditions(pose, sketch, image, point, m.shape[-2:], sketch_width, (r0, c0))
     return EditInputs(
         image=img,
         mask=m,

@@ -411,9 +411,9 @@ def test_errors_are_notifications(make_napari_viewer, tiny_model, errors):
 
     small = np.zeros((30, 40), np.uint8)
     small[5:10, 5:10] = 1
-    widget.mask.value = viewer.add_labels(small, name="small")
+    widget.mask.value = viewer.add_labels(small, name="small", translate=(100, 0))  # drawn below the image
     widget.generate()
-    assert "30x40" in errors["error"][-1] and "40x40" in errors["error"][-1]
+    assert "'small' covers no pixel of image" in errors["error"][-1]
 
     good = np.zeros((40, 40), np.uint8)
     good[5:15, 5:15] = 1
@@ -532,6 +532,35 @@ def test_a_shapes_layer_as_the_mask(make_napari_viewer, tiny_model, errors):
     assert "both the mask and the sketch" in errors["error"][-1]
 
 
+def test_a_coarse_labels_mask_is_mapped_onto_the_image(make_napari_viewer, tiny_model, errors):
+    """A Labels mask on a coarser grid than the image (one label pixel per 2x2 image pixels,
+    as a segmentation of a downsampled image is shown) gives, bit for bit, the edit of a
+    Labels layer of the image's size painted where napari draws it; a note says so."""
+    viewer = make_napari_viewer()
+    stack, img, _ = _add_stack(viewer, 4)
+    widget = _docked_widget(viewer, tiny_model)
+    widget.seed.value = 0
+    coarse = np.zeros((20, 24), np.uint8)
+    coarse[5:10, 4:12] = 3
+    # image pixel r lies at world 3 + r / 2; label pixel j is drawn over [3.25 + j - 1/2, 3.25 + j + 1/2)
+    # world (rows; columns alike from 4): label pixel j covers image pixels 2j and 2j + 1
+    viewer.add_labels(coarse, name="coarse", scale=(1, 1), translate=(3.25, 4.25))
+    fine = viewer.add_labels(
+        np.kron(coarse, np.ones((2, 2), np.uint8)), name="fine", scale=(0.5, 0.5), translate=(3, 4)
+    )
+    widget.mask.value = fine
+    widget.generate()
+    painted = widget.last_result.data
+    widget.mask.value = viewer.layers["coarse"]
+    widget.generate()
+
+    assert errors["error"] == [] and any("mapped onto the image's pixels" in m for m in errors["info"])
+    np.testing.assert_array_equal(widget.last_result.data, painted)
+    assert (painted[0] != stack[0]).any()
+    np.testing.assert_array_equal(img.data, stack)
+    np.testing.assert_array_equal(viewer.layers["coarse"].data[5:10, 4:12], 3)
+
+
 def test_only_the_selected_label_grown(make_napari_viewer, tiny_model, errors):
     """*only the selected label* regenerates one object of a segmentation (the label chosen in
     the Labels layer's controls), *grow mask* grows it: the same edit as a Labels layer
@@ -545,7 +574,9 @@ def test_only_the_selected_label_grown(make_napari_viewer, tiny_model, errors):
     seg = np.zeros((40, 48), np.uint8)
     seg[5:12, 5:15], seg[20:30, 25:40] = 1, 4
     labels = viewer.add_labels(seg, name="cells", scale=(0.5, 0.5), translate=(3, 4))
-    expected = viewer.add_labels(grow_mask(seg == 4, 3).astype(np.uint8), name="painted", scale=(0.5, 0.5))
+    expected = viewer.add_labels(
+        grow_mask(seg == 4, 3).astype(np.uint8), name="painted", scale=(0.5, 0.5), translate=(3, 4)
+    )
     widget.seed.value = 0
     widget.mask.value = expected
     widget.generate()

@@ -130,6 +130,53 @@ def test_every_slice_with_a_shapes_mask():
         _layers.gather_stack_inputs(stack, Shapes([box(0, 1, r0=4, c0=4, r1=12, c1=12)], shape_type="rectangle"))
 
 
+def test_a_labels_mask_on_other_pixels_is_placed_as_napari_draws_it():
+    """A Labels mask of another size, scale or position than the image (a segmentation made
+    at a coarser level, a layer of the whole scene) counts where napari draws it: each image
+    pixel takes the mask pixel its centre falls in; pixels it does not reach are not masked."""
+    img = Image(np.zeros((64, 64, 3), np.uint8))
+    coarse = np.zeros((32, 32), np.uint8)
+    coarse[10:15, 4:6] = 1
+    got = _layers.gather_inputs(img, Labels(coarse, scale=(2, 2)))
+    # mask pixel j is drawn over [2j - 1, 2j + 1): image rows 19..28, columns 7..10
+    expect = np.zeros((64, 64), bool)
+    expect[19:29, 7:11] = True
+    np.testing.assert_array_equal(got.mask, expect)
+    assert any("mapped onto the image's pixels" in n for n in got.notes)
+    # the image at scale 2 too: the same pixels again, no note
+    same = _layers.gather_inputs(Image(np.zeros((32, 32, 3), np.uint8), scale=(2, 2)), Labels(coarse, scale=(2, 2)))
+    np.testing.assert_array_equal(same.mask, coarse > 0)
+    assert not any("mapped" in n for n in same.notes)
+    # a smaller layer moved to the image's lower right: only where it lies
+    patch = np.ones((8, 8), np.uint8)
+    got = _layers.gather_inputs(img, Labels(patch, translate=(60, 50)))
+    assert got.mask.sum() == 4 * 8 and got.mask[60:64, 50:58].all()
+    with pytest.raises(InputError, match="covers no pixel"):
+        _layers.gather_inputs(img, Labels(patch, translate=(100, 0)))
+    # its edge pixels too: a 4x4 layer at scale 2 is drawn over 8x8 image pixels
+    got = _layers.gather_inputs(img, Labels(np.ones((4, 4), np.uint8), scale=(2, 2), translate=(10, 10)))
+    assert got.mask.sum() == 64 and got.mask[9:17, 9:17].all()
+    # a Labels layer turned a quarter turn: its pixel (r, c) drawn at row 63 - c, column r
+    turned = np.zeros((64, 64), np.uint8)
+    turned[2:4, 10:12] = 1
+    got = _layers.gather_inputs(img, Labels(turned, rotate=90, translate=(63, 0)))
+    assert got.mask.sum() == 4 and got.mask[52:54, 2:4].all()
+    # every slice: a 2D layer of other pixels masks every slice alike, mapped the same way
+    stack = _layers.gather_stack_inputs(Image(np.zeros((3, 64, 64), np.uint8)), Labels(coarse, scale=(2, 2)))
+    np.testing.assert_array_equal(stack.mask, expect)
+    # one label of it, on the layer's own values
+    coarse[20:22, 20:22] = 7
+    got = _layers.gather_inputs(img, Labels(coarse, scale=(2, 2)), label=7)
+    assert got.mask.sum() == 16 and got.mask[39:43, 39:43].all()
+    with pytest.raises(InputError, match="label 3"):
+        _layers.gather_inputs(img, Labels(coarse, scale=(2, 2)), label=3)
+    # a Labels stack must lie on the image's own pixels (each slice its own mask)
+    with pytest.raises(InputError, match="image's size"):
+        _layers.gather_stack_inputs(
+            Image(np.zeros((3, 32, 32), np.uint8)), Labels(np.ones((3, 32, 32), np.uint8), scale=(1, 2, 2))
+        )
+
+
 def test_moved_joint_mask_covers_the_edit_pair():
     from napari_ilat.plugin.sample_data import pose_sample_pair
 
@@ -150,6 +197,13 @@ def test_gather_inputs_checks():
     mask[4:8, 4:8] = 2
     got = _layers.gather_inputs(img, Labels(mask))
     assert got.mask.dtype == bool and got.mask.sum() == 16 and got.image.shape == (32, 32, 3)
+    tiny = Image(np.zeros((16, 16, 3), np.uint8))  # napari's guess: 16 slices of 16x3, not RGB
+    with pytest.raises(InputError, match=r"as 16 slices of 16x3 pixels, not in colour.*rgb=True"):
+        _layers.gather_inputs(tiny, Labels(np.ones((16, 16, 3), np.uint8)))
+    with pytest.raises(InputError, match="not in colour"):
+        _layers.gather_stack_inputs(tiny, Labels(np.ones((16, 16, 3), np.uint8)))
+    got = _layers.gather_inputs(Image(np.zeros((16, 16, 3), np.uint8), rgb=True), Labels(mask[:16, :16]))
+    assert got.image.shape == (16, 16, 3)
 
 
 def test_result_placement_with_candidates_and_slices():
@@ -232,6 +286,17 @@ def test_a_large_image_is_read_and_edited_around_the_mask_only(tiny_model, monke
     np.testing.assert_array_equal(data, edit(whole, full_mask, model=tiny_model, seed=4)[r : r + h, c : c + w])
     layer = Image(data, **{k: v for k, v in kwargs.items() if k not in ("name", "metadata")})
     np.testing.assert_allclose(layer.data_to_world((0, 0)), image.data_to_world((r, c)))
+    # a coarse segmentation as the mask (one label pixel per 8x8 image pixels, as napari draws
+    # it): the region around its pixels only
+    coarse = np.zeros((128, 96), np.uint8)
+    coarse[75:79, 38:42] = 1  # label pixel j drawn over image rows 8j - 4 .. 8j + 3
+    read.clear()
+    got = _layers.gather_inputs(image, Labels(coarse, scale=(4, 4), translate=(100, 50))).read()
+    assert read <= {(r, c) for r in (4, 5) for c in (1, 2, 3)}
+    full_mask = np.zeros(whole.shape[:2], bool)
+    full_mask[596:628, 300:332] = True
+    (r0, c0), (h, w) = got.origin, got.mask.shape
+    np.testing.assert_array_equal(got.mask, full_mask[r0 : r0 + h, c0 : c0 + w])
     assert not _layers.reads_by_region(Image(whole, rgb=True))  # in memory: the whole slice, as before
     np.save(tmp_path / "big.npy", whole)
     assert _layers.reads_by_region(Image(np.load(tmp_path / "big.npy", mmap_mode="r"), rgb=True))  # on disk

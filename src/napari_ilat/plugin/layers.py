@@ -466,6 +466,17 @@ def _check_layer_kinds(image, mask, pose, sketch, label=None) -> None:
         )
 
 
+def _check_colour_axis(image) -> None:
+    """Refuse a small colour image napari shows as a stack of 3- or 4-pixel-wide slices."""
+    shape = _layer_shape(image)
+    if not image.rgb and len(shape) >= 3 and shape[-1] in (3, 4):
+        raise InputError(
+            f"napari shows image {image.name!r} ({'x'.join(map(str, shape))}) as {shape[-3]} slices of "
+            f"{shape[-2]}x{shape[-1]} pixels, not in colour: it reads a last axis of 3 or 4 as RGB(A) only when "
+            "both sides exceed 30 pixels; open it with viewer.add_image(data, rgb=True)"
+        )
+
+
 def _is_shapes(layer) -> bool:
     from napari.layers import Shapes
 
@@ -481,6 +492,7 @@ def gather_inputs(
     of a segmentation), not every non-zero one; ``grow``: grow the mask by this many pixels
     (:func:`~napari_ilat.engine.inputs.grow_mask`)."""
     _check_layer_kinds(image, mask, pose, sketch, label)
+    _check_colour_axis(image)
     dims = getattr(viewer, "dims", None)
     point = world_point(viewer)
     notes: list[str] = []
@@ -492,11 +504,18 @@ def gather_inputs(
         f"the Shapes layer {mask.name!r} covers no pixel of this slice of {image.name!r}: draw a "
         "rectangle, polygon or ellipse over the region to regenerate"
     )
-    # the mask over the whole slice (a Labels layer), or where its shapes lie (a Shapes layer)
-    whole = None if _is_shapes(mask) else _labels_mask(mask, plane, image, point, label)
-    box = _shapes_box(mask, image, point, plane) if whole is None else mask_bbox(whole)
-    if box is None:
-        raise no_pixel
+    # where the mask lies: a Labels layer's painted pixels, or its shapes (a Shapes layer)
+    labels = q = None
+    if _is_shapes(mask):
+        if (box := _shapes_box(mask, image, point, plane)) is None:
+            raise no_pixel
+    else:  # in its own pixels, and how they lie on the image's (q: None when the same)
+        labels = _labels_mask(mask, point, label)
+        q = _plane_map(mask, image, index, point, labels.shape)
+        if (box := mask_bbox(labels) if q is None else _mapped_box(labels, q, plane)) is None:
+            raise _off_image(mask, image)
+        if q is not None:
+            notes.append(_grid_note(mask, image))
     region = _region(box, plane, grow) if reads_by_region(image) else None  # only around the mask
     r0, c0, r1, c1 = region or (0, 0, *plane)
     if region is not None:  # a shape over most of a slide would read it all
@@ -509,9 +528,12 @@ def gather_inputs(
     if img.ndim == 3 and not image.rgb:
         raise InputError(f"image layer {image.name!r} has an unexpected slice shape {img.shape}")
 
-    m = shapes_to_mask(mask, (r1 - r0, c1 - c0), image, point, (r0, c0)) if whole is None else whole[r0:r1, c0:c1]
+    if labels is None:
+        m = shapes_to_mask(mask, (r1 - r0, c1 - c0), image, point, (r0, c0))
+    else:
+        m = labels[r0:r1, c0:c1] if q is None else _map_labels(labels, q, (r0, c0, r1, c1))
     if not m.any():
-        raise no_pixel
+        raise no_pixel if labels is None else _off_image(mask, image)
     m = _grow(m, grow, notes)
     kp, sk = _conditions(pose, sketch, image, point, m.shape, sketch_width, (r0, c0))
     if sk is not None:
@@ -575,23 +597,91 @@ def _grow(m: np.ndarray, grow: float, notes: list[str]) -> np.ndarray:
     return out
 
 
-def _labels_mask(mask, plane: tuple[int, int], image, point, label=None) -> np.ndarray:
-    """The (H, W) bool mask of a Labels layer at the slice shown, which must have the image's
-    size ``plane`` (non-zero, or where it holds ``label``)."""
-    m_index = _slice_index(mask, point, "mask") if mask.ndim > 2 else ()
+def _labels_mask(mask, point, label=None, index=None) -> np.ndarray:
+    """A Labels layer's bool mask in its own pixels, at the slice shown (``index``: that
+    slice of its leading axes): non-zero, or where it holds ``label``."""
+    m_index = index if index is not None else _slice_index(mask, point, "mask") if mask.ndim > 2 else ()
     m = _slice_data(mask, m_index)
-    if m.shape != tuple(plane):
-        raise InputError(
-            f"mask {mask.name!r} is {m.shape[0]}x{m.shape[1]} pixels but image {image.name!r} is "
-            f"{plane[0]}x{plane[1]}; paint the mask on a Labels layer of the image's size "
-            "(e.g. the 'new labels' button with the image selected)"
-        )
     try:  # the engine's rule (non-zero = regenerate), the same as edit()'s
         return normalize_mask(m) if label is None else label_mask(m, label, f"mask {mask.name!r} on this slice")
     except ValueError as e:
         if m.size and not np.any(m):
             raise InputError(f"mask {mask.name!r} is empty on this slice: paint the region to regenerate") from e
         raise InputError(str(e) if label is not None else f"mask {mask.name!r}: {e}") from e
+
+
+def _plane_map(mask, image, index: tuple[int, ...], point, shape: tuple[int, int]) -> np.ndarray | None:
+    """How the image's pixels of slice ``index`` sit on the pixels of a Labels layer's
+    ``shape`` plane, as napari draws both in world coordinates: (3, 2) rows q0, qr, qc with
+    the layer's (row, col) of image pixel (r, c) = q0 + r qr + c qc; None when they are the
+    same pixels (same size and place)."""
+    base = np.r_[np.asarray(index, float), 0.0, 0.0]
+    q = []
+    for step in ((0, 0), (1, 0), (0, 1)):
+        w = np.asarray(image.data_to_world(base + np.r_[np.zeros(len(index)), step]), float)
+        if point is not None and len(point) > len(w):  # the mask may have more axes than the image
+            full = np.asarray(point, float).copy()
+            full[-len(w) :] = w
+            w = full
+        q.append(np.asarray(mask.world_to_data(w), float)[-2:])
+    q = np.array([q[0], q[1] - q[0], q[2] - q[0]])
+    same = np.allclose(q, [[0, 0], [1, 0], [0, 1]], rtol=0, atol=1e-9) and tuple(shape) == plane_shape(image)
+    return None if same else q
+
+
+def _mapped_box(m: np.ndarray, q: np.ndarray, plane: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """(r0, c0, r1, c1): the image pixels a mask ``m`` in a Labels layer's pixels may cover
+    (:func:`_plane_map`), or None when it lies outside the image."""
+    if not m.any():
+        return None
+    j0, k0, j1, k1 = mask_bbox(m)
+    corners = np.array([(j, k) for j in (j0 - 0.5, j1 - 0.5) for k in (k0 - 0.5, k1 - 0.5)])
+    try:
+        rc = np.linalg.solve(q[1:].T, (corners - q[0]).T).T  # layer pixels -> image pixels
+    except np.linalg.LinAlgError:
+        return None
+    r0, c0 = (max(0, int(np.floor(v)) - 1) for v in rc.min(0))
+    r1, c1 = (min(n, int(np.ceil(v)) + 2) for v, n in zip(rc.max(0), plane))
+    return (r0, c0, r1, c1) if r0 < r1 and c0 < c1 else None
+
+
+def _map_labels(m: np.ndarray, q: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """A mask ``m`` in a Labels layer's pixels on the image pixels rows r0:r1, columns c0:c1
+    (``box``): each image pixel takes the layer pixel its centre falls in (napari draws
+    pixel j over [j - 1/2, j + 1/2)), False off the layer."""
+    from scipy.ndimage import affine_transform
+
+    r0, c0, r1, c1 = box
+    matrix = q[1:].T  # columns: the layer's (row, col) per image row, per image column
+    # grid-constant + order 0: floor(x + 1/2) inside the layer, cval outside it
+    out = affine_transform(
+        m.astype(np.uint8), matrix, q[0] + matrix @ [r0, c0], (r1 - r0, c1 - c0), order=0, mode="grid-constant"
+    )
+    return out > 0
+
+
+def _grid_note(mask, image) -> str:
+    return (
+        f"mask {mask.name!r} has other pixels than image {image.name!r} (its size, scale or position differ): "
+        "mapped onto the image's pixels as napari draws it"
+    )
+
+
+def _off_image(mask, image, where: str = " on this slice") -> InputError:
+    return InputError(
+        f"mask {mask.name!r} covers no pixel of image {image.name!r}{where} (napari draws it elsewhere): "
+        "paint the region to regenerate over the image"
+    )
+
+
+def _same_grid(mask, image) -> bool:
+    """Whether a Labels layer's pixels are the image's, along every axis (same place)."""
+    if mask.ndim != image.ndim:
+        return False
+    for p in np.vstack([np.zeros(image.ndim), np.eye(image.ndim)]):
+        if not np.allclose(mask.world_to_data(image.data_to_world(p)), p, rtol=0, atol=1e-9):
+            return False
+    return True
 
 
 def _check_read_fits(image, region=None, index: tuple[int, ...] | None = None) -> None:
@@ -630,6 +720,7 @@ def gather_stack_inputs(
     size (each slice its own), and the pose / sketch as for the displayed slice; ``label``
     and ``grow`` as for :func:`gather_inputs`."""
     _check_layer_kinds(image, mask, pose, sketch, label)
+    _check_colour_axis(image)
     dims = getattr(viewer, "dims", None)
     point = world_point(viewer)
     shape = _layer_shape(image)
@@ -664,27 +755,37 @@ def gather_stack_inputs(
             notes.append(
                 f"each slice has its own mask (the shapes of {mask.name!r} drawn on it); slices with none are copied"
             )
-    elif (m_shape := _layer_shape(mask)) == plane:
+        if not m.any():
+            raise InputError(f"mask {mask.name!r} is empty: paint the region to regenerate")
+    elif mask.ndim == 2 and (q := _plane_map(mask, image, (0,) * len(lead), point, _layer_shape(mask))) is not None:
+        # a 2D Labels layer on other pixels than the image's: mapped onto them, one mask for all
+        labels = _labels_mask(mask, point, label, index=())
+        if (box := _mapped_box(labels, q, plane)) is None:
+            raise _off_image(mask, image, "")
+        region = _region(box, plane, grow) if by_region else None
+        r0, c0, r1, c1 = region or (0, 0, *plane)
+        if not (m := _map_labels(labels, q, (r0, c0, r1, c1))).any():
+            raise _off_image(mask, image, "")
+        notes.append(_grid_note(mask, image))
+    elif (m_shape := _layer_shape(mask)) == plane or (m_shape == tuple(lead) + plane and _same_grid(mask, image)):
         m = np.asarray(_slice_data(mask, ()))
-    elif m_shape == tuple(lead) + plane:
-        m = np.asarray(_slice_data(mask, ()))
-        notes.append(f"each slice has its own mask ({mask.name!r} is a stack); slices with none are copied")
-    else:
-        raise InputError(
-            f"mask {mask.name!r} has shape {m_shape}: for every slice paint a 2D mask of "
-            f"{plane[0]}x{plane[1]} (the same for all) or a Labels stack of the image's size {tuple(lead) + plane}"
-        )
-    if not m.any():
-        raise InputError(f"mask {mask.name!r} is empty: paint the region to regenerate")
-    if label is not None:
-        try:
-            m = label_mask(m, label, f"mask {mask.name!r}")
-        except ValueError as e:
-            raise InputError(str(e)) from e
-    if not _is_shapes(mask):
+        if mask.ndim > 2:
+            notes.append(f"each slice has its own mask ({mask.name!r} is a stack); slices with none are copied")
+        if not m.any():
+            raise InputError(f"mask {mask.name!r} is empty: paint the region to regenerate")
+        if label is not None:
+            try:
+                m = label_mask(m, label, f"mask {mask.name!r}")
+            except ValueError as e:
+                raise InputError(str(e)) from e
         region = _region(mask_bbox(m.reshape(-1, *plane).any(0)), plane, grow) if by_region else None
         r0, c0, r1, c1 = region or (0, 0, *plane)
         m = m[..., r0:r1, c0:c1]
+    else:
+        raise InputError(
+            f"mask {mask.name!r} has shape {m_shape}: for every slice paint a 2D mask (the same for all; any size "
+            f"and place) or a Labels stack of the image's size {tuple(lead) + plane} and place (each slice its own)"
+        )
     notes += _source_notes(image, region)
     m = _grow(m, grow, notes)
     _check_read_fits(image, region)

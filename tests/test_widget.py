@@ -504,6 +504,28 @@ def test_stack_edits_displayed_slice(make_napari_viewer, tiny_model, errors):
     np.testing.assert_array_equal(img.data, stack)
 
 
+def test_a_transposed_view_edits_the_same_slice_and_other_planes_are_refused(make_napari_viewer, tiny_model, errors):
+    """Transposing the view (rows shown across) shows the same slice: the same edit. A rolled
+    view shows another plane of the stack, and a 3D view no slice: both are notifications."""
+    viewer, widget, stack, img, _ = _generated_on_slice_2(make_napari_viewer, tiny_model)
+    first = widget.last_result.data
+    viewer.dims.transpose()
+    widget.generate()
+    assert errors["error"] == []
+    np.testing.assert_array_equal(widget.last_result.data, first)
+    n = len(viewer.layers)
+    viewer.dims.transpose()
+    viewer.dims.roll()
+    widget.generate()
+    assert "another plane than the image's slices" in errors["error"][-1]
+    viewer.dims.order = (0, 1, 2)
+    viewer.dims.ndisplay = 3
+    widget.generate()
+    assert "switch the viewer to 2D" in errors["error"][-1]
+    assert len(viewer.layers) == n
+    np.testing.assert_array_equal(img.data, stack)
+
+
 def test_a_shapes_layer_as_the_mask(make_napari_viewer, tiny_model, errors):
     """A rectangle drawn on a Shapes layer masks the pixels it covers: the same edit, bit for
     bit, as a Labels layer painted over those pixels (through both layers' world placement,

@@ -93,10 +93,11 @@ def _check_2d_view(dims) -> None:
     if dims.ndisplay != 2:
         raise InputError("switch the viewer to 2D (the 2D/3D button) to edit: iLAT edits one 2D slice")
     nd = dims.ndim
-    if tuple(dims.displayed) != (nd - 2, nd - 1):
+    if sorted(dims.displayed) != [nd - 2, nd - 1]:  # (transposed, they are the same slice)
         raise InputError(
-            "the displayed axes are transposed; reset the axis order (the 'transpose' button) "
-            "so the image's last two axes are shown"
+            f"the viewer shows axes {tuple(dims.displayed)} of {nd}, another plane than the image's slices: iLAT "
+            "edits slices of the last two axes (rows, columns); roll the axes back (the 'roll' button) until they "
+            "are shown"
         )
 
 

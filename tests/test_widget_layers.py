@@ -292,7 +292,7 @@ def test_a_large_image_is_read_and_edited_around_the_mask_only(tiny_model, monke
     coarse[75:79, 38:42] = 1  # label pixel j drawn over image rows 8j - 4 .. 8j + 3
     read.clear()
     got = _layers.gather_inputs(image, Labels(coarse, scale=(4, 4), translate=(100, 50))).read()
-    assert read <= {(r, c) for r in (4, 5) for c in (1, 2, 3)}
+    assert read and read <= {(r, c) for r in (4, 5) for c in (1, 2, 3)}
     full_mask = np.zeros(whole.shape[:2], bool)
     full_mask[596:628, 300:332] = True
     (r0, c0), (h, w) = got.origin, got.mask.shape

@@ -512,7 +512,7 @@ def gather_inputs(
             raise no_pixel
     else:  # in its own pixels, and how they lie on the image's (q: None when the same)
         labels = _labels_mask(mask, point, label)
-        q = _plane_map(mask, image, index, point, labels.shape)
+        q = _plane_map(mask, image, point, labels.shape)
         if (box := mask_bbox(labels) if q is None else _mapped_box(labels, q, plane)) is None:
             raise _off_image(mask, image)
         if q is not None:
@@ -611,21 +611,18 @@ def _labels_mask(mask, point, label=None, index=None) -> np.ndarray:
         raise InputError(str(e) if label is not None else f"mask {mask.name!r}: {e}") from e
 
 
-def _plane_map(mask, image, index: tuple[int, ...], point, shape: tuple[int, int]) -> np.ndarray | None:
-    """How the image's pixels of slice ``index`` sit on the pixels of a Labels layer's
-    ``shape`` plane, as napari draws both in world coordinates: (3, 2) rows q0, qr, qc with
-    the layer's (row, col) of image pixel (r, c) = q0 + r qr + c qc; None when they are the
-    same pixels (same size and place)."""
-    base = np.r_[np.asarray(index, float), 0.0, 0.0]
-    q = []
-    for step in ((0, 0), (1, 0), (0, 1)):
-        w = np.asarray(image.data_to_world(base + np.r_[np.zeros(len(index)), step]), float)
-        if point is not None and len(point) > len(w):  # the mask may have more axes than the image
-            full = np.asarray(point, float).copy()
-            full[-len(w) :] = w
-            w = full
-        q.append(np.asarray(mask.world_to_data(w), float)[-2:])
-    q = np.array([q[0], q[1] - q[0], q[2] - q[0]])
+def _plane_map(mask, image, point, shape: tuple[int, int]) -> np.ndarray | None:
+    """How the image's pixels sit on the pixels of a Labels layer's ``shape`` plane shown at
+    ``point``, as napari draws both in world coordinates: (3, 2) rows q0, qr, qc with the
+    layer's (row, col) of image pixel (r, c) = q0 + r qr + c qc; None when they are the same
+    pixels (same size and place)."""
+    base = np.r_[np.asarray(_slice_index(mask, point, "mask"), float), 0.0, 0.0]
+    steps = np.array([base, base, base])
+    steps[1, -2] += 1
+    steps[2, -1] += 1
+    p = _to_image_pixels(mask, steps, image, point)  # image (row, col) of layer pixels (0, 0), (1, 0), (0, 1)
+    inv = np.linalg.inv(np.stack([p[1] - p[0], p[2] - p[0]], axis=1))  # image pixels -> layer pixels
+    q = np.array([-inv @ p[0], inv[:, 0], inv[:, 1]])
     same = np.allclose(q, [[0, 0], [1, 0], [0, 1]], rtol=0, atol=1e-9) and tuple(shape) == plane_shape(image)
     return None if same else q
 
@@ -637,10 +634,7 @@ def _mapped_box(m: np.ndarray, q: np.ndarray, plane: tuple[int, int]) -> tuple[i
         return None
     j0, k0, j1, k1 = mask_bbox(m)
     corners = np.array([(j, k) for j in (j0 - 0.5, j1 - 0.5) for k in (k0 - 0.5, k1 - 0.5)])
-    try:
-        rc = np.linalg.solve(q[1:].T, (corners - q[0]).T).T  # layer pixels -> image pixels
-    except np.linalg.LinAlgError:
-        return None
+    rc = np.linalg.solve(q[1:].T, (corners - q[0]).T).T  # layer pixels -> image pixels
     r0, c0 = (max(0, int(np.floor(v)) - 1) for v in rc.min(0))
     r1, c1 = (min(n, int(np.ceil(v)) + 2) for v, n in zip(rc.max(0), plane))
     return (r0, c0, r1, c1) if r0 < r1 and c0 < c1 else None
@@ -738,6 +732,7 @@ def gather_stack_inputs(
     plane = plane_shape(image)
     notes = [f"every slice: {int(np.prod(lead))} slices of {plane[0]}x{plane[1]} pixels, each edited on its own"]
     by_region = reads_by_region(image)
+    empty = InputError(f"mask {mask.name!r} is empty: paint the region to regenerate")
     if _is_shapes(mask):
         if mask.ndim > 2 and mask.ndim != image.ndim:
             raise InputError(
@@ -757,8 +752,8 @@ def gather_stack_inputs(
                 f"each slice has its own mask (the shapes of {mask.name!r} drawn on it); slices with none are copied"
             )
         if not m.any():
-            raise InputError(f"mask {mask.name!r} is empty: paint the region to regenerate")
-    elif mask.ndim == 2 and (q := _plane_map(mask, image, (0,) * len(lead), point, _layer_shape(mask))) is not None:
+            raise empty
+    elif mask.ndim == 2 and (q := _plane_map(mask, image, point, _layer_shape(mask))) is not None:
         # a 2D Labels layer on other pixels than the image's: mapped onto them, one mask for all
         labels = _labels_mask(mask, point, label, index=())
         if (box := _mapped_box(labels, q, plane)) is None:
@@ -773,7 +768,7 @@ def gather_stack_inputs(
         if mask.ndim > 2:
             notes.append(f"each slice has its own mask ({mask.name!r} is a stack); slices with none are copied")
         if not m.any():
-            raise InputError(f"mask {mask.name!r} is empty: paint the region to regenerate")
+            raise empty
         if label is not None:
             try:
                 m = label_mask(m, label, f"mask {mask.name!r}")

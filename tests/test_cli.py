@@ -134,6 +134,33 @@ def test_edit_guidance_default_and_given(files, tiny_pose_model_path):
     assert not np.array_equal(*outs)
 
 
+def test_edit_palette_default_and_off(files, tmp_path):
+    """--palette: 'auto' (default) uses a model's colour table without a pose or sketch,
+    'off' does not; passed through to edit() and recorded (the setting and whether it was used)."""
+    from napari_ilat import ILATModel, edit, save_model
+    from napari_ilat.cli.edit import read_metadata
+    from napari_ilat.engine.palette import code_colours
+
+    d, img, mask = files
+    img[..., 2] = 0  # no blue around the mask: the palette leaves out some codes
+    skimage.io.imsave(d / "img.png", img, check_contrast=False)
+    model = ILATModel.tiny(seed=4, resolution=32)
+    model.vqgan.code_colours = code_colours(model.vqgan)
+    path = save_model(model, tmp_path / "coloured")
+    base = ["edit", str(d / "img.png"), "--mask", str(d / "mask.png"), "--model", str(path), "--seed", "2", "-q"]
+    outs = []
+    for flag, palette in (([], "auto"), (["--palette", "off"], "off")):
+        assert main([*base, *flag, "-o", str(d / "o.png")]) == 0
+        outs.append(skimage.io.imread(d / "o.png"))
+        assert np.array_equal(outs[-1], edit(img, mask > 0, model=model, seed=2, palette=palette))
+        meta = read_metadata(d / "o.png")
+        assert meta["palette"] == palette and meta["palette_used"] is (palette == "auto")
+    assert not np.array_equal(*outs)
+    with pytest.raises(SystemExit) as e:
+        main([*base, "--palette", "maybe", "-o", str(d / "o.png")])
+    assert e.value.code == 2
+
+
 def test_edit_with_the_default_model_beside_a_pose_json(files, monkeypatch):
     """The demo's reproduce line run inside its folder: the keypoints file pose.json in the
     working directory must not be taken for the default model 'pose'."""

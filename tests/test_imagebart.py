@@ -481,6 +481,7 @@ def test_train_resume_export_load_edit(tiny_model_path, tmp_path):
     assert main(["train", "export", "--transformer", str(out), "--out", str(tmp_path / "ib")]) == 0
     model = load_model(tmp_path / "ib.json")
     assert model.config.imagebart.n_stages == 2 and model.config.name == "ib"
+    assert model.vqgan.code_colours.shape == (model.config.vqgan.n_embed, 3)  # the palette's table, exported
     img, mask = _image_and_mask()
     res = edit(img, mask, model=str(tmp_path / "ib.json"), mode="imagebart", seed=0)
     assert res.shape == img.shape and not np.array_equal(res[mask], img[mask])

@@ -243,3 +243,35 @@ def test_natural_without_sketch_prints_each_setting_and_draws_the_grid(tmp_path)
     assert [(r["sketch"], r["top_k"]) for r in rows] == [("none", 20), ("none", None), ("empty", 20)]
     assert all(r["n"] == 2 and r["psnr_seamless"] > 0 and r["colour_offset_alpha"] >= 0 for r in rows)
     assert skimage.io.imread(tmp_path / "g.png").shape == (5 * 128, 7 * 128, 3)
+
+
+@pytest.mark.slow
+def test_sweep_palette_pairs_the_same_edits_with_and_without_it():
+    from napari_ilat import edit
+    from napari_ilat.evaluation.metrics import PSNR_CAP, psnr
+    from napari_ilat.evaluation.quality import box_cases
+
+    (row,) = [json.loads(line) for line in run_script("sweep_palette.py", "--n", "2", "--sets", "box").splitlines()]
+    assert (row["set"], row["split"], row["n"]) == ("box", "validation", 2)
+    model = load_model("natural")
+    for palette in ("off", "on"):
+        scores = [
+            psnr(edit(s, m, model=model, seed=seed, palette=palette), t, m, cap=PSNR_CAP)
+            for seed, s, t, m, _ in box_cases(2, 128, "validation")
+        ]
+        assert row["seamless"][palette] == pytest.approx(np.mean(scores), abs=1e-3)
+    assert row["seamless"]["diff"] == pytest.approx(row["seamless"]["on"] - row["seamless"]["off"], abs=2e-3)
+
+
+def test_colour_table_adds_the_table_and_leaves_the_weights(tmp_path):
+    from napari_ilat import ILATModel, save_model
+    from napari_ilat.engine.palette import code_colours
+
+    model = ILATModel.tiny(seed=5)
+    path = save_model(model, tmp_path / "m", split=True)
+    weights = {p.name: p.read_bytes() for p in tmp_path.glob("*.safetensors")}
+    assert "code_colours" not in json.loads(path.read_text())
+    assert "colour table in" in run_script("colour_table.py", str(path))
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("*.safetensors")} == weights
+    assert path.read_text().startswith('{\n  "format"')  # the file's own indent
+    assert np.array_equal(load_model(path).vqgan.code_colours, code_colours(model.vqgan))

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from napari_ilat import edit, load_model
+from napari_ilat.engine.palette import code_colours
 from napari_ilat.engine.vqgan import VQGANConfig, VQModel
 from napari_ilat.train import common as C
 from napari_ilat.train.export import export
@@ -266,6 +267,11 @@ def test_export_two_files_half_precision_and_checks(stage1_run, tmp_path):
     assert load_file(str(s1))["quantize.embedding.weight"].dtype == torch.float16
     model = load_model(cfg_path)
     assert next(model.parameters()).dtype == torch.float32
+    # the context palette's colour table is exported in the JSON, computed before the float16
+    # cast: within a level or two of the loaded first stage's own colours
+    table = model.vqgan.code_colours
+    assert table.shape == (64, 3) and table.dtype == np.uint8
+    assert np.abs(table.astype(int) - code_colours(model.vqgan).astype(int)).max() <= 2
     ref = C.load_weights(run, "transformer")
     for k, v in model.transformer.state_dict().items():
         assert torch.equal(v, ref[k].half().float()), k

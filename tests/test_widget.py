@@ -130,7 +130,7 @@ def test_candidates_beyond_free_memory_are_an_error_notification(pose_viewer, er
     assert len(viewer.layers) == n + 1
 
 
-def test_drawn_seed_is_the_one_shown_and_reproduces(pose_viewer, errors):
+def test_drawn_seed_is_the_one_shown_and_reproduces(pose_viewer, errors, tiny_pose_model):
     viewer, widget = pose_viewer
     widget.seed.value = -1  # draw one
     widget.generate()
@@ -160,6 +160,17 @@ def test_drawn_seed_is_the_one_shown_and_reproduces(pose_viewer, errors):
     assert errors["error"] == [] and not np.array_equal(widget.last_result.data, first.data)
     assert widget.last_result.metadata["napari_ilat"]["guidance"] == widget.guidance.value  # recorded
     assert meta["guidance"] == DEFAULT_GUIDANCE
+    widget.guidance.value = DEFAULT_GUIDANCE
+    # the context palette: "auto" leaves it off with a pose; "from the surroundings" uses it
+    # (this model has no colour table: it is computed first), recorded
+    assert widget.palette.value == "auto" and meta["palette"] == "auto" and meta["palette_used"] is False
+    try:
+        widget.palette.value = "on"
+        widget.generate()
+        assert errors["error"] == [] and not np.array_equal(widget.last_result.data, first.data)
+        assert widget.last_result.metadata["napari_ilat"]["palette_used"] is True
+    finally:
+        tiny_pose_model.vqgan.code_colours = None  # the session's model, as the other tests expect it
 
 
 def test_skeleton_follows_points_and_auto_mask(pose_viewer, errors):

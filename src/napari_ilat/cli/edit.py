@@ -138,6 +138,14 @@ def add_arguments(p) -> None:
         "its detail); 'alpha' pastes it as decoded, cross-fading over the feather band (default: %(default)s)",
     )
     p.add_argument(
+        "--palette",
+        default="auto",
+        choices=("auto", "on", "off"),
+        help="the context palette: draw only codes whose colour the pixels around the mask have. 'auto' uses it "
+        "without --pose / --sketch, with a model that carries a colour table (the bundled ones do) "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
         "--feather", type=float, default=2.0, help="blend band width in px outside the mask (default: %(default)s)"
     )
     p.add_argument("-o", "--output", required=True, help="output file (one image) or folder (folder input)")
@@ -677,6 +685,7 @@ def _edit_options(args, model, mode: str, top_k) -> dict:
         feather=args.feather,
         resolution=args.resolution,
         blend=args.blend,
+        palette=args.palette,
     )
 
 
@@ -693,6 +702,8 @@ def _record(args, result, top_k, job: Job) -> dict:
         "top_p": args.top_p,
         "greedy": args.greedy,
         "guidance": result.guidance,
+        "palette": args.palette,
+        "palette_used": result.palette,
         "feather": args.feather,
         **({"mask_label": args.label[0] if len(args.label) == 1 else args.label} if args.label else {}),
         **({"grow": args.grow} if args.grow else {}),

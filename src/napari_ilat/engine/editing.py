@@ -26,6 +26,7 @@ The pipeline, and the one rule it keeps: the old content inside the mask may rea
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import secrets
@@ -47,6 +48,7 @@ from napari_ilat.engine.imagebart import default_imagebart_model, is_imagebart, 
 from napari_ilat.engine.inputs import check_image, check_pose, normalize_mask, normalize_sketch
 from napari_ilat.engine.model import ILATModel, load_model
 from napari_ilat.engine.modes import MODE_NAMES, get_mode
+from napari_ilat.engine.palette import allowed_codes, check_palette, colours_of
 from napari_ilat.engine.region_decode import Box, decode_region, record_reference, region_plan
 from napari_ilat.engine.reuse import FIRST_STAGE_CACHE, first_stage_key
 from napari_ilat.engine.sampler import EditCancelled, SamplingOptions
@@ -518,6 +520,7 @@ class EditResult:
     device: str
     seconds: float
     guidance: float = 1.0  # the guidance scale used (1 = off)
+    palette: bool = False  # whether the context palette restricted the codes (edit(palette=))
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -549,6 +552,7 @@ def edit_with_info(
     resolution: str = "native",
     decode: str = "auto",
     blend: str = "seamless",
+    palette: str = "auto",
 ) -> EditResult:
     """:func:`edit`, returning an :class:`EditResult`: the array plus the seed (and model,
     mode, device, seconds) actually used. Same arguments as :func:`edit`."""
@@ -564,6 +568,7 @@ def edit_with_info(
         raise ValueError(f"decode must be one of {', '.join(DECODES)}, got {decode!r}")
     if blend not in BLENDS:
         raise ValueError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
+    check_palette(palette)
     opts = check_options(samples, seed, temperature, top_k, top_p, greedy, feather, guidance)
     samples, feather = opts["samples"], opts["feather"]
     check_output_fits(image, samples)
@@ -575,6 +580,11 @@ def edit_with_info(
         model = default_imagebart_model() if mode_def.model_kind == "imagebart" else _default_model(pose, sketch)
     model = cached_model(model)
     _check_model_kind(model, mode_def)
+    # the context palette: by default only for fills without guidance (with a sketch it
+    # costs the strokes their colours) and only from a table the model carries
+    use_palette = palette == "on" or (
+        palette == "auto" and pose is None and sketch is None and model.vqgan.code_colours is not None
+    )
     if pose is not None and model.cond != "pose":
         raise ValueError(
             f"model {model.config.name!r} is not pose-conditioned ({model.cond}); drop pose or use a pose model"
@@ -626,6 +636,13 @@ def edit_with_info(
     x = to_tensor(rgb.transpose(2, 0, 1))[None]
     m = torch.from_numpy(np.ascontiguousarray(mask_w)).to(dev)[None, None]
     x, m = _resize_masked(x, m, size)
+    if use_palette:  # the colours of the known pixels around the mask, at the model's scale
+        allowed = allowed_codes(
+            colours_of(model.vqgan), x[0].permute(1, 2, 0).float().cpu().numpy(), m[0, 0].cpu().numpy()
+        )
+        use_palette = allowed is not None
+        if use_palette:
+            options = dataclasses.replace(options, allowed=torch.from_numpy(allowed).to(dev))
     x = x * 2 - 1
 
     sketch_full = None
@@ -748,6 +765,7 @@ def edit_with_info(
         device=str(dev),
         seconds=time.perf_counter() - t_start,
         guidance=options.guidance,
+        palette=use_palette,
     )
 
 
@@ -775,6 +793,7 @@ def edit(
     resolution: str = "native",
     decode: str = "auto",
     blend: str = "seamless",
+    palette: str = "auto",
 ) -> np.ndarray:
     """Regenerate the masked region of ``image``; everything else is returned as given.
 
@@ -841,6 +860,13 @@ def edit(
         fill of its difference from the input around the mask) to meet the input at the
         mask's edge, keeping its detail (napari_ilat.engine.blend); "alpha": pasted as
         decoded, with the feather band cross-fading.
+    palette : "auto" (default), "on" or "off": the context palette (napari_ilat.engine.palette)
+        draws only codes whose decoded colour lies within 20 levels (0-255 RGB distance) of a
+        known pixel at most 16 px (model scale) around the mask, or the 40 nearest. "auto":
+        on for edits without a pose or sketch, with a model that carries a colour table (the
+        bundled ones do; `napari-ilat train export` writes it); "on": also with guidance, and
+        a model without a table gets one computed first (about a minute of a CPU at the
+        bundled size). Measured: docs/benchmarks.md, "Sampling: the context palette".
 
     Returns
     -------
@@ -870,4 +896,5 @@ def edit(
         resolution=resolution,
         decode=decode,
         blend=blend,
+        palette=palette,
     ).image

@@ -61,6 +61,7 @@ from napari_ilat.engine.model import (
     check_matches_first_stage,
     read_checked_weights,
 )
+from napari_ilat.engine.palette import read_table, table_meta
 from napari_ilat.engine.posemap import PoseMapEncoder, SketchMapEncoder
 from napari_ilat.engine.sampler import EditCancelled, SamplingOptions, is_cancelled, pick
 from napari_ilat.engine.sliding import block_run, grid_blocks
@@ -731,6 +732,7 @@ def save_imagebart(model: ImageBARTModel, path, *, dtype: torch.dtype | None = N
         "kind": KIND,
         "config": model.config.to_dict(),
         "files": files,
+        **table_meta(model.vqgan),
     }
     cfg_path = stem.with_name(stem.name + ".json")
     cfg_path.write_text(json.dumps(meta, indent=2) + "\n")
@@ -746,6 +748,7 @@ def load_imagebart(cfg_path: Path, meta: dict, device="cpu", dtype=torch.float32
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ValueError(f"{cfg_path} is not a napari-ilat ImageBART config: {e}") from e
     model = ImageBARTModel(config)
+    read_table(model.vqgan, meta, cfg_path)
     state = {}
     for name, sha, module in entries:
         part = read_checked_weights(cfg_path, name, sha)

@@ -28,6 +28,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save_file
 
 from napari_ilat.engine.gpt import build_transformer, transformer_config_from_dict
+from napari_ilat.engine.palette import read_table, table_meta
 from napari_ilat.engine.transformer import TransformerConfig
 from napari_ilat.engine.vqgan import VQGANConfig, VQModel
 
@@ -136,6 +137,7 @@ def save_model(model: ILATModel, path, *, split: bool = False, dtype: torch.dtyp
         "config": model.config.to_dict(),
         "weights": weights.name,
         "sha256": _sha256(weights.read_bytes()),
+        **table_meta(model.vqgan),
     }
     cfg_path = stem.with_suffix(".json")
     cfg_path.write_text(json.dumps(meta, indent=2) + "\n")
@@ -166,6 +168,7 @@ def _save_split(model: ILATModel, stem: Path, dtype) -> Path:
         "format_version": SPLIT_FORMAT_VERSION,
         "config": model.config.to_dict(),
         "files": files,
+        **table_meta(model.vqgan),
     }
     cfg_path = stem.with_name(stem.name + ".json")
     cfg_path.write_text(json.dumps(meta, indent=2) + "\n")
@@ -296,6 +299,7 @@ def load_model(name_or_path, device="cpu", dtype=torch.float32) -> ILATModel:
         weights = _weights_path(cfg_path, meta.get("weights", cfg_path.with_suffix(".safetensors").name))
         state = _read_weights(weights, cfg_path, meta.get("sha256"))
     model = ILATModel(config)
+    read_table(model.vqgan, meta, cfg_path)
     # float16-stored weights are cast to the model's float32 here (load_state_dict copies)
     model.load_state_dict(state, strict=True)
     return model.to(device=device, dtype=dtype).eval()

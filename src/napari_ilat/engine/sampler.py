@@ -54,6 +54,9 @@ class SamplingOptions:
     # (it is trained with condition dropout for that). 1 = the conditional model as trained;
     # > 1 follows the condition more closely. No effect without a condition.
     guidance: float = 1.0
+    # (V,) bool: the only codes that may be drawn (the context palette, engine/palette.py),
+    # applied before everything else, greedy included; None = every code
+    allowed: torch.Tensor | None = None
 
     def __post_init__(self):
         if not self.temperature > 0:
@@ -68,6 +71,8 @@ class SamplingOptions:
 
 def pick(logits: torch.Tensor, opts: SamplingOptions, generator: torch.Generator | None):
     """(B, V) logits -> (B,) token ids."""
+    if opts.allowed is not None:
+        logits = logits.masked_fill(~opts.allowed.to(logits.device), float("-inf"))
     if opts.greedy:
         return logits.argmax(-1)
     logits = logits.float() / opts.temperature

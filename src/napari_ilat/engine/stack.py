@@ -39,6 +39,7 @@ class StackResult:
     device: str
     seconds: float
     guidance: float = 1.0
+    palette: bool = False  # whether the context palette restricted the codes of any plane
 
     @property
     def samples(self) -> int:  # one result per plane, never candidates
@@ -135,6 +136,7 @@ def edit_stack(
     out = np.array(stack, copy=True)
     seeds: list[int | None] = []
     info = None
+    palette = False
     counter = _StackProgress(progress, n)
     for j, index in enumerate(np.ndindex(*lead)):
         counter.start_plane()
@@ -159,6 +161,7 @@ def edit_stack(
         counter.end_plane(counter.current)
         out[index] = info.image
         seeds.append(seed + j)
+        palette = palette or info.palette
     return StackResult(
         image=out,
         seed=seed,
@@ -168,4 +171,5 @@ def edit_stack(
         device=info.device,
         seconds=time.perf_counter() - t0,
         guidance=info.guidance,
+        palette=palette,
     )

@@ -508,6 +508,9 @@ class VQModel(nn.Module):
         self.quantize = VectorQuantizer(config.n_embed, config.embed_dim, config.beta)
         self.quant_conv = nn.Conv2d(config.z_channels, config.embed_dim, 1)
         self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, 1)
+        # (n_embed, 3) uint8 decoded colour of each code, or None: stored in the model JSON,
+        # not in the weights (engine/palette.py)
+        self.code_colours = None
 
     def _check_spatial(self, H, W, what):
         f = self.config.factor

@@ -75,7 +75,7 @@ def edit_layers(
     grow : grow the mask by this many pixels (an object's soft edge and shadow too).
     add : False returns ``(data, layer_kwargs)`` instead of adding a layer.
     **edit_kwargs : passed to :func:`napari_ilat.edit` (model, mode, samples, seed,
-        temperature, top_k, top_p, greedy, guidance, device, feather, progress, cancel).
+        temperature, top_k, top_p, greedy, guidance, device, feather, blend, palette, progress, cancel).
 
     Raises ``ValueError`` with a message for the user on bad input.
     """

@@ -152,6 +152,7 @@ def result_metadata(source_name: str, mask_name: str | None, index: tuple[int, .
         "seeds": [None if v is None else int(v) for v in result.seeds],
         "device": result.device,
         "seconds": round(float(result.seconds), 3),
+        "palette_used": bool(result.palette),  # params' "palette" is the setting (auto, on, off)
     }
     for k, v in params.items():
         if k not in meta and k not in _NOT_RECORDED:

@@ -277,6 +277,13 @@ class ILATWidget(Container):
             "(no outline, no colour cast; a drawn object in a colour unlike its surroundings also pales); "
             "'paste as drawn' keeps the decoded colours, cross-fading over a thin band",
         )
+        self.palette = ComboBox(
+            label="colours",
+            choices=[("auto", "auto"), ("from the surroundings", "on"), ("any", "off")],
+            tooltip="'from the surroundings' (the context palette) draws only codes whose colour the pixels "
+            "around the mask have: fewer stray colours in fills; 'auto' uses it without a pose or sketch "
+            "(it would cost a sketch's strokes their colours); 'any': every code",
+        )
         self.device = ComboBox(label="device", choices=available_devices())
         self.samples = SpinBox(
             label="candidates", value=1, min=1, max=16, tooltip="N candidates become one layer with a slider"
@@ -340,6 +347,7 @@ class ILATWidget(Container):
                 self.mode,
                 self.resolution,
                 self.blend,
+                self.palette,
                 self.device,
                 self.samples,
                 self.seed,
@@ -609,6 +617,7 @@ class ILATWidget(Container):
             device=self.device.value,
             resolution=self.resolution.value,
             blend=self.blend.value,
+            palette=self.palette.value,
         )
 
     def _mask_label(self) -> int | None:

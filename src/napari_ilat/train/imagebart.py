@@ -45,6 +45,7 @@ from napari_ilat.engine.imagebart import (
     sample_imagebart,
     save_imagebart,
 )
+from napari_ilat.engine.palette import code_colours
 from napari_ilat.engine.vqgan import VQGANConfig, VQModel
 from napari_ilat.train import common as C
 from napari_ilat.train.data import Stage1Images, Stage2Pairs, encode_items
@@ -393,6 +394,7 @@ def export(run_dir, out, *, name=None, description="", dtype="float16", best=Fal
     model, run = model_from_run(run_dir, name or stem.name, description, best=best)
     stem.parent.mkdir(parents=True, exist_ok=True)
     torch_dtype = {"float16": torch.float16, "float32": None}[dtype]
+    model.vqgan.code_colours = code_colours(model.vqgan)  # the context palette's table, stored in the JSON
     cfg_path = save_imagebart(model, stem, dtype=torch_dtype)
     meta = json.loads(cfg_path.read_text())
     meta["training"] = {  # informational; the checksums cover the weights

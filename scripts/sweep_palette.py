@@ -1,0 +1,59 @@
+"""The context palette (edit(palette=), engine/palette.py) against none, on held-out cases:
+in-mask PSNR with the default seamless compositing and pasted as decoded, the same cases and
+seeds with and without it, so the differences are paired (docs/benchmarks.md, "Sampling:
+the context palette").
+
+    OMP_NUM_THREADS=1 python scripts/sweep_palette.py --n 100 --split validation --sets box,brush,sketch
+    OMP_NUM_THREADS=1 python scripts/sweep_palette.py --n 200 --split test --sets box,brush
+    OMP_NUM_THREADS=1 python scripts/sweep_palette.py --n 100 --split validation \
+        --sets upper-imagebart,upper-taming
+
+Sets as in sweep_topk.py (box holes 48-64 px, brush strokes 10-40% without a sketch, the
+same with the true sketch, upper-half completion per engine), top-k 20. The palette is forced
+on ("on") so the sketch set measures it too (its default, "auto", leaves it off there).
+Prints one JSON line per set: the means without and with it, and the paired difference with
+its standard error, per compositing.
+"""
+
+import argparse
+import json
+
+import numpy as np
+import torch
+from sweep_topk import CASES
+
+from napari_ilat import edit, load_model
+from napari_ilat.evaluation.metrics import PSNR_CAP, psnr
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--sets", default="box,brush")
+    ap.add_argument("--split", default="validation")
+    ap.add_argument("--ilat-model", default="natural", help="the natural iLAT model (default: the bundled one)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    for name in args.sets.split(","):
+        make_cases, model, mode = CASES[name]
+        model = load_model(model or args.ilat_model)
+        res = {(p, b): [] for p in ("off", "on") for b in ("seamless", "alpha")}
+        for seed, src, tgt, mask, cond in make_cases(args.n, args.split):
+            for (p, b), scores in res.items():
+                out = edit(src, mask, model=model, mode=mode, seed=seed, palette=p, blend=b, **cond)
+                scores.append(psnr(out, tgt, mask, cap=PSNR_CAP))
+        row = {"set": name, "n": args.n, "split": args.split}
+        for b, label in (("seamless", "seamless"), ("alpha", "pasted")):
+            off, on = np.array(res["off", b]), np.array(res["on", b])
+            d = on - off
+            row[label] = {
+                "off": round(float(off.mean()), 3),
+                "on": round(float(on.mean()), 3),
+                "diff": round(float(d.mean()), 3),
+                "se": round(float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0, 3),
+            }
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -8,6 +8,11 @@ the context palette").
     OMP_NUM_THREADS=1 python scripts/sweep_palette.py --n 100 --split validation \
         --sets upper-imagebart,upper-taming
 
+A user's case, as a picture: a 400 x 300 px hole in scikit-image's astronaut photograph
+upscaled to 2048 x 2048 (generated at the model's pixel scale), with and without it:
+
+    OMP_NUM_THREADS=1 python scripts/sweep_palette.py --sets none --example docs/images/palette_astronaut.png
+
 Sets as in sweep_topk.py (box holes 48-64 px, brush strokes 10-40% without a sketch, the
 same with the true sketch, upper-half completion per engine), top-k 20. The palette is forced
 on ("on") so the sketch set measures it too (its default, "auto", leaves it off there).
@@ -26,15 +31,31 @@ from napari_ilat import edit, load_model
 from napari_ilat.evaluation.metrics import PSNR_CAP, psnr
 
 
+def example(path):
+    """Input, palette off, palette auto (the default) side by side, around the hole."""
+    from skimage import data, io, transform
+
+    img = (transform.resize(data.astronaut(), (2048, 2048), order=1) * 255).astype(np.uint8)
+    mask = np.zeros(img.shape[:2], bool)
+    mask[800:1200, 900:1200] = True
+    crop = (slice(700, 1300, 2), slice(800, 1300, 2))
+    tiles = [img[crop]] + [edit(img, mask, seed=0, palette=p)[crop] for p in ("off", "auto")]
+    gap = np.full((tiles[0].shape[0], 6, 3), 255, np.uint8)
+    io.imsave(path, np.concatenate([tiles[0], gap, tiles[1], gap, tiles[2]], 1), check_contrast=False)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--sets", default="box,brush")
     ap.add_argument("--split", default="validation")
     ap.add_argument("--ilat-model", default="natural", help="the natural iLAT model (default: the bundled one)")
+    ap.add_argument("--example", help="also write the astronaut example here (PNG): input, without, with")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    for name in args.sets.split(","):
+    if args.example:
+        example(args.example)
+    for name in filter(None, args.sets.replace("none", "").split(",")):
         make_cases, model, mode = CASES[name]
         model = load_model(model or args.ilat_model)
         res = {(p, b): [] for p in ("off", "on") for b in ("seamless", "alpha")}

@@ -665,6 +665,12 @@ def test_stage2_val_edits_keep_the_best_step_and_export_it(stage1_run, tmp_path,
     nat = s2cfg(data="natural", steps=2, val_every=0, val_edits=2, token_pool=4)
     (h,) = train2(nat, TINY_TF, tmp_path / "nat", first_stage=vq_dir, device="cpu")["history"]
     assert np.isfinite(h["edit_psnr"]) and np.isfinite(h["edit_sketch_gain"]) and h["edit_sketch_gain"] != 0
+    # its box holes (no sketch) ran with the context palette, as the export's edits do
+    assert main(["train", "export", "--transformer", str(tmp_path / "nat"), "--out", str(tmp_path / "n")]) == 0
+    again = validation_edit_psnr(
+        load_model(tmp_path / "n.json"), validation_edit_cases("natural", 2, 32), "ilat", "cpu"
+    )
+    assert again == pytest.approx(h["edit_psnr"], abs=0.05)
 
     # scores scripted so that the best step is not the last: its weights, not the last ones
     seen = {}

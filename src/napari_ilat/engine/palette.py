@@ -14,7 +14,8 @@ decoded: the decoder's convolutions mix neighbouring codes, so a code alone or i
 decodes to another colour than in a field of its own (a 4x4 map differs from the 16x16 one
 by 12 of 255 levels on average). Decoding every code costs about a minute of two CPU cores
 at the bundled models' size, so the table is computed once, when a model is exported, and
-stored in its JSON (``code_colours``); a model without one gets it on first use.
+stored in its JSON (``code_colours``). For a model without one, ``palette="auto"`` stays off
+and ``palette="on"`` computes it first (:func:`colours_of`).
 """
 
 from __future__ import annotations

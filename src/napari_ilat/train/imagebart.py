@@ -252,6 +252,9 @@ def train(
         edit_cases = list(natural_cases("upper_half", cfg.val_edits, R, split="validation"))
         edit_model = ImageBARTModel(ImageBARTModelConfig(vq_cfg, net_cfg))
         edit_model.vqgan, edit_model.bart = vq, net  # the live modules, not copies
+        # the colour table the export will carry (the first stage is frozen): the validation
+        # edits run with the context palette, as the exported model's edits will
+        vq.code_colours = code_colours(vq)
     bar = C.Progress(cfg.steps, start, enabled=D.main and not quiet, every=cfg.log_every)
     t0 = time.time()
     step = start

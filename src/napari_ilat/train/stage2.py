@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from napari_ilat.engine.palette import code_colours
 from napari_ilat.engine.transformer import LATransformer, TransformerConfig, masked_token_loss
 from napari_ilat.engine.vqgan import VQGANConfig, VQModel
 from napari_ilat.train import common as C
@@ -263,6 +264,9 @@ def train(
             sketch_cases = list(natural_cases(cfg.val_edits, R, True, split="validation"))
         edit_model = ILATModel(ModelConfig(vqgan=vq_cfg, transformer=tf_cfg))
         edit_model.vqgan, edit_model.transformer = vq, tf  # the live modules, not copies
+        # the colour table the export will carry (the first stage is frozen): the validation
+        # edits run with the context palette, as the exported model's edits will
+        vq.code_colours = code_colours(vq)
     bar = C.Progress(cfg.steps, start, enabled=D.main and not quiet, every=cfg.log_every)
     t0 = time.time()
     step = start

@@ -123,4 +123,14 @@ def check_palette(palette) -> str:
     return palette
 
 
-__all__ = ["PALETTES", "allowed_codes", "code_colours", "colours_of", "check_palette"]
+__all__ = [
+    "PALETTES",
+    "allowed_codes",
+    "check_palette",
+    "code_colours",
+    "colours_from_json",
+    "colours_of",
+    "colours_to_json",
+    "read_table",
+    "table_meta",
+]

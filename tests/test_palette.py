@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from napari_ilat import ILATModel, edit, load_model, save_model
+from napari_ilat.engine import editing, sampler, sliding
 from napari_ilat.engine import imagebart as ib_module
-from napari_ilat.engine import sampler, sliding
 from napari_ilat.engine.editing import edit_with_info
 from napari_ilat.engine.palette import allowed_codes, code_colours, colours_from_json, colours_to_json
 from napari_ilat.engine.sampler import SamplingOptions, pick
@@ -114,8 +114,11 @@ def test_edit_samples_only_the_palette_and_auto_is_off_with_a_sketch(coloured, m
     res = edit_with_info(img, mask, model=coloured, seed=0, top_k=None)
     assert res.palette and drawn and set(drawn) <= set(np.flatnonzero(keep).tolist())
     assert np.array_equal(given[0].cpu().numpy(), keep)
-    # the same seed gives the same edit; without the palette another one
-    assert np.array_equal(res.image, edit(img, mask, model=coloured, seed=0, top_k=None))
+    # the same seed gives the same edit, the palette taken from the first stage's cache entry
+    # (a repeated Generate does not choose the codes again); without the palette another one
+    calls = []
+    monkeypatch.setattr(editing, "allowed_codes", lambda *a, **k: calls.append(a) or allowed_codes(*a, **k))
+    assert np.array_equal(res.image, edit(img, mask, model=coloured, seed=0, top_k=None)) and calls == []
     off = edit_with_info(img, mask, model=coloured, seed=0, top_k=None, palette="off")
     assert not off.palette and not np.array_equal(off.image, res.image)
     # auto: not with a sketch, which draws its strokes in colours the band may lack; "on": yes

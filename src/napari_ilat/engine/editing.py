@@ -636,13 +636,6 @@ def edit_with_info(
     x = to_tensor(rgb.transpose(2, 0, 1))[None]
     m = torch.from_numpy(np.ascontiguousarray(mask_w)).to(dev)[None, None]
     x, m = _resize_masked(x, m, size)
-    if use_palette:  # the colours of the known pixels around the mask, at the model's scale
-        allowed = allowed_codes(
-            colours_of(model.vqgan), x[0].permute(1, 2, 0).float().cpu().numpy(), m[0, 0].cpu().numpy()
-        )
-        use_palette = allowed is not None
-        if use_palette:
-            options = dataclasses.replace(options, allowed=torch.from_numpy(allowed).to(dev))
     x = x * 2 - 1
 
     sketch_full = None
@@ -702,6 +695,16 @@ def edit_with_info(
             _, tokens, _ = vq.quantize_latents(z_hat)
             entry = FIRST_STAGE_CACHE.put(key, vq, {"z_hat": z_hat, "tokens": tokens, "token_mask": vq.token_mask(m)})
         z_hat, tokens, m_q = entry["z_hat"], entry["tokens"], entry["token_mask"]
+        if use_palette:  # the codes the known pixels around the mask allow (model scale), kept with the entry
+            if "palette" in entry:
+                allowed = entry["palette"]
+            else:
+                known_rgb = ((x[0] + 1) / 2).permute(1, 2, 0).float().cpu().numpy()
+                allowed = allowed_codes(colours_of(vq), known_rgb, m[0, 0].cpu().numpy())
+                FIRST_STAGE_CACHE.add(key, "palette", allowed)
+            use_palette = allowed is not None  # None: no known pixel in the band
+            if use_palette:
+                options = dataclasses.replace(options, allowed=torch.from_numpy(allowed).to(dev))
         known = ~m_q[0]
         tokens = torch.where(known, tokens[0], 0)  # masked ids are never read
         grid = tuple(m_q.shape[-2:])

@@ -52,7 +52,7 @@ def code_colours(vqgan, size: int = COLOUR_MAP_SIZE, batch: int = 16) -> np.ndar
 def colours_of(vqgan) -> np.ndarray:
     """The first stage's colour table: the one it was loaded with, else computed once (slow
     on a CPU, see the module docstring) and kept on the module."""
-    table = getattr(vqgan, "code_colours", None)
+    table = vqgan.code_colours
     if table is None:
         table = code_colours(vqgan)
         vqgan.code_colours = table
@@ -79,7 +79,7 @@ def colours_from_json(entry, n_embed: int, where: str) -> np.ndarray:
 def table_meta(vqgan) -> dict:
     """The model JSON's entry for ``vqgan``'s colour table: ``{"code_colours": ...}``, or
     nothing when it has none."""
-    table = getattr(vqgan, "code_colours", None)
+    table = vqgan.code_colours
     return {} if table is None else {"code_colours": colours_to_json(table)}
 
 

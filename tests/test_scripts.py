@@ -41,7 +41,13 @@ def test_sweep_sampling_prints_one_line_per_set_and_setting():
     text = run_script("sweep_sampling.py", "--n", "2", "--sets", "pose,box", "--temperature", "1,0.8")
     rows = [json.loads(line) for line in text.splitlines()]
     assert [(r["set"], r["temperature"]) for r in rows] == [("pose", 1.0), ("pose", 0.8), ("box", 1.0), ("box", 0.8)]
-    assert all(r["split"] == "validation" and r["n"] == 2 for r in rows)
+    assert all(r["split"] == "validation" and r["n"] == 2 and r["palette"] == "auto" for r in rows)
+    # --palette reaches the edits: forced on, the pose edits differ from the default's (auto: off there)
+    (on,) = [
+        json.loads(line)
+        for line in run_script("sweep_sampling.py", "--n", "2", "--sets", "pose", "--palette", "on").splitlines()
+    ]
+    assert on["palette"] == "on" and on["psnr_mask_true_pose"] != rows[0]["psnr_mask_true_pose"]
 
 
 @pytest.mark.slow

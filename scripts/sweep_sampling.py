@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from napari_ilat import edit, load_model
-from napari_ilat.evaluation.metrics import PSNR_CAP, psnr
 from napari_ilat.engine.palette import check_palette
+from napari_ilat.evaluation.metrics import PSNR_CAP, psnr
 from napari_ilat.evaluation.quality import box_cases, natural_cases
 from napari_ilat.train.evaluate import pose_following
 

@@ -149,3 +149,28 @@ def test_imagebart_mode_keeps_to_the_palette(monkeypatch):
     drawn, _ = _spy(monkeypatch, ib_module)
     assert edit_with_info(img, mask, model=model, mode="imagebart", seed=0, top_k=None).palette
     assert drawn and set(drawn) <= keep
+
+
+def test_a_missing_table_is_computed_first_with_progress_and_cancel():
+    """prepare_palette (what the widget and the CLI call before an edit): the table an edit
+    with palette "on" would compute, counted over the codes and stopped by cancel, which keeps
+    nothing; edit() itself stops there too."""
+    from napari_ilat.engine.editing import prepare_palette
+    from napari_ilat.engine.sampler import EditCancelled
+
+    model = ILATModel.tiny(seed=3)
+    img, mask = _case()
+    assert not prepare_palette(model, palette="auto") and model.vqgan.code_colours is None
+    with pytest.raises(EditCancelled):
+        prepare_palette(model, palette="on", cancel=lambda: True)
+    assert model.vqgan.code_colours is None
+    with pytest.raises(EditCancelled):  # edit()'s own lazy table: cancelled before it is kept
+        edit_with_info(img, mask, model=model, seed=0, palette="on", cancel=lambda: True)
+    assert model.vqgan.code_colours is None
+    seen = []
+    assert prepare_palette(model, palette="on", progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(k, 64) for k in (16, 32, 48, 64)]  # 64 codes in batches of 16
+    assert np.array_equal(model.vqgan.code_colours, code_colours(model.vqgan))
+    assert not prepare_palette(model, palette="on")  # carried now: nothing to compute
+    with pytest.raises(ValueError, match="palette must be one of"):
+        prepare_palette(model, palette="yes")

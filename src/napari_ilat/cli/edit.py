@@ -527,7 +527,7 @@ class TokenProgress:
     """tqdm's bar of generated tokens on stderr (none when ``quiet`` or not a terminal), as
     an edit() ``progress`` callback; :meth:`close` ends it with a one-line message."""
 
-    def __init__(self, label: str, quiet: bool = False, stream=None):
+    def __init__(self, label: str, quiet: bool = False, stream=None, unit: str = "tok"):
         from tqdm import tqdm
 
         self.label, self.quiet = label, quiet
@@ -535,7 +535,7 @@ class TokenProgress:
         self.t0 = time.perf_counter()
         # disable=None: tqdm draws only on a terminal
         self.bar = tqdm(
-            desc=label, unit="tok", file=self.stream, leave=False, disable=True if quiet else None, mininterval=0.1
+            desc=label, unit=unit, file=self.stream, leave=False, disable=True if quiet else None, mininterval=0.1
         )
 
     def __call__(self, done: int, total: int) -> None:
@@ -765,7 +765,7 @@ def _edit_every_slice(job: Job, args, model, mode: str, top_k, bar, label: str) 
 
 
 def run(args) -> int:
-    from napari_ilat.engine.editing import MAX_SAMPLES, edit_with_info
+    from napari_ilat.engine.editing import MAX_SAMPLES, edit_with_info, prepare_palette
 
     if not 1 <= args.samples <= MAX_SAMPLES:
         raise ValueError(f"--samples must be from 1 to {MAX_SAMPLES} (run again with --seed S+{MAX_SAMPLES} for more)")
@@ -786,6 +786,15 @@ def run(args) -> int:
 
         model = cached_model(model)  # once, not per image (bundled names: the engine's cache)
     mode = args.mode or ("imagebart" if getattr(model, "kind", None) == "imagebart" else "ilat")
+    if args.palette == "on":  # a model without a colour table: computed once, before the first image
+        bar = TokenProgress("colour table", quiet=args.quiet, unit="code")
+        if prepare_palette(model, mode, jobs[0].pose, jobs[0].sketch, "on", progress=bar):
+            bar.close(
+                f"the model carries none: each code's colour computed in {time.perf_counter() - bar.t0:.1f} s "
+                "(kept for this run; the model's files are left as they are)"
+            )
+        else:
+            bar.bar.close()
     n = len(jobs)
     failed = []
     for i, job in enumerate(jobs, 1):

@@ -95,6 +95,8 @@ __all__ = [
     "SEED_MAX",
     "draw_seed",
     "cached_model",
+    "edit_model",
+    "prepare_palette",
     "resolve_device",
     "RESOLUTIONS",
     "DECODES",
@@ -159,6 +161,36 @@ def _check_model_kind(model, mode) -> None:
 
 def _default_model(pose, sketch) -> str:
     return "pose" if pose is not None else "natural"
+
+
+def edit_model(model=None, mode: str = "ilat", pose=None, sketch=None):
+    """The model an edit with these arguments runs, loaded once (:func:`cached_model`):
+    ``model`` itself, or for None the default of ``mode`` (ImageBART's for mode
+    ``imagebart``; else ``pose`` with a pose, ``natural`` without)."""
+    if model is None:
+        if get_mode(mode).model_kind == "imagebart":
+            model = default_imagebart_model()
+        else:
+            model = _default_model(pose, sketch)
+    return cached_model(model)
+
+
+def prepare_palette(
+    model=None, mode: str = "ilat", pose=None, sketch=None, palette: str = "auto", progress=None, cancel=None
+) -> bool:
+    """Compute now the colour table an edit with these arguments would compute before its
+    first token: with ``palette="on"`` and a model that carries none (a converted or an older
+    model; about a minute of a CPU at the bundled size, longer for bigger codebooks).
+    ``progress(done, n_codes)`` and ``cancel`` as for :func:`edit`, so a front end can show
+    that wait as its own and stop it. True when a table was computed (it is kept on the
+    model, so the edit does not compute it again)."""
+    if check_palette(palette) != "on":
+        return False
+    vq = edit_model(model, mode, pose, sketch).vqgan
+    if vq.code_colours is not None:
+        return False
+    colours_of(vq, progress=progress, cancel=cancel)
+    return True
 
 
 # --------------------------------------------------------------------------- intensities
@@ -576,9 +608,7 @@ def edit_with_info(
     sketch = None if sketch is None else normalize_sketch(sketch, image.shape)
     intensity = _Intensity.of(image, mask, value_range)
 
-    if model is None:
-        model = default_imagebart_model() if mode_def.model_kind == "imagebart" else _default_model(pose, sketch)
-    model = cached_model(model)
+    model = edit_model(model, mode, pose, sketch)
     _check_model_kind(model, mode_def)
     # the context palette: by default only for fills without guidance (with a sketch it
     # costs the strokes their colours) and only from a table the model carries
@@ -700,7 +730,7 @@ def edit_with_info(
                 allowed = entry["palette"]
             else:
                 known_rgb = ((x[0] + 1) / 2).permute(1, 2, 0).float().cpu().numpy()
-                allowed = allowed_codes(colours_of(vq), known_rgb, m[0, 0].cpu().numpy())
+                allowed = allowed_codes(colours_of(vq, cancel=cancel), known_rgb, m[0, 0].cpu().numpy())
                 FIRST_STAGE_CACHE.add(key, "palette", allowed)
             use_palette = allowed is not None  # None: no known pixel in the band
             if use_palette:

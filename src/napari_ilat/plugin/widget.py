@@ -92,9 +92,14 @@ class JobState:
     total: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.perf_counter)
+    what: str = "token"  # what done / total count (the status line says it)
 
     def progress(self, done: int, total: int) -> None:
         self.done, self.total = int(done), int(total)
+
+    def counting(self, what: str) -> None:
+        """From now on done / total count ``what`` (and start again from nothing)."""
+        self.what, self.done, self.total = what, 0, 0
 
 
 @dataclass
@@ -114,7 +119,7 @@ def run_job(inputs: EditInputs, params: dict, state: JobState, threads: int | No
     """Run one edit on plain arrays; never raises, never touches Qt (runs in the worker).
 
     ``params["seed"]`` None: the engine draws one and the result reports it."""
-    from napari_ilat.engine.editing import EditCancelled, edit_with_info
+    from napari_ilat.engine.editing import EditCancelled, edit_with_info, prepare_palette
 
     t0 = time.perf_counter()
     old_threads = None
@@ -125,6 +130,14 @@ def run_job(inputs: EditInputs, params: dict, state: JobState, threads: int | No
             old_threads = torch.get_num_threads()
             torch.set_num_threads(threads)
         inputs.read()  # lazy pixels (dask, zarr) are read here, not in napari's thread
+        # a model without a colour table and the palette forced on: that table first, as its
+        # own count of progress (a minute or more of a CPU) that Cancel stops
+        state.counting("colour of code")
+        model_args = {k: params[k] for k in ("model", "mode", "palette") if k in params}
+        prepare_palette(
+            pose=inputs.pose, sketch=inputs.sketch, progress=state.progress, cancel=state.cancel, **model_args
+        )
+        state.counting("token")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if inputs.stack:  # every slice: one edit per slice, slice j with seed + j
@@ -725,7 +738,8 @@ class ILATWidget(Container):
                 self.progress.max = state.total
             self.progress.value = state.done
             if not state.cancel.is_set():
-                self.status.value = f"token {state.done}/{state.total}  ({time.perf_counter() - state.started:.1f} s)"
+                elapsed = time.perf_counter() - state.started
+                self.status.value = f"{state.what} {state.done}/{state.total}  ({elapsed:.1f} s)"
 
     def _on_worker_error(self, exc):  # run_job never raises; belt and braces
         self._finish(JobResult("error", message=f"edit failed: {exc}"))

@@ -934,3 +934,36 @@ def test_every_slice_of_a_stack_too_big_for_memory_is_refused_before_reading_it(
     r, c, h, w = out.metadata["napari_ilat"]["region"]
     assert len(viewer.layers) == n + 1 and out.data.shape == (4, h, w)
     assert r <= 10 and c <= 10 and r + h >= 20 and c + w >= 25
+
+
+def test_a_missing_colour_table_is_counted_and_cancelled_as_its_own_step(pose_viewer):
+    """Colours 'from the surroundings' with a model that carries no colour table: the worker
+    computes it first, counted over the codes (the status line names them), then the tokens;
+    Cancel during it returns nothing and keeps no table."""
+    from napari_ilat import ILATModel
+    from napari_ilat.plugin.layers import EditInputs
+    from napari_ilat.plugin.widget import JobState, run_job
+
+    img = np.random.default_rng(0).random((32, 32, 3))
+    mask = np.zeros((32, 32), bool)
+    mask[8:20, 8:24] = True
+    model = ILATModel.tiny(seed=3)
+    state, log = JobState(), []
+    real = state.progress
+    state.progress = lambda done, total: (real(done, total), log.append((state.what, done, total)))
+    res = run_job(EditInputs(img, mask), dict(model=model, seed=0, palette="on"), state)
+    assert res.status == "ok" and res.result.palette
+    assert log[:4] == [("colour of code", k, 64) for k in (16, 32, 48, 64)]
+    assert len(log) > 4 and {what for what, _, _ in log[4:]} == {"token"}
+    other, stopped = ILATModel.tiny(seed=4), JobState()
+    stopped.cancel.set()
+    assert run_job(EditInputs(img, mask), dict(model=other, palette="on"), stopped).status == "cancelled"
+    assert other.vqgan.code_colours is None
+    # what the status line shows while the table is computed
+    _, widget = pose_viewer
+    widget._state = JobState(done=16, total=64, what="colour of code")
+    try:
+        widget._poll()
+        assert widget.status.value.startswith("colour of code 16/64")
+    finally:
+        widget._state = None

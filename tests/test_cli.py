@@ -161,6 +161,27 @@ def test_edit_palette_default_and_off(files, tmp_path):
     assert e.value.code == 2
 
 
+def test_edit_palette_on_computes_a_missing_table_first_and_says_so(files, tmp_path, capsys):
+    """--palette on with a model that carries no colour table: computed once, before the first
+    image, and said on stderr; the model's files are left as they are."""
+    from napari_ilat import ILATModel, edit, save_model
+    from napari_ilat.cli.edit import read_metadata
+
+    d, img, mask = files
+    model = ILATModel.tiny(seed=4, resolution=32)
+    path = save_model(model, tmp_path / "plain")
+    before = path.read_bytes()
+    base = ["edit", str(d / "img.png"), "--mask", str(d / "mask.png"), "--model", str(path), "--seed", "2"]
+    assert main([*base, "--palette", "on", "-o", str(d / "o.png")]) == 0
+    err = capsys.readouterr().err
+    assert "colour table: the model carries none: each code's colour computed in" in err
+    assert np.array_equal(skimage.io.imread(d / "o.png"), edit(img, mask > 0, model=model, seed=2, palette="on"))
+    assert read_metadata(d / "o.png")["palette_used"] is True and path.read_bytes() == before
+    # auto: the model carries no table, so no palette (the one "on" computed is not the model's)
+    assert main([*base, "-o", str(d / "o.png")]) == 0
+    assert "colour table" not in capsys.readouterr().err and read_metadata(d / "o.png")["palette_used"] is False
+
+
 def test_edit_with_the_default_model_beside_a_pose_json(files, monkeypatch):
     """The demo's reproduce line run inside its folder: the keypoints file pose.json in the
     working directory must not be taken for the default model 'pose'."""

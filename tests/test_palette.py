@@ -11,7 +11,14 @@ from napari_ilat import ILATModel, edit, load_model, save_model
 from napari_ilat.engine import editing, sampler, sliding
 from napari_ilat.engine import imagebart as ib_module
 from napari_ilat.engine.editing import edit_with_info
-from napari_ilat.engine.palette import allowed_codes, code_colours, colours_from_json, colours_to_json
+from napari_ilat.engine.palette import (
+    allowed_codes,
+    code_colours,
+    colours_from_json,
+    colours_of,
+    colours_to_json,
+    has_colours,
+)
 from napari_ilat.engine.sampler import SamplingOptions, pick
 
 
@@ -137,7 +144,9 @@ def test_a_model_without_a_table_uses_the_palette_only_when_asked(monkeypatch):
     assert not edit_with_info(img, mask, model=model, seed=0).palette
     assert model.vqgan.code_colours is None  # auto never pays for the table
     assert edit_with_info(img, mask, model=model, seed=0, palette="on").palette
-    assert np.array_equal(model.vqgan.code_colours, code_colours(model.vqgan))  # computed once, kept
+    assert np.array_equal(colours_of(model.vqgan), code_colours(model.vqgan))  # computed once, kept
+    # ... apart from the table a model carries: "auto" still does what it did before "on"
+    assert model.vqgan.code_colours is None and not edit_with_info(img, mask, model=model, seed=0).palette
 
 
 def test_imagebart_mode_keeps_to_the_palette(monkeypatch):
@@ -166,11 +175,11 @@ def test_a_missing_table_is_computed_first_with_progress_and_cancel():
     assert model.vqgan.code_colours is None
     with pytest.raises(EditCancelled):  # edit()'s own lazy table: cancelled before it is kept
         edit_with_info(img, mask, model=model, seed=0, palette="on", cancel=lambda: True)
-    assert model.vqgan.code_colours is None
+    assert model.vqgan.code_colours is None and not has_colours(model.vqgan)
     seen = []
     assert prepare_palette(model, palette="on", progress=lambda done, total: seen.append((done, total)))
     assert seen == [(k, 64) for k in (16, 32, 48, 64)]  # 64 codes in batches of 16
-    assert np.array_equal(model.vqgan.code_colours, code_colours(model.vqgan))
-    assert not prepare_palette(model, palette="on")  # carried now: nothing to compute
+    assert np.array_equal(colours_of(model.vqgan), code_colours(model.vqgan))
+    assert not prepare_palette(model, palette="on")  # computed already: nothing to compute
     with pytest.raises(ValueError, match="palette must be one of"):
         prepare_palette(model, palette="yes")

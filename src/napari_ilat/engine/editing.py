@@ -48,7 +48,7 @@ from napari_ilat.engine.imagebart import default_imagebart_model, is_imagebart, 
 from napari_ilat.engine.inputs import check_image, check_pose, normalize_mask, normalize_sketch
 from napari_ilat.engine.model import ILATModel, load_model
 from napari_ilat.engine.modes import MODE_NAMES, get_mode
-from napari_ilat.engine.palette import allowed_codes, check_palette, colours_of
+from napari_ilat.engine.palette import allowed_codes, check_palette, colours_of, has_colours
 from napari_ilat.engine.region_decode import Box, decode_region, record_reference, region_plan
 from napari_ilat.engine.reuse import FIRST_STAGE_CACHE, first_stage_key
 from napari_ilat.engine.sampler import EditCancelled, SamplingOptions
@@ -187,7 +187,7 @@ def prepare_palette(
     if check_palette(palette) != "on":
         return False
     vq = edit_model(model, mode, pose, sketch).vqgan
-    if vq.code_colours is not None:
+    if has_colours(vq):
         return False
     colours_of(vq, progress=progress, cancel=cancel)
     return True

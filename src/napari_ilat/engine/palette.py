@@ -20,6 +20,8 @@ and ``palette="on"`` computes it first (:func:`colours_of`).
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import torch
 from scipy import ndimage
@@ -57,15 +59,29 @@ def code_colours(vqgan, size: int = COLOUR_MAP_SIZE, batch: int = 16, progress=N
     return np.rint(rgb.numpy()).astype(np.uint8)
 
 
+# Tables computed for first stages that carry none, kept apart from ``code_colours`` (what a
+# model file carries and palette="auto" looks at): an edit with palette="on" must not change
+# what a later "auto" edit of the same model does.
+_COMPUTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def colours_of(vqgan, progress=None, cancel=None) -> np.ndarray:
-    """The first stage's colour table: the one it was loaded with, else computed once (slow
-    on a CPU, see the module docstring; ``progress`` and ``cancel`` as for
-    :func:`code_colours`) and kept on the module. A cancelled computation keeps nothing."""
-    table = vqgan.code_colours
+    """The first stage's colour table: the one it carries (``code_colours``, from its model
+    file), else one computed once (slow on a CPU, see the module docstring; ``progress`` and
+    ``cancel`` as for :func:`code_colours`) and kept for the module's lifetime. A cancelled
+    computation keeps nothing."""
+    if vqgan.code_colours is not None:
+        return vqgan.code_colours
+    table = _COMPUTED.get(vqgan)
     if table is None:
         table = code_colours(vqgan, progress=progress, cancel=cancel)
-        vqgan.code_colours = table
+        _COMPUTED[vqgan] = table
     return table
+
+
+def has_colours(vqgan) -> bool:
+    """Whether :func:`colours_of` answers at once (a carried or an already computed table)."""
+    return vqgan.code_colours is not None or vqgan in _COMPUTED
 
 
 def colours_to_json(table: np.ndarray) -> dict:
@@ -140,6 +156,7 @@ __all__ = [
     "colours_from_json",
     "colours_of",
     "colours_to_json",
+    "has_colours",
     "read_table",
     "table_meta",
 ]

@@ -965,6 +965,10 @@ def test_a_missing_colour_table_is_counted_and_cancelled_as_its_own_step(pose_vi
     widget._state = JobState(done=16, total=64, what="colour of code")
     try:
         widget._poll()
-        assert widget.status.value.startswith("colour of code 16/64")
+        assert widget.status.value.startswith("colour of code 16/64") and widget.progress.label == "colours"
+        assert (widget.progress.value, widget.progress.max) == (16, 64)
+        widget._state = JobState(done=3, total=9)  # then the tokens
+        widget._poll()
+        assert widget.progress.label == "tokens" and widget.status.value.startswith("token 3/9")
     finally:
         widget._state = None

@@ -728,11 +728,16 @@ class ILATWidget(Container):
         self.cancel_btn.enabled = running
         if running:
             self.progress.max, self.progress.value = 1, 0
+        else:  # a cancelled colour table leaves no "colours" behind
+            self.progress.label = "tokens"
 
     def _poll(self):
         state = self._state
         if state is None:
             return
+        label = "tokens" if state.what == "token" else "colours"  # what the bar counts
+        if self.progress.label != label:
+            self.progress.label = label
         if state.total:
             if self.progress.max != state.total:
                 self.progress.max = state.total

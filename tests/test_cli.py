@@ -175,6 +175,7 @@ def test_edit_palette_on_computes_a_missing_table_first_and_says_so(files, tmp_p
     assert main([*base, "--palette", "on", "-o", str(d / "o.png")]) == 0
     err = capsys.readouterr().err
     assert "colour table: the model carries none: each code's colour computed in" in err
+    assert f"`napari-ilat convert colours {path}` stores it in the model" in err
     assert np.array_equal(skimage.io.imread(d / "o.png"), edit(img, mask > 0, model=model, seed=2, palette="on"))
     assert read_metadata(d / "o.png")["palette_used"] is True and path.read_bytes() == before
     # auto: the model carries no table, so no palette (the one "on" computed is not the model's)

@@ -319,6 +319,37 @@ def test_convert_taming_cli_load_and_edit(tmp_path, capsys):
         assert not np.array_equal(out[mask], image[mask])
 
 
+def test_convert_colour_table_at_conversion_and_into_a_model_json(tmp_path, capsys):
+    """`convert taming --colour-table` stores the context palette's table in the converted
+    model; `convert colours NAME.json` adds it to an existing model, changing nothing else."""
+    import json
+
+    from napari_ilat import ILATModel, save_model
+    from napari_ilat.engine.palette import code_colours
+
+    ckpt = _checkpoint(tmp_path, "last.ckpt", {"state_dict": taming_state()})
+    out = tmp_path / "faces"
+    assert main(["convert", "taming", str(ckpt), "--n-head", "4", "-o", str(out), "--colour-table", "-q"]) == 0
+    model = load_model(out.with_suffix(".json"))
+    assert np.array_equal(model.vqgan.code_colours, code_colours(model.vqgan))
+    assert main(["convert", "taming", str(ckpt), "--n-head", "4", "-o", str(tmp_path / "plain")]) == 0
+    assert load_model(tmp_path / "plain.json").vqgan.code_colours is None  # only when asked
+    tiny = ILATModel.tiny(seed=5)
+    path = save_model(tiny, tmp_path / "m", split=True)
+    weights = {p.name: p.read_bytes() for p in tmp_path.glob("m.*.safetensors")}
+    before = json.loads(path.read_text())
+    capsys.readouterr()
+    assert main(["convert", "colours", str(path)]) == 0
+    assert "m.json: colour table of 64 codes in" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("m.*.safetensors")} == weights
+    after = json.loads(path.read_text())
+    assert {k: v for k, v in after.items() if k != "code_colours"} == before
+    assert path.read_text().startswith('{\n  "format"')  # the file's own indent
+    assert np.array_equal(load_model(path).vqgan.code_colours, code_colours(tiny.vqgan))
+    assert main(["convert", "colours", str(tmp_path / "m.stage1.safetensors")]) == 2  # not a model JSON
+    assert "give the model's NAME.json" in capsys.readouterr().err
+
+
 def test_convert_ilat_cli_load_and_edit(tmp_path):
     image, sketch, t = ilat_states()
     opt = {"state": {}, "param_groups": [{"lr": 2e-4}]}

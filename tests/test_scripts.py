@@ -267,17 +267,3 @@ def test_sweep_palette_pairs_the_same_edits_with_and_without_it():
         ]
         assert row["seamless"][palette] == pytest.approx(np.mean(scores), abs=1e-3)
     assert row["seamless"]["diff"] == pytest.approx(row["seamless"]["on"] - row["seamless"]["off"], abs=2e-3)
-
-
-def test_colour_table_adds_the_table_and_leaves_the_weights(tmp_path):
-    from napari_ilat import ILATModel, save_model
-    from napari_ilat.engine.palette import code_colours
-
-    model = ILATModel.tiny(seed=5)
-    path = save_model(model, tmp_path / "m", split=True)
-    weights = {p.name: p.read_bytes() for p in tmp_path.glob("*.safetensors")}
-    assert "code_colours" not in json.loads(path.read_text())
-    assert "colour table in" in run_script("colour_table.py", str(path))
-    assert {p.name: p.read_bytes() for p in tmp_path.glob("*.safetensors")} == weights
-    assert path.read_text().startswith('{\n  "format"')  # the file's own indent
-    assert np.array_equal(load_model(path).vqgan.code_colours, code_colours(model.vqgan))

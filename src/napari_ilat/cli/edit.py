@@ -789,9 +789,10 @@ def run(args) -> int:
     if args.palette == "on":  # a model without a colour table: computed once, before the first image
         bar = TokenProgress("colour table", quiet=args.quiet, unit="code")
         if prepare_palette(model, mode, jobs[0].pose, jobs[0].sketch, "on", progress=bar):
+            keep = f"`napari-ilat convert colours {args.model}`" if args.model else "`napari-ilat convert colours`"
             bar.close(
                 f"the model carries none: each code's colour computed in {time.perf_counter() - bar.t0:.1f} s "
-                "(kept for this run; the model's files are left as they are)"
+                f"(for this run only; {keep} stores it in the model)"
             )
         else:
             bar.bar.close()

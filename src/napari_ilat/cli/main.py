@@ -16,7 +16,10 @@ COMMANDS = {
     "data": ("napari_ilat.cli.data", "inspect the offline training data (contact sheet)"),
     "train": ("napari_ilat.cli.train", "train the VQGAN / transformer, evaluate, export a model"),
     "edit": ("napari_ilat.cli.edit", "edit an image (or a folder) where a mask is painted"),
-    "convert": ("napari_ilat.cli.convert", "convert published iLAT / taming-transformers weights; store a model's colour table"),
+    "convert": (
+        "napari_ilat.cli.convert",
+        "convert published iLAT / taming-transformers weights; store a model's colour table",
+    ),
     "demo": ("napari_ilat.cli.demo", "open napari with the pose sample (headless: write PNGs)"),
     "info": ("napari_ilat.cli.info", "versions, devices and the bundled models (checksums verified)"),
 }

@@ -182,8 +182,9 @@ def prepare_palette(
     first token: with ``palette="on"`` and a model that carries none (a converted or an older
     model; about a minute of a CPU at the bundled size, longer for bigger codebooks).
     ``progress(done, n_codes)`` and ``cancel`` as for :func:`edit`, so a front end can show
-    that wait as its own and stop it. True when a table was computed (it is kept on the
-    model, so the edit does not compute it again)."""
+    that wait as its own and stop it. True when a table was computed (kept for the session,
+    apart from the model's own: :func:`~napari_ilat.engine.palette.colours_of`; the edit
+    does not compute it again)."""
     if check_palette(palette) != "on":
         return False
     vq = edit_model(model, mode, pose, sketch).vqgan

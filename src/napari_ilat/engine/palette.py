@@ -13,9 +13,10 @@ A code's colour is the mean of the centre of a uniform ``size`` x ``size`` token
 decoded: the decoder's convolutions mix neighbouring codes, so a code alone or in a small map
 decodes to another colour than in a field of its own (a 4x4 map differs from the 16x16 one
 by 12 of 255 levels on average). Decoding every code costs about a minute of two CPU cores
-at the bundled models' size (61 s for 512 codes, measured), so the table is computed once, when a model is exported, and
-stored in its JSON (``code_colours``). For a model without one, ``palette="auto"`` stays off
-and ``palette="on"`` computes it first (:func:`colours_of`).
+at the bundled models' size (61 s for 512 codes, measured), so the table is computed once,
+when a model is exported (or by ``napari-ilat convert colours``), and stored in its JSON
+(``code_colours``). For a model without one, ``palette="auto"`` stays off and
+``palette="on"`` computes it first (:func:`colours_of`, kept for the session only).
 """
 
 from __future__ import annotations

@@ -154,20 +154,23 @@ def test_recipe_warm_start_continues_both_stages_of_a_model(tmp_path):
 @pytest.mark.slow
 def test_sigterm_ends_training_early_and_still_exports(tmp_path):
     """`timeout` (SIGTERM) hitting a recipe in stage 2, as on a lent GPU: the transformer
-    stops after its step, and what it learnt is exported and evaluated, exit status 130."""
+    stops after its step, and what it learnt is exported and evaluated, exit status 130.
+    The signal goes to the whole process group, as `timeout` and batch schedulers send it,
+    so the data worker gets it too; and it comes before the first validation edits, so the
+    last step is exported."""
     run_recipe(RecipeConfig(data="pose", minutes=0.05, **TINY), tmp_path / "a", device="cpu", quiet=True)
     out = tmp_path / "b"
     cmd = [sys.executable, "-m", "napari_ilat.cli", "train", "recipe", "--data", "pose", "--minutes", "5"]
     cmd += ["--out", str(out), "--init", str(tmp_path / "a" / "pose.json"), "--stage1-share", "0"]
-    cmd += ["--token-pool", "16", "--n-eval", "2", "--workers", "0", "--threads", "1", "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd += ["--token-pool", "16", "--n-eval", "2", "--workers", "1", "--threads", "1", "--quiet", "--val-edits", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     log = out / "stage2" / "log.jsonl"
     deadline = time.time() + 120
     while not (log.exists() and len(log.read_text().splitlines()) >= 2):
         assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-2000:]
         time.sleep(0.2)
     t = time.time()
-    os.kill(proc.pid, signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)  # the recipe and its data worker
     try:
         stdout, err = proc.communicate(timeout=90)
     except subprocess.TimeoutExpired:
@@ -177,6 +180,7 @@ def test_sigterm_ends_training_early_and_still_exports(tmp_path):
     assert time.time() - t < 90 and "Traceback" not in err
     rec = json.loads((out / "recipe.json").read_text())
     assert rec["stopped"] == "stage 2" and json.loads(stdout)["stopped"] == "stage 2"
+    assert rec["exported"] == "last step (stopped before any validation edits)"
     assert rec["phases"]["stage2"]["steps"] >= 2 and rec["wall_seconds"] < 5 * 60 * 0.5
     model = load_model(out / "pose.json")  # exported, checksums verified on load
     assert json.loads((out / "pose.json").read_text())["training"]["recipe"]["stopped"] == "stage 2"

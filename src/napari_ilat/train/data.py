@@ -10,6 +10,7 @@ or "sketch" (1xRxR in [0, 1])}`` — ``image`` is the edit *target*, the tokens 
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -269,7 +270,18 @@ def loader(dataset, index_batches, workers: int):
         collate_fn=collate,
         persistent_workers=False,
         prefetch_factor=2,
+        worker_init_fn=_leave_sigterm_to_the_trainer,
     )
+
+
+def _leave_sigterm_to_the_trainer(worker_id: int) -> None:
+    """A SIGTERM sent to the whole process group (``timeout``, a batch scheduler ending a
+    job) is the training process's to handle: it finishes its step, checkpoints and exports
+    (``common.stop_on_signal``). A worker killed by it (torch's workers die of a SIGTERM that
+    does not come from their parent) makes the training process fail with "DataLoader worker
+    killed" before it can. Workers still end with it: the DataLoader's shutdown, or their
+    watchdog when it dies."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 # --------------------------------------------------------------------------- a pool filled as it goes

@@ -316,7 +316,11 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         log(f"imagebart: {record['phases']['imagebart']['steps']} steps")
         _write(out / "recipe.json", record)
     t = time.time()
-    paths = export(out / "stage2", out / name, name=name, description=desc, best=cfg.val_edits > 0)
+    best = cfg.val_edits > 0 and C.read_best(out / "stage2") is not None
+    if cfg.val_edits > 0 and not best:  # stopped before its first validation edits
+        record["exported"] = "last step (stopped before any validation edits)"
+        log("no validation edits were scored before the stop: exporting the last step's transformer")
+    paths = export(out / "stage2", out / name, name=name, description=desc, best=best)
     record["model"] = str(paths[0])
     meta = json.loads(paths[0].read_text())
     meta["training"]["recipe"] = {

@@ -162,7 +162,7 @@ def test_sigterm_ends_training_early_and_still_exports(tmp_path):
     out = tmp_path / "b"
     cmd = [sys.executable, "-m", "napari_ilat.cli", "train", "recipe", "--data", "pose", "--minutes", "5"]
     cmd += ["--out", str(out), "--init", str(tmp_path / "a" / "pose.json"), "--stage1-share", "0"]
-    cmd += ["--token-pool", "16", "--n-eval", "2", "--workers", "1", "--threads", "1", "--quiet", "--val-edits", "2"]
+    cmd += ["--token-pool", "4096", "--n-eval", "2", "--workers", "1", "--threads", "1", "--quiet", "--val-edits", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     log = out / "stage2" / "log.jsonl"
     deadline = time.time() + 120

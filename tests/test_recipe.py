@@ -187,6 +187,22 @@ def test_sigterm_ends_training_early_and_still_exports(tmp_path):
     assert model.cond == "pose" and "pose_following" in rec["eval"]
 
 
+def test_recipe_json_names_the_model_before_the_evaluation(tmp_path, monkeypatch):
+    """An evaluation that never ends (killed by a lease's hard limit) still leaves recipe.json
+    saying which model was exported."""
+    import napari_ilat.train.evaluate as E
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(E, "evaluate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(RecipeConfig(data="pose", minutes=0.05, **TINY), tmp_path, device="cpu", quiet=True)
+    rec = json.loads((tmp_path / "recipe.json").read_text())
+    assert rec["model"] == str(tmp_path / "pose.json") and load_model(rec["model"]).cond == "pose"
+    assert "eval" not in rec
+
+
 def test_a_stop_in_stage_1_exports_nothing_and_leaves_it_resumable(tmp_path):
     with C.stop_on_signal():
         os.kill(os.getpid(), signal.SIGTERM)  # asked to stop before the first step ends

@@ -335,6 +335,7 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         meta["training"]["recipe"]["init"] = record["init"]
     paths[0].write_text(json.dumps(meta, indent=2) + "\n")
     # the JSON's checksums cover the weights only, so the provenance may be added afterwards
+    _write(out / "recipe.json", record)  # the model is there, whatever becomes of the evaluation
     n = p["n_eval"]
     # a folder of the user's images is measured on its own held-out tenth (by file name), not
     # on our test photographs

@@ -970,5 +970,8 @@ def test_a_missing_colour_table_is_counted_and_cancelled_as_its_own_step(pose_vi
         widget._state = JobState(done=3, total=9)  # then the tokens
         widget._poll()
         assert widget.progress.label == "tokens" and widget.status.value.startswith("token 3/9")
+        # the status line has the dock's width: magicgui's empty label column beside it is hidden
+        beside = widget.status.native.parent().layout().itemAt(0).widget()
+        assert beside is not widget.status.native and beside.isHidden()
     finally:
         widget._state = None

@@ -41,6 +41,7 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels, Points, Shapes
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, QObject, QTimer
+from qtpy.QtWidgets import QSizePolicy
 
 from napari_ilat.engine.defaults import DEFAULT_GUIDANCE, DEFAULT_TOP_K
 from napari_ilat.engine.modes import MODES
@@ -79,6 +80,18 @@ def available_devices() -> list[tuple[str, str]]:
     if mps is not None and mps.is_available():
         out.append(("mps", "mps"))
     return out
+
+
+def _across_the_dock(widget) -> None:
+    """Give a label-less widget the whole width: magicgui keeps an empty label column beside
+    it, in which a wrapped status line ("cancelled: nothing added") took three narrow lines
+    and fell below the fold of a short window."""
+    holder = widget.native.parent()
+    layout = holder.layout() if holder is not None else None
+    if layout is None or layout.count() != 2 or layout.itemAt(1).widget() is not widget.native:
+        return  # another magicgui layout: leave it as it is
+    layout.itemAt(0).widget().hide()
+    widget.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
 
 
 # --------------------------------------------------------------------------- the job
@@ -375,6 +388,7 @@ class ILATWidget(Container):
             ]
         )
         self.status.native.setWordWrap(True)
+        _across_the_dock(self.status)
 
         self._last_model = self.model.value
         self.model.changed.connect(self._on_model_changed)

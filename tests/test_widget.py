@@ -962,10 +962,13 @@ def test_a_missing_colour_table_is_counted_and_cancelled_as_its_own_step(pose_vi
     assert not has_colours(other.vqgan)
     # what the status line shows while the table is computed
     _, widget = pose_viewer
-    widget._state = JobState(done=16, total=64, what="colour of code")
+    import time
+
+    widget._state = JobState(done=16, total=64, what="colour of code", started=time.perf_counter() - 100)
     try:
         widget._poll()
         assert widget.status.value.startswith("colour of code 16/64") and widget.progress.label == "colours"
+        assert widget.status.value.endswith(", about 5 min left)")  # 100 s for 16: 300 s for 48 more
         assert (widget.progress.value, widget.progress.max) == (16, 64)
         widget._state = JobState(done=3, total=9)  # then the tokens
         widget._poll()

@@ -82,6 +82,15 @@ def available_devices() -> list[tuple[str, str]]:
     return out
 
 
+def _duration(seconds: float) -> str:
+    """A rough duration for a status line: "40 s", "12 min", "1.5 h"."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _across_the_dock(widget) -> None:
     """Give a label-less widget the whole width: magicgui keeps an empty label column beside
     it, in which a wrapped status line ("cancelled: nothing added") took three narrow lines
@@ -758,7 +767,10 @@ class ILATWidget(Container):
             self.progress.value = state.done
             if not state.cancel.is_set():
                 elapsed = time.perf_counter() - state.started
-                self.status.value = f"{state.what} {state.done}/{state.total}  ({elapsed:.1f} s)"
+                left = ""
+                if state.what != "token" and 0 < state.done < state.total:  # a colour table: minutes, maybe an hour
+                    left = f", about {_duration(elapsed / state.done * (state.total - state.done))} left"
+                self.status.value = f"{state.what} {state.done}/{state.total}  ({elapsed:.1f} s{left})"
 
     def _on_worker_error(self, exc):  # run_job never raises; belt and braces
         self._finish(JobResult("error", message=f"edit failed: {exc}"))

@@ -271,12 +271,21 @@ def test_info_reports_versions_and_verifies_the_bundled_models(tmp_path, capsys,
     models = {m["name"]: m for m in info["models"]}
     assert {"pose", "natural"} <= set(models) and all(m["ok"] for m in models.values())
     assert models["pose"]["cond"] == "pose" and models["pose"]["trained_minutes"] > 0
+    assert all(m["colour_table"] for m in models.values())  # the bundled models carry theirs
 
-    for f in model_mod.WEIGHTS_DIR.glob("pose.*"):  # a copy of the install, one file damaged
+    for f in model_mod.WEIGHTS_DIR.glob("pose.*"):  # a copy of the install
         shutil.copy(f, tmp_path / f.name)
-    data = (tmp_path / "pose.stage2.safetensors").read_bytes()
-    (tmp_path / "pose.stage2.safetensors").write_bytes(data[: len(data) // 2])
     monkeypatch.setattr(model_mod, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(model_mod, "bundled_models", lambda: ["pose"])
+    meta = json.loads((tmp_path / "pose.json").read_text())
+    meta.pop("code_colours")  # an older install: said
+    (tmp_path / "pose.json").write_text(json.dumps(meta))
+    assert main(["info"]) == 0
+    assert "model pose: ok (checksums verified), no colour table (`napari-ilat convert colours` adds it)" in (
+        capsys.readouterr().out
+    )
+    data = (tmp_path / "pose.stage2.safetensors").read_bytes()  # one file damaged
+    (tmp_path / "pose.stage2.safetensors").write_bytes(data[: len(data) // 2])
     assert main(["info"]) == 1
     out = capsys.readouterr().out
     assert "model pose: DOES NOT LOAD" in out and "checksum" in out

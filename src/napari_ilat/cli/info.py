@@ -87,7 +87,12 @@ def model_report(name: str) -> dict:
     }
     try:
         model = load_model(name)
-        report.update(ok=True, cond=getattr(model, "cond", None), resolution=getattr(model, "resolution", None))
+        report.update(
+            ok=True,
+            cond=getattr(model, "cond", None),
+            resolution=getattr(model, "resolution", None),
+            colour_table=model.vqgan.code_colours is not None,  # what colours "auto" needs
+        )
     except (ValueError, OSError) as e:
         report.update(ok=False, error=str(e))
     return report
@@ -131,5 +136,7 @@ def run(args) -> int:
         for m in info["models"]:
             trained = f", trained {m['trained_minutes']} min on {m['trained_on']}" if m["trained_minutes"] else ""
             state = "ok (checksums verified)" if m["ok"] else f"DOES NOT LOAD: {m['error']}"
+            if m["ok"] and not m["colour_table"]:
+                state += ", no colour table (`napari-ilat convert colours` adds it)"
             print(f"model {m['name']}: {state}; {len(m['files'])} files, {m['mib']} MiB{trained}")
     return 0 if all(m["ok"] for m in info["models"]) else 1

@@ -665,8 +665,18 @@ def test_stage2_val_edits_keep_the_best_step_and_export_it(stage1_run, tmp_path,
     nat = s2cfg(data="natural", steps=2, val_every=0, val_edits=2, token_pool=4)
     (h,) = train2(nat, TINY_TF, tmp_path / "nat", first_stage=vq_dir, device="cpu")["history"]
     assert np.isfinite(h["edit_psnr"]) and np.isfinite(h["edit_sketch_gain"]) and h["edit_sketch_gain"] != 0
-    # its box holes (no sketch) ran with the context palette, as the export's edits do
+    # its box holes (no sketch) ran with the context palette, as the export's edits do; the
+    # run keeps the table in run.json, and the export takes it from there (no code decoded again)
+    import napari_ilat.engine.palette as palette_mod
+
+    def decoded_again(*args, **kwargs):
+        raise AssertionError("the export decoded every code again")
+
+    monkeypatch.setattr(palette_mod, "code_colours", decoded_again)
     assert main(["train", "export", "--transformer", str(tmp_path / "nat"), "--out", str(tmp_path / "n")]) == 0
+    monkeypatch.undo()
+    kept = palette_mod.colours_from_json(C.read_run(tmp_path / "nat")["first_stage"]["code_colours"], 64, "run.json")
+    assert np.array_equal(load_model(tmp_path / "n.json").vqgan.code_colours, kept)
     again = validation_edit_psnr(
         load_model(tmp_path / "n.json"), validation_edit_cases("natural", 2, 32), "ilat", "cpu"
     )

@@ -650,3 +650,23 @@ def training_batches(train_ds, cfg, D, start: int, encode, out: Path, quiet: boo
     D.barrier()
     pool = load_file(str(pool_path))
     return ({k: v[b] for k, v in pool.items()} for b in index_batches())
+
+
+def give_colour_table(vqgan, first_stage: dict, where) -> None:
+    """Give a run's frozen first stage its colour table (the context palette's,
+    engine/palette.py): the one ``first_stage`` (its run.json entry) holds, computed once for
+    the run's validation edits, else decoded now. So a resumed run and the export do not
+    decode every code again (a minute of a CPU at the bundled size)."""
+    from napari_ilat.engine.palette import code_colours, read_table
+
+    read_table(vqgan, first_stage, where)
+    if vqgan.code_colours is None:
+        vqgan.code_colours = code_colours(vqgan)
+
+
+def first_stage_entry(vq_cfg, source, vqgan) -> dict:
+    """run.json's ``first_stage``: its config, where it came from and its colour table when
+    the run has one."""
+    from napari_ilat.engine.palette import table_meta
+
+    return {"config": vq_cfg.to_dict(), "source": source, **table_meta(vqgan)}

@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 
 from napari_ilat.engine.model import ILATModel, ModelConfig, save_model
-from napari_ilat.engine.palette import code_colours
 from napari_ilat.engine.transformer import TransformerConfig
 from napari_ilat.engine.vqgan import VQGANConfig
 from napari_ilat.train import common as C
@@ -71,7 +70,7 @@ def export(run_dir, out, *, name=None, description="", dtype="float16", single_f
     model, run = model_from_run(run_dir, name or stem.name, description, best=best)
     stem.parent.mkdir(parents=True, exist_ok=True)
     torch_dtype = {"float16": torch.float16, "float32": None}[dtype]
-    model.vqgan.code_colours = code_colours(model.vqgan)  # the context palette's table, stored in the JSON
+    C.give_colour_table(model.vqgan, run["first_stage"], run_dir)  # the context palette's, stored in the JSON
     cfg_path = save_model(model, stem, split=not single_file, dtype=torch_dtype)
     meta = json.loads(cfg_path.read_text())
     meta["training"] = _provenance(run)  # informational; the checksums cover the weights

@@ -45,7 +45,6 @@ from napari_ilat.engine.imagebart import (
     sample_imagebart,
     save_imagebart,
 )
-from napari_ilat.engine.palette import code_colours
 from napari_ilat.engine.vqgan import VQGANConfig, VQModel
 from napari_ilat.train import common as C
 from napari_ilat.train.data import Stage1Images, Stage2Pairs, encode_items
@@ -254,13 +253,13 @@ def train(
         edit_model.vqgan, edit_model.bart = vq, net  # the live modules, not copies
         # the colour table the export will carry (the first stage is frozen): the validation
         # edits run with the context palette, as the exported model's edits will
-        vq.code_colours = code_colours(vq)
+        C.give_colour_table(vq, run["first_stage"] if resume else {}, out)
     bar = C.Progress(cfg.steps, start, enabled=D.main and not quiet, every=cfg.log_every)
     t0 = time.time()
     step = start
 
     def run_record():
-        first_stage = {"config": vq_cfg.to_dict(), "source": first_stage_source}
+        first_stage = C.first_stage_entry(vq_cfg, first_stage_source, vq)
         elapsed_s = elapsed + time.time() - t0
         rec = C.run_record(
             STAGE, step, net_cfg.to_dict(), cfg, D, dev, prec, history, elapsed_s, first_stage=first_stage
@@ -397,7 +396,7 @@ def export(run_dir, out, *, name=None, description="", dtype="float16", best=Fal
     model, run = model_from_run(run_dir, name or stem.name, description, best=best)
     stem.parent.mkdir(parents=True, exist_ok=True)
     torch_dtype = {"float16": torch.float16, "float32": None}[dtype]
-    model.vqgan.code_colours = code_colours(model.vqgan)  # the context palette's table, stored in the JSON
+    C.give_colour_table(model.vqgan, run["first_stage"], run_dir)  # the context palette's, stored in the JSON
     cfg_path = save_imagebart(model, stem, dtype=torch_dtype)
     meta = json.loads(cfg_path.read_text())
     meta["training"] = {  # informational; the checksums cover the weights

@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from napari_ilat.engine.palette import code_colours
 from napari_ilat.engine.transformer import LATransformer, TransformerConfig, masked_token_loss
 from napari_ilat.engine.vqgan import VQGANConfig, VQModel
 from napari_ilat.train import common as C
@@ -266,13 +265,13 @@ def train(
         edit_model.vqgan, edit_model.transformer = vq, tf  # the live modules, not copies
         # the colour table the export will carry (the first stage is frozen): the validation
         # edits run with the context palette, as the exported model's edits will
-        vq.code_colours = code_colours(vq)
+        C.give_colour_table(vq, run["first_stage"] if resume else {}, out)
     bar = C.Progress(cfg.steps, start, enabled=D.main and not quiet, every=cfg.log_every)
     t0 = time.time()
     step = start
 
     def run_record():
-        first_stage = {"config": vq_cfg.to_dict(), "source": first_stage_source}
+        first_stage = C.first_stage_entry(vq_cfg, first_stage_source, vq)
         elapsed_s = elapsed + time.time() - t0
         extra = {"best": best} if best is not None else {}
         return C.run_record(

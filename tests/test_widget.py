@@ -978,3 +978,36 @@ def test_a_missing_colour_table_is_counted_and_cancelled_as_its_own_step(pose_vi
         assert beside is not widget.status.native and beside.isHidden()
     finally:
         widget._state = None
+
+
+def test_the_dock_scrolls_in_a_short_window_and_generate_shows_the_status_line(pose_viewer, errors):
+    """On a laptop screen the window must get shorter than the controls: the dock scrolls
+    (napari docks ``.native``, so that is the scroll area), and Generate scrolls down to the
+    status line, the bar and the buttons."""
+    from qtpy.QtCore import QPoint
+    from qtpy.QtWidgets import QApplication, QScrollArea
+
+    viewer, widget = pose_viewer
+    window = viewer.window._qt_window
+    assert viewer.window.dock_widgets["iLAT editor (napari-ilat)"] is widget
+    scroll = widget.native
+    assert isinstance(scroll, QScrollArea) and scroll.parent().widget() is scroll  # what the dock holds
+    assert widget.status.native in scroll.widget().findChildren(type(widget.status.native))
+    assert window.minimumSizeHint().height() < 650  # the controls alone are ~750 px tall
+    window.show()  # a hidden window does not lay out its controls
+    window.resize(1200, 600)
+    for _ in range(20):
+        QApplication.processEvents()
+    bar, view = scroll.verticalScrollBar(), scroll.viewport()
+
+    def status_in_view():
+        top = widget.status.native.mapTo(view, QPoint(0, 0)).y()
+        return 0 <= top and top + widget.status.native.height() <= view.height()
+
+    assert window.height() <= 650 and bar.maximum() > 0 and bar.value() == 0
+    assert not status_in_view()  # below the fold before the edit
+    widget.generate()
+    for _ in range(20):
+        QApplication.processEvents()
+    assert bar.value() > 0 and status_in_view()
+    assert widget.status.value.startswith("done in")

@@ -41,7 +41,7 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels, Points, Shapes
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, QObject, QTimer
-from qtpy.QtWidgets import QSizePolicy
+from qtpy.QtWidgets import QApplication, QSizePolicy
 
 from napari_ilat.engine.defaults import DEFAULT_GUIDANCE, DEFAULT_TOP_K
 from napari_ilat.engine.modes import MODES
@@ -219,6 +219,15 @@ class _CloseWatcher(QObject):
 class ILATWidget(Container):
     """Dock widget for local editing with iLAT."""
 
+    @property
+    def native(self):
+        """The dock's widget: the scroll area around the controls. napari docks ``.native``,
+        which for a scrollable magicgui container is the widget inside the scroll area, and
+        docked alone it cannot shrink: the window could not get shorter than the controls
+        (about 810 px), so on a laptop screen Generate and the status line fell off its
+        bottom (magicgui#431)."""
+        return self.root_native_widget
+
     def __init__(
         self,
         napari_viewer: napari.viewer.Viewer,  # noqa: F821
@@ -227,7 +236,7 @@ class ILATWidget(Container):
     ):
         """``synchronous``: run edits in the calling thread (no worker, no progress polling).
         ``threads``: torch threads for the worker (None: :func:`worker_threads`)."""
-        super().__init__(labels=True)
+        super().__init__(labels=True, scrollable=True)
         # napari hands plugins a PublicOnlyProxy; keep the real viewer so layers compare by
         # identity (the proxy wraps every layer in a new proxy object on each access)
         self.viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
@@ -400,6 +409,7 @@ class ILATWidget(Container):
         )
         self.status.native.setWordWrap(True)
         _across_the_dock(self.status)
+        self.native.widget().setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
 
         self._last_model = self.model.value
         self.model.changed.connect(self._on_model_changed)
@@ -695,6 +705,7 @@ class ILATWidget(Container):
             params = self._params()
         except InputError as e:
             self.status.value = f"error: {e}"  # not the previous run's "done in ..."
+            self._scroll_to_status()
             show_error(f"napari-ilat: {e}")
             return
         notes = inputs.notes + self._unused_strokes(inputs)
@@ -706,6 +717,7 @@ class ILATWidget(Container):
         self._state = state = JobState()
         self._set_running(True)
         self.status.value = "generating..."
+        self._scroll_to_status()
         if self.synchronous:
             self._finish(run_job(inputs, params, state))
             return
@@ -718,6 +730,18 @@ class ILATWidget(Container):
         self._worker = worker
         self._timer.start()
         worker.start()
+
+    def _scroll_to_status(self) -> None:
+        """In a dock shorter than the controls, scroll down to the status line and the bar
+        (Shift-G starts an edit from the canvas, whatever part of the dock is in view)."""
+        scroll = self.root_native_widget
+        try:
+            # lay out what changed first (the line's new text, the buttons): else the
+            # scroll area resizes its contents afterwards and the line is off the bottom again
+            QApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest)
+            scroll.ensureWidgetVisible(self.status.native, 0, 10)
+        except RuntimeError:  # the viewer has closed: nothing to show
+            pass
 
     def _unused_strokes(self, inputs) -> list[str]:
         """A hint when no sketch is chosen but a Shapes layer has strokes in the mask (drawn to
@@ -778,6 +802,10 @@ class ILATWidget(Container):
         self._finish(JobResult("error", message=f"edit failed: {exc}"))
 
     def _finish(self, result: JobResult):
+        self._end_job(result)
+        self._scroll_to_status()  # what became of it
+
+    def _end_job(self, result: JobResult):
         self._timer.stop()
         pending, self._pending = self._pending, None
         self._state, self._worker = None, None

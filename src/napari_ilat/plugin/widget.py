@@ -409,7 +409,7 @@ class ILATWidget(Container):
         )
         self.status.native.setWordWrap(True)
         _across_the_dock(self.status)
-        self.native.widget().setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+        self.root_native_widget.widget().setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
 
         self._last_model = self.model.value
         self.model.changed.connect(self._on_model_changed)

@@ -409,6 +409,8 @@ class ILATWidget(Container):
         )
         self.status.native.setWordWrap(True)
         _across_the_dock(self.status)
+        # the controls keep their own height in the scroll area: squeezed to their minimum
+        # first, they were laid out again after an edit and the status line fell off the bottom
         self.root_native_widget.widget().setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
 
         self._last_model = self.model.value

@@ -44,7 +44,7 @@ def main(model="pose") -> None:
     viewer.reset_view()
     settle()
     viewer.screenshot(str(HERE / "viewer_pose.png"), canvas_only=False, flash=False)
-    widget.native.grab().save(str(HERE / "widget.png"))
+    widget.native.widget().grab().save(str(HERE / "widget.png"))  # the controls, not the scroll area
 
     for layer in list(viewer.layers):
         viewer.layers.remove(layer)

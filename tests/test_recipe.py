@@ -41,9 +41,34 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture
+def decodes(monkeypatch):
+    """Counts the first stages whose every code is decoded for a colour table."""
+    from napari_ilat.engine import palette
+
+    calls, real = [], palette.code_colours
+
+    def counted(vqgan, *a, **k):
+        calls.append(vqgan)
+        return real(vqgan, *a, **k)
+
+    monkeypatch.setattr(palette, "code_colours", counted)
+    return calls
+
+
+def _table(meta: dict):
+    return bytes.fromhex(meta["code_colours"]["rgb_hex"])
+
+
 @pytest.mark.slow
-def test_recipe_runs_every_phase_and_exports_a_loadable_model(tmp_path):
+def test_recipe_runs_every_phase_and_exports_a_loadable_model(tmp_path, decodes):
     rec = run_recipe(RecipeConfig(data="pose", minutes=0.12, **TINY), tmp_path / "r", device="cpu", quiet=True)
+    # the colour table is decoded once, inside the budget, after stage 1; stage 2 and the
+    # export take it from there (the export used to decode every code again, after --minutes)
+    assert len(decodes) == 1 and rec["phases"]["colour_table"]["seconds"] >= 0
+    table = _table(json.loads((tmp_path / "r" / "stage1" / "run.json").read_text()))
+    assert _table(json.loads((tmp_path / "r" / "stage2" / "run.json").read_text())["first_stage"]) == table
+    assert _table(json.loads((tmp_path / "r" / "pose.json").read_text())) == table
     assert rec["device"] == "cpu" and rec["precision"] == "fp32"
     for phase in ("stage1", "stage2"):
         assert rec["phases"][phase]["steps"] > 0, phase
@@ -87,7 +112,7 @@ def test_recipe_on_a_folder_is_measured_on_its_own_held_out_images(tmp_path, cap
 
 
 @pytest.mark.slow
-def test_recipe_trains_imagebart_alike_on_the_same_first_stage(tmp_path):
+def test_recipe_trains_imagebart_alike_on_the_same_first_stage(tmp_path, decodes):
     from napari_ilat.engine.imagebart import is_imagebart
 
     ib = dict(ib_n_stages=2, ib_n_embd=32, ib_n_head=2, ib_n_enc_layer=1, ib_n_dec_layer=1, token_pool=16)
@@ -98,6 +123,8 @@ def test_recipe_trains_imagebart_alike_on_the_same_first_stage(tmp_path):
     assert is_imagebart(bart) and bart.config.imagebart.n_stages == 2
     for a, b in zip(ilat.vqgan.state_dict().values(), bart.vqgan.state_dict().values()):
         assert torch.equal(a, b)  # one first stage for both engines
+    assert len(decodes) == 1  # and one colour table, decoded once
+    assert np.array_equal(ilat.vqgan.code_colours, bart.vqgan.code_colours)
     for task in ("upper_half", "box"):
         assert {"imagebart", "ilat", "taming", "biharmonic"} <= set(rec["eval_imagebart"][task])
     assert rec["eval_imagebart"] == json.loads((tmp_path / "r" / "recipe.json").read_text())["eval_imagebart"]
@@ -106,7 +133,7 @@ def test_recipe_trains_imagebart_alike_on_the_same_first_stage(tmp_path):
 
 
 @pytest.mark.slow
-def test_recipe_warm_start_continues_both_stages_of_a_model(tmp_path):
+def test_recipe_warm_start_continues_both_stages_of_a_model(tmp_path, decodes):
     run_recipe(RecipeConfig(data="pose", minutes=0.1, **TINY), tmp_path / "a", device="cpu", quiet=True)
     first = json.loads((tmp_path / "a" / "pose.json").read_text())
     # a learning rate of ~0 leaves the weights where the warm start put them: the exported
@@ -134,7 +161,11 @@ def test_recipe_warm_start_continues_both_stages_of_a_model(tmp_path):
     args = ["train", "recipe", "--data", "pose", "--minutes", "0.05", "--out", str(tmp_path / "c")]
     args += ["--init", str(tmp_path / "a" / "pose.json"), "--stage1-share", "0", "--stage2-lr", "1e-2"]
     args += ["--n-eval", "2", "--workers", "0", "--seed", "1", "--quiet", "--val-edits", "2", "--cond-dropout", "0.7"]
+    decodes.clear()
     assert main(args) == 0
+    # its first stage is the warm start's, bit for bit: so is the colour table the validation
+    # edits and the export use, taken from the start model's JSON, not decoded again
+    assert decodes == [] and _table(json.loads((tmp_path / "c" / "pose.json").read_text())) == _table(first)
     assert json.loads((tmp_path / "c" / "stage2" / "run.json").read_text())["train"]["cond_dropout"] == 0.7
     c = load_model(tmp_path / "c" / "pose.json")
     # --val-edits: validation edits scored at the end of stage 2 (on a CPU only there) and

@@ -652,15 +652,20 @@ def training_batches(train_ds, cfg, D, start: int, encode, out: Path, quiet: boo
     return ({k: v[b] for k, v in pool.items()} for b in index_batches())
 
 
-def give_colour_table(vqgan, first_stage: dict, where) -> None:
+def give_colour_table(vqgan, first_stage: dict, where, source=None, compute: bool = True) -> None:
     """Give a run's frozen first stage its colour table (the context palette's,
-    engine/palette.py): the one ``first_stage`` (its run.json entry) holds, computed once for
-    the run's validation edits, else decoded now. So a resumed run and the export do not
-    decode every code again (a minute of a CPU at the bundled size)."""
+    engine/palette.py): the one ``first_stage`` (its run.json entry) holds; else the one its
+    ``source`` carries (a model, a run: :func:`~napari_ilat.train.first_stage.source_colours`),
+    the same weights; else, with ``compute``, decoded now. So a resumed run, a run on a
+    bundled model's first stage and the export do not decode every code again (a minute of
+    a CPU at the bundled size)."""
     from napari_ilat.engine.palette import code_colours, read_table
+    from napari_ilat.train.first_stage import source_colours
 
     read_table(vqgan, first_stage, where)
-    if vqgan.code_colours is None:
+    if vqgan.code_colours is None and source is not None:
+        vqgan.code_colours = source_colours(source, vqgan.config.n_embed)
+    if vqgan.code_colours is None and compute:
         vqgan.code_colours = code_colours(vqgan)
 
 

@@ -121,3 +121,49 @@ def load_first_stage_weights(path, config_json=None) -> tuple[VQGANConfig, dict]
     except RuntimeError as e:
         raise ValueError(f"{p} does not match the inferred first-stage config {cfg}: {e}") from e
     return cfg, sd
+
+
+def source_colours(path, n_embed: int):
+    """The colour table (engine/palette.py) a first-stage source already carries, or None: a
+    model's (its JSON's ``code_colours``), a transformer or ImageBART run's (run.json's
+    ``first_stage``), a stage-1 run's (run.json, from :func:`store_colour_table`). Bare
+    weights files carry none. A run on the source's first stage keeps its weights bit for
+    bit, so their table is its table, and decoding every code again (a minute of a CPU at
+    the bundled size) is work done twice."""
+    from napari_ilat.engine.palette import colours_from_json
+    from napari_ilat.train.common import has_checkpoint, read_run
+
+    p = Path(path)
+    if p.is_dir():
+        if not has_checkpoint(p):
+            return None
+        run = read_run(p)
+        meta, where = (run.get("first_stage") or {}) if run.get("stage") != "vqgan" else run, p / "run.json"
+    elif p.suffix == ".json" or (not p.exists() and not p.suffix):
+        from napari_ilat.engine.model import model_json_path
+
+        where = model_json_path(path)
+        meta = json.loads(where.read_text())
+    else:
+        return None
+    if not isinstance(meta, dict) or "code_colours" not in meta:
+        return None
+    return colours_from_json(meta["code_colours"], n_embed, str(where))
+
+
+def store_colour_table(run_dir, device="cpu") -> None:
+    """Decode a stage-1 run's colour table and keep it in its run.json (``code_colours``),
+    where :func:`source_colours` finds it for the runs on this first stage. The recipe does
+    this inside its training budget; a later save of the run (training it further) writes
+    run.json anew, without the table, so a stale one cannot outlive its weights."""
+    from napari_ilat.engine.palette import code_colours, colours_to_json
+    from napari_ilat.engine.vqgan import VQModel
+    from napari_ilat.train.common import atomic_write_text, read_run
+
+    cfg, sd = load_first_stage_weights(run_dir)
+    vq = VQModel(cfg)
+    vq.load_taming_state_dict(sd, strict=True)
+    vq.to(device).eval()
+    run = read_run(run_dir)
+    run["code_colours"] = colours_to_json(code_colours(vq))
+    atomic_write_text(json.dumps(run, indent=2) + "\n", Path(run_dir) / "run.json")

@@ -342,6 +342,30 @@ def test_taming_checkpoint_as_first_stage(tmp_path):
         load_first_stage_weights(evil)
 
 
+def test_the_colour_table_a_first_stage_source_carries(tmp_path):
+    """A run on a model's first stage takes that model's colour table (the same weights):
+    an iLAT JSON's, an ImageBART JSON's, a stage-1 run's once stored; bare weights none."""
+    from safetensors.torch import save_file
+
+    from napari_ilat.train.first_stage import source_colours, store_colour_table
+
+    for name in ("natural", "natural-imagebart"):
+        assert np.array_equal(source_colours(name, 512), load_model(name).vqgan.code_colours), name
+    with pytest.raises(ValueError, match="holds 512 colours, the codebook has 64"):
+        source_colours("natural", 64)  # a table that is not this codebook's is refused
+    train1(s1cfg(steps=1), TINY_VQ, tmp_path / "vq", device="cpu", quiet=True)
+    assert source_colours(tmp_path / "vq", TINY_VQ.n_embed) is None
+    store_colour_table(tmp_path / "vq")
+    cfg, sd = load_first_stage_weights(tmp_path / "vq")
+    vq = VQModel(cfg)
+    vq.load_taming_state_dict(sd)
+    assert np.array_equal(source_colours(tmp_path / "vq", TINY_VQ.n_embed), code_colours(vq.eval()))
+    train1(s1cfg(steps=2), TINY_VQ, tmp_path / "vq", resume=True, device="cpu", quiet=True)
+    assert source_colours(tmp_path / "vq", TINY_VQ.n_embed) is None  # trained on: the stale table is gone
+    save_file(vq.state_dict(), str(tmp_path / "vq.safetensors"))
+    assert source_colours(tmp_path / "vq.safetensors", TINY_VQ.n_embed) is None
+
+
 def test_cli_train_and_eval(tmp_path, capsys):
     from napari_ilat.cli import main
 

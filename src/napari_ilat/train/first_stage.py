@@ -166,4 +166,4 @@ def store_colour_table(run_dir, device="cpu") -> None:
     vq.to(device).eval()
     run = read_run(run_dir)
     run["code_colours"] = colours_to_json(code_colours(vq))
-    atomic_write_text(json.dumps(run, indent=2) + "\n", Path(run_dir) / "run.json")
+    atomic_write_text(json.dumps(run, indent=1) + "\n", Path(run_dir) / "run.json")  # as save_checkpoint

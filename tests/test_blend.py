@@ -3,9 +3,11 @@ detail and meets the input at the mask's edge."""
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from napari_ilat import edit
-from napari_ilat.engine.blend import seamless, smooth_fill
+from napari_ilat.engine import blend
+from napari_ilat.engine.blend import harmonic_fill, seamless, smooth_fill
 from napari_ilat.engine.model import ILATModel
 
 
@@ -43,6 +45,36 @@ def test_smooth_fill_reproduces_smooth_fields_and_handles_edge_cases():
     assert np.array_equal(smooth_fill(holed, np.zeros_like(mask)), holed)
     g = np.full((4, 4, 3), 0.3)
     assert np.array_equal(seamless(g, np.zeros_like(g), np.ones((4, 4), bool)), g)  # nothing to meet
+
+
+def test_harmonic_fill_solves_laplace_within_the_range_of_its_edge():
+    rng = np.random.default_rng(0)
+    values = rng.random((30, 34, 3))
+    mask = np.zeros((30, 34), bool)
+    mask[5:25, 0:20] = True  # touches the image's left border: reflected there
+    out = harmonic_fill(values, mask)
+    assert np.array_equal(out[~mask], values[~mask])
+    inner = mask.copy()
+    inner[:, 0] = False  # the 5-point Laplacian where all four neighbours exist
+    r, c = np.nonzero(inner)
+    lap = 4 * out[r, c] - out[r - 1, c] - out[r + 1, c] - out[r, c - 1] - out[r, c + 1]
+    np.testing.assert_allclose(lap, 0, atol=1e-9)
+    edge = ndimage.binary_dilation(mask) & ~mask
+    assert (out[mask] >= values[edge].min(0) - 1e-12).all() and (out[mask] <= values[edge].max(0) + 1e-12).all()
+
+
+def test_a_gradient_at_one_side_of_a_big_hole_is_not_carried_into_its_middle(monkeypatch):
+    """The coffee cup of the eighteenth session's trial: the difference to correct rises
+    towards the hole along one side (a white rim above a box hole) and is flat elsewhere.
+    The biharmonic fill continues that rise to the middle, where it put the rim's colour
+    (a yellow-green slab); the fill turns harmonic deep inside, an average of the edge."""
+    mask = np.zeros((70, 80), bool)
+    mask[3:-3, 3:-3] = True  # the decoded region: the hole and a 3-px ring
+    values = np.full((70, 80, 1), 0.3)
+    values[:3, :, 0] = np.array([0.5, 0.6, 0.7])[:, None]
+    assert smooth_fill(values, mask)[35, 40, 0] < 0.45
+    monkeypatch.setattr(blend, "HARMONIC_DEPTH", None)  # the biharmonic fill alone
+    assert smooth_fill(values, mask)[35, 40, 0] > 0.65
 
 
 def test_edit_blends_seamlessly_by_default_and_keeps_the_outside():

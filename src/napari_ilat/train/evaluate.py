@@ -40,9 +40,12 @@ def pose_following(
     mode: str = "ilat",
     device="cpu",
     blend: str = "seamless",
+    per_case: bool = False,
     **sampling,
 ) -> dict:
-    """``sampling``: more edit() options for every edit (guidance, temperature, top_k, ...)."""
+    """``sampling``: more edit() options for every edit (guidance, temperature, top_k, ...).
+    ``per_case``: also each pair's in-mask PSNRs (``cases``: true / source / other lists), for
+    paired comparisons of settings on the same pairs."""
     bad = set(wrong) - {"source", "other"}
     if bad or not wrong:
         raise ValueError(f"wrong poses must be 'source' and/or 'other', got {tuple(wrong)}")
@@ -81,6 +84,8 @@ def pose_following(
             ties_other_pose=ties_other / n,
             psnr_mask_other_pose=float(np.mean(p_other)),
         )
+    if per_case:
+        out["cases"] = {"true": p_true, "source": p_src, "other": p_other}
     return out
 
 

@@ -11,9 +11,10 @@ correction's fill").
 Sets: pose (train eval's pose following: in-mask PSNR with the true target pose, and how
 often it strictly beats the source pose and another pair's; the bundled pose model), box
 holes of 48-64 px and brush strokes of 10-40% without a sketch, the same strokes with the
-true sketch (its gain: the sketch set minus the brush set, the same strokes and seeds); the bundled natural model, default sampling (top-k
-20, the context palette "auto"). Prints one JSON line per set: each depth's means, and each
-depth's paired difference from the first with its standard error.
+true sketch (its gain: the sketch set minus the brush set, the same strokes and seeds); the
+bundled natural model, default sampling (top-k 20, the context palette "auto"). Prints one
+JSON line per set: each depth's means, and each depth's paired difference from the first
+with its standard error.
 """
 
 import argparse

@@ -890,9 +890,10 @@ def edit(
         it covers at most half the window (a few grey levels from a full decode: the
         decoder's normalisation statistics come from the unmasked image's decode); "full":
         decode the whole window.
-    blend : "seamless" (default): the generated content is shifted smoothly (a biharmonic
-        fill of its difference from the input around the mask) to meet the input at the
-        mask's edge, keeping its detail (napari_ilat.engine.blend); "alpha": pasted as
+    blend : "seamless" (default): the generated content is shifted smoothly (a fill of its
+        difference from the input around the mask: biharmonic at the edge, harmonic deep
+        inside) to meet the input at the mask's edge, keeping its detail
+        (napari_ilat.engine.blend); "alpha": pasted as
         decoded, with the feather band cross-fading.
     palette : "auto" (default), "on" or "off": the context palette (napari_ilat.engine.palette)
         draws only codes whose decoded colour lies within 20 levels (0-255 RGB distance) of a

@@ -267,3 +267,29 @@ def test_sweep_palette_pairs_the_same_edits_with_and_without_it():
         ]
         assert row["seamless"][palette] == pytest.approx(np.mean(scores), abs=1e-3)
     assert row["seamless"]["diff"] == pytest.approx(row["seamless"]["on"] - row["seamless"]["off"], abs=2e-3)
+
+
+@pytest.mark.slow
+def test_sweep_seamless_pairs_the_fills_on_the_same_edits(monkeypatch):
+    from napari_ilat import edit
+    from napari_ilat.engine import blend
+    from napari_ilat.evaluation.metrics import PSNR_CAP, psnr
+    from napari_ilat.evaluation.quality import box_cases
+
+    pose_row, box_row = [
+        json.loads(line) for line in run_script("sweep_seamless.py", "--n", "2", "--sets", "pose,box").splitlines()
+    ]
+    ref = pose_following(load_model("pose"), 2, split="validation", per_case=True)
+    assert len(ref["cases"]["true"]) == 2 and ref["psnr_mask_true_pose"] == pytest.approx(np.mean(ref["cases"]["true"]))
+    assert pose_row["psnr_mask_true_pose"]["16.0"]["mean"] == pytest.approx(ref["psnr_mask_true_pose"], abs=1e-3)
+    assert pose_row["following"]["16.0"]["true_beats_source_pose"] == ref["true_beats_source_pose"]
+    model = load_model("natural")
+    for depth in (None, 16.0):  # "None": the biharmonic fill alone, the one before
+        monkeypatch.setattr(blend, "HARMONIC_DEPTH", depth)
+        scores = [
+            psnr(edit(s, m, model=model, seed=seed), t, m, cap=PSNR_CAP)
+            for seed, s, t, m, _ in box_cases(2, 128, "validation")
+        ]
+        assert box_row["psnr_mask"][str(depth)]["mean"] == pytest.approx(np.mean(scores), abs=1e-3)
+    d = box_row["psnr_mask"]["16.0"]
+    assert d["diff"] == pytest.approx(d["mean"] - box_row["psnr_mask"]["None"]["mean"], abs=2e-3)

@@ -669,6 +669,17 @@ def give_colour_table(vqgan, first_stage: dict, where, source=None, compute: boo
         vqgan.code_colours = code_colours(vqgan)
 
 
+def colour_table_at_start(vqgan, out, resumed_run: dict | None, source, compute: bool) -> None:
+    """At the start of a run on a frozen first stage (stage 2, ImageBART): give it the colour
+    table its export will carry, kept in run.json from then on. A resumed run has it in its
+    run.json (``resumed_run``); a new one takes the table its ``source`` carries (a model, a
+    recipe's stage-1 run), or, with ``compute``, decodes it now."""
+    if resumed_run is not None:
+        give_colour_table(vqgan, resumed_run["first_stage"], out, compute=compute)
+    else:
+        give_colour_table(vqgan, {}, out, source=source, compute=compute)
+
+
 def first_stage_entry(vq_cfg, source, vqgan) -> dict:
     """run.json's ``first_stage``: its config, where it came from and its colour table when
     the run has one."""

@@ -263,17 +263,8 @@ def train(
             sketch_cases = list(natural_cases(cfg.val_edits, R, True, split="validation"))
         edit_model = ILATModel(ModelConfig(vqgan=vq_cfg, transformer=tf_cfg))
         edit_model.vqgan, edit_model.transformer = vq, tf  # the live modules, not copies
-    # the colour table the export will carry (the first stage is frozen), kept in run.json:
-    # the one the first stage's source carries (a model, a recipe's stage-1 run), or, for the
-    # validation edits, which run with the context palette as the exported model's edits
-    # will, decoded now; a resumed run has it in its run.json
-    C.give_colour_table(
-        vq,
-        run["first_stage"] if resume else {},
-        out,
-        source=None if resume else first_stage_source,
-        compute=edit_model is not None,
-    )
+    # the validation edits run with the context palette, as the exported model's will
+    C.colour_table_at_start(vq, out, run if resume else None, first_stage_source, compute=edit_model is not None)
     bar = C.Progress(cfg.steps, start, enabled=D.main and not quiet, every=cfg.log_every)
     t0 = time.time()
     step = start

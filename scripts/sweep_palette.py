@@ -8,6 +8,11 @@ the context palette").
     OMP_NUM_THREADS=1 python scripts/sweep_palette.py --n 100 --split validation \
         --sets upper-imagebart,upper-taming
 
+The same on greyscale images (each case's photographs made grey, as a microscopy or astronomy
+user's; the palette then compares grey levels, engine/palette.py):
+
+    OMP_NUM_THREADS=1 python scripts/sweep_palette.py --n 200 --split test --sets box,brush --grey
+
 A user's case, as a picture: a 400 x 300 px hole in scikit-image's astronaut photograph
 upscaled to 2048 x 2048 (generated at the model's pixel scale), with and without it:
 
@@ -44,12 +49,20 @@ def example(path):
     io.imsave(path, np.concatenate([tiles[0], gap, tiles[1], gap, tiles[2]], 1), check_contrast=False)
 
 
+def greyscale(image):
+    """An RGB uint8 case image as 2D uint8 greyscale (what a user's grey image is)."""
+    from skimage.color import rgb2gray
+
+    return np.rint(rgb2gray(image) * 255).astype(np.uint8)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--sets", default="box,brush")
     ap.add_argument("--split", default="validation")
     ap.add_argument("--ilat-model", default="natural", help="the natural iLAT model (default: the bundled one)")
+    ap.add_argument("--grey", action="store_true", help="the cases' images made greyscale (2D)")
     ap.add_argument("--example", help="also write the astronaut example here (PNG): input, without, with")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -60,10 +73,12 @@ def main():
         model = load_model(model or args.ilat_model)
         res = {(p, b): [] for p in ("off", "on") for b in ("seamless", "alpha")}
         for seed, src, tgt, mask, cond in make_cases(args.n, args.split):
+            if args.grey:
+                src, tgt = greyscale(src), greyscale(tgt)
             for (p, b), scores in res.items():
                 out = edit(src, mask, model=model, mode=mode, seed=seed, palette=p, blend=b, **cond)
                 scores.append(psnr(out, tgt, mask, cap=PSNR_CAP))
-        row = {"set": name, "n": args.n, "split": args.split}
+        row = {"set": name, "n": args.n, "split": args.split, "grey": args.grey}
         for b, label in (("seamless", "seamless"), ("alpha", "pasted")):
             off, on = np.array(res["off", b]), np.array(res["on", b])
             d = on - off

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from napari_ilat import ILATModel, edit, load_model, save_model
 from napari_ilat.engine import editing, sampler, sliding
@@ -64,6 +65,50 @@ def test_allowed_codes_are_those_near_the_band_colours():
     keep = allowed_codes(table, rgb, mask, tau=1, min_codes=5)
     assert np.flatnonzero(keep).tolist() == [48, 49, 50, 51, 52]
     assert allowed_codes(table, rgb, np.ones((40, 40), bool)) is None  # no known pixel: no palette
+
+
+def test_a_grey_image_compares_codes_by_their_grey_level():
+    # a warm mid-tone (mean 110), a dark-ish neutral grey and a near-black code
+    table = np.array([(150, 110, 70), (95, 95, 95), (10, 10, 10)], np.uint8)
+    rgb = np.full((40, 40, 3), 110 / 255)  # a grey band of 110
+    mask = np.zeros((40, 40), bool)
+    mask[15:25, 15:25] = True
+    # in colour the warm code lies 57 levels off, the neutral one 26: only the nearest is kept
+    assert allowed_codes(table, rgb, mask, tau=20, min_codes=1).tolist() == [False, True, False]
+    # a grey image shows the warm code as grey 110, exactly the band's; the neutral one is 15 off
+    assert allowed_codes(table, rgb, mask, grey=True, tau=20, min_codes=1).tolist() == [True, False, False]
+
+
+def test_a_grey_image_gets_a_grey_level_palette_and_a_grey_fill_in_rgb_too(coloured, monkeypatch):
+    img, mask = _case()
+    img = np.rint(img * 255).astype(np.uint8)
+    seen = []
+    monkeypatch.setattr(editing, "allowed_codes", lambda *a, **k: seen.append(k.get("grey")) or allowed_codes(*a, **k))
+    grey = img[..., 0]
+    rgb_grey = np.repeat(grey[..., None], 3, axis=2)
+    rgb_grey[..., 1] = np.clip(grey.astype(int) + 2, 0, 255)  # 2 levels of JPEG-like chroma: still grey
+    opaque = np.full(mask.shape + (1,), 255, np.uint8)
+    kinds = {
+        "2D": (grey, True),
+        "one channel": (grey[..., None], True),
+        "RGB without colour": (rgb_grey, True),
+        "RGBA without colour": (np.dstack([rgb_grey, opaque]), True),
+        "RGB": (img, False),
+        "RGB, 3 levels of chroma": (
+            np.dstack([grey, grey, np.clip(grey.astype(int) + 3, 0, 255)]).astype(np.uint8),
+            False,
+        ),
+    }
+    for name, (image, is_grey) in kinds.items():
+        seen.clear()
+        out = edit(image, mask, model=coloured, seed=0, palette="off" if name == "RGB" else "auto")
+        assert seen == ([] if name == "RGB" else [is_grey]), name
+        fill = out[mask][..., :3] if out.ndim == 3 else out[mask]
+        if out.ndim == 3 and out.shape[2] >= 3:  # the fill is as grey as the image (at most the 2
+            # levels of chroma the seamless correction carries in from its edge), else in colour
+            assert (np.ptp(fill.astype(int), axis=1).max() <= 2) == is_grey, name
+        far = ~ndimage.binary_dilation(mask, iterations=3)  # past the 2 px feather band
+        assert np.array_equal(out[far], image[far]), name  # the known pixels as given
 
 
 def test_pick_draws_only_allowed_codes_greedy_too():

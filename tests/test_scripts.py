@@ -253,6 +253,8 @@ def test_natural_without_sketch_prints_each_setting_and_draws_the_grid(tmp_path)
 
 @pytest.mark.slow
 def test_sweep_palette_pairs_the_same_edits_with_and_without_it():
+    from skimage.color import rgb2gray
+
     from napari_ilat import edit
     from napari_ilat.evaluation.metrics import PSNR_CAP, psnr
     from napari_ilat.evaluation.quality import box_cases
@@ -267,6 +269,15 @@ def test_sweep_palette_pairs_the_same_edits_with_and_without_it():
         ]
         assert row["seamless"][palette] == pytest.approx(np.mean(scores), abs=1e-3)
     assert row["seamless"]["diff"] == pytest.approx(row["seamless"]["on"] - row["seamless"]["off"], abs=2e-3)
+    # --grey: the same cases as 2D greyscale images
+    out = run_script("sweep_palette.py", "--n", "1", "--sets", "box", "--grey")
+    (row,) = [json.loads(line) for line in out.splitlines()]
+    assert row["grey"] is True
+    ((seed, s, t, m, _),) = box_cases(1, 128, "validation")
+    s, t = (np.rint(rgb2gray(a) * 255).astype(np.uint8) for a in (s, t))
+    assert row["seamless"]["on"] == pytest.approx(
+        psnr(edit(s, m, model=model, seed=seed), t, m, cap=PSNR_CAP), abs=1e-3
+    )
 
 
 @pytest.mark.slow

@@ -458,6 +458,22 @@ def _to_rgb(unit: np.ndarray) -> np.ndarray:
     return unit[..., :3]
 
 
+#: an RGB window whose known pixels' channels differ by at most this (0-1 scale: 2 of 255
+#: levels, a grey photograph's JPEG noise) has no colour, and is edited as a grey image is
+GREY_TOLERANCE = 2 / 255
+
+
+def _has_no_colour(unit: np.ndarray, mask: np.ndarray) -> bool:
+    """Whether the window ``unit`` (values in [0, 1]) is grey where it is known: a greyscale
+    image, or an RGB(A) one whose channels agree outside ``mask``. Its fill is then drawn by
+    grey level (the palette) and comes out grey, not in the tint of a model trained on
+    colour photographs."""
+    if unit.ndim == 2 or unit.shape[2] == 1:
+        return True
+    known = unit[~mask][:, :3]
+    return bool(known.size) and float((known.max(1) - known.min(1)).max()) <= GREY_TOLERANCE + 1e-9
+
+
 def _from_rgb(rgb: np.ndarray, like: np.ndarray) -> np.ndarray:
     """Generated RGB (..., H, W, 3) -> the colour channels of ``like`` (alpha is not ours)."""
     if like.ndim == 2:
@@ -660,6 +676,8 @@ def edit_with_info(
     unit = intensity.to_unit(image[win])
     rgb = _to_rgb(unit)
     rgb = np.where(mask_w[..., None], np.nan_to_num(rgb, nan=0.0, posinf=1.0, neginf=0.0), rgb)
+    grey = _has_no_colour(unit, mask_w)
+    grey_rgb = grey and unit.ndim == 3 and unit.shape[2] >= 3
 
     def to_tensor(a):
         return torch.from_numpy(np.ascontiguousarray(a)).to(dev, dtype)
@@ -731,7 +749,7 @@ def edit_with_info(
                 allowed = entry["palette"]
             else:
                 known_rgb = ((x[0] + 1) / 2).permute(1, 2, 0).float().cpu().numpy()
-                allowed = allowed_codes(colours_of(vq, cancel=cancel), known_rgb, m[0, 0].cpu().numpy())
+                allowed = allowed_codes(colours_of(vq, cancel=cancel), known_rgb, m[0, 0].cpu().numpy(), grey=grey)
                 FIRST_STAGE_CACHE.add(key, "palette", allowed)
             use_palette = allowed is not None  # None: no known pixel in the band
             if use_palette:
@@ -781,6 +799,8 @@ def edit_with_info(
                 gen = vq.decode_tokens(out_tokens[None], z_hat, m_q)
                 gen = _resize(((gen + 1) / 2).clamp(0, 1), (h, w))[..., roi.r0 : roi.r1, roi.c0 : roi.c1]
             gen = gen[0].permute(1, 2, 0).double().cpu().numpy()  # (roi h, roi w, 3)
+            if grey_rgb:  # an RGB image without colour: a grey fill, not the model's tint
+                gen = np.repeat(gen.mean(-1, keepdims=True), 3, axis=-1)
             if blend == "seamless":  # shifted smoothly to meet the input at the mask's edge
                 gen = seamless(gen, rgb_roi, mask_w[roi_win])
             blended = a * gen + (1 - a) * rgb_roi

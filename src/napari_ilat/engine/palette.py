@@ -120,6 +120,7 @@ def allowed_codes(
     rgb: np.ndarray,
     mask: np.ndarray,
     *,
+    grey: bool = False,
     tau: float = PALETTE_TAU,
     band: int = PALETTE_BAND,
     min_codes: int = PALETTE_MIN_CODES,
@@ -127,7 +128,14 @@ def allowed_codes(
     """(n_embed,) bool: the codes whose colour lies within ``tau`` of a known pixel of
     ``rgb`` ((H, W, 3) in [0, 1]) at most ``band`` pixels from ``mask`` ((H, W) bool), and
     always the ``min_codes`` nearest. None when no known pixel lies in the band (nothing
-    to match)."""
+    to match).
+
+    ``grey``: the edit's output keeps no colour (a greyscale image; the generated RGB is
+    averaged into it), so a code counts by its grey level, the mean of its colour, as the
+    output will show it. Compared in colour, a grey band is near only the few neutral codes
+    of a model trained on colour photographs, mostly its dark ones (at low intensity every
+    hue is close to grey), and the fill came out near-black (docs/benchmarks.md, "Sampling:
+    the context palette")."""
     ring = ndimage.binary_dilation(mask, iterations=band) & ~mask
     px = rgb[ring].reshape(-1, 3).astype(np.float32) * 255
     if len(px) == 0:
@@ -135,6 +143,8 @@ def allowed_codes(
     if len(px) > PALETTE_PIXELS:  # a fixed subsample: the same inputs give the same palette
         px = px[np.random.default_rng(0).choice(len(px), PALETTE_PIXELS, replace=False)]
     colours = table.astype(np.float32)
+    if grey:
+        colours = np.repeat(colours.mean(1, keepdims=True), 3, axis=1)
     d = np.sqrt(((colours[:, None, :] - px[None]) ** 2).sum(-1)).min(1)  # each code to its nearest pixel
     keep = d <= tau
     k = min(min_codes, len(d))

@@ -33,7 +33,7 @@ import torch
 from sweep_topk import CASES
 
 from napari_ilat import edit, load_model
-from napari_ilat.evaluation.metrics import PSNR_CAP, psnr
+from napari_ilat.evaluation.metrics import PSNR_CAP, paired_difference, psnr
 
 
 def example(path):
@@ -81,12 +81,12 @@ def main():
         row = {"set": name, "n": args.n, "split": args.split, "grey": args.grey}
         for b, label in (("seamless", "seamless"), ("alpha", "pasted")):
             off, on = np.array(res["off", b]), np.array(res["on", b])
-            d = on - off
+            diff, se = paired_difference(on, off)
             row[label] = {
                 "off": round(float(off.mean()), 3),
                 "on": round(float(on.mean()), 3),
-                "diff": round(float(d.mean()), 3),
-                "se": round(float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0, 3),
+                "diff": round(diff, 3),
+                "se": round(se, 3),
             }
         print(json.dumps(row), flush=True)
 

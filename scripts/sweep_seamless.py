@@ -26,7 +26,7 @@ from sweep_topk import CASES
 
 from napari_ilat import edit, load_model
 from napari_ilat.engine import blend
-from napari_ilat.evaluation.metrics import PSNR_CAP, psnr
+from napari_ilat.evaluation.metrics import PSNR_CAP, paired_difference, psnr
 from napari_ilat.train.evaluate import pose_following
 
 
@@ -37,8 +37,8 @@ def paired(scores: dict, first) -> dict:
         s = np.asarray(s, float)
         row = {"mean": round(float(s.mean()), 3)}
         if depth != first:
-            d = s - np.asarray(scores[first], float)
-            row.update(diff=round(float(d.mean()), 3), se=round(float(d.std(ddof=1) / np.sqrt(len(d))), 3))
+            diff, se = paired_difference(s, scores[first])
+            row.update(diff=round(diff, 3), se=round(se, 3))
         out[str(depth)] = row
     return out
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_ilat.evaluation.metrics import all_metrics, mae, psnr, ssim, thumbnail_code
+from napari_ilat.evaluation.metrics import all_metrics, mae, paired_difference, psnr, ssim, thumbnail_code
 
 
 def test_psnr_is_standard_not_reference_plus_one():
@@ -78,3 +78,11 @@ def test_psnr_cap():
     b[0, 0] = 255
     assert psnr(a, a) == float("inf") and psnr(a, a, cap=50.0) == 50.0
     assert psnr(a, b, cap=50.0) == psnr(a, b) < 50.0
+
+
+def test_paired_difference_is_the_mean_difference_and_its_standard_error():
+    a, b = [3.0, 5.0, 4.0, 6.0], [1.0, 2.0, 2.0, 3.0]  # differences 2, 3, 2, 3
+    diff, se = paired_difference(a, b)
+    assert diff == pytest.approx(2.5)
+    assert se == pytest.approx(np.std([2, 3, 2, 3], ddof=1) / 2)
+    assert paired_difference([1.0], [0.5]) == (0.5, 0.0)  # one case: no spread to estimate

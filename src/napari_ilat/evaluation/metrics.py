@@ -62,6 +62,14 @@ def ssim(a, b, mask=None) -> float:
     return float(smap[mask].mean() if mask is not None else smap.mean())
 
 
+def paired_difference(a, b) -> tuple[float, float]:
+    """The mean of ``a - b`` over cases measured both ways (same cases, same seeds) and its
+    standard error (0 for a single case): how the sweeps report one setting against another."""
+    d = np.asarray(a, float) - np.asarray(b, float)
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+    return float(d.mean()), se
+
+
 def all_metrics(result, target, mask) -> dict:
     """PSNR / SSIM / MAE over the whole image and inside ``mask``."""
     mask = np.asarray(mask, bool)

@@ -84,7 +84,7 @@ def _run_entry(n: int, training: dict, gpu: str, command: str) -> dict:
     return entry
 
 
-def bundle(new_json: Path, name: str, gpu: str, command: str, weights: Path = WEIGHTS) -> Path:
+def bundle(new_json: Path, name: str, gpu: str, command: str, weights: Path = WEIGHTS, beside: bool = False) -> Path:
     new_json = Path(new_json)
     old_path = weights / f"{name}.json"
     old = json.loads(old_path.read_text())
@@ -116,12 +116,14 @@ def bundle(new_json: Path, name: str, gpu: str, command: str, weights: Path = WE
     new_t = new.setdefault("training", {})
     runs[-1].setdefault("weights_in_git", f"{_in_git(weights, name)} (src/napari_ilat/weights/{name}.*)")
     runs.append(_run_entry(n, new_t, gpu, command))
+    if beside:  # the same device minutes as the run before it: counted once in the total
+        runs[-1]["beside_run"] = n - 1
     stage1 = old["files"].get("stage1", {}).get("sha256")
     if stage1 == new["files"].get("stage1", {}).get("sha256") and "first_stage" in old_t:
         kept = old_t["first_stage"]  # a record (iLAT) or where it came from (ImageBART)
         note = "kept bit for bit from the model continued; its record"
         new_t["first_stage"] = dict(kept, note=note) if isinstance(kept, dict) else kept
-    gpu_runs = [r for r in runs if r.get("minutes") is not None]
+    gpu_runs = [r for r in runs if r.get("minutes") is not None and "beside_run" not in r]
     lineage["gpu_minutes_total"] = round(sum(r["minutes"] for r in gpu_runs), 1)
     for k in ("stage1_steps", "stage2_steps", "steps"):
         if any(k in r for r in runs):
@@ -147,8 +149,14 @@ def main():
     ap.add_argument("--gpu", required=True, help="where it trained, e.g. 'NVIDIA H100 80GB HBM3, alone'")
     ap.add_argument("--command", required=True, help="the command that trained it, as run")
     ap.add_argument("--weights-dir", type=Path, default=WEIGHTS)
+    ap.add_argument(
+        "--beside",
+        action="store_true",
+        help="it trained at the same time as the run bundled before it, on the same device (a decoder-only "
+        "run beside its transformer): its minutes are not added to the total",
+    )
     args = ap.parse_args()
-    path = bundle(Path(args.model), args.name, args.gpu, args.command, args.weights_dir)
+    path = bundle(Path(args.model), args.name, args.gpu, args.command, args.weights_dir, args.beside)
     print(f"{path}: run {len(json.loads(path.read_text())['training']['lineage']['runs'])} of its lineage")
 
 

@@ -11,6 +11,11 @@ result is the first stage's (docs/benchmarks.md, "Where the error is").
 
 PSNR in the mask, capped at 50 dB (a flat hole reproduced exactly is infinite). Prints one
 JSON line per set.
+
+    OMP_NUM_THREADS=1 python scripts/first_stage_bound.py --sets none --demo docs/images/demo_code_bound.png
+
+writes the README's edit (the pose sample, `napari-ilat demo`) the same way: the true image,
+its own codes decoded (seamless, pasted), and the bundled pose model's edit, side by side.
 """
 
 import argparse
@@ -45,14 +50,37 @@ def code_bound(vq, source, target, mask):
     return outs
 
 
+def demo(path, scale: int = 3):
+    """The pose sample's demo edit: truth | code bound seamless | code bound pasted | the model's."""
+    from skimage.io import imsave
+
+    from napari_ilat.cli.demo import DEMO_SEED
+    from napari_ilat.plugin.sample_data import pose_sample_pair
+
+    pair = pose_sample_pair()
+    model = load_model("pose")
+    with torch.inference_mode():
+        panels = [pair.target, *code_bound(model.vqgan, pair.source, pair.target, pair.mask)]
+        panels.append(edit(pair.source, pair.mask, pair.target_pose, model=model, seed=DEMO_SEED))
+    scores = [round(psnr(p, pair.target, pair.mask, cap=PSNR_CAP), 2) for p in panels[1:]]
+    gap = np.full((pair.target.shape[0], 2, 3), 255, np.uint8)
+    row = np.concatenate([q for p in panels for q in (p, gap)][:-1], axis=1)
+    imsave(path, np.repeat(np.repeat(row, scale, 0), scale, 1), check_contrast=False)
+    keys = ("code_bound_seamless", "code_bound_pasted", "model_edit")
+    print(json.dumps({"set": "demo", "image": str(path), **dict(zip(keys, scores, strict=True))}), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--sets", default="pose,box,brush")
     ap.add_argument("--split", default="test")
+    ap.add_argument("--demo", default=None, help="also write the README's edit this way to this PNG")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    for name in args.sets.split(","):
+    if args.demo:
+        demo(args.demo)
+    for name in filter(None, args.sets.replace("none", "").split(",")):
         make_cases, model_name = CASES[name]
         model = load_model(model_name)
         rows = []

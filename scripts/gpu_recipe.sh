@@ -33,6 +33,15 @@
 #   COND_DROPOUT=0.5 ... continue                         half the transformer's steps without the pose /
 #                                                         sketch: the branch a natural edit without a
 #                                                         sketch runs (the recipe's default 0.2)
+#   DECODER_MIN=7 MODELS=pose STAGE1_SHARE=0 ... continue
+#                                                         the bundled pose first stage's decoder trains
+#                                                         alone beside the transformer (`train vqgan
+#                                                         --decoder-only`: encoder and codebook frozen, so
+#                                                         the codes and the transformer stay valid), then
+#                                                         RUN_DIR/pose-decoder/pose-decoder.json is the continued
+#                                                         transformer with that decoder (`train export
+#                                                         --first-stage`); WORKERS_DECODER data workers
+#                                                         (default 2), batch 32, each batch used 3 times
 #   SEED=3 ...                                            data seed of a continuation (default 1): give
 #                                                         each continuation a new one, or its batches
 #                                                         repeat an earlier run's order
@@ -80,13 +89,22 @@ collect() {  # $OUT takes 8 files: only what changed, JSONs (ablation: all in re
         n=$(basename "$d")
         case $n in
             *imagebart) files="bart1 bart2 bart3" ;;  # its first stage is the bundled natural one
+            *-decoder) files=stage1 ;;  # its stage2 is NAME's; its JSON only in records.tgz (8 files)
             *) if [ "$MODE" = ablation ] || [ "${STAGE1_SHARE:-0.6}" = 0 ]; then files=stage2
                else files="stage1 stage2"; fi ;;
         esac
         for f in $files; do cp "$d/$n.$f.safetensors" "$OUT/" 2>/dev/null; done
-        [ "$MODE" = ablation ] || cp "$d/$n.json" "$OUT/" 2>/dev/null
+        [ "$MODE" = ablation ] || [[ $n == *-decoder ]] || cp "$d/$n.json" "$OUT/" 2>/dev/null
     done
     tar czf "$OUT/records.tgz" --exclude='*.safetensors' --exclude='*.pt' --exclude='*.npz' "$RUN" 2>/dev/null
+}
+decoder() {  # model: its bundled first stage's decoder trains alone for DECODER_MIN minutes
+    timeout -k 120 "$(limit "$DECODER_MIN" 90)" \
+        python3 -m napari_ilat.cli train vqgan --data "$1" --init "$1" --decoder-only \
+        --out "$RUN/$1-decoder/run" --overwrite --quiet --device "${DEVICE:-cuda}" --batch-size 32 --reuse 3 \
+        --workers "${WORKERS_DECODER:-2}" --budget "$DECODER_MIN" --seed "${SEED:-1}" --val-every 500 \
+        --val-size 64 --sample-every 0 --save-every 500 >"$RUN/$1-decoder.log" 2>&1 &
+    pids+=("decoder $1:$!")
 }
 imagebart() {  # trains ImageBART for IMAGEBART_MIN minutes beside the other runs; extra args:
     # its start (the recipe's sizes from scratch, or --init MODEL)
@@ -116,11 +134,20 @@ if [ "$MODE" = continue ]; then
         recipe "$m" "$w" --data "$m" --init "$m" --seed "${SEED:-1}" --val-edits "${VAL_EDITS:-64}" \
             ${POOL:+--token-pool "$POOL"} ${COND_DROPOUT:+--cond-dropout "$COND_DROPOUT"} &
         pids+=("recipe $m:$!")
+        [ -n "${DECODER_MIN:-}" ] && decoder "$m"
     done
     # IMAGEBART_MIN > 0: the bundled natural-imagebart goes on beside them (its stages and
     # first stage, a fresh optimiser and schedule over these minutes)
     [ -n "${IMAGEBART_MIN:-}" ] && imagebart --init natural-imagebart
     wait_all
+    if [ -n "${DECODER_MIN:-}" ]; then  # each continued transformer with its new decoder
+        for m in ${MODELS:-pose natural}; do
+            python3 -m napari_ilat.cli train export --transformer "$RUN/$m/$m.json" \
+                --first-stage "$RUN/$m-decoder/run" --out "$RUN/$m-decoder/$m-decoder" --name "$m" \
+                >>"$RUN/$m-decoder.log" 2>&1
+            r=$?; echo "export $m with its new decoder: $r"; status=$((status || r))
+        done
+    fi
     collect
     for preset in ${BENCH-default paper}; do
         timeout 75 python3 -m napari_ilat.cli bench regenerate --preset "$preset" --device cuda --repeats 5 \

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from skimage.io import imread
 
 from napari_ilat import load_model
 from napari_ilat.train.evaluate import pose_following
@@ -56,6 +57,25 @@ def test_first_stage_bound_puts_exact_codes_above_the_model():
     assert (row["set"], row["split"], row["n"]) == ("box", "test", 2)
     # the ground truth's own codes decode closer to the truth than any sampled edit
     assert row["code_bound_seamless"] > row["model_edit"] and row["code_bound_pasted"] > row["model_edit"]
+
+
+@pytest.mark.slow
+def test_first_stage_bound_demo_writes_the_readme_edit_with_exact_codes(tmp_path):
+    png = tmp_path / "demo.png"
+    (row,) = [
+        json.loads(x) for x in run_script("first_stage_bound.py", "--sets", "none", "--demo", str(png)).splitlines()
+    ]
+    assert row["set"] == "demo" and row["code_bound_pasted"] > row["model_edit"]
+    from napari_ilat.plugin.sample_data import pose_sample_pair
+
+    img = imread(png)  # truth | code bound seamless | pasted | the model's edit, 3x
+    assert img.shape == (3 * 128, 3 * (4 * 128 + 3 * 2), 3)
+    truth, seamless, pasted, own = (img[::3, ::3][:, i * 130 : i * 130 + 128] for i in range(4))
+    pair = pose_sample_pair()
+    assert np.array_equal(truth, pair.target)
+    for panel in (seamless, pasted, own):  # the source outside the mask, new pixels inside
+        assert np.array_equal(panel[~pair.mask], pair.source[~pair.mask])
+        assert not np.array_equal(panel[pair.mask], pair.source[pair.mask])
 
 
 @pytest.mark.slow
@@ -153,6 +173,23 @@ def test_bundle_appends_the_run_to_the_lineage_and_keeps_a_shared_first_stage(tm
     assert not (weights / "pose.stage1.safetensors").exists()  # not copied a second time
     loaded = load_model(out)
     assert torch.equal(loaded.transformer.tok_emb.weight, new.transformer.tok_emb.weight)
+
+    # a decoder trained beside that run: a new first stage, the transformer referenced, and its
+    # minutes, which were the same device minutes, not added to the total
+    stage2_before = json.loads(out.read_text())["files"]["stage2"]
+    with torch.no_grad():
+        new.vqgan.decoder.conv_out.bias.add_(0.01)
+    dpath = save_model(new, run / "pose-decoder", split=True)
+    dmeta = json.loads(dpath.read_text())
+    dmeta["training"] = {"decoder_only": True, "steps": 3, "train_minutes": 0.4}
+    dpath.write_text(json.dumps(dmeta))
+    got = json.loads(bundle.bundle(dpath, "pose", "a test GPU", "decoder", weights, beside=True).read_text())
+    runs = got["training"]["lineage"]["runs"]
+    assert runs[2] == {"run": 3, "gpu": "a test GPU", "minutes": 0.4, "command": "decoder", "steps": 3, "beside_run": 2}
+    assert got["training"]["lineage"]["gpu_minutes_total"] == 1.5
+    assert got["files"]["stage1"]["file"] == "pose.stage1.safetensors" and got["files"]["stage2"] == stage2_before
+    assert (weights / "shared.stage1.safetensors").read_bytes() == stage1_bytes  # the shared file untouched
+    assert torch.equal(load_model(out).vqgan.decoder.conv_out.bias, new.vqgan.decoder.conv_out.bias)
 
 
 def test_imagebart_chain_skip_variants_start_below_the_noise_stage():

@@ -94,16 +94,93 @@ def test_stage1_trains_and_writes_a_checkpoint(stage1_run):
             assert f.read_bytes()[:2] not in (b"\x80\x04", b"\x80\x02") and f.read_bytes()[:2] != b"PK"
 
 
-@pytest.mark.parametrize("reuse", [1, 3])
-def test_stage1_resume_matches_uninterrupted(tmp_path, reuse):
-    """Also with batches reused (--reuse 3): the run stops inside a batch's cycle of steps."""
+@pytest.mark.parametrize("reuse, decoder_only", [(1, False), (3, False), (1, True)])
+def test_stage1_resume_matches_uninterrupted(tmp_path, reuse, decoder_only):
+    """Also with batches reused (--reuse 3): the run stops inside a batch's cycle of steps;
+    and a decoder-only run, whose optimiser holds the decoder's parameters only."""
     a, b = tmp_path / "a", tmp_path / "b"
-    train1(s1cfg(reuse=reuse), TINY_VQ, a, device="cpu", quiet=True)
-    train1(s1cfg(reuse=reuse), TINY_VQ, b, device="cpu", quiet=True, stop_at=2)
+    torch.manual_seed(5)
+    init = {"init_weights": VQModel(TINY_VQ).state_dict()} if decoder_only else {}
+    cfg = s1cfg(reuse=reuse, decoder_only=decoder_only)
+    train1(cfg, TINY_VQ, a, device="cpu", quiet=True, **init)
+    train1(cfg, TINY_VQ, b, device="cpu", quiet=True, stop_at=2, **init)
     assert json.loads((b / "run.json").read_text())["step"] == 2
-    rec = train1(s1cfg(reuse=reuse), TINY_VQ, b, device="cpu", quiet=True, resume=True)
+    rec = train1(cfg, TINY_VQ, b, device="cpu", quiet=True, resume=True)
     assert rec["step"] == 4
     assert_same(weights(a), weights(b))  # vqgan and discriminator, bit for bit
+
+
+def test_decoder_only_steps_decode_as_an_edit_does(tmp_path, monkeypatch):
+    """Masked steps feed the decoder the codes inside the token mask and the two-stream
+    encoder's continuous latents outside it (what edit() decodes); unmasked steps the codes."""
+    from napari_ilat.train import stage1
+
+    torch.manual_seed(0)
+    vq = VQModel(TINY_VQ).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    mask = torch.zeros(2, 1, 32, 32, dtype=torch.bool)
+    mask[:, :, 4:14, 6:20] = True
+    z, idx = stage1._frozen_codes(vq, x, mask)
+    with torch.no_grad():
+        z_hat = vq.encode(x, mask)
+        z_q, idx_ref, _ = vq.quantize_latents(z_hat)
+    inside = vq.token_mask(mask)[:, None].expand_as(z)
+    assert torch.equal(idx, idx_ref) and torch.equal(z[inside], z_q[inside]) and torch.equal(z[~inside], z_hat[~inside])
+    assert torch.equal(stage1._frozen_codes(vq, x, None)[0], vq.quantize_latents(vq.encode(x))[0])
+
+    seen, frozen_codes = [], stage1._frozen_codes
+
+    def spy(vq, x, mask):
+        seen.append(mask is not None)
+        return frozen_codes(vq, x, mask)
+
+    monkeypatch.setattr(stage1, "_frozen_codes", spy)
+    torch.manual_seed(1)
+    init = VQModel(TINY_VQ).state_dict()
+    train1(
+        s1cfg(steps=2, decoder_only=True, mask_prob=1.0), TINY_VQ, tmp_path, device="cpu", quiet=True, init_weights=init
+    )
+    assert seen == [True, True]
+
+
+def test_decoder_only_keeps_every_code_so_the_transformer_stays_valid(tmp_path, tiny_pose_model, capsys):
+    from napari_ilat import save_model
+    from napari_ilat.cli import main
+
+    base = save_model(tiny_pose_model, tmp_path / "base", split=True)
+    run, full = tmp_path / "dec", tmp_path / "full"
+    common = ["--data", "pose", "--steps", "3", "--batch-size", "2", "--lr", "1e-2", "--warmup", "1"]
+    common += ["--val-size", "2", "--val-every", "3", "--sample-every", "0", "--quiet"]
+    assert main(["train", "vqgan", "--out", str(tmp_path / "x"), "--decoder-only"] + common) == 2
+    assert "--init" in capsys.readouterr().err
+    assert main(["train", "vqgan", "--out", str(run), "--init", str(base), "--decoder-only"] + common) == 0
+    before, after = load_model(base).vqgan.state_dict(), C.load_weights(run, "vqgan")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("decoder.") for k in changed)
+    assert all(k.startswith(("decoder.", "post_quant_conv.")) for k in changed), changed
+
+    def export_with(first_stage, out):
+        args = ["train", "export", "--transformer", str(base), "--first-stage", str(first_stage)]
+        return main(args + ["--dtype", "float32", "--out", str(out)])
+
+    new_path = tmp_path / "m" / "new"
+    assert export_with(run, new_path) == 0
+    old, new = load_model(base), load_model(new_path.with_suffix(".json"))
+    assert_same(new.transformer.state_dict(), old.transformer.state_dict())
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():  # the same codes, decoded otherwise
+        codes = [m.vqgan.quantize_latents(m.vqgan.encode(x))[1] for m in (old, new)]
+        assert torch.equal(*codes)
+        assert not torch.equal(old.vqgan.decode_tokens(codes[0]), new.vqgan.decode_tokens(codes[0]))
+    assert np.array_equal(new.vqgan.code_colours, code_colours(new.vqgan))  # decoded again
+    training = json.loads(new_path.with_suffix(".json").read_text())["training"]
+    assert training["decoder_only"] and training["steps"] == 3 and training["started_from"]["model"] == "base.json"
+
+    # a first stage whose encoder trained too gives other codes: refused
+    assert main(["train", "vqgan", "--out", str(full), "--init", str(base)] + common) == 0
+    assert export_with(full, tmp_path / "m" / "bad") == 2
+    assert "encoder or codebook differ" in capsys.readouterr().err
+    assert not (tmp_path / "m" / "bad.json").exists()
 
 
 @pytest.mark.slow  # the module's stage1_run fixture trains a VQGAN

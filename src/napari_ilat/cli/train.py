@@ -90,6 +90,13 @@ def add_arguments(parser: argparse.ArgumentParser):
     p.add_argument("--crop", type=int, default=None, help="train on random crops of this size")
     p.add_argument("--mask-prob", type=float, default=None, help="fraction of two-stream (masked) steps")
     p.add_argument("--plain", action="store_true", help="never train with two-stream masks (iLAT* ablation)")
+    p.add_argument(
+        "--reuse",
+        type=int,
+        default=None,
+        help="optimisation steps per generated batch, each on a flip / transpose of it (a GPU that "
+        "steps faster than the data workers make images)",
+    )
     p.add_argument("--perceptual-weight", type=float, default=None)
     p.add_argument("--disc-start", type=int, default=None, help="step at which the PatchGAN loss starts")
     p.add_argument("--disc-weight", type=float, default=None)
@@ -102,7 +109,14 @@ def add_arguments(parser: argparse.ArgumentParser):
     p.add_argument(
         "--init",
         default=None,
-        help="start from these first-stage weights (taming .ckpt, .safetensors or a run directory)",
+        help="start from these first-stage weights (a model name or NAME.json, taming .ckpt, "
+        ".safetensors or a run directory)",
+    )
+    p.add_argument(
+        "--decoder-only",
+        action="store_true",
+        help="with --init: train the decoder alone, the encoder and codebook frozen, so every image keeps "
+        "its codes and a model's transformer stays valid (then `train export --first-stage`)",
     )
 
     p = sub.add_parser("transformer", help="stage 2: the LA transformer on a frozen first stage")
@@ -287,7 +301,18 @@ def add_arguments(parser: argparse.ArgumentParser):
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("export", help="bundle a stage-1 + stage-2 run pair as a loadable model")
-    p.add_argument("--transformer", required=True, help="stage-2 run directory (or an ImageBART run directory)")
+    p.add_argument(
+        "--transformer",
+        required=True,
+        help="stage-2 run directory (or an ImageBART run directory); with --first-stage a model "
+        "(bundled name or NAME.json) whose transformer is kept",
+    )
+    p.add_argument(
+        "--first-stage",
+        default=None,
+        help="a decoder-only run (`train vqgan --init MODEL --decoder-only`): write the --transformer "
+        "model with this run's decoder (its encoder and codebook must be the model's, bit for bit)",
+    )
     p.add_argument("--out", required=True, help="output path (NAME -> NAME.json + NAME.stage{1,2}.safetensors)")
     p.add_argument("--name", default=None)
     p.add_argument("--description", default="")
@@ -402,9 +427,12 @@ def run(args) -> int:
         _set(
             cfg,
             args,
-            _COMMON + ("crop", "mask_prob", "perceptual_weight", "disc_start", "disc_weight", "restart_every"),
+            _COMMON + ("crop", "mask_prob", "reuse", "perceptual_weight", "disc_start", "disc_weight", "restart_every"),
         )
         cfg.plain = cfg.plain or args.plain
+        cfg.decoder_only = cfg.decoder_only or args.decoder_only
+        if cfg.decoder_only and not (args.init or args.resume):
+            raise ValueError("--decoder-only needs --init (the first stage whose decoder to train)")
         mc = VQGANConfig(
             resolution=args.resolution,
             ch=args.ch,
@@ -515,11 +543,15 @@ def run(args) -> int:
         print(json.dumps({k: rec[k] for k in ("model", "phases", "eval", "stopped") if k in rec}, indent=2))
         return 130 if "stopped" in rec else 0
     if cmd == "export":
-        from napari_ilat.train.export import export
+        from napari_ilat.train.export import export, with_decoder
         from napari_ilat.train.imagebart import export as export_imagebart
         from napari_ilat.train.imagebart import is_imagebart_run
 
-        if is_imagebart_run(args.transformer):  # an ImageBART run: its own files
+        if args.first_stage is not None:
+            if args.single_file or args.best:
+                raise ValueError("--first-stage writes the model's own layout; --single-file and --best do not apply")
+            export, kw = with_decoder, {"decoder_run": args.first_stage}
+        elif is_imagebart_run(args.transformer):  # an ImageBART run: its own files
             if args.single_file:
                 raise ValueError("--single-file: ImageBART models are written as one file per stage")
             export, kw = export_imagebart, {"best": args.best}

@@ -8,6 +8,12 @@ A fraction ``mask_prob`` of the steps runs the encoder in two-stream mode with r
 masked pixels (the tokens that survive an edit). ``--plain`` never passes a mask (for the
 iLAT* ablation's first stage).
 
+``decoder_only`` (a warm start only) trains the decoder (and the 1x1 convolution before it)
+and freezes the encoder and the codebook: every image keeps its codes, so a transformer or
+ImageBART model trained on them stays valid with the new decoder (`train export
+--first-stage`). Masked steps then decode as an edit does: codebook entries inside the
+token mask, the two-stream encoder's continuous latents outside it.
+
 Dead codebook entries (unused over ``restart_every`` steps) are re-initialised from encoder
 outputs of the current batch: short runs otherwise end with a few dozen live codes.
 """
@@ -22,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from napari_ilat.data import random_mask
@@ -62,6 +69,29 @@ class Stage1Config:
     # optimisation steps per generated batch, each on a random flip / transpose of it: where
     # the data generator cannot keep up with the device (a GPU), reuse beats waiting
     reuse: int = 1
+    decoder_only: bool = False  # freeze the encoder and the codebook (needs a warm start)
+
+
+class _Decoder(nn.Module):
+    """The trainable part of a decoder-only run (what DDP wraps): latents -> image."""
+
+    def __init__(self, vq: VQModel):
+        super().__init__()
+        self.post_quant_conv, self.decoder = vq.post_quant_conv, vq.decoder
+
+    def forward(self, z):
+        return self.decoder(self.post_quant_conv(z))
+
+
+@torch.no_grad()
+def _frozen_codes(vq: VQModel, x: torch.Tensor, mask) -> tuple[torch.Tensor, torch.Tensor]:
+    """(decoder input, indices) of a decoder-only step: the codes everywhere, or with a mask
+    what an edit decodes (codes inside the token mask, continuous latents outside)."""
+    z = vq.encode(x, mask)
+    z_q, idx, _ = vq.quantize_latents(z)
+    if mask is not None:
+        z_q = torch.where(vq.token_mask(mask)[:, None].to(z.device), z_q, z)
+    return z_q, idx
 
 
 def _batch_masks(gen: torch.Generator, n: int, size: int) -> torch.Tensor:
@@ -176,8 +206,16 @@ def train(
     if init_weights is not None:
         vq.load_state_dict(init_weights, strict=True)
         cfg = replace(cfg, early_restarts=False)
+    if cfg.decoder_only:
+        if init_weights is None and not resume:
+            raise ValueError("a decoder-only run needs a first stage to start from (--init)")
+        # the codes must not move: no restarts, no gradient into the encoder or the codebook
+        cfg = replace(cfg, early_restarts=False, restart_every=0)
+        vq.requires_grad_(False)
+        dec = _Decoder(vq).requires_grad_(True)
+    trained = dec if cfg.decoder_only else vq
     betas = (0.5, 0.9)  # taming's VQGAN betas
-    opt = torch.optim.Adam(vq.parameters(), lr=cfg.lr, betas=betas)
+    opt = torch.optim.Adam(trained.parameters(), lr=cfg.lr, betas=betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=betas)
     scaler = C.grad_scaler(prec)
     start, history, elapsed = 0, [], 0.0
@@ -190,7 +228,7 @@ def train(
             generator=gen,
             scaler=scaler,
         )
-    vq_ddp = DDP(vq, device_ids=[dev.index] if dev.type == "cuda" else None) if D.enabled else vq
+    trained_ddp = DDP(trained, device_ids=[dev.index] if dev.type == "cuda" else None) if D.enabled else trained
     disc_ddp = DDP(disc, device_ids=[dev.index] if dev.type == "cuda" else None) if D.enabled else disc
 
     ds = Stage1Images(cfg.data, "train", model_cfg.resolution, cfg.train_length)
@@ -235,7 +273,11 @@ def train(
         use_disc = cfg.disc_weight > 0 and step >= cfg.disc_start
 
         with C.autocast(dev, prec):
-            xrec, qloss, idx = vq_ddp(x, mask)
+            if cfg.decoder_only:
+                z, idx = _frozen_codes(vq, x, mask)
+                xrec, qloss = trained_ddp(z), torch.zeros((), device=dev)
+            else:
+                xrec, qloss, idx = trained_ddp(x, mask)
         xrec = xrec.float()
         rec = (xrec - x).abs().mean()
         perc = structural_loss(xrec, x)
@@ -246,7 +288,7 @@ def train(
             with C.autocast(dev, prec):
                 gloss = -disc(xrec).float().mean()
             loss = loss + cfg.disc_weight * gloss
-        C.clipped_step(opt, scaler, loss, vq.parameters())
+        C.clipped_step(opt, scaler, loss, trained.parameters())
         dloss = torch.zeros((), device=dev)
         if use_disc:
             disc.requires_grad_(True)

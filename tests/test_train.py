@@ -686,7 +686,12 @@ def _ddp_worker(rank, world, port, root, results):
     try:
         r1 = train1(s1cfg(steps=3), TINY_VQ, root / "vq", device="cpu", quiet=True)
         r2 = train2(s2cfg(steps=3), TINY_TF, root / "tf", first_stage=root / "vq", device="cpu", quiet=True)
-        results[rank] = (r1["weights_sha256"], r2["weights_sha256"])
+        # a decoder-only run: the DDP module is the decoder; every rank sees other images
+        init = C.load_weights(root / "vq", "vqgan")
+        r3 = train1(
+            s1cfg(steps=2, decoder_only=True), TINY_VQ, root / "dec", device="cpu", quiet=True, init_weights=init
+        )
+        results[rank] = (r1["weights_sha256"], r2["weights_sha256"], r3["weights_sha256"])
     finally:
         dist.destroy_process_group()
 
@@ -699,7 +704,8 @@ def test_two_process_ddp_ranks_stay_identical(tmp_path):
         results = manager.dict()
         mp.spawn(_ddp_worker, args=(2, _free_port(), tmp_path, results), nprocs=2, join=True)
         results = dict(results)
-    assert results[0] == results[1]  # bit-identical weights on both ranks, both stages
+    assert results[0] == results[1]  # bit-identical weights on both ranks, both stages, the decoder
+    assert results[0][2] != results[0][0]  # which trained
     run = json.loads((tmp_path / "vq" / "run.json").read_text())
     assert run["world_size"] == 2 and run["step"] == 3
     ckpt = C.load_weights(tmp_path / "tf", "transformer")

@@ -176,6 +176,18 @@ def test_decoder_only_keeps_every_code_so_the_transformer_stays_valid(tmp_path, 
     training = json.loads(new_path.with_suffix(".json").read_text())["training"]
     assert training["decoder_only"] and training["steps"] == 3 and training["started_from"]["model"] == "base.json"
 
+    # an ImageBART model on the same first stage takes the same decoder, its stages untouched
+    from napari_ilat.engine.imagebart import ImageBARTModel, save_imagebart
+
+    bart = ImageBARTModel.tiny(resolution=32)
+    bart.vqgan.load_state_dict(tiny_pose_model.vqgan.state_dict())
+    bart_path = save_imagebart(bart, tmp_path / "bart")
+    args = ["train", "export", "--transformer", str(bart_path), "--first-stage", str(run), "--dtype", "float32"]
+    assert main(args + ["--out", str(tmp_path / "m" / "bart")]) == 0
+    new_bart = load_model(tmp_path / "m" / "bart.json")
+    assert_same(new_bart.bart.state_dict(), load_model(bart_path).bart.state_dict())
+    assert_same(new_bart.vqgan.state_dict(), new.vqgan.state_dict())
+
     # a first stage whose encoder trained too gives other codes: refused
     assert main(["train", "vqgan", "--out", str(full), "--init", str(base)] + common) == 0
     assert export_with(full, tmp_path / "m" / "bad") == 2

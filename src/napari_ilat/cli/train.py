@@ -7,6 +7,8 @@
     napari-ilat train recipe       --data pose --minutes 10 --out runs/pose-recipe
     napari-ilat train imagebart    --data natural --first-stage natural --out runs/nat-ib
     napari-ilat train export       --transformer runs/nat-ib --out NAME   (an ImageBART run too)
+    napari-ilat train vqgan        --init pose --decoder-only --out runs/pose-dec ...
+    napari-ilat train export       --transformer pose --first-stage runs/pose-dec --out NAME
 
 Multi-GPU / multi-node: launch the same command with torchrun, e.g.
 ``torchrun --nproc_per_node 8 -m napari_ilat.cli train vqgan ...`` (DistributedDataParallel;

@@ -153,7 +153,11 @@ def test_decoder_only_keeps_every_code_so_the_transformer_stays_valid(tmp_path, 
     common += ["--val-size", "2", "--val-every", "3", "--sample-every", "0", "--quiet"]
     assert main(["train", "vqgan", "--out", str(tmp_path / "x"), "--decoder-only"] + common) == 2
     assert "--init" in capsys.readouterr().err
-    assert main(["train", "vqgan", "--out", str(run), "--init", str(base), "--decoder-only"] + common) == 0
+    assert (
+        main(["train", "vqgan", "--out", str(run), "--init", str(base), "--decoder-only", "--reuse", "2"] + common) == 0
+    )
+    recorded = json.loads((run / "run.json").read_text())["train"]
+    assert recorded["decoder_only"] and recorded["reuse"] == 2 and recorded["restart_every"] == 0
     before, after = load_model(base).vqgan.state_dict(), C.load_weights(run, "vqgan")
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert any(k.startswith("decoder.") for k in changed)

@@ -168,6 +168,8 @@ def test_decoder_only_keeps_every_code_so_the_transformer_stays_valid(tmp_path, 
         return main(args + ["--dtype", "float32", "--out", str(out)])
 
     new_path = tmp_path / "m" / "new"
+    assert export_with(tmp_path / "nowhere", new_path) == 2
+    assert "not a first-stage run directory" in capsys.readouterr().err
     assert export_with(run, new_path) == 0
     old, new = load_model(base), load_model(new_path.with_suffix(".json"))
     assert_same(new.transformer.state_dict(), old.transformer.state_dict())

@@ -99,6 +99,11 @@ def with_decoder(model_name, out, *, decoder_run, name=None, description="", dty
     from napari_ilat.engine.palette import code_colours
     from napari_ilat.train.first_stage import load_first_stage_weights
 
+    if not C.has_checkpoint(decoder_run) or C.read_run(decoder_run).get("stage") != "vqgan":
+        raise FileNotFoundError(
+            f"--first-stage {decoder_run}: not a first-stage run directory (the --out of "
+            f"`napari-ilat train vqgan --init {model_name} --decoder-only`)"
+        )
     model = load_model(model_name)
     cfg, sd = load_first_stage_weights(decoder_run)
     if cfg != model.vqgan.config:

@@ -79,6 +79,17 @@ def test_first_stage_bound_demo_writes_the_readme_edit_with_exact_codes(tmp_path
 
 
 @pytest.mark.slow
+def test_hue_breakdown_splits_the_coloured_pixels_by_saturation_and_hue():
+    rows = [json.loads(x) for x in run_script("hue_breakdown.py", "--model", "natural", "--n", "4").splitlines()]
+    decodes = {r["decode"]: r for r in rows if r["row"] == "decode"}
+    assert list(decodes) == ["quantised", "continuous", "patch_mean"] and all(r["n"] == 4 for r in rows)
+    assert decodes["patch_mean"]["psnr"] > 15 and decodes["quantised"]["hue_error"] >= 0
+    for kind, count in (("saturation", 4), ("hue_sector", 6)):  # each a partition of the coloured pixels
+        part = [r for r in rows if r["row"] == kind]
+        assert len(part) == count and sum(r["share"] for r in part) == pytest.approx(1, abs=0.01)
+
+
+@pytest.mark.slow
 def test_sweep_topk_prints_one_line_per_setting():
     rows = [
         json.loads(line)

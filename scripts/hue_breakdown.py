@@ -16,13 +16,10 @@ import json
 
 import numpy as np
 import torch
-from skimage.color import rgb2hsv
 
 from napari_ilat import load_model
-from napari_ilat.evaluation.metrics import hue_error, psnr
+from napari_ilat.evaluation.metrics import hue_differences, hue_error, psnr
 from napari_ilat.train.data import Stage1Images
-
-MIN_SATURATION = MIN_VALUE = 0.15  # hue_error's defaults: hue means nothing for greys
 
 
 def _unit(t: torch.Tensor) -> np.ndarray:
@@ -60,10 +57,7 @@ def main():
         row = {"row": "decode", "decode": name, "hue_error": round(float(np.mean(hues)), 1)}
         print(json.dumps({**base, **row, "psnr": round(float(np.mean(psnrs)), 2)}), flush=True)
 
-    ha, hb = rgb2hsv(ref), rgb2hsv(_unit(decodes["quantised"]))
-    keep = (ha[..., 1] >= MIN_SATURATION) & (ha[..., 2] >= MIN_VALUE)
-    err = np.abs(ha[..., 0] - hb[..., 0]) * 360
-    err = np.minimum(err, 360 - err)
+    err, keep, ha = hue_differences(ref, _unit(decodes["quantised"]))
     groups = [
         ("saturation", f"{lo}-{hi}", (ha[..., 1] >= lo) & (ha[..., 1] < hi))
         for lo, hi in [(0.15, 0.25), (0.25, 0.4), (0.4, 0.6), (0.6, 1.01)]

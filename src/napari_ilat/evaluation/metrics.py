@@ -38,18 +38,21 @@ def mae(a, b, mask=None) -> float:
     return float(d[mask].mean() if mask is not None else d.mean())
 
 
-def hue_error(reference, image, min_saturation: float = 0.15, min_value: float = 0.15) -> float:
-    """Mean absolute hue difference in degrees (circular, 0-180) of ``image`` from
-    ``reference`` (RGB), over the reference's coloured pixels (HSV saturation and value both
-    >= the minimums: hue means nothing for greys and near-blacks); nan if there are none."""
+def hue_differences(reference, image, min_saturation: float = 0.15, min_value: float = 0.15):
+    """Per pixel: (hue difference in degrees, circular 0-180, of ``image`` from ``reference``,
+    RGB; whether the reference pixel is coloured, i.e. HSV saturation and value both >= the
+    minimums: hue means nothing for greys and near-blacks; the reference in HSV)."""
     from skimage.color import rgb2hsv
 
     ha, hb = rgb2hsv(to_unit(reference)), rgb2hsv(to_unit(image))
-    keep = (ha[..., 1] >= min_saturation) & (ha[..., 2] >= min_value)
-    if not keep.any():
-        return float("nan")
-    d = np.abs(ha[..., 0][keep] - hb[..., 0][keep]) * 360.0
-    return float(np.minimum(d, 360.0 - d).mean())
+    d = np.abs(ha[..., 0] - hb[..., 0]) * 360.0
+    return np.minimum(d, 360.0 - d), (ha[..., 1] >= min_saturation) & (ha[..., 2] >= min_value), ha
+
+
+def hue_error(reference, image, min_saturation: float = 0.15, min_value: float = 0.15) -> float:
+    """Mean of :func:`hue_differences` over the reference's coloured pixels; nan if there are none."""
+    d, keep, _ = hue_differences(reference, image, min_saturation, min_value)
+    return float(d[keep].mean()) if keep.any() else float("nan")
 
 
 def ssim(a, b, mask=None) -> float:

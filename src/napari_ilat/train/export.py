@@ -99,7 +99,8 @@ def with_decoder(model_name, out, *, decoder_run, name=None, description="", dty
     from napari_ilat.engine.palette import code_colours
     from napari_ilat.train.first_stage import load_first_stage_weights
 
-    if not C.has_checkpoint(decoder_run) or C.read_run(decoder_run).get("stage") != "vqgan":
+    run = C.read_run(decoder_run) if C.has_checkpoint(decoder_run) else {}
+    if run.get("stage") != "vqgan":
         raise FileNotFoundError(
             f"--first-stage {decoder_run}: not a first-stage run directory (the --out of "
             f"`napari-ilat train vqgan --init {model_name} --decoder-only`)"
@@ -121,7 +122,6 @@ def with_decoder(model_name, out, *, decoder_run, name=None, description="", dty
     out = Path(out)
     stem = out.with_suffix("") if out.suffix in (".json", ".safetensors") else out
     stem.parent.mkdir(parents=True, exist_ok=True)
-    run = C.read_run(decoder_run)
     model.config.name = name or stem.name
     model.config.description = description or (
         f"{model.config.description}; its decoder trained {run['step']} more steps alone "

@@ -15,7 +15,9 @@ JSON line per set.
     OMP_NUM_THREADS=1 python scripts/first_stage_bound.py --sets none --demo docs/images/demo_code_bound.png
 
 writes the README's edit (the pose sample, `napari-ilat demo`) the same way: the true image,
-its own codes decoded (seamless, pasted), and the bundled pose model's edit, side by side.
+its own codes decoded (seamless, pasted), and the bundled pose model's edit, side by side;
+``--scene N``: test scene N's edit pair instead (docs/images/demo_code_bound.png is scene 5,
+the pose sample until the twenty-first session).
 """
 
 import argparse
@@ -50,14 +52,15 @@ def code_bound(vq, source, target, mask):
     return outs
 
 
-def demo(path, scale: int = 3):
-    """The pose sample's demo edit: truth | code bound seamless | code bound pasted | the model's."""
+def demo(path, scene=None, scale: int = 3):
+    """The pose sample's demo edit (or test scene ``scene``'s): truth | code bound seamless |
+    code bound pasted | the model's."""
     from skimage.io import imsave
 
     from napari_ilat.cli.demo import DEMO_SEED
     from napari_ilat.plugin.sample_data import pose_sample_pair
 
-    pair = pose_sample_pair()
+    pair = pose_sample_pair() if scene is None else pose_sample_pair(scene)
     model = load_model("pose")
     with torch.inference_mode():
         panels = [pair.target, *code_bound(model.vqgan, pair.source, pair.target, pair.mask)]
@@ -67,7 +70,10 @@ def demo(path, scale: int = 3):
     row = np.concatenate([q for p in panels for q in (p, gap)][:-1], axis=1)
     imsave(path, np.repeat(np.repeat(row, scale, 0), scale, 1), check_contrast=False)
     keys = ("code_bound_seamless", "code_bound_pasted", "model_edit")
-    print(json.dumps({"set": "demo", "image": str(path), **dict(zip(keys, scores, strict=True))}), flush=True)
+    print(
+        json.dumps({"set": "demo", "scene": pair.seed, "image": str(path), **dict(zip(keys, scores, strict=True))}),
+        flush=True,
+    )
 
 
 def main():
@@ -76,10 +82,11 @@ def main():
     ap.add_argument("--sets", default="pose,box,brush")
     ap.add_argument("--split", default="test")
     ap.add_argument("--demo", default=None, help="also write the README's edit this way to this PNG")
+    ap.add_argument("--scene", type=int, default=None, help="--demo: this test scene's edit (default: the pose sample)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.demo:
-        demo(args.demo)
+        demo(args.demo, args.scene)
     for name in filter(None, args.sets.replace("none", "").split(",")):
         make_cases, model_name = CASES[name]
         model = load_model(model_name)

@@ -7,6 +7,12 @@ own in-mask PSNR against the target: high means the source pose is nearly right 
     OMP_NUM_THREADS=1 python scripts/pose_cases.py --n 200 --split test --out runs/pose_cases_test.json
 
 Prints the win rate of the true pose by tercile of each property.
+
+    OMP_NUM_THREADS=1 python scripts/pose_cases.py --n 200 --sampling-seed 0 --show 5,151
+
+``--sampling-seed K`` samples every case with seed K (default: case i with seed i, as
+``train eval``); ``--show`` prints where those scenes' true-pose edits rank among the n
+(the pose sample, ``napari-ilat demo``, is a test scene edited with seed 0).
 """
 
 import argparse
@@ -27,13 +33,16 @@ def main():
     ap.add_argument("--split", default="test")
     ap.add_argument("--model", default="pose")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--sampling-seed", type=int, default=None, help="one sampling seed for every case")
+    ap.add_argument("--show", default="", help="comma-separated scenes (seeds) whose rank to print")
     args = ap.parse_args()
     torch.set_num_threads(1)
     model = load_model(args.model)
     rows = []
     for i, s in enumerate(split_seeds(args.split, args.n)):
         p = make_edit_pair(int(s), model.resolution)
-        kw = dict(model=model, seed=i, device="cpu")  # as pose_following: seed 0 + i
+        k = i if args.sampling_seed is None else args.sampling_seed  # as pose_following: seed 0 + i
+        kw = dict(model=model, seed=k, device="cpu")
         a = psnr(edit(p.source, p.mask, pose=p.target_pose, **kw), p.target, p.mask)
         b = psnr(edit(p.source, p.mask, pose=p.source_pose, **kw), p.target, p.mask)
         d = np.linalg.norm(p.target_pose[:, :2] - p.source_pose[:, :2], axis=1)
@@ -59,6 +68,14 @@ def main():
         t = np.digitize(v, edges)
         parts = [f"{v[t == k].min():.3g}-{v[t == k].max():.3g}: {win[t == k].mean():.0%}" for k in range(3)]
         print(f"  by {key}: " + "; ".join(parts))
+    true = np.array([r["true"] for r in rows])
+    print(f"  true-pose PSNR in the mask: mean {true.mean():.2f}, median {np.median(true):.2f} dB")
+    for scene in filter(None, args.show.split(",")):
+        (r,) = [r for r in rows if r["seed"] == int(scene)]
+        print(
+            f"  scene {r['seed']} ({', '.join(r['moved'])}): {r['true']:.2f} dB, above {(true < r['true']).mean():.0%} "
+            f"of the {len(rows)}"
+        )
     lost = sorted((r for r in rows if r["true"] <= r["source"]), key=lambda r: r["source"] - r["true"])
     print("  lost:", [(r["seed"], round(r["true"] - r["source"], 2), round(r["max_move_px"], 1)) for r in lost])
 

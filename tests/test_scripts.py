@@ -38,6 +38,22 @@ def test_pose_cases_reproduces_train_eval(tmp_path):
 
 
 @pytest.mark.slow
+def test_pose_cases_with_one_sampling_seed_ranks_the_shown_scenes(tmp_path):
+    from napari_ilat import edit
+    from napari_ilat.data.pose_scenes import make_edit_pair
+    from napari_ilat.evaluation.metrics import psnr
+
+    out = tmp_path / "cases.json"
+    text = run_script("pose_cases.py", "--n", "3", "--sampling-seed", "7", "--show", "2", "--out", str(out))
+    rows = json.loads(out.read_text())
+    p = make_edit_pair(2, 128)  # test scene 2, sampled with seed 7 (not its index 2)
+    true = psnr(edit(p.source, p.mask, pose=p.target_pose, model=load_model("pose"), seed=7), p.target, p.mask)
+    assert rows[2]["seed"] == 2 and rows[2]["true"] == pytest.approx(true, abs=1e-9)
+    above = sum(r["true"] < rows[2]["true"] for r in rows) / 3
+    assert f"scene 2 ({', '.join(p.moved_limbs)}): {true:.2f} dB, above {above:.0%} of the 3" in text
+
+
+@pytest.mark.slow
 def test_sweep_sampling_prints_one_line_per_set_and_setting():
     text = run_script("sweep_sampling.py", "--n", "2", "--sets", "pose,box", "--temperature", "1,0.8")
     rows = [json.loads(line) for line in text.splitlines()]
@@ -76,6 +92,13 @@ def test_first_stage_bound_demo_writes_the_readme_edit_with_exact_codes(tmp_path
     for panel in (seamless, pasted, own):  # the source outside the mask, new pixels inside
         assert np.array_equal(panel[~pair.mask], pair.source[~pair.mask])
         assert not np.array_equal(panel[pair.mask], pair.source[pair.mask])
+
+    (row5,) = [
+        json.loads(x)
+        for x in run_script("first_stage_bound.py", "--sets", "none", "--demo", str(png), "--scene", "5").splitlines()
+    ]
+    assert row["scene"] == pair.seed and row5["scene"] == 5 != pair.seed  # the pose sample of the twentieth session
+    assert np.array_equal(imread(png)[::3, ::3][:, :128], pose_sample_pair(5).target)
 
 
 @pytest.mark.slow

@@ -175,6 +175,7 @@ def test_drawn_seed_is_the_one_shown_and_reproduces(pose_viewer, errors, tiny_po
 
 def test_skeleton_follows_points_and_auto_mask(pose_viewer, errors):
     from napari_ilat.cli.demo import move_points_to
+    from napari_ilat.engine.skeleton import KEYPOINT_NAMES, PART_NAMES
     from napari_ilat.plugin.sample_data import pose_sample_pair
 
     viewer, widget = pose_viewer
@@ -189,14 +190,19 @@ def test_skeleton_follows_points_and_auto_mask(pose_viewer, errors):
     assert any(np.allclose(line, data[0]) for line in np.concatenate(skeleton.data))
     assert len(skeleton.data) == n_bones, first
 
+    names = list(points.features["name"])
+    assert pair.target_pose[KEYPOINT_NAMES.index("l_hip"), 2] == 0  # the new arm hides a hip...
     move_points_to(points, pair.target_pose)  # the demo's "drag"
+    assert list(points.features["name"]) == names  # ...which a drag leaves where it was
     layer = widget.auto_mask()
     assert errors["error"] == []
     assert layer is not None and layer.name == "auto mask"
     assert widget.mask.value is layer
     auto = layer.data != 0
-    covered = (auto & pair.mask).sum() / pair.mask.sum()
-    assert covered > 0.95, covered  # the moved arm, old and new, is inside the auto mask
+    moved = [PART_NAMES.index(name) for name in pair.moved_parts]  # the arm, old and new, as drawn
+    arm = np.isin(pair.source_labels, moved) | np.isin(pair.target_labels, moved)
+    covered = (auto & arm).sum() / arm.sum()
+    assert covered > 0.95, covered  # is inside the auto mask (the pair's own mask is dilated beyond it)
     assert auto.mean() < 0.2
 
     widget.generate()

@@ -177,12 +177,16 @@ def test_a_labels_mask_on_other_pixels_is_placed_as_napari_draws_it():
         )
 
 
-def test_moved_joint_mask_covers_the_edit_pair():
-    from napari_ilat.plugin.sample_data import pose_sample_pair
+@pytest.mark.parametrize("scene", [5, 151])  # a small figure; the pose sample, a close-up
+def test_moved_joint_mask_covers_the_edit_pair(scene):
+    from napari_ilat.data.pose_scenes import make_edit_pair
+    from napari_ilat.engine.skeleton import PART_NAMES
 
-    pair = pose_sample_pair()
+    pair = make_edit_pair(scene, 128)
     auto = _layers.moved_joint_mask(pair.source_pose, pair.target_pose, pair.mask.shape)
-    assert (auto & pair.mask).sum() / pair.mask.sum() > 0.95
+    moved = [PART_NAMES.index(name) for name in pair.moved_parts]
+    limb = np.isin(pair.source_labels, moved) | np.isin(pair.target_labels, moved)  # old and new, as drawn
+    assert (auto & limb).sum() / limb.sum() > 0.95
     assert auto.mean() < 2.5 * pair.mask.mean()
     assert not _layers.moved_joint_mask(pair.source_pose, pair.source_pose, pair.mask.shape).any()
 
@@ -222,10 +226,10 @@ def test_pose_file_layers_are_sized_to_the_figure(tmp_path):
     3 px points would be specks); a sample-sized figure keeps the sample's sizes."""
     import json
 
+    from napari_ilat.data.pose_scenes import make_edit_pair
     from napari_ilat.plugin.pose_files import read_pose_layers
-    from napari_ilat.plugin.sample_data import pose_sample_pair
 
-    pose = pose_sample_pair().source_pose
+    pose = make_edit_pair(5, 128).source_pose  # a ~95 px figure (the pose sample until the 21st session)
     sizes = []
     for factor in (1, 20):
         big = pose.copy()

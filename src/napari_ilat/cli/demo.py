@@ -137,18 +137,29 @@ def run_headless(model, out_dir: Path, seed: int = DEMO_SEED, device="auto") -> 
 
 
 def move_points_to(points, pose: np.ndarray) -> None:
-    """Set a named-keypoint Points layer to ``pose`` (18, 3) (x, y, v), as if dragged."""
+    """Move the points of a named-keypoint Points layer to ``pose`` (18, 3) (x, y, v), as a user
+    drags them: each keypoint the layer has and ``pose`` shows goes to its new place; one that
+    ``pose`` hides stays where it is (a user does not delete the hip an arm now covers, and
+    the auto mask would read a deleted point as moved); one only ``pose`` shows is added."""
     from napari_ilat.engine.skeleton import KEYPOINT_NAMES
 
-    vis = np.flatnonzero(np.asarray(pose)[:, 2] > 0)
-    names = [KEYPOINT_NAMES[k] for k in vis]
-    data = np.asarray(pose, float)[vis][:, 1::-1]
-    if len(data) == len(points.data):
-        points.features = {"name": names}
-        points.data = data
+    pose = np.asarray(pose, float)
+    names = [str(n) for n in points.features["name"]] if "name" in points.features else []
+    data = np.asarray(points.data, float).copy()
+    where = {n: i for i, n in enumerate(names)}
+    added, added_names = [], []
+    for k in np.flatnonzero(pose[:, 2] > 0):
+        rc = pose[k, 1::-1]  # napari points are (row, col)
+        if KEYPOINT_NAMES[k] in where:
+            data[where[KEYPOINT_NAMES[k]]] = rc
+        else:
+            added.append(rc)
+            added_names.append(KEYPOINT_NAMES[k])
+    if added:
+        points.data = np.concatenate([data.reshape(-1, 2), np.array(added)])
+        points.features = {"name": names + added_names}
     else:
         points.data = data
-        points.features = {"name": names}
 
 
 def run_gui(model, seed: int = DEMO_SEED, device="auto") -> int:

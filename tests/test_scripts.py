@@ -54,6 +54,20 @@ def test_pose_cases_with_one_sampling_seed_ranks_the_shown_scenes(tmp_path):
 
 
 @pytest.mark.slow
+def test_auto_mask_radius_scores_each_rule_on_one_region():
+    rows = [
+        json.loads(line)
+        for line in run_script("auto_mask_radius.py", "--n", "2", "--rules", "image,0.15+2,0.4+2").splitlines()
+    ]
+    assert [r["rule"] for r in rows] == ["image", "0.15+2", "0.4+2"] and all(r["n"] == 2 for r in rows)
+    assert rows[0]["vs_first"] == 0 and rows[0]["psnr_region"] + rows[1]["vs_first"] == pytest.approx(
+        rows[1]["psnr_region"], abs=0.011
+    )
+    assert rows[1]["masked"] < rows[2]["masked"]  # the capsules follow the rule
+    assert rows[1]["limb_covered_95"] <= rows[2]["limb_covered_95"]
+
+
+@pytest.mark.slow
 def test_sweep_sampling_prints_one_line_per_set_and_setting():
     text = run_script("sweep_sampling.py", "--n", "2", "--sets", "pose,box", "--temperature", "1,0.8")
     rows = [json.loads(line) for line in text.splitlines()]

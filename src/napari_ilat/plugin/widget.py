@@ -374,7 +374,7 @@ class ILATWidget(Container):
             min=0.0,
             max=500,
             step=0.5,
-            tooltip="auto mask capsule half-width in pixels (0 = 6% of the image)",
+            tooltip="auto mask capsule half-width in pixels (0 = from the figure: 0.25 x its median bone + 2)",
         )
         self.auto_mask_btn = PushButton(text="Auto mask from moved keypoints")
         self.extend(

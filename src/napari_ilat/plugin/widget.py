@@ -911,12 +911,10 @@ class ILATWidget(Container):
             if old is None:
                 self._reference[points] = new
                 raise InputError("remembered the current keypoints: move some, then press again")
-            mask = _layers.moved_joint_mask(
-                _layers.world_pose_to_image(old, image, point),
-                _layers.world_pose_to_image(new, image, point),
-                shape,
-                radius=float(self.mask_radius.value) or None,
-            )
+            old_px = _layers.world_pose_to_image(old, image, point)
+            new_px = _layers.world_pose_to_image(new, image, point)
+            radius = float(self.mask_radius.value) or _layers.default_mask_radius(shape, old_px, new_px)
+            mask = _layers.moved_joint_mask(old_px, new_px, shape, radius=radius)
         except InputError as e:
             show_error(f"napari-ilat: {e}")
             return None
@@ -941,5 +939,7 @@ class ILATWidget(Container):
                 ),
             )
         self.mask.value = layer
-        self.status.value = f"auto mask: {int(mask.sum())} px ({100 * mask.mean():.1f}% of the image)"
+        self.status.value = (
+            f"auto mask: {int(mask.sum())} px ({100 * mask.mean():.1f}% of the image), limb radius {radius:.1f} px"
+        )
         return layer

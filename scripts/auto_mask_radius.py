@@ -27,7 +27,7 @@ from napari_ilat import edit, load_model
 from napari_ilat.data.pose_scenes import make_edit_pair
 from napari_ilat.data.splits import split_seeds
 from napari_ilat.engine.skeleton import PART_NAMES
-from napari_ilat.evaluation.metrics import psnr
+from napari_ilat.evaluation.metrics import paired_difference, psnr
 from napari_ilat.plugin.layers import median_bone_length, moved_joint_mask
 
 
@@ -74,16 +74,15 @@ def main():
             scores[r].append(psnr(out, p.target, region))
             fractions[r].append(m.mean())
             covered[r].append((m & limb).sum() >= 0.95 * max(limb.sum(), 1))
-    first = np.array(scores[rules[0]])
     for r in rules:
-        d = np.array(scores[r]) - first
+        diff, se = paired_difference(scores[r], scores[rules[0]])
         row = {
             "rule": r,
             "split": args.split,
             "n": args.n,
             "psnr_region": round(float(np.mean(scores[r])), 2),
-            "vs_first": round(float(d.mean()), 2),
-            "se": round(float(d.std(ddof=1) / np.sqrt(len(d))), 2) if len(d) > 1 else None,
+            "vs_first": round(diff, 2),
+            "se": round(se, 2),
             "masked": round(float(np.mean(fractions[r])), 4),
             "limb_covered_95": round(float(np.mean(covered[r])), 3),
         }

@@ -407,12 +407,19 @@ def _shapes_box(shapes, image, world_point, plane, every_slice=False) -> tuple[i
 #: visible bones + RADIUS_MARGIN px, so the mask is a property of the figure, not of the image
 #: (the rule before, 6% of the image's side, gave a ~95 px figure in a 1024 px photograph
 #: capsules of 61 px half-width where this gives 6). A limb's half-width is about 0.2 of its
-#: bone's length. Chosen on the validation split by the edit a user gets (the rule before
+#: bone's length in our synthetic figures. Chosen on the validation split by the edit a user gets (the rule before
 #: against 0.15 / 0.2 / 0.25 / 0.3 / 0.4 x the median bone + 1-3 px; docs/benchmarks.md,
 #: scripts/auto_mask_radius.py): smaller capsules leave less to regenerate until they leave
 #: old limb behind.
 RADIUS_PER_BONE = 0.25
 RADIUS_MARGIN = 2.0
+
+
+def _visible(pose: np.ndarray) -> np.ndarray:
+    """Which keypoints of an (18, 2|3) (x, y[, v]) pose are shown: inside the image's quadrant
+    and, with a third column, flagged visible."""
+    v = (pose[:, 0] >= 0) & (pose[:, 1] >= 0)
+    return v & (pose[:, 2] > 0) if pose.shape[1] > 2 else v
 
 
 def median_bone_length(*poses) -> float | None:
@@ -421,9 +428,7 @@ def median_bone_length(*poses) -> float | None:
     lengths = []
     for pose in poses:
         pose = np.asarray(pose, float)
-        vis = (pose[:, 0] >= 0) & (pose[:, 1] >= 0)
-        if pose.shape[1] > 2:
-            vis &= pose[:, 2] > 0
+        vis = _visible(pose)
         bones = [
             np.hypot(*(pose[a, :2] - pose[b, :2])) for a, b in SKELETON if vis[a] and vis[b] and not {a, b} <= _FACE
         ]
@@ -453,12 +458,7 @@ def moved_joint_mask(old_pose, new_pose, shape, radius: float | None = None, tol
     h, w = shape[:2]
     if radius is None or radius <= 0:
         radius = default_mask_radius(shape, old, new)
-
-    def vis(p):
-        v = (p[:, 0] >= 0) & (p[:, 1] >= 0)
-        return v & (p[:, 2] > 0) if p.shape[1] > 2 else v
-
-    vo, vn = vis(old), vis(new)
+    vo, vn = _visible(old), _visible(new)
     moved = (vo != vn) | (vo & vn & (np.hypot(*(old[:, :2] - new[:, :2]).T) > tol))
     strokes, widths = [], []
     for pose, v in ((old, vo), (new, vn)):

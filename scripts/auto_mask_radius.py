@@ -12,7 +12,7 @@ limb behind and a mask regenerating more than it must are both counted.
 
 Rules: ``image`` (6% of the image's side, the rule before the twenty-first session) or
 ``C+B`` (C x the figure's median bone length + B px; the default is
-``layers.RADIUS_PER_BONE`` + ``layers.RADIUS_MARGIN``). Prints one JSON line per rule: mean
+``engine.pose_mask.RADIUS_PER_BONE`` + ``RADIUS_MARGIN``). Prints one JSON line per rule: mean
 PSNR and the paired difference from the first rule (+- one standard error), the masked
 fraction, and how often the drawn moved limbs are >= 95% inside the mask.
 """
@@ -26,9 +26,9 @@ import torch
 from napari_ilat import edit, load_model
 from napari_ilat.data.pose_scenes import make_edit_pair
 from napari_ilat.data.splits import split_seeds
+from napari_ilat.engine.pose_mask import hidden_kept, median_bone_length, moved_joint_mask
 from napari_ilat.engine.skeleton import PART_NAMES
 from napari_ilat.evaluation.metrics import paired_difference, psnr
-from napari_ilat.plugin.layers import median_bone_length, moved_joint_mask
 
 
 def radius(rule: str, shape, bone) -> float:
@@ -36,14 +36,6 @@ def radius(rule: str, shape, bone) -> float:
         return max(3.0, 0.06 * min(shape))
     c, b = (float(x) for x in rule.split("+"))
     return c * bone + b
-
-
-def dragged(source_pose, target_pose):
-    """The target pose as a drag leaves it: a keypoint the target hides stays where it was."""
-    new = target_pose.copy()
-    keep = (new[:, 2] <= 0) & (source_pose[:, 2] > 0)
-    new[keep] = source_pose[keep]
-    return new
 
 
 def main():
@@ -60,7 +52,7 @@ def main():
     covered = {r: [] for r in rules}
     for s in split_seeds(args.split, args.n):
         p = make_edit_pair(int(s), model.resolution)
-        new = dragged(p.source_pose, p.target_pose)
+        new = hidden_kept(p.source_pose, p.target_pose)  # as a drag leaves it
         shape = p.mask.shape
         bone = median_bone_length(p.source_pose, new)
         masks = {r: moved_joint_mask(p.source_pose, new, shape, radius=radius(r, shape, bone)) for r in rules}

@@ -175,8 +175,8 @@ def test_drawn_seed_is_the_one_shown_and_reproduces(pose_viewer, errors, tiny_po
 
 def test_skeleton_follows_points_and_auto_mask(pose_viewer, errors):
     from napari_ilat.cli.demo import move_points_to
+    from napari_ilat.engine.pose_mask import default_mask_radius
     from napari_ilat.engine.skeleton import KEYPOINT_NAMES, PART_NAMES
-    from napari_ilat.plugin import layers as _layers
     from napari_ilat.plugin.sample_data import pose_sample_pair
 
     viewer, widget = pose_viewer
@@ -206,7 +206,7 @@ def test_skeleton_follows_points_and_auto_mask(pose_viewer, errors):
     assert covered > 0.95, covered  # is inside the auto mask (the pair's own mask is dilated beyond it)
     assert auto.mean() < 0.2
     said = float(widget.status.value.rsplit("limb radius ", 1)[1].removesuffix(" px"))
-    figure = _layers.default_mask_radius(auto.shape, pair.source_pose, pair.target_pose)  # (the drag's pose aside)
+    figure = default_mask_radius(auto.shape, pair.source_pose, pair.target_pose)  # (the drag's pose aside)
     assert said == pytest.approx(figure, abs=0.3) and abs(said - 0.06 * 128) > 0.5, widget.status.value
     widget.mask_radius.value = 5.5
     assert widget.auto_mask() is layer and widget.status.value.endswith("limb radius 5.5 px")

@@ -177,41 +177,6 @@ def test_a_labels_mask_on_other_pixels_is_placed_as_napari_draws_it():
         )
 
 
-@pytest.mark.parametrize("scene", [5, 151])  # a small figure; the pose sample, a close-up
-def test_moved_joint_mask_covers_the_edit_pair(scene):
-    from napari_ilat.data.pose_scenes import make_edit_pair
-    from napari_ilat.engine.skeleton import PART_NAMES
-
-    pair = make_edit_pair(scene, 128)
-    auto = _layers.moved_joint_mask(pair.source_pose, pair.target_pose, pair.mask.shape)
-    moved = [PART_NAMES.index(name) for name in pair.moved_parts]
-    limb = np.isin(pair.source_labels, moved) | np.isin(pair.target_labels, moved)  # old and new, as drawn
-    assert (auto & limb).sum() / limb.sum() > 0.95
-    assert auto.mean() < 2.5 * pair.mask.mean()
-    assert not _layers.moved_joint_mask(pair.source_pose, pair.source_pose, pair.mask.shape).any()
-
-
-def test_auto_mask_capsules_follow_the_figure_not_the_image():
-    """The same figure in a larger photograph gets the same auto mask; a figure 4x larger gets
-    capsules about 4x wider (less the fixed margin); a pose without a bone falls back to the
-    image's size."""
-    from napari_ilat.data.pose_scenes import make_edit_pair
-
-    pair = make_edit_pair(5, 128)
-    small = _layers.moved_joint_mask(pair.source_pose, pair.target_pose, (128, 128))
-    large = _layers.moved_joint_mask(pair.source_pose, pair.target_pose, (1024, 1024))
-    assert np.array_equal(large[:128, :128], small) and large.sum() < 1.05 * small.sum()  # (capsules past the edge)
-    big = [p * np.array([4.0, 4.0, 1.0]) for p in (pair.source_pose, pair.target_pose)]
-    assert _layers.default_mask_radius((512, 512), *big) - _layers.RADIUS_MARGIN == pytest.approx(
-        4 * (_layers.default_mask_radius((128, 128), pair.source_pose, pair.target_pose) - _layers.RADIUS_MARGIN)
-    )
-    area = _layers.moved_joint_mask(*big, (512, 512)).sum()
-    assert 10 * small.sum() < area < 16 * small.sum()
-    lone = np.full((18, 3), -1.0)
-    lone[1] = (50, 50, 1)  # a neck alone: no bone to measure
-    assert _layers.default_mask_radius((1000, 400), lone) == pytest.approx(24.0)
-
-
 def test_gather_inputs_checks():
     img = Image(np.zeros((32, 32, 3), np.uint8))
     mask = np.zeros((32, 32), np.uint8)

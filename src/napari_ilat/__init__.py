@@ -21,6 +21,7 @@ _LAZY = {
     "edit_with_info": "engine.editing",
     "EditResult": "engine.editing",
     "edit_stack": "engine.stack",
+    "moved_joint_mask": "engine.pose_mask",
     "StackResult": "engine.stack",
     "EditCancelled": "engine.sampler",
     "ILATModel": "engine.model",

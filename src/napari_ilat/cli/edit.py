@@ -61,9 +61,21 @@ def add_arguments(p) -> None:
     p.add_argument("image", help="image file, or a folder of images")
     p.add_argument(
         "--mask",
-        required=True,
         help="mask image (non-zero = regenerate; a JPEG from half its maximum, past its compression noise), "
         "or a folder with the same file names (a file with a folder IMAGE: used for every image)",
+    )
+    p.add_argument(
+        "--mask-from-pose",
+        metavar="OLD.json",
+        help="the pose before the edit: mask the limbs whose keypoints moved between it and --pose, at their "
+        "old and new places (as the widget's auto mask; with --mask, both); one IMAGE file",
+    )
+    p.add_argument(
+        "--limb-radius",
+        type=float,
+        default=0.0,
+        help="--mask-from-pose: the capsules' half-width in pixels (default 0: from the figure, "
+        "0.25 x its median bone + 2)",
     )
     p.add_argument(
         "--label",
@@ -568,6 +580,7 @@ class Job:
     out: Path
     problem: str | None = None  # folder mode: why this image is skipped
     note: str | None = None  # said on the output line (e.g. a changed suffix)
+    old_pose: Path | None = None  # --mask-from-pose: the pose before the edit
 
 
 def _folder_output(out: Path, img: Path, lossy: bool) -> tuple[Path, str | None]:
@@ -580,7 +593,8 @@ def _folder_output(out: Path, img: Path, lossy: bool) -> tuple[Path, str | None]
 
 
 def _jobs(args) -> list[Job]:
-    image, mask, out = Path(args.image), Path(args.mask), Path(args.output)
+    image, out = Path(args.image), Path(args.output)
+    mask = Path(args.mask) if args.mask else None
     pose = Path(args.pose) if args.pose else None
     sketch = Path(args.sketch) if args.sketch else None
     if not image.exists():
@@ -589,11 +603,12 @@ def _jobs(args) -> list[Job]:
     if blocker is not None:
         raise ValueError(f"cannot write {out}: {blocker} is a file, not a folder")
     if not image.is_dir():
-        if mask.is_dir() or (pose and pose.is_dir()) or (sketch and sketch.is_dir()):
+        if (mask and mask.is_dir()) or (pose and pose.is_dir()) or (sketch and sketch.is_dir()):
             raise ValueError("IMAGE is a file, so --mask/--pose/--sketch must be files too")
         if out.is_dir() or not out.suffix:
             out = out / f"{image.stem}.png"  # an existing folder (or a name without suffix)
-        return [Job(image, mask, pose, sketch, out)]
+        old_pose = Path(args.mask_from_pose) if args.mask_from_pose else None
+        return [Job(image, mask, pose, sketch, out, old_pose=old_pose)]
     for what, path in (("--mask", mask), ("--pose", pose), ("--sketch", sketch)):
         if path is not None and not path.exists():
             raise FileNotFoundError(f"{what} {path} not found (a file used for every image, or a folder)")
@@ -652,7 +667,7 @@ def _check_no_input_is_overwritten(jobs: list[Job], samples: int) -> None:
     """Raise when an output would replace an input file (image, mask, pose or sketch)."""
     inputs = {}
     for job in jobs:
-        for path in (job.image, job.mask, job.pose, job.sketch):
+        for path in (job.image, job.mask, job.pose, job.sketch, job.old_pose):
             if path is not None and path.exists():
                 inputs[path.resolve()] = path
     for job in jobs:
@@ -664,6 +679,46 @@ def _check_no_input_is_overwritten(jobs: list[Job], samples: int) -> None:
                     f"the output {out} would overwrite the input {hit}{where}; choose another output, "
                     "or pass --overwrite to replace it"
                 )
+
+
+def _check_mask_arguments(args) -> None:
+    """--mask and / or --mask-from-pose (with --pose, one IMAGE file, one plane)."""
+    if args.mask is None and args.mask_from_pose is None:
+        raise ValueError(
+            "say what to regenerate: --mask MASK.png, or --mask-from-pose OLD.json with --pose NEW.json "
+            "(the limbs that moved between the two poses)"
+        )
+    if args.mask_from_pose is None:
+        return
+    if args.pose is None:
+        raise ValueError("--mask-from-pose OLD.json masks what moved between OLD.json and --pose NEW.json: give --pose")
+    if Path(args.image).is_dir() or args.every_slice:
+        raise ValueError(
+            "--mask-from-pose takes one IMAGE file and its displayed plane: for a folder or --every-slice, "
+            "write the masks first (napari_ilat.moved_joint_mask) and pass them with --mask"
+        )
+    if args.label and args.mask is None:
+        raise ValueError("--label picks labels of --mask's label image: give --mask too, or leave out --label")
+    if not (np.isfinite(args.limb_radius) and args.limb_radius >= 0):
+        raise ValueError(f"--limb-radius must be a number of pixels >= 0 (0: from the figure), got {args.limb_radius}")
+
+
+def _job_mask(job: Job, args, shape, pose) -> np.ndarray:
+    """The job's mask: --mask's, the limbs that moved since --mask-from-pose's pose, or both."""
+    from napari_ilat.engine.pose_mask import moved_joint_mask
+
+    mask = None if job.mask is None else read_mask(job.mask, args.label, args.grow)
+    if job.old_pose is None:
+        return mask
+    old = read_pose(job.old_pose, shape)
+    moved = moved_joint_mask(old, pose, shape[:2], radius=args.limb_radius or None, hidden_moved=False)
+    if not moved.any():
+        raise ValueError(f"no keypoint moved between {job.old_pose.name} and {job.pose.name}: nothing to regenerate")
+    if args.grow:
+        moved = grow_mask(moved, args.grow)
+    if mask is None or mask.shape != moved.shape:  # (a mask of another size: edit() says so)
+        return moved if mask is None else mask
+    return mask | moved
 
 
 def _warnings_text(caught) -> list[str]:
@@ -696,7 +751,8 @@ def _record(args, result, top_k, job: Job) -> dict:
         "model": result.model,
         "mode": result.mode,
         "source": job.image.name,
-        "mask": job.mask.name,
+        "mask": None if job.mask is None else job.mask.name,
+        **({"mask_from_pose": job.old_pose.name, "limb_radius": args.limb_radius} if job.old_pose else {}),
         "temperature": args.temperature,
         "top_k": top_k,
         "top_p": args.top_p,
@@ -773,6 +829,7 @@ def run(args) -> int:
         raise ValueError("--every-slice makes one edit per slice (slice j with --seed S+j): leave out --samples")
     if not (np.isfinite(args.grow) and args.grow >= 0):
         raise ValueError(f"--grow must be a number of pixels >= 0, got {args.grow}")
+    _check_mask_arguments(args)
     jobs = _jobs(args)
     if not args.overwrite:
         _check_no_input_is_overwritten(jobs, args.samples)
@@ -799,7 +856,7 @@ def run(args) -> int:
     n = len(jobs)
     failed = []
     for i, job in enumerate(jobs, 1):
-        img_p, mask_p = job.image, job.mask
+        img_p = job.image
         label = f"[{i}/{n}] {img_p.name}" if n > 1 else img_p.name
         bar = TokenProgress(label, quiet=args.quiet)
         try:
@@ -815,10 +872,11 @@ def run(args) -> int:
             image, alpha = split_grey_alpha(img_p, image)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
+                pose = None if job.pose is None else read_pose(job.pose, image.shape)
                 result = edit_with_info(
                     image,
-                    read_mask(mask_p, args.label, args.grow),
-                    None if job.pose is None else read_pose(job.pose, image.shape),
+                    _job_mask(job, args, image.shape, pose),
+                    pose,
                     None if job.sketch is None else read_sketch(job.sketch),
                     samples=args.samples,
                     progress=bar,

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_ilat.engine.inputs import grow_mask, label_mask, normalize_mask
-from napari_ilat.engine.skeleton import KEYPOINT_NAMES, SKELETON
+from napari_ilat.engine.pose_mask import moved_joint_mask
+from napari_ilat.engine.skeleton import KEYPOINT_NAMES
 from napari_ilat.engine.skeleton import NUM_KEYPOINTS as N_KEYPOINTS
 from napari_ilat.engine.sketch import rasterize_strokes
 
@@ -42,7 +43,6 @@ __all__ = [
     "mask_bbox",
 ]
 
-_FACE = frozenset({0, 14, 15, 16, 17})
 _NAME_COLUMNS = ("name", "keypoint", "label")
 
 
@@ -398,78 +398,6 @@ def _shapes_box(shapes, image, world_point, plane, every_slice=False) -> tuple[i
     r0, c0 = (max(0, int(np.floor(v))) for v in lo)
     r1, c1 = (min(n, int(np.ceil(v)) + 1) for v, n in zip(hi, plane))
     return (r0, c0, r1, c1) if r0 < r1 and c0 < c1 else None
-
-
-# --------------------------------------------------------------------------- auto mask
-
-
-#: A limb capsule's half-width in auto masks: RADIUS_PER_BONE x the median length of the figure's
-#: visible bones + RADIUS_MARGIN px, so the mask is a property of the figure, not of the image
-#: (the rule before, 6% of the image's side, gave a ~95 px figure in a 1024 px photograph
-#: capsules of 61 px half-width where this gives 6). A limb's half-width is about 0.2 of its
-#: bone's length in our synthetic figures. Chosen on the validation split by the edit a user gets (the rule before
-#: against 0.15 / 0.2 / 0.25 / 0.3 / 0.4 x the median bone + 1-3 px; docs/benchmarks.md,
-#: scripts/auto_mask_radius.py): smaller capsules leave less to regenerate until they leave
-#: old limb behind.
-RADIUS_PER_BONE = 0.25
-RADIUS_MARGIN = 2.0
-
-
-def _visible(pose: np.ndarray) -> np.ndarray:
-    """Which keypoints of an (18, 2|3) (x, y[, v]) pose are shown: inside the image's quadrant
-    and, with a third column, flagged visible."""
-    v = (pose[:, 0] >= 0) & (pose[:, 1] >= 0)
-    return v & (pose[:, 2] > 0) if pose.shape[1] > 2 else v
-
-
-def median_bone_length(*poses) -> float | None:
-    """The median length of the visible, non-face bones of the longest-boned of ``poses``
-    ((18, 2|3) (x, y[, v]) in image pixels), or None when none has a bone."""
-    lengths = []
-    for pose in poses:
-        pose = np.asarray(pose, float)
-        vis = _visible(pose)
-        bones = [
-            np.hypot(*(pose[a, :2] - pose[b, :2])) for a, b in SKELETON if vis[a] and vis[b] and not {a, b} <= _FACE
-        ]
-        if bones:
-            lengths.append(float(np.median(bones)))
-    return max(lengths) if lengths else None
-
-
-def default_mask_radius(shape, *poses) -> float:
-    """Half-width of a limb capsule for auto masks: ``RADIUS_PER_BONE`` x the figure's
-    :func:`median_bone_length` + ``RADIUS_MARGIN``; with no bone, ~6% of the image's shorter
-    side, >= 3 px."""
-    bone = median_bone_length(*poses)
-    if bone is not None:
-        return RADIUS_PER_BONE * bone + RADIUS_MARGIN
-    return max(3.0, 0.06 * min(shape[:2]))
-
-
-def moved_joint_mask(old_pose, new_pose, shape, radius: float | None = None, tol: float = 0.5) -> np.ndarray:
-    """Bool (H, W) mask: the union of the limb capsules, at the old and the new positions, of
-    every bone with a keypoint that moved more than ``tol`` px (or appeared / disappeared).
-
-    Poses are (18, 2|3) (x, y[, v]) in image pixels. Face keypoints (nose, eyes, ears) mark
-    the whole head: a disc of twice the radius around each old and new position.
-    """
-    old, new = np.asarray(old_pose, float), np.asarray(new_pose, float)
-    h, w = shape[:2]
-    if radius is None or radius <= 0:
-        radius = default_mask_radius(shape, old, new)
-    vo, vn = _visible(old), _visible(new)
-    moved = (vo != vn) | (vo & vn & (np.hypot(*(old[:, :2] - new[:, :2]).T) > tol))
-    strokes, widths = [], []
-    for pose, v in ((old, vo), (new, vn)):
-        for a, b in SKELETON:
-            if (moved[a] or moved[b]) and v[a] and v[b] and not ({a, b} <= _FACE):
-                strokes.append(pose[[a, b]][:, 1::-1])  # (x, y) -> (row, col)
-                widths.append(2 * radius)
-        for k in np.flatnonzero(moved & v):
-            strokes.append(pose[[k]][:, 1::-1])  # a dot
-            widths.append(2 * (2 * radius if k in _FACE else radius))
-    return rasterize_strokes(strokes, (h, w), widths) > 0
 
 
 # --------------------------------------------------------------------------- gather

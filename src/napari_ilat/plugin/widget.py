@@ -45,6 +45,7 @@ from qtpy.QtWidgets import QApplication, QSizePolicy
 
 from napari_ilat.engine.defaults import DEFAULT_GUIDANCE, DEFAULT_TOP_K
 from napari_ilat.engine.modes import MODES
+from napari_ilat.engine.pose_mask import default_mask_radius, moved_joint_mask
 from napari_ilat.plugin import layers as _layers
 from napari_ilat.plugin import results as _results
 from napari_ilat.plugin.layers import EditInputs, InputError
@@ -913,8 +914,8 @@ class ILATWidget(Container):
                 raise InputError("remembered the current keypoints: move some, then press again")
             old_px = _layers.world_pose_to_image(old, image, point)
             new_px = _layers.world_pose_to_image(new, image, point)
-            radius = float(self.mask_radius.value) or _layers.default_mask_radius(shape, old_px, new_px)
-            mask = _layers.moved_joint_mask(old_px, new_px, shape, radius=radius)
+            radius = float(self.mask_radius.value) or default_mask_radius(shape, old_px, new_px)
+            mask = moved_joint_mask(old_px, new_px, shape, radius=radius)
         except InputError as e:
             show_error(f"napari-ilat: {e}")
             return None

@@ -14,7 +14,14 @@ from napari_ilat.engine.inputs import check_pose
 from napari_ilat.engine.skeleton import SKELETON
 from napari_ilat.engine.sketch import rasterize_strokes
 
-__all__ = ["moved_joint_mask", "default_mask_radius", "median_bone_length", "RADIUS_PER_BONE", "RADIUS_MARGIN"]
+__all__ = [
+    "moved_joint_mask",
+    "hidden_kept",
+    "default_mask_radius",
+    "median_bone_length",
+    "RADIUS_PER_BONE",
+    "RADIUS_MARGIN",
+]
 
 #: Face keypoints (nose, eyes, ears): a moved one masks the head, not a bone.
 FACE_KEYPOINTS = frozenset({0, 14, 15, 16, 17})
@@ -40,10 +47,10 @@ def visible(pose: np.ndarray) -> np.ndarray:
 
 def median_bone_length(*poses) -> float | None:
     """The median length of the visible, non-face bones of the longest-boned of ``poses``
-    ((18, 2|3) (x, y[, v]) in image pixels), or None when none has a bone."""
+    (as :func:`moved_joint_mask` takes them), or None when none has a bone."""
     lengths = []
     for pose in poses:
-        pose = np.asarray(pose, float)
+        pose = check_pose(pose)
         vis = visible(pose)
         pairs = [(a, b) for a, b in SKELETON if vis[a] and vis[b] and not {a, b} <= FACE_KEYPOINTS]
         bones = [np.hypot(*(pose[a, :2] - pose[b, :2])) for a, b in pairs]

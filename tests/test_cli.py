@@ -218,8 +218,15 @@ def test_demo_headless_writes_pngs(tmp_path, tiny_pose_model_path, capsys):
     rc = main(["demo", "--headless", "--model", str(tiny_pose_model_path), "-o", str(tmp_path / "demo")])
     assert rc == 0
     names = sorted(p.name for p in (tmp_path / "demo").iterdir())
-    assert names == ["after.png", "before.png", "mask.png", "pose.json", "side_by_side.png"]
-    assert str(tmp_path / "demo" / "after.png") in capsys.readouterr().out
+    assert names == ["after.png", "before.png", "mask.png", "pose.json", "pose_before.json", "side_by_side.png"]
+    out = capsys.readouterr().out
+    assert str(tmp_path / "demo" / "after.png") in out
+    # both printed commands run as printed (the model given, as the demo's was)
+    for k, line in enumerate(x for x in out.splitlines() if "napari-ilat edit " in x):
+        argv = line.split("napari-ilat ", 1)[1].rstrip(")").split()
+        argv[argv.index("-o") + 1] = str(tmp_path / f"edited{k}.png")
+        assert main([*argv, "--model", str(tiny_pose_model_path), "-q"]) == 0, line
+    assert len(list(tmp_path.glob("edited*.png"))) == 2
 
 
 def test_demo_without_bundled_model_exits_2(tmp_path, capsys, monkeypatch):

@@ -117,17 +117,23 @@ def run_headless(model, out_dir: Path, seed: int = DEMO_SEED, device="auto") -> 
     }
     for name, img in files.items():
         write_image(out_dir / name, img)
-    pose_json = {"keypoints": pair.target_pose.tolist(), "image_size": list(pair.source.shape[:2])}
-    (out_dir / "pose.json").write_text(json.dumps(pose_json) + "\n")
+    size = list(pair.source.shape[:2])
+    for name, pose in (("pose.json", pair.target_pose), ("pose_before.json", pair.source_pose)):
+        (out_dir / name).write_text(json.dumps({"keypoints": pose.tolist(), "image_size": size}) + "\n")
     print(
         f"napari-ilat demo: moved {', '.join(pair.moved_limbs)} of the pose sample and regenerated "
         f"{100 * pair.mask.mean():.1f}% of the image in {seconds:.1f} s"
     )
     for name in files:
         print(f"  {out_dir / name}")
+    before = out_dir / "before.png"
     print(
         f"  {out_dir / 'pose.json'}  (the new pose; reproduce with: napari-ilat edit "
-        f"{out_dir / 'before.png'} --mask {out_dir / 'mask.png'} --pose {out_dir / 'pose.json'} "
+        f"{before} --mask {out_dir / 'mask.png'} --pose {out_dir / 'pose.json'} --seed {seed} -o edited.png)"
+    )
+    print(
+        f"  {out_dir / 'pose_before.json'}  (the pose before; without a painted mask, the limbs that moved: "
+        f"napari-ilat edit {before} --pose {out_dir / 'pose.json'} --mask-from-pose {out_dir / 'pose_before.json'} "
         f"--seed {seed} -o edited.png)"
     )
     return 0

@@ -133,3 +133,37 @@ def test_cli_mask_from_pose_refuses_what_it_cannot_do(tmp_path, tiny_pose_model_
         assert main(argv) == 2, argv
         assert message in capsys.readouterr().err, argv
     assert not (tmp_path / "o.png").exists()
+
+
+def test_a_figure_far_from_the_training_scale_is_warned_about(tiny_pose_model):
+    """A pose model draws limbs at its training figures' scale: a figure 4x larger than the
+    pose sample's (a person hundreds of px tall in a photograph) gets a warning naming the
+    factor; the sample's own figure, and the same figure resized to the model, none."""
+    import warnings
+
+    from napari_ilat import edit
+    from napari_ilat.data.pose_scenes import make_edit_pair
+
+    pair = make_edit_pair(151, 128)
+    assert pm.figure_scale_warning(pair.target_pose, 128) is None  # the sample, for a 128 px model
+    big = pair.target_pose * np.array([4.0, 4.0, 1.0])
+    ratio = 4 * pm.median_bone_length(pair.target_pose) / (pm.FIGURE_BONE * 128)
+    assert f"downscale the image about {ratio:.1f}x" in pm.figure_scale_warning(big, 128)
+    assert "upscale the image about" in pm.figure_scale_warning(pair.target_pose / 4, 128)
+    piled = np.tile([20.0, 20.0, 1.0], (18, 1))  # every keypoint on one pixel: no figure to measure
+    assert pm.median_bone_length(piled) is None and pm.figure_scale_warning(piled, 128) is None
+    assert pm.default_mask_radius((100, 100), piled) == 6.0
+
+    # through edit(): the tiny 32 px model sees the 128 px scene's figure 4x too large
+    mask = np.zeros((128, 128), bool)
+    mask[40:60, 40:60] = True
+    k = pm.median_bone_length(pair.target_pose) / (pm.FIGURE_BONE * tiny_pose_model.resolution)
+    with pytest.warns(UserWarning, match=rf"about {k:.1f}x the size of the pose model's training figures"):
+        edit(pair.source, mask, pose=pair.target_pose, model=tiny_pose_model, seed=0)
+    small = pair.source[::4, ::4]
+    pose = pair.target_pose.copy()
+    pose[pose[:, 2] > 0, :2] /= 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        edit(small, mask[::4, ::4], pose=pose, model=tiny_pose_model, seed=0)
+        edit(pair.source, mask, pose=pair.target_pose, model=tiny_pose_model, seed=0, resolution="resize")

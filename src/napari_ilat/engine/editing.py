@@ -49,6 +49,7 @@ from napari_ilat.engine.inputs import check_image, check_pose, normalize_mask, n
 from napari_ilat.engine.model import ILATModel, load_model
 from napari_ilat.engine.modes import MODE_NAMES, get_mode
 from napari_ilat.engine.palette import allowed_codes, check_palette, colours_of, has_colours
+from napari_ilat.engine.pose_mask import figure_scale_warning
 from napari_ilat.engine.region_decode import Box, decode_region, record_reference, region_plan
 from napari_ilat.engine.reuse import FIRST_STAGE_CACHE, first_stage_key
 from napari_ilat.engine.sampler import EditCancelled, SamplingOptions
@@ -636,6 +637,10 @@ def edit_with_info(
         raise ValueError(
             f"model {model.config.name!r} is not pose-conditioned ({model.cond}); drop pose or use a pose model"
         )
+    if pose is not None and resolution == "native":  # (resized, the window sets the scale)
+        scale = figure_scale_warning(pose, model.resolution)
+        if scale is not None:
+            warnings.warn(scale, UserWarning, stacklevel=2)
     if sketch is not None and model.cond != "sketch":
         raise ValueError(
             f"model {model.config.name!r} is not sketch-conditioned ({model.cond}); drop sketch or use a sketch model"

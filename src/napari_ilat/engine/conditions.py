@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from napari_ilat.engine.skeleton import NUM_KEYPOINTS as N_KEYPOINTS  # COCO/OpenPose order
+from napari_ilat.engine.skeleton import keypoints_shown
 
 
 class PoseEncoder(nn.Module):
@@ -73,8 +74,7 @@ def normalize_keypoints(keypoints, window: tuple[int, int, int, int]) -> np.ndar
     visible == 0 or negative coordinates are invisible and become (-1, -1, 0).
     """
     kp = np.asarray(keypoints, dtype=np.float64)
-    vis = kp[:, 2] > 0 if kp.shape[1] == 3 else np.ones(len(kp), bool)
-    vis &= (kp[:, 0] >= 0) & (kp[:, 1] >= 0)
+    vis = keypoints_shown(kp)
     r0, c0, h, w = window
     out = np.full((len(kp), 3), -1.0)
     out[:, 0] = (kp[:, 0] - c0 + 0.5) / w

@@ -213,12 +213,10 @@ def check_pose(pose, shape=None) -> np.ndarray:
 
 
 def _check_pose_in_image(kp: np.ndarray, shape: tuple[int, int]) -> None:
-    from napari_ilat.engine.skeleton import KEYPOINT_NAMES
+    from napari_ilat.engine.skeleton import KEYPOINT_NAMES, keypoints_shown
 
     h, w = shape
-    vis = (kp[:, 0] >= 0) & (kp[:, 1] >= 0)
-    if kp.shape[1] == 3:
-        vis &= kp[:, 2] > 0
+    vis = keypoints_shown(kp)
     far = vis & ((kp[:, 0] > 2 * w) | (kp[:, 1] > 2 * h))
     if far.any():
         k = int(np.flatnonzero(far)[0])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_ilat.engine.inputs import check_pose
-from napari_ilat.engine.skeleton import SKELETON
+from napari_ilat.engine.skeleton import SKELETON, keypoints_shown
 from napari_ilat.engine.sketch import rasterize_strokes
 
 __all__ = [
@@ -39,13 +39,6 @@ RADIUS_PER_BONE = 0.25
 RADIUS_MARGIN = 2.0
 
 
-def visible(pose: np.ndarray) -> np.ndarray:
-    """Which keypoints of an (18, 2|3) (x, y[, v]) pose are shown: inside the image's quadrant
-    and, with a third column, flagged visible."""
-    v = (pose[:, 0] >= 0) & (pose[:, 1] >= 0)
-    return v & (pose[:, 2] > 0) if pose.shape[1] > 2 else v
-
-
 def median_bone_length(*poses) -> float | None:
     """The median length of the visible, non-face bones of the longest-boned of ``poses``
     (as :func:`moved_joint_mask` takes them), or None when none has a bone (of length > 0:
@@ -53,7 +46,7 @@ def median_bone_length(*poses) -> float | None:
     lengths = []
     for pose in poses:
         pose = check_pose(pose)
-        vis = visible(pose)
+        vis = keypoints_shown(pose)
         pairs = [(a, b) for a, b in SKELETON if vis[a] and vis[b] and not {a, b} <= FACE_KEYPOINTS]
         bones = [length for a, b in pairs if (length := np.hypot(*(pose[a, :2] - pose[b, :2]))) > 0]
         if bones:
@@ -101,7 +94,7 @@ def hidden_kept(old_pose, new_pose) -> np.ndarray:
     """``new_pose`` (checked, float64) with each keypoint it hides but ``old_pose`` shows put back,
     visible, at its old place: the pose as a drag leaves it (a user moves points, never hides one)."""
     old, new = check_pose(old_pose), check_pose(new_pose).copy()
-    hidden = visible(old) & ~visible(new)
+    hidden = keypoints_shown(old) & ~keypoints_shown(new)
     new[hidden, :2] = old[hidden, :2]
     if new.shape[1] > 2:
         new[hidden, 2] = 1.0
@@ -129,7 +122,7 @@ def moved_joint_mask(
     h, w = shape[:2]
     if radius is None or radius <= 0:
         radius = default_mask_radius(shape, old, new)
-    vo, vn = visible(old), visible(new)
+    vo, vn = keypoints_shown(old), keypoints_shown(new)
     moved = (vo != vn) | (vo & vn & (np.hypot(*(old[:, :2] - new[:, :2]).T) > tol))
     strokes, widths = [], []
     for pose, v in ((old, vo), (new, vn)):

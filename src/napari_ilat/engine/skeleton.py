@@ -168,6 +168,17 @@ POSE_LAYOUTS: dict[int, tuple[str, tuple[int | None, ...]]] = {
 }
 
 
+def keypoints_shown(keypoints: np.ndarray) -> np.ndarray:
+    """Boolean (N,): which rows of (N, 2 | 3) keypoints (x, y[, visibility or confidence]) are
+    there: both coordinates >= 0 and, with a third column, that value > 0. The one rule for
+    every pose input (files, layers, arrays)."""
+    kp = np.asarray(keypoints)
+    shown = (kp[:, 0] >= 0) & (kp[:, 1] >= 0)
+    if kp.shape[1] > 2:
+        shown &= kp[:, 2] > 0
+    return shown
+
+
 def to_coco18(keypoints: np.ndarray) -> np.ndarray:
     """(17 | 25, 2 | 3) keypoints of another layout (:data:`POSE_LAYOUTS`) -> (18, 3) in ours.
 
@@ -177,9 +188,7 @@ def to_coco18(keypoints: np.ndarray) -> np.ndarray:
     """
     kp = np.asarray(keypoints, dtype=np.float64)
     name, index = POSE_LAYOUTS[kp.shape[0]]
-    present = (kp[:, 0] >= 0) & (kp[:, 1] >= 0)
-    if kp.shape[1] == 3:
-        present &= kp[:, 2] > 0
+    present = keypoints_shown(kp)
     out = np.tile(INVISIBLE.astype(np.float64), (NUM_KEYPOINTS, 1))
     for k, j in enumerate(index):
         if j is not None and present[j]:

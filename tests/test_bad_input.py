@@ -316,8 +316,9 @@ def test_pose_made_for_a_smaller_image_warns(tiny_pose_model):
     pose[2] = (100, 90, 1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        edit(np.zeros(shape), mask, pose, model=tiny_pose_model, seed=0)
-    # (this 120 px figure is far larger than the tiny 32 px model's: that warning, not this one)
+        edit(np.zeros(shape), mask, pose, model=tiny_pose_model, seed=0, resolution="native")
+    # (this 120 px figure is far larger than the tiny 32 px model's: that warning, at native
+    # resolution, not this one)
     assert [w for w in caught if "smaller image" in str(w.message)] == [] and caught
 
 

@@ -389,6 +389,34 @@ def test_native_window_matches_edit_window_when_the_mask_fits():
     assert native_window(np.ones((20, 90), bool), 32, 4, 4) is None  # image smaller than a window
 
 
+def test_scaled_window_holds_the_mask_at_the_figures_scale():
+    """The window of a figure-scaled edit: whole tokens of at least one model window at model
+    scale, holding the mask (plus the context where the image allows) in image pixels, inside
+    the image, about ``scale`` image pixels per model pixel; at scale 1 the native window."""
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        shape = tuple(int(v) for v in rng.integers(100, 700, 2))
+        mask = np.zeros(shape, bool)
+        r, c = rng.integers(0, shape[0] - 30), rng.integers(0, shape[1] - 30)
+        mask[r : r + rng.integers(1, 30), c : c + rng.integers(1, 30)] = True
+        assert editing.scaled_window(mask, 32, 4, 4, 1.0) == (
+            native_window(mask, 32, 4, 4),
+            native_window(mask, 32, 4, 4)[2:],
+        )
+        scale = float(rng.uniform(0.3, 4.0))
+        found = editing.scaled_window(mask, 32, 4, 4, scale)
+        if min(shape) / scale < 32:
+            assert found is None  # the shrunk image is smaller than a window
+            continue
+        (r0, c0, h, w), (sh, sw) = found
+        assert sh % 4 == 0 and sw % 4 == 0 and sh >= 32 and sw >= 32
+        assert 0 <= r0 and r0 + h <= shape[0] and 0 <= c0 and c0 + w <= shape[1]
+        rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+        assert r0 <= rows[0] and rows[-1] < r0 + h and c0 <= cols[0] and cols[-1] < c0 + w
+        assert h / sh == pytest.approx(scale, abs=1 / sh) and w / sw == pytest.approx(scale, abs=1 / sw)
+    assert editing.scaled_window(np.ones((512, 512), bool), 128, 8, 16, 4.0) == ((0, 0, 512, 512), (128, 128))
+
+
 def test_native_edit_of_a_large_mask(tiny):
     img = photo((90, 100), 1)
     mask = np.zeros(img.shape[:2], bool)
@@ -419,7 +447,7 @@ def test_small_masks_are_the_same_with_either_resolution(tiny):
 def test_bad_resolution_and_decode(tiny):
     img, mask = photo((32, 32)), np.zeros((32, 32), bool)
     mask[4:8, 4:8] = True
-    with pytest.raises(ValueError, match="resolution must be one of native, resize"):
+    with pytest.raises(ValueError, match="resolution must be one of auto, native, resize"):
         edit(img, mask, model=tiny, resolution="big")
     with pytest.raises(ValueError, match="decode must be one of"):
         edit(img, mask, model=tiny, decode="some")

@@ -159,7 +159,7 @@ def test_a_figure_far_from_the_training_scale_is_warned_about(tiny_pose_model):
     mask[40:60, 40:60] = True
     k = pm.median_bone_length(pair.target_pose) / (pm.FIGURE_BONE * tiny_pose_model.resolution)
     with pytest.warns(UserWarning, match=rf"about {k:.1f}x the size of the pose model's training figures"):
-        edit(pair.source, mask, pose=pair.target_pose, model=tiny_pose_model, seed=0)
+        edit(pair.source, mask, pose=pair.target_pose, model=tiny_pose_model, seed=0, resolution="native")
     small = pair.source[::4, ::4]
     pose = pair.target_pose.copy()
     pose[pose[:, 2] > 0, :2] /= 4
@@ -167,3 +167,137 @@ def test_a_figure_far_from_the_training_scale_is_warned_about(tiny_pose_model):
         warnings.simplefilter("error")
         edit(small, mask[::4, ::4], pose=pose, model=tiny_pose_model, seed=0)
         edit(pair.source, mask, pose=pair.target_pose, model=tiny_pose_model, seed=0, resolution="resize")
+        # the default ("auto") edits the figure at its own scale instead of warning
+        edit(pair.source, mask, pose=pair.target_pose, model=tiny_pose_model, seed=0)
+
+
+@pytest.mark.slow
+def test_auto_edits_a_large_figure_at_its_scale():
+    """resolution="auto" (the default) edits a figure 4x the training figures' size at the
+    figure's scale: the pose model then draws the moved limbs where they go, which "native" (the
+    model's pixel scale, limbs drawn 4x too thin) does not; a figure at the training scale is
+    edited exactly as "native" edits it. Validation scenes rendered larger, their truths known."""
+    import warnings
+
+    from napari_ilat import edit_with_info, load_model
+    from napari_ilat.data.pose_scenes import make_edit_pair
+    from napari_ilat.data.splits import split_seeds
+    from napari_ilat.evaluation.metrics import psnr
+
+    model = load_model("pose")
+    seeds = split_seeds("validation", 6)
+    gains = []
+    # scene 5 at 512 px: a figure 3.7x the training size; scene 3 at 384 px: 3.3x, in an image
+    # only 3 model windows wide (shrunk to one window: 3x)
+    for i, size in ((5, 512), (3, 384)):
+        p = make_edit_pair(int(seeds[i]), size)
+        ratio = pm.figure_ratio(p.target_pose, model.resolution)
+        assert pm.figure_off_scale(ratio)
+        auto = edit_with_info(p.source, p.mask, pose=p.target_pose, model=model, seed=i, device="cpu")
+        # the figure's bones now as long as the training ones, or the image shrunk to one model window
+        assert auto.scale == pytest.approx(min(ratio, size / model.resolution), rel=0.05)
+        with pytest.warns(UserWarning, match="the size of the pose model's training figures"):
+            native = edit_with_info(
+                p.source, p.mask, pose=p.target_pose, model=model, seed=i, device="cpu", resolution="native"
+            )
+        assert native.scale == 1.0
+        gains.append(psnr(auto.image, p.target, p.mask) - psnr(native.image, p.target, p.mask))
+    assert np.mean(gains) > 1.0, gains
+
+    p = make_edit_pair(int(split_seeds("validation", 1)[0]), 128)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        auto = edit_with_info(p.source, p.mask, pose=p.target_pose, model=model, seed=0, device="cpu")
+    native = edit_with_info(
+        p.source, p.mask, pose=p.target_pose, model=model, seed=0, device="cpu", resolution="native"
+    )
+    assert auto.scale == 1.0 and np.array_equal(auto.image, native.image)
+
+
+def test_a_figure_scaled_edit_gives_each_window_the_keypoints_where_its_pixels_are(tiny_pose_model, monkeypatch):
+    """At the figure's scale the image is resized and the keypoints mapped separately: each
+    model window's condition must put every keypoint on the model pixel that shows the image
+    point it marks. The image is a colour ramp (red = column, green = row), which resizing
+    keeps exact, so the model input at a keypoint's position says which image point it is."""
+    from napari_ilat.engine import editing
+
+    h = w = 600
+    rows, cols = np.mgrid[0:h, 0:w].astype(np.float64)
+    image = np.stack([cols / (w - 1), rows / (h - 1), np.full((h, w), 0.5)], -1)
+    mask = np.zeros((h, w), bool)
+    mask[150:180, 150:180] = mask[420:450, 410:450] = True  # a grid of several model windows at ~6x
+    # a figure of 26 px bones (6x the tiny model's training figures), grown from the neck
+    from napari_ilat.engine.skeleton import NECK, SKELETON
+
+    rng = np.random.default_rng(0)
+    pose = np.zeros((18, 3))
+    pose[:, 2] = 1
+    pose[NECK, :2] = 300
+    for a, b in SKELETON:  # (parents first)
+        angle = rng.uniform(0, 2 * np.pi)
+        pose[b, :2] = pose[a, :2] + 26 * np.array([np.cos(angle), np.sin(angle)])
+    inputs, conds = [], []
+    resize_masked, sample_grid = editing._resize_masked, editing.sample_grid
+
+    def keep_input(x, m, size):
+        out = resize_masked(x, m, size)
+        inputs.append(out[0][0].double().numpy())  # (3, rows, cols) in [0, 1], masked pixels 0
+        return out
+
+    def keep_conditions(net, tokens, known, cond_at, **kw):
+        def cond(tr0, tc0):  # the model window whose top-left token is (tr0, tc0) of the grid
+            out = cond_at(tr0, tc0)
+            conds.append((tr0, tc0, out[0].double().numpy()))
+            return out
+
+        return sample_grid(net, tokens, known, cond, **kw)
+
+    monkeypatch.setattr(editing, "_resize_masked", keep_input)
+    monkeypatch.setattr(editing, "sample_grid", keep_conditions)
+    result = editing.edit_with_info(image, mask, pose=pose, model=tiny_pose_model, seed=0, device="cpu")
+    f = tiny_pose_model.config.vqgan.factor
+    assert 5 < result.scale < 7 and len(inputs) == 1 and len({c[:2] for c in conds}) >= 2  # several windows
+    x = inputs[0]
+    checked = set()
+    for tr0, tc0, kp in conds:
+        for (nx, ny, _), (px, py, _) in zip(kp, pose):
+            # the model pixel (continuous index into the resized window) the condition puts it on
+            i, j = tr0 * f + ny * 32 - 0.5, tc0 * f + nx * 32 - 0.5
+            if not (1 <= i < x.shape[1] - 2 and 1 <= j < x.shape[2] - 2):
+                continue
+            i0, j0 = int(i), int(j)
+            patch = x[:, i0 : i0 + 2, j0 : j0 + 2]
+            if (patch == 0).all(axis=0).any():
+                continue  # a masked model pixel: the input there is blank
+            a, b = i - i0, j - j0
+            value = (1 - a) * ((1 - b) * patch[:, 0, 0] + b * patch[:, 0, 1]) + a * (
+                (1 - b) * patch[:, 1, 0] + b * patch[:, 1, 1]
+            )
+            assert value[0] == pytest.approx(px / (w - 1), abs=0.01) and value[1] == pytest.approx(
+                py / (h - 1), abs=0.01
+            )
+            checked.add((tr0, tc0))
+    assert len(checked) >= 2  # keypoints checked in more than one model window
+
+
+def test_cli_edits_an_off_scale_figure_at_its_scale_and_says_so(tmp_path, tiny_pose_model_path, capsys):
+    """The tiny 32 px pose model sees the 128 px scene's figure about 6x too large: by default
+    (--resolution auto) the edit is made on the image shrunk to one model window (4x) and the
+    line that names the output says so; --resolution native warns instead. Both are recorded."""
+    from napari_ilat.cli.edit import read_metadata
+    from napari_ilat.data.pose_scenes import make_edit_pair
+
+    pair = make_edit_pair(151, 128)
+    _pose_files(tmp_path, pair)
+    base = ["edit", str(tmp_path / "scene.png"), "--pose", str(tmp_path / "new.json"), "--seed", "3"]
+    base += ["--model", str(tiny_pose_model_path), "--mask-from-pose", str(tmp_path / "old.json")]
+    assert main([*base, "-o", str(tmp_path / "auto.png")]) == 0
+    out, err = capsys.readouterr()
+    assert "edited at 1/4.0 of the image's size" in out + err and "training figures" not in err
+    assert read_metadata(tmp_path / "auto.png")["resolution"] == "auto"
+    assert read_metadata(tmp_path / "auto.png")["scale"] == 4.0
+    assert main([*base, "--resolution", "native", "-o", str(tmp_path / "native.png")]) == 0
+    out, err = capsys.readouterr()
+    assert "the size of the pose model's training figures" in err and "edited at" not in out + err
+    assert read_metadata(tmp_path / "native.png")["scale"] == 1.0
+    assert not np.array_equal(skimage.io.imread(tmp_path / "auto.png"), skimage.io.imread(tmp_path / "native.png"))

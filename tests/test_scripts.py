@@ -389,3 +389,28 @@ def test_sweep_seamless_pairs_the_fills_on_the_same_edits(monkeypatch):
         assert box_row["psnr_mask"][str(depth)]["mean"] == pytest.approx(np.mean(scores), abs=1e-3)
     d = box_row["psnr_mask"]["16.0"]
     assert d["diff"] == pytest.approx(d["mean"] - box_row["psnr_mask"]["None"]["mean"], abs=2e-3)
+
+
+@pytest.mark.slow
+def test_pose_scale_edits_each_method_on_the_same_scaled_pair(tmp_path):
+    """Validation scene 0 rendered 2x (its figure 1.4x the training figures: inside the band
+    'auto' leaves alone, so auto = native, while 'figure' scales it anyway)."""
+    from napari_ilat.data.pose_scenes import make_edit_pair
+    from napari_ilat.data.splits import split_seeds
+    from napari_ilat.engine.pose_mask import figure_ratio
+
+    out = tmp_path / "cases.json"
+    args = ["--n", "1", "--factors", "2", "--methods", "native,auto,figure", "--out", str(out)]
+    text = run_script("pose_scale.py", *args, "--examples", str(tmp_path / "grid.png"))
+    rows = {r["method"]: r for r in map(json.loads, text.splitlines())}
+    (case,) = json.loads(out.read_text())
+    seed = int(split_seeds("validation", 1)[0])
+    pose = make_edit_pair(seed, 256).target_pose
+    assert case["seed"] == seed and case["ratio"] == pytest.approx(figure_ratio(pose, 128)) and 1 < case["ratio"] < 1.75
+    assert rows["auto"]["scale_median"] == 1.0 and rows["auto"]["psnr"] == rows["native"]["psnr"]
+    assert rows["figure"]["scale_median"] == pytest.approx(case["ratio"], rel=0.05)
+    assert rows["figure"]["psnr"] == pytest.approx(case["figure"], abs=1e-4) and case["figure"] != case["native"]
+    assert imread(tmp_path / "grid.png").shape == (256, 5 * 256 + 4 * 4, 3)  # input, truth, the 3 methods
+    assert rows["figure"]["image_px"] == 256 and rows["figure"]["psnr_vs_native"].startswith(
+        f"{case['figure'] - case['native']:+.3f}"
+    )

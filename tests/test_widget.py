@@ -130,8 +130,28 @@ def test_candidates_beyond_free_memory_are_an_error_notification(pose_viewer, er
     assert len(viewer.layers) == n + 1
 
 
+def test_an_off_scale_figure_is_edited_at_its_scale_and_the_status_says_so(pose_viewer, errors):
+    """The tiny 32 px pose model sees the sample's figure about 6x too large: with resolution
+    'auto' (the default) the edit is made on the image shrunk to one model window and the
+    status line says so; 'native' warns in a notification instead."""
+    viewer, widget = pose_viewer
+    assert widget.resolution.value == "auto"
+    widget.generate()
+    meta = widget.last_result.metadata["napari_ilat"]
+    assert errors["error"] == [] and not errors["warning"]
+    assert widget.status.value.endswith("(edited at 1/4.0 of the image's size)") and meta["scale"] == 4.0
+    widget.resolution.value = "native"
+    widget.generate()
+    assert widget.last_result.metadata["napari_ilat"]["scale"] == 1.0 and "edited at" not in widget.status.value
+    assert any("the size of the pose model's training figures" in m for m in errors["warning"])
+
+
 def test_drawn_seed_is_the_one_shown_and_reproduces(pose_viewer, errors, tiny_pose_model):
     viewer, widget = pose_viewer
+    # (at the model's pixel scale: the tiny 32 px model sees the sample's figure 6x too large, and
+    # 'auto' would edit it shrunk to one window, whose surroundings allow all 64 codes, so the
+    # context palette below would change nothing)
+    widget.resolution.value = "native"
     widget.seed.value = -1  # draw one
     widget.generate()
     first = widget.last_result

@@ -136,11 +136,13 @@ def add_arguments(p) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default: %(default)s)")
     p.add_argument(
         "--resolution",
-        default="native",
-        choices=("native", "resize"),
+        default="auto",
+        choices=("auto", "native", "resize"),
         help="a mask larger than the model's window: 'native' generates it at the model's pixel scale with "
         "sliding windows (time grows with the masked area), 'resize' fits it into one window and scales the "
-        "result back (faster, coarser) (default: %(default)s)",
+        "result back (faster, coarser); 'auto' is 'native', except a pose edit whose figure is over 1.75x larger "
+        "or smaller than the pose model's training figures: that is edited at the figure's scale "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--blend",
@@ -760,6 +762,8 @@ def _record(args, result, top_k, job: Job) -> dict:
         "guidance": result.guidance,
         "palette": args.palette,
         "palette_used": result.palette,
+        "resolution": args.resolution,
+        "scale": round(result.scale, 4),
         "feather": args.feather,
         **({"mask_label": args.label[0] if len(args.label) == 1 else args.label} if args.label else {}),
         **({"grow": args.grow} if args.grow else {}),
@@ -821,7 +825,7 @@ def _edit_every_slice(job: Job, args, model, mode: str, top_k, bar, label: str) 
 
 
 def run(args) -> int:
-    from napari_ilat.engine.editing import MAX_SAMPLES, edit_with_info, prepare_palette
+    from napari_ilat.engine.editing import MAX_SAMPLES, edit_with_info, prepare_palette, scale_note
 
     if not 1 <= args.samples <= MAX_SAMPLES:
         raise ValueError(f"--samples must be from 1 to {MAX_SAMPLES} (run again with --seed S+{MAX_SAMPLES} for more)")
@@ -904,7 +908,7 @@ def run(args) -> int:
         else:
             last = result.seeds[-1]
             shown = f"{outs[0]} .. {outs[-1].name} (seeds {result.seed}..{last}: candidate k = --seed {result.seed}+k"
-        notes = "".join(f"; {x}" for x in (job.note, lossy_note) if x)
+        notes = "".join(f"; {x}" for x in (job.note, lossy_note, scale_note(result.scale)) if x)
         bar.close(f"wrote {shown}, {time.perf_counter() - bar.t0:.1f} s{notes})")
     if failed:
         print(f"napari-ilat edit: {len(failed)} of {n} images failed: {', '.join(failed)}", file=sys.stderr)

@@ -8,7 +8,9 @@ The pipeline, and the one rule it keeps: the old content inside the mask may rea
    ``value_range`` when given; the output stays in that range);
 2. pick a window around the mask at the model's pixel scale: one model window (16 x 16
    tokens for the bundled models) when the mask fits, else a larger token grid around the
-   mask, generated with sliding windows (``resolution="native"``, the default); or one
+   mask, generated with sliding windows (``resolution="native"``); for a pose edit whose
+   figure is far from the pose model's training figures in size, the same at the figure's
+   scale, the window resized (``resolution="auto"``, the default: otherwise "native"); or one
    window resized to the model's resolution (``resolution="resize"``: faster, coarser);
 3. encode with the two-stream encoder (``ilat``) or the plain one (``ilat*``, ``taming``),
    quantize, M_q = maxpool_f(mask) -- or reuse all of it from the last edits of the same
@@ -49,7 +51,7 @@ from napari_ilat.engine.inputs import check_image, check_pose, normalize_mask, n
 from napari_ilat.engine.model import ILATModel, load_model
 from napari_ilat.engine.modes import MODE_NAMES, get_mode
 from napari_ilat.engine.palette import allowed_codes, check_palette, colours_of, has_colours
-from napari_ilat.engine.pose_mask import figure_scale_warning
+from napari_ilat.engine.pose_mask import figure_off_scale, figure_ratio, figure_scale_warning
 from napari_ilat.engine.region_decode import Box, decode_region, record_reference, region_plan
 from napari_ilat.engine.reuse import FIRST_STAGE_CACHE, first_stage_key
 from napari_ilat.engine.sampler import EditCancelled, SamplingOptions
@@ -75,8 +77,14 @@ MAX_SAMPLES = 64
 #: edit(resolution=...): "native" generates a mask larger than one model window at the
 #: model's own pixel scale with sliding windows (time grows with the masked area);
 #: "resize" fits the mask's surroundings into one window (faster, coarser). Masks that fit
-#: one window are edited the same way by both.
-RESOLUTIONS = ("native", "resize")
+#: one window are edited the same way by both. "auto" (the default) is "native", except for
+#: pose edits whose figure is far from the pose model's training figures in size
+#: (pose_mask.figure_off_scale): those are edited at the figure's scale, the image (around the
+#: mask) scaled so that the figure's bones are as long as the training figures', with sliding
+#: windows at that scale, and the result scaled back. A pose model draws limbs at the size it
+#: was trained on, whatever the image's (docs/benchmarks.md, "Figures larger or smaller than the
+#: training figures").
+RESOLUTIONS = ("auto", "native", "resize")
 #: edit(decode=...): "auto" decodes only the region the mask and its feather band cover
 #: when it is at most REGION_MAX_FRACTION of the window (statistics from the unmasked
 #: image's decode; a few grey levels from the full decode, docs/benchmarks.md), else the
@@ -102,6 +110,8 @@ __all__ = [
     "RESOLUTIONS",
     "DECODES",
     "native_window",
+    "scaled_window",
+    "scale_note",
 ]
 
 
@@ -513,20 +523,39 @@ def native_window(mask: np.ndarray, resolution: int, factor: int, context: int) 
     smaller than ``resolution`` in a dimension or no whole-token window holds the mask
     (then the window is resized: :func:`edit_window`). A mask that fits one model window
     gets exactly :func:`edit_window`'s window."""
+    found = scaled_window(mask, resolution, factor, context, 1.0)
+    return None if found is None else found[0]
+
+
+def scaled_window(
+    mask: np.ndarray, resolution: int, factor: int, context: int, scale: float
+) -> tuple[tuple[int, int, int, int], tuple[int, int]] | None:
+    """:func:`native_window` for the image shrunk ``scale`` times (image pixels per model pixel;
+    1 = the model's own scale): ``((row0, col0, height, width), (rows, cols))``, the window in
+    image pixels and the size it is resized to, in model pixels (whole tokens, at least
+    ``resolution``, holding the mask's bounding box plus ``context`` model pixels each side where
+    the image allows). None when the shrunk image is smaller than ``resolution`` in a dimension or
+    no whole-token window holds the mask."""
     rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
-    box = []
+    box, size = [], []
     for lo, hi, extent in ((rows[0], rows[-1] + 1, mask.shape[0]), (cols[0], cols[-1] + 1, mask.shape[1])):
-        top = extent // factor * factor
+        # the bounding box and the image at model scale (exact integers at scale 1)
+        # (ext_m: an image shrunk to exactly one window is one window, whatever the rounding)
+        lo_m, hi_m, ext_m = int(np.floor(lo / scale)), int(np.ceil(hi / scale)), int(np.floor(extent / scale + 1e-9))
+        top = ext_m // factor * factor
         if top < resolution:
             return None
-        size = min(max(resolution, -(-(hi - lo + 2 * context) // factor) * factor), top)
-        if size < hi - lo:
+        n = min(max(resolution, -(-(hi_m - lo_m + 2 * context) // factor) * factor), top)
+        if n < hi_m - lo_m:
             return None
-        start = (lo + hi) // 2 - size // 2
-        start = min(max(start, hi - size, 0), lo, extent - size)
-        box.append((int(start), int(size)))
+        start = (lo_m + hi_m) // 2 - n // 2
+        start = min(max(start, hi_m - n, 0), lo_m, ext_m - n)
+        # back to image pixels: [start, start + n) * scale holds [lo, hi) and lies in the image
+        p0, p1 = int(round(start * scale)), min(int(round((start + n) * scale)), extent)
+        box.append((p0, p1 - p0))
+        size.append(int(n))
     (r0, h), (c0, w) = box
-    return r0, c0, h, w
+    return (r0, c0, h, w), (size[0], size[1])
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -571,11 +600,20 @@ class EditResult:
     seconds: float
     guidance: float = 1.0  # the guidance scale used (1 = off)
     palette: bool = False  # whether the context palette restricted the codes (edit(palette=))
+    scale: float = 1.0  # image pixels per model pixel in the edited window (1: the model's own scale)
 
     @property
     def seeds(self) -> tuple[int, ...]:
         """The seed of each candidate: candidate k is the single edit with ``seed + k``."""
         return tuple(self.seed + k for k in range(self.samples))
+
+
+def scale_note(scale: float) -> str:
+    """How the edited window was scaled (:attr:`EditResult.scale`), for a status line: "" at the
+    model's own scale."""
+    if abs(scale - 1) < 0.01:
+        return ""
+    return f"edited at 1/{scale:.1f} of the image's size" if scale > 1 else f"edited at {1 / scale:.1f}x its size"
 
 
 def edit_with_info(
@@ -599,7 +637,7 @@ def edit_with_info(
     progress=None,
     cancel=None,
     cache: bool = True,
-    resolution: str = "native",
+    resolution: str = "auto",
     decode: str = "auto",
     blend: str = "seamless",
     palette: str = "auto",
@@ -637,10 +675,14 @@ def edit_with_info(
         raise ValueError(
             f"model {model.config.name!r} is not pose-conditioned ({model.cond}); drop pose or use a pose model"
         )
-    if pose is not None and resolution == "native":  # (resized, the window sets the scale)
-        scale = figure_scale_warning(pose, model.resolution)
-        if scale is not None:
-            warnings.warn(scale, UserWarning, stacklevel=2)
+    # a pose figure far from the training figures' size: "auto" edits it at the figure's scale,
+    # "native" warns (resized, the window sets the scale)
+    ratio = figure_ratio(pose, model.resolution) if pose is not None and resolution != "resize" else None
+    figure_scale = ratio if figure_off_scale(ratio) and resolution == "auto" else 1.0
+    if figure_scale > 1:  # at most the image shrunk to one model window
+        figure_scale = max(1.0, min(figure_scale, min(image.shape[:2]) / model.resolution))
+    if figure_off_scale(ratio) and resolution == "native":
+        warnings.warn(figure_scale_warning(pose, model.resolution), UserWarning, stacklevel=2)
     if sketch is not None and model.cond != "sketch":
         raise ValueError(
             f"model {model.config.name!r} is not sketch-conditioned ({model.cond}); drop sketch or use a sketch model"
@@ -665,17 +707,21 @@ def edit_with_info(
     dtype = param.dtype
     res = model.resolution
 
-    # ---- window: at the model's pixel scale (native), or resized to its resolution;
-    # only the window is converted
+    # ---- window: at the model's pixel scale (native), at the figure's, or resized to its
+    # resolution; only the window is converted
     f = model.config.vqgan.factor
-    context = max(res // 8, int(np.ceil(feather)) + 1)
-    box = native_window(mask, res, f, context) if resolution == "native" else None
-    native = box is not None
-    if box is None:
+    # context in model pixels; the feather band must lie inside the window in image pixels
+    context = max(res // 8, int(np.ceil((np.ceil(feather) + 1) / min(figure_scale, 1.0))))
+    found = scaled_window(mask, res, f, context, figure_scale) if resolution != "resize" else None
+    if found is not None:
+        box, size = found
+    else:
         box = edit_window(mask, res, context)
+        size = (res, res)
     r0, c0, h, w = box
-    native = native or (h, w) == (res, res)  # the window at the model's own scale
-    size = (h, w) if native else (res, res)
+    if (h, w) == (res, res):
+        size = (h, w)  # a window at the model's own scale
+    native = size == (h, w)
     win = (slice(r0, r0 + h), slice(c0, c0 + w))
     mask_w = mask[win]
     unit = intensity.to_unit(image[win])
@@ -701,13 +747,13 @@ def edit_with_info(
 
     def cond_at(tr0, tc0):
         """The condition of the model window whose top-left token is (tr0, tc0) of the grid."""
-        if native:
-            wr, wc, wh, ww = r0 + tr0 * f, c0 + tc0 * f, res, res
-        else:
-            wr, wc, wh, ww = r0, c0, h, w
+        # (products before the division: exact integers at the model's own scale and resized)
+        wr, wc = r0 + tr0 * f * h / size[0], c0 + tc0 * f * w / size[1]
+        wh, ww = res * h / size[0], res * w / size[1]
         if pose is not None:
             return to_tensor(normalize_keypoints(pose, (wr, wc, wh, ww)))[None]
         if sketch_full is not None:
+            wr, wc, wh, ww = (int(round(v)) for v in (wr, wc, wh, ww))
             sk = to_tensor(sketch_full[wr : wr + wh, wc : wc + ww])[None, None]
             return _resize(sk, (res, res)).clamp(0, 1)
         return None
@@ -825,6 +871,7 @@ def edit_with_info(
         seconds=time.perf_counter() - t_start,
         guidance=options.guidance,
         palette=use_palette,
+        scale=(h / size[0] + w / size[1]) / 2,
     )
 
 
@@ -849,7 +896,7 @@ def edit(
     progress=None,
     cancel=None,
     cache: bool = True,
-    resolution: str = "native",
+    resolution: str = "auto",
     decode: str = "auto",
     blend: str = "seamless",
     palette: str = "auto",
@@ -906,11 +953,16 @@ def edit(
     cancel : threading.Event or callable returning True to stop (raises EditCancelled).
     cache : False recomputes the whole sequence for every token, like the reference code
         (same result; only for benchmarks).
-    resolution : "native" (default): a mask larger than the model's window (128 px for the
-        bundled models) is generated at the model's pixel scale with sliding windows, time
-        growing with the masked area; "resize": the mask's surroundings are resized into one
-        window and the result scaled back (faster, coarser). Masks that fit one window: the
-        same either way.
+    resolution : "native": a mask larger than the model's window (128 px for the bundled
+        models) is generated at the model's pixel scale with sliding windows, time growing
+        with the masked area; "resize": the mask's surroundings are resized into one window
+        and the result scaled back (faster, coarser). Masks that fit one window: the same
+        either way. "auto" (default): "native", except a pose edit whose figure's median bone
+        is more than 1.75x longer or shorter than the pose model's training figures' (17.5 px
+        at 128 px): that is edited as "native" on the image scaled to make the figure's bones
+        as long as theirs, and the result scaled back (a pose model draws limbs at the size it
+        was trained on; "native" warns instead). ``edit_with_info(...).scale`` says the scale
+        used.
     decode : "auto" (default): decode only the region of the mask and its feather band when
         it covers at most half the window (a few grey levels from a full decode: the
         decoder's normalisation statistics come from the unmasked image's decode); "full":

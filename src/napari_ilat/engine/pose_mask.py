@@ -19,6 +19,8 @@ __all__ = [
     "hidden_kept",
     "default_mask_radius",
     "median_bone_length",
+    "figure_ratio",
+    "figure_off_scale",
     "figure_scale_warning",
     "RADIUS_PER_BONE",
     "RADIUS_MARGIN",
@@ -66,27 +68,43 @@ def default_mask_radius(shape, *poses) -> float:
 
 #: The pose training figures' median bone length as a fraction of the model's resolution (the
 #: train split's scenes at 128 px, 400 of them: 11.8-32.6 px, median 17.5). A pose model draws
-#: limbs at that scale whatever the image's, so a figure whose bones are more than
-#: FIGURE_SCALE_WARN times longer (a person 500 px tall in a photograph) or shorter is warned about.
+#: limbs at that scale whatever the image's.
 FIGURE_BONE = 17.5 / 128
-FIGURE_SCALE_WARN = 2.5
+#: A figure whose median bone is more than FIGURE_SCALE_BAND times longer (a person 500 px tall
+#: in a photograph) or shorter than FIGURE_BONE x the model's resolution is off scale: edit()
+#: with resolution="auto" edits it at its own scale, "native" warns. Chosen on the validation
+#: split (scripts/pose_scale.py, docs/benchmarks.md "Figures larger or smaller than the training
+#: figures"): editing at the figure's scale gained nothing for figures 0.8-1.75x the usual size
+#: (-0.2 to -0.5 dB: resampling costs detail) and from +0.7 dB at 1.75-2x up to +3.7 dB at 4x;
+#: for small figures, +1.3 dB and more below about 0.6x.
+FIGURE_SCALE_BAND = 1.75
+
+
+def figure_ratio(pose, resolution: int) -> float | None:
+    """How many times larger ``pose``'s figure is (its :func:`median_bone_length`) than the
+    figures a pose model of ``resolution`` px was trained on, at the model's own pixel scale;
+    None when the pose has no bone."""
+    bone = median_bone_length(pose)
+    return None if bone is None else bone / (FIGURE_BONE * resolution)
+
+
+def figure_off_scale(ratio: float | None) -> bool:
+    """Whether a :func:`figure_ratio` is more than FIGURE_SCALE_BAND times off, either way."""
+    return ratio is not None and not 1 / FIGURE_SCALE_BAND <= ratio <= FIGURE_SCALE_BAND
 
 
 def figure_scale_warning(pose, resolution: int) -> str | None:
     """A warning when ``pose``'s figure is far from the size a pose model of ``resolution`` px
     was trained on (at its own pixel scale), or None."""
-    bone = median_bone_length(pose)
-    if bone is None:
+    ratio = figure_ratio(pose, resolution)
+    if not figure_off_scale(ratio):
         return None
-    usual = FIGURE_BONE * resolution
-    ratio = bone / usual
-    if 1 / FIGURE_SCALE_WARN <= ratio <= FIGURE_SCALE_WARN:
-        return None
+    bone, usual = ratio * FIGURE_BONE * resolution, FIGURE_BONE * resolution
     way, k = ("down", ratio) if ratio > 1 else ("up", 1 / ratio)
     return (
         f"the figure is about {ratio:.1f}x the size of the pose model's training figures (median bone "
         f"{bone:.0f} px, against about {usual:.0f} px): the model draws limbs at its own scale, so "
-        f"{way}scale the image about {k:.1f}x for this edit"
+        f"{way}scale the image about {k:.1f}x for this edit, or edit with resolution 'auto' (the default), which does"
     )
 
 

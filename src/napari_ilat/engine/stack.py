@@ -40,6 +40,7 @@ class StackResult:
     seconds: float
     guidance: float = 1.0
     palette: bool = False  # whether the context palette restricted the codes of any plane
+    scale: float = 1.0  # image pixels per model pixel of the planes' windows (the farthest from 1, where they differ)
 
     @property
     def samples(self) -> int:  # one result per plane, never candidates
@@ -136,7 +137,7 @@ def edit_stack(
     out = np.array(stack, copy=True)
     seeds: list[int | None] = []
     info = None
-    palette = False
+    palette, scale = False, 1.0
     counter = _StackProgress(progress, n)
     for j, index in enumerate(np.ndindex(*lead)):
         counter.start_plane()
@@ -162,6 +163,7 @@ def edit_stack(
         out[index] = info.image
         seeds.append(seed + j)
         palette = palette or info.palette
+        scale = max(scale, info.scale, key=lambda v: abs(v - 1))
     return StackResult(
         image=out,
         seed=seed,
@@ -172,4 +174,5 @@ def edit_stack(
         seconds=time.perf_counter() - t0,
         guidance=info.guidance,
         palette=palette,
+        scale=scale,
     )

@@ -153,6 +153,7 @@ def result_metadata(source_name: str, mask_name: str | None, index: tuple[int, .
         "device": result.device,
         "seconds": round(float(result.seconds), 3),
         "palette_used": bool(result.palette),  # params' "palette" is the setting (auto, on, off)
+        "scale": round(float(result.scale), 4),  # image pixels per model pixel of the edited window
     }
     for k, v in params.items():
         if k not in meta and k not in _NOT_RECORDED:

@@ -311,9 +311,11 @@ class ILATWidget(Container):
         )
         self.resolution = ComboBox(
             label="resolution",
-            choices=[("native", "native"), ("resize (faster)", "resize")],
+            choices=[("auto", "auto"), ("native", "native"), ("resize (faster)", "resize")],
             tooltip="a mask larger than the model's window: 'native' generates it at the model's pixel scale "
-            "with sliding windows; 'resize' fits it into one window and scales the result back (faster, coarser)",
+            "with sliding windows; 'resize' fits it into one window and scales the result back (faster, coarser); "
+            "'auto' is 'native', except a pose edit whose figure is over 1.75x larger or smaller than the pose "
+            "model's training figures: that is edited at the figure's scale",
         )
         self.blend = ComboBox(
             label="blend",
@@ -737,14 +739,21 @@ class ILATWidget(Container):
     def _scroll_to_status(self) -> None:
         """In a dock shorter than the controls, scroll down to the status line and the bar
         (Shift-G starts an edit from the canvas, whatever part of the dock is in view)."""
-        scroll = self.root_native_widget
-        try:
-            # lay out what changed first (the line's new text, the buttons): else the
-            # scroll area resizes its contents afterwards and the line is off the bottom again
-            QApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest)
-            scroll.ensureWidgetVisible(self.status.native, 0, 10)
-        except RuntimeError:  # the viewer has closed: nothing to show
-            pass
+        scroll, line = self.root_native_widget, self.status.native
+
+        def show():
+            try:
+                # lay out what changed first (the line's new text, the buttons): else the
+                # scroll area resizes its contents afterwards and the line is off the bottom again
+                QApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest)
+                scroll.ensureWidgetVisible(line, 0, 10)
+            except RuntimeError:  # the viewer has closed: nothing to show
+                pass
+
+        show()
+        # and once more when the layouts have settled: a line that wraps to a second line (a long
+        # result name, the scale an edit was made at) grows only then
+        QTimer.singleShot(0, show)
 
     def _unused_strokes(self, inputs) -> list[str]:
         """A hint when no sketch is chosen but a Shapes layer has strokes in the mask (drawn to
@@ -848,7 +857,10 @@ class ILATWidget(Container):
             log.error("napari-ilat: adding the result failed\n%s", traceback.format_exc())
             show_error(f"napari-ilat: could not add the result ({e})")
             return
-        self.status.value = f"done in {result.seconds:.1f} s: {self.last_result.name}"
+        from napari_ilat.engine.editing import scale_note  # (torch: imported once an edit ran)
+
+        note = scale_note(result.result.scale)
+        self.status.value = f"done in {result.seconds:.1f} s: {self.last_result.name}" + (f" ({note})" if note else "")
         pose_layer = pending["pose_layer"]
         if pose_layer is not None:
             self._remember_pose(pose_layer)

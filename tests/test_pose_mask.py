@@ -301,3 +301,29 @@ def test_cli_edits_an_off_scale_figure_at_its_scale_and_says_so(tmp_path, tiny_p
     assert "the size of the pose model's training figures" in err and "edited at" not in out + err
     assert read_metadata(tmp_path / "native.png")["scale"] == 1.0
     assert not np.array_equal(skimage.io.imread(tmp_path / "auto.png"), skimage.io.imread(tmp_path / "native.png"))
+
+
+def test_a_figure_the_image_cannot_shrink_enough_is_warned_about(tiny_pose_model):
+    """A close-up: the figure fills so much of the image that shrinking the image to one model
+    window leaves it still off scale. The edit is made at that limit, with a warning that says
+    by how much and how large a padded image would have to be."""
+    import warnings
+
+    from napari_ilat import edit_with_info
+    from napari_ilat.data.pose_scenes import make_edit_pair
+
+    pair = make_edit_pair(151, 128)
+    crop = (slice(20, 100), slice(24, 104))  # 80 px around the figure
+    pose = pair.target_pose.copy()
+    pose[:, :2] -= (24, 20)
+    ratio = pm.figure_ratio(pose, 32)  # ~6.3x the tiny 32 px model's training figures
+    assert ratio / (80 / 32) > pm.FIGURE_SCALE_BAND
+    with pytest.warns(UserWarning, match=rf"this 80 px image shrinks only 2.5x .* about {ratio / 2.5:.1f}x too thin"):
+        r = edit_with_info(pair.source[crop], pair.mask[crop], pose=pose, model=tiny_pose_model, seed=0)
+    assert r.scale == pytest.approx(2.5)
+    assert f"pad the image to about {int(np.ceil(ratio * 32))} px a side" in pm.figure_shrink_limit_warning(
+        ratio, 2.5, 32, (80, 80)
+    )
+    with warnings.catch_warnings():  # the full 128 px scene shrinks 4x: 1.6x left, within the band
+        warnings.simplefilter("error")
+        assert edit_with_info(pair.source, pair.mask, pose=pair.target_pose, model=tiny_pose_model, seed=0).scale == 4.0

@@ -51,7 +51,12 @@ from napari_ilat.engine.inputs import check_image, check_pose, normalize_mask, n
 from napari_ilat.engine.model import ILATModel, load_model
 from napari_ilat.engine.modes import MODE_NAMES, get_mode
 from napari_ilat.engine.palette import allowed_codes, check_palette, colours_of, has_colours
-from napari_ilat.engine.pose_mask import figure_off_scale, figure_ratio, figure_scale_warning
+from napari_ilat.engine.pose_mask import (
+    figure_off_scale,
+    figure_ratio,
+    figure_scale_warning,
+    figure_shrink_limit_warning,
+)
 from napari_ilat.engine.region_decode import Box, decode_region, record_reference, region_plan
 from napari_ilat.engine.reuse import FIRST_STAGE_CACHE, first_stage_key
 from napari_ilat.engine.sampler import EditCancelled, SamplingOptions
@@ -681,6 +686,9 @@ def edit_with_info(
     figure_scale = ratio if figure_off_scale(ratio) and resolution == "auto" else 1.0
     if figure_scale > 1:  # at most the image shrunk to one model window
         figure_scale = max(1.0, min(figure_scale, min(image.shape[:2]) / model.resolution))
+        limited = figure_shrink_limit_warning(ratio, figure_scale, model.resolution, image.shape)
+        if limited is not None:
+            warnings.warn(limited, UserWarning, stacklevel=2)
     if figure_off_scale(ratio) and resolution == "native":
         warnings.warn(figure_scale_warning(pose, model.resolution), UserWarning, stacklevel=2)
     if sketch is not None and model.cond != "sketch":

@@ -22,6 +22,7 @@ __all__ = [
     "figure_ratio",
     "figure_off_scale",
     "figure_scale_warning",
+    "figure_shrink_limit_warning",
     "RADIUS_PER_BONE",
     "RADIUS_MARGIN",
 ]
@@ -105,6 +106,20 @@ def figure_scale_warning(pose, resolution: int) -> str | None:
         f"the figure is about {ratio:.1f}x the size of the pose model's training figures (median bone "
         f"{bone:.0f} px, against about {usual:.0f} px): the model draws limbs at its own scale, so "
         f"{way}scale the image about {k:.1f}x for this edit, or edit with resolution 'auto' (the default), which does"
+    )
+
+
+def figure_shrink_limit_warning(ratio: float, scale: float, resolution: int, shape) -> str | None:
+    """A warning when a figure :func:`figure_ratio` times the training size could be shrunk only
+    ``scale`` times (the image shrunk to one model window of ``resolution`` px) and is still off
+    scale, or None."""
+    if not figure_off_scale(ratio / scale):
+        return None
+    return (
+        f"the figure is about {ratio:.1f}x the size of the pose model's training figures, but this "
+        f"{min(shape[:2])} px image shrinks only {scale:.1f}x (to the model's {resolution} px window): the "
+        f"limbs come back about {ratio / scale:.1f}x too thin for it; pad the image to about "
+        f"{int(np.ceil(ratio * resolution))} px a side so that the edit can shrink it fully"
     )
 
 

@@ -50,6 +50,7 @@ from napari_ilat.engine.defaults import DEFAULT_GUIDANCE, DEFAULT_TOP_K
 from napari_ilat.engine.inputs import grow_mask, label_mask, normalize_mask, normalize_sketch
 from napari_ilat.engine.modes import MODE_NAMES
 from napari_ilat.engine.pose_json import read_pose
+from napari_ilat.engine.pose_mask import FIGURE_SCALE_BAND
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 #: What an output may be: lossless, and JPEG only with --lossy.
@@ -140,8 +141,9 @@ def add_arguments(p) -> None:
         choices=("auto", "native", "resize"),
         help="a mask larger than the model's window: 'native' generates it at the model's pixel scale with "
         "sliding windows (time grows with the masked area), 'resize' fits it into one window and scales the "
-        "result back (faster, coarser); 'auto' is 'native', except a pose edit whose figure is over 1.75x larger "
-        "or smaller than the pose model's training figures: that is edited at the figure's scale "
+        "result back (faster, coarser); 'auto' is 'native', except a pose edit whose figure is over "
+        f"{FIGURE_SCALE_BAND}x larger or smaller than the pose model's training figures: that is edited at the "
+        "figure's scale "
         "(default: %(default)s)",
     )
     p.add_argument(

@@ -966,8 +966,8 @@ def edit(
         with the masked area; "resize": the mask's surroundings are resized into one window
         and the result scaled back (faster, coarser). Masks that fit one window: the same
         either way. "auto" (default): "native", except a pose edit whose figure's median bone
-        is more than 1.75x longer or shorter than the pose model's training figures' (17.5 px
-        at 128 px): that is edited as "native" on the image scaled to make the figure's bones
+        is more than FIGURE_SCALE_BAND (1.75) times longer or shorter than the pose model's
+        training figures' (17.5 px at 128 px): that is edited as "native" on the image scaled to make the figure's bones
         as long as theirs, and the result scaled back (a pose model draws limbs at the size it
         was trained on; "native" warns instead). ``edit_with_info(...).scale`` says the scale
         used.

@@ -45,7 +45,7 @@ from qtpy.QtWidgets import QApplication, QSizePolicy
 
 from napari_ilat.engine.defaults import DEFAULT_GUIDANCE, DEFAULT_TOP_K
 from napari_ilat.engine.modes import MODES
-from napari_ilat.engine.pose_mask import default_mask_radius, moved_joint_mask
+from napari_ilat.engine.pose_mask import FIGURE_SCALE_BAND, default_mask_radius, moved_joint_mask
 from napari_ilat.plugin import layers as _layers
 from napari_ilat.plugin import results as _results
 from napari_ilat.plugin.layers import EditInputs, InputError
@@ -314,8 +314,8 @@ class ILATWidget(Container):
             choices=[("auto", "auto"), ("native", "native"), ("resize (faster)", "resize")],
             tooltip="a mask larger than the model's window: 'native' generates it at the model's pixel scale "
             "with sliding windows; 'resize' fits it into one window and scales the result back (faster, coarser); "
-            "'auto' is 'native', except a pose edit whose figure is over 1.75x larger or smaller than the pose "
-            "model's training figures: that is edited at the figure's scale",
+            f"'auto' is 'native', except a pose edit whose figure is over {FIGURE_SCALE_BAND}x larger or smaller "
+            "than the pose model's training figures: that is edited at the figure's scale",
         )
         self.blend = ComboBox(
             label="blend",

@@ -313,17 +313,19 @@ def test_a_figure_the_image_cannot_shrink_enough_is_warned_about(tiny_pose_model
     from napari_ilat.data.pose_scenes import make_edit_pair
 
     pair = make_edit_pair(151, 128)
-    crop = (slice(20, 100), slice(24, 104))  # 80 px around the figure
+    crop = (slice(24, 96), slice(24, 96))  # 72 px around the mask (keypoints outside: hidden)
     pose = pair.target_pose.copy()
-    pose[:, :2] -= (24, 20)
-    ratio = pm.figure_ratio(pose, 32)  # ~6.3x the tiny 32 px model's training figures
-    assert ratio / (80 / 32) > pm.FIGURE_SCALE_BAND
-    with pytest.warns(UserWarning, match=rf"this 80 px image shrinks only 2.5x .* about {ratio / 2.5:.1f}x too thin"):
+    pose[:, :2] -= 24
+    ratio, most = pm.figure_ratio(pose, 32), 72 / 32  # ~5.9x the tiny 32 px model's training figures
+    assert ratio / most > pm.FIGURE_SCALE_WARN  # still larger than any figure it saw
+    with pytest.warns(UserWarning, match=rf"this 72 px image shrinks only 2.2x .* about {ratio / most:.1f}x too thin"):
         r = edit_with_info(pair.source[crop], pair.mask[crop], pose=pose, model=tiny_pose_model, seed=0)
-    assert r.scale == pytest.approx(2.5)
+    assert r.scale == pytest.approx(most)
     assert f"pad the image to about {int(np.ceil(ratio * 32))} px a side" in pm.figure_shrink_limit_warning(
-        ratio, 2.5, 32, (80, 80)
+        ratio, most, 32, (72, 72)
     )
+    # 1.75-2.5x left: scaled as far as it goes, within the sizes the model saw, no warning
+    assert pm.figure_shrink_limit_warning(2.2 * most, most, 32, (72, 72)) is None
     with warnings.catch_warnings():  # the full 128 px scene shrinks 4x: 1.6x left, within the band
         warnings.simplefilter("error")
         assert edit_with_info(pair.source, pair.mask, pose=pair.target_pose, model=tiny_pose_model, seed=0).scale == 4.0

@@ -680,8 +680,9 @@ def edit_with_info(
         raise ValueError(
             f"model {model.config.name!r} is not pose-conditioned ({model.cond}); drop pose or use a pose model"
         )
-    # a pose figure far from the training figures' size: "auto" edits it at the figure's scale,
-    # "native" warns (resized, the window sets the scale)
+    # a pose figure far from the training figures' size: "auto" edits it at the figure's scale;
+    # "native" warns past FIGURE_SCALE_WARN, a size the model never saw (resized, the window sets
+    # the scale)
     ratio = figure_ratio(pose, model.resolution) if pose is not None and resolution != "resize" else None
     figure_scale = ratio if figure_off_scale(ratio) and resolution == "auto" else 1.0
     if figure_scale > 1:  # at most the image shrunk to one model window
@@ -689,8 +690,9 @@ def edit_with_info(
         limited = figure_shrink_limit_warning(ratio, figure_scale, model.resolution, image.shape)
         if limited is not None:
             warnings.warn(limited, UserWarning, stacklevel=2)
-    if figure_off_scale(ratio) and resolution == "native":
-        warnings.warn(figure_scale_warning(pose, model.resolution), UserWarning, stacklevel=2)
+    unseen = figure_scale_warning(pose, model.resolution) if pose is not None and resolution == "native" else None
+    if unseen is not None:
+        warnings.warn(unseen, UserWarning, stacklevel=2)
     if sketch is not None and model.cond != "sketch":
         raise ValueError(
             f"model {model.config.name!r} is not sketch-conditioned ({model.cond}); drop sketch or use a sketch model"
@@ -967,10 +969,10 @@ def edit(
         and the result scaled back (faster, coarser). Masks that fit one window: the same
         either way. "auto" (default): "native", except a pose edit whose figure's median bone
         is more than FIGURE_SCALE_BAND (1.75) times longer or shorter than the pose model's
-        training figures' (17.5 px at 128 px): that is edited as "native" on the image scaled to make the figure's bones
-        as long as theirs, and the result scaled back (a pose model draws limbs at the size it
-        was trained on; "native" warns instead). ``edit_with_info(...).scale`` says the scale
-        used.
+        training figures' (17.5 px at 128 px): that is edited as "native" on the image scaled
+        to make the figure's bones as long as theirs, and the result scaled back (a pose model
+        draws limbs at the size it was trained on; "native" warns past 2.5x, a size the model
+        never saw). ``edit_with_info(...).scale`` says the scale used.
     decode : "auto" (default): decode only the region of the mask and its feather band when
         it covers at most half the window (a few grey levels from a full decode: the
         decoder's normalisation statistics come from the unmasked image's decode); "full":

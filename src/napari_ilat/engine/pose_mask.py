@@ -23,6 +23,8 @@ __all__ = [
     "figure_off_scale",
     "figure_scale_warning",
     "figure_shrink_limit_warning",
+    "FIGURE_SCALE_BAND",
+    "FIGURE_SCALE_WARN",
     "RADIUS_PER_BONE",
     "RADIUS_MARGIN",
 ]
@@ -73,12 +75,15 @@ def default_mask_radius(shape, *poses) -> float:
 FIGURE_BONE = 17.5 / 128
 #: A figure whose median bone is more than FIGURE_SCALE_BAND times longer (a person 500 px tall
 #: in a photograph) or shorter than FIGURE_BONE x the model's resolution is off scale: edit()
-#: with resolution="auto" edits it at its own scale, "native" warns. Chosen on the validation
+#: with resolution="auto" edits it at its own scale. Chosen on the validation
 #: split (scripts/pose_scale.py, docs/benchmarks.md "Figures larger or smaller than the training
 #: figures"): editing at the figure's scale gained nothing for figures 0.8-1.75x the usual size
 #: (-0.2 to -0.5 dB: resampling costs detail) and from +0.7 dB at 1.75-2x up to +3.7 dB at 4x;
 #: for small figures, +1.3 dB and more below about 0.6x.
 FIGURE_SCALE_BAND = 1.75
+#: Warned about (resolution="native", or a figure "auto" cannot shrink enough) past this factor:
+#: figures the model never saw (the training figures span 0.67-1.86x FIGURE_BONE's size).
+FIGURE_SCALE_WARN = 2.5
 
 
 def figure_ratio(pose, resolution: int) -> float | None:
@@ -89,16 +94,16 @@ def figure_ratio(pose, resolution: int) -> float | None:
     return None if bone is None else bone / (FIGURE_BONE * resolution)
 
 
-def figure_off_scale(ratio: float | None) -> bool:
-    """Whether a :func:`figure_ratio` is more than FIGURE_SCALE_BAND times off, either way."""
-    return ratio is not None and not 1 / FIGURE_SCALE_BAND <= ratio <= FIGURE_SCALE_BAND
+def figure_off_scale(ratio: float | None, band: float = FIGURE_SCALE_BAND) -> bool:
+    """Whether a :func:`figure_ratio` is more than ``band`` times off, either way."""
+    return ratio is not None and not 1 / band <= ratio <= band
 
 
 def figure_scale_warning(pose, resolution: int) -> str | None:
     """A warning when ``pose``'s figure is far from the size a pose model of ``resolution`` px
     was trained on (at its own pixel scale), or None."""
     ratio = figure_ratio(pose, resolution)
-    if not figure_off_scale(ratio):
+    if not figure_off_scale(ratio, FIGURE_SCALE_WARN):
         return None
     bone, usual = ratio * FIGURE_BONE * resolution, FIGURE_BONE * resolution
     way, k = ("down", ratio) if ratio > 1 else ("up", 1 / ratio)
@@ -112,12 +117,17 @@ def figure_scale_warning(pose, resolution: int) -> str | None:
 def figure_shrink_limit_warning(ratio: float, scale: float, resolution: int, shape) -> str | None:
     """A warning when a figure :func:`figure_ratio` times the training size could be shrunk only
     ``scale`` times (the image shrunk to one model window of ``resolution`` px) and is still off
-    scale, or None."""
-    if not figure_off_scale(ratio / scale):
+    scale (past FIGURE_SCALE_WARN: a size the model never saw), or None."""
+    if not figure_off_scale(ratio / scale, FIGURE_SCALE_WARN):
         return None
+    shrinks = (
+        f"shrinks only {scale:.1f}x (to the model's {resolution} px window)"
+        if scale > 1
+        else f"is the model's {resolution} px window already"
+    )
     return (
         f"the figure is about {ratio:.1f}x the size of the pose model's training figures, but this "
-        f"{min(shape[:2])} px image shrinks only {scale:.1f}x (to the model's {resolution} px window): the "
+        f"{min(shape[:2])} px image {shrinks}: the "
         f"limbs come back about {ratio / scale:.1f}x too thin for it; pad the image to about "
         f"{int(np.ceil(ratio * resolution))} px a side so that the edit can shrink it fully"
     )

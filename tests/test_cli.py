@@ -316,3 +316,18 @@ def test_folder_mode_with_a_pose_folder_uses_the_bundled_pose_model(tmp_path, mo
     (tmp_path / "pose" / "a.json").write_text(json.dumps({"keypoints": p.target_pose.tolist()}))
     assert main(["edit", "images", "--mask", "masks", "--pose", "pose", "-o", "out", "--seed", "0", "-q"]) == 0
     assert read_metadata(tmp_path / "out" / "a.png")["model"] == "pose"
+
+
+def test_edit_threads_sets_torch_threads_before_the_edit(files, tiny_model_path, capsys, monkeypatch):
+    """--threads N: torch's CPU threads for this edit (one per process on a busy machine);
+    without it torch's default is left alone; a count below 1 is refused before any work."""
+    import torch
+
+    d, _, _ = files
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)  # (the test process keeps its own)
+    base = ["edit", str(d / "img.png"), "--mask", str(d / "mask.png"), "--model", str(tiny_model_path), "-q"]
+    assert main([*base, "--threads", "1", "-o", str(d / "o.png")]) == 0 and calls == [1]
+    assert main([*base, "-o", str(d / "o2.png"), "--overwrite"]) == 0 and calls == [1]
+    assert main([*base, "--threads", "0", "-o", str(d / "o3.png")]) == 2 and calls == [1]
+    assert "--threads must be at least 1, got 0" in capsys.readouterr().err and not (d / "o3.png").exists()

@@ -136,6 +136,13 @@ def add_arguments(p) -> None:
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default: %(default)s)")
     p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: torch's, every core; on a machine busy with other work 1 is "
+        "often fastest)",
+    )
+    p.add_argument(
         "--resolution",
         default="auto",
         choices=("auto", "native", "resize"),
@@ -835,6 +842,8 @@ def run(args) -> int:
         raise ValueError("--every-slice makes one edit per slice (slice j with --seed S+j): leave out --samples")
     if not (np.isfinite(args.grow) and args.grow >= 0):
         raise ValueError(f"--grow must be a number of pixels >= 0, got {args.grow}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
     _check_mask_arguments(args)
     jobs = _jobs(args)
     if not args.overwrite:
@@ -843,6 +852,10 @@ def run(args) -> int:
     if nested:
         print(f"napari-ilat edit: {nested}", file=sys.stderr, flush=True)
     top_k = args.top_k or None  # 0: the whole distribution
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     model = args.model
     if model is not None:
         from napari_ilat.engine.editing import cached_model

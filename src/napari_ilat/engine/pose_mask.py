@@ -99,16 +99,20 @@ def figure_off_scale(ratio: float | None, band: float = FIGURE_SCALE_BAND) -> bo
     return ratio is not None and not 1 / band <= ratio <= band
 
 
+def _figure_is(ratio: float) -> str:
+    return f"the figure is about {ratio:.1f}x the size of the pose model's training figures"
+
+
 def figure_scale_warning(pose, resolution: int) -> str | None:
     """A warning when ``pose``'s figure is far from the size a pose model of ``resolution`` px
     was trained on (at its own pixel scale), or None."""
-    ratio = figure_ratio(pose, resolution)
+    bone, usual = median_bone_length(pose), FIGURE_BONE * resolution
+    ratio = None if bone is None else bone / usual
     if not figure_off_scale(ratio, FIGURE_SCALE_WARN):
         return None
-    bone, usual = ratio * FIGURE_BONE * resolution, FIGURE_BONE * resolution
     way, k = ("down", ratio) if ratio > 1 else ("up", 1 / ratio)
     return (
-        f"the figure is about {ratio:.1f}x the size of the pose model's training figures (median bone "
+        f"{_figure_is(ratio)} (median bone "
         f"{bone:.0f} px, against about {usual:.0f} px): the model draws limbs at its own scale, so "
         f"{way}scale the image about {k:.1f}x for this edit, or edit with resolution 'auto' (the default), which does"
     )
@@ -126,8 +130,7 @@ def figure_shrink_limit_warning(ratio: float, scale: float, resolution: int, sha
         else f"is the model's {resolution} px window already"
     )
     return (
-        f"the figure is about {ratio:.1f}x the size of the pose model's training figures, but this "
-        f"{min(shape[:2])} px image {shrinks}: the "
+        f"{_figure_is(ratio)}, but this {min(shape[:2])} px image {shrinks}: the "
         f"limbs come back about {ratio / scale:.1f}x too thin for it; pad the image to about "
         f"{int(np.ceil(ratio * resolution))} px a side so that the edit can shrink it fully"
     )

@@ -10,12 +10,15 @@ the bundled pose model (sampling seed = case index, as ``train eval``) by
 - ``auto``: ``resolution="auto"`` (the default: native, or the figure's scale when the figure is
   more than ``FIGURE_SCALE_BAND`` x off),
 - ``figure``: the figure's scale whatever the figure's size (to place the threshold),
+- ``figure<=Nx`` (any N): the same, rescaled at most N times either way (what enlarging a small
+  figure only part of the way is worth),
 - ``resize``: one window resized to the model's resolution,
 
 and scored in the mask against the ground truth (PSNR, SSIM), with the median seconds per edit.
 
     OMP_NUM_THREADS=1 python scripts/pose_scale.py --n 50 --split validation --factors 2,3,4
     OMP_NUM_THREADS=1 python scripts/pose_scale.py --n 50 --split validation --factors 0.33,0.5
+    OMP_NUM_THREADS=1 python scripts/pose_scale.py --n 30 --factors 0.12,0.2 --methods native,figure,figure<=4x
 
 Prints one JSON line per factor and method: means, the paired difference from ``native`` (+- one
 standard error), the scale each edit used (image pixels per model pixel, median) and seconds;
@@ -74,7 +77,7 @@ def main():
     torch.set_num_threads(1)
     model = load_model("pose")
     methods = args.methods.split(",")
-    off_scale = editing.figure_off_scale
+    off_scale, figure_scale = editing.figure_off_scale, editing._figure_scale
     cases, examples = [], []
     for k in (float(x) for x in args.factors.split(",")):
         scores = {m: {"psnr": [], "ssim": [], "scale": [], "s": []} for m in methods}
@@ -86,7 +89,11 @@ def main():
                 shown = {"source": thumb(src), "target": thumb(tgt), "mask": thumb(mask.astype(float)) > 0.5}
             for m in methods:
                 # "figure": every figure counts as off scale, so "auto" edits it at its scale
-                editing.figure_off_scale = (lambda r: r is not None) if m == "figure" else off_scale
+                at_figure = m.startswith("figure")
+                editing.figure_off_scale = (lambda r: r is not None) if at_figure else off_scale
+                editing._figure_scale = (
+                    partway(figure_scale, float(m[8:-1])) if m.startswith("figure<=") else figure_scale
+                )
                 t0 = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # "native" warns about the figure's size
@@ -97,7 +104,7 @@ def main():
                         model=model,
                         seed=i,
                         device="cpu",
-                        resolution="auto" if m == "figure" else m,
+                        resolution="auto" if at_figure else m,
                     )
                 scores[m]["s"].append(time.perf_counter() - t0)
                 scores[m]["psnr"].append(psnr(r.image, tgt, mask))
@@ -109,7 +116,7 @@ def main():
             cases.append(case)
             if shown is not None:
                 examples.append(shown)
-        editing.figure_off_scale = off_scale
+        editing.figure_off_scale, editing._figure_scale = off_scale, figure_scale
         for m in methods:
             row = {"factor": k, "method": m, "n": args.n, "split": args.split, "image_px": src.shape[0]}
             for key in ("psnr", "ssim"):
@@ -124,6 +131,11 @@ def main():
             json.dump(cases, f, indent=1)
     if args.examples:
         examples_png(examples[-args.n_examples :], methods, args.examples)
+
+
+def partway(figure_scale, most: float):
+    """``editing._figure_scale`` rescaling at most ``most`` times either way."""
+    return lambda ratio, *args: min(max(figure_scale(ratio, *args), 1 / most), most)
 
 
 def thumb(a, side: int = 256):

@@ -158,7 +158,7 @@ def test_a_figure_far_from_the_training_scale_is_warned_about(tiny_pose_model):
     mask = np.zeros((128, 128), bool)
     mask[40:60, 40:60] = True
     k = pm.median_bone_length(pair.target_pose) / (pm.FIGURE_BONE * tiny_pose_model.resolution)
-    with pytest.warns(UserWarning, match=rf"about {k:.1f}x the size of the pose model's training figures"):
+    with pytest.warns(UserWarning, match=rf"about {k:.2g}x the size of the pose model's training figures"):
         edit(pair.source, mask, pose=pair.target_pose, model=tiny_pose_model, seed=0, resolution="native")
     small = pair.source[::4, ::4]
     pose = pair.target_pose.copy()
@@ -321,11 +321,45 @@ def test_a_figure_the_image_cannot_shrink_enough_is_warned_about(tiny_pose_model
     with pytest.warns(UserWarning, match=rf"this 72 px image shrinks only 2.2x .* about {ratio / most:.1f}x too thin"):
         r = edit_with_info(pair.source[crop], pair.mask[crop], pose=pose, model=tiny_pose_model, seed=0)
     assert r.scale == pytest.approx(most)
-    assert f"pad the image to about {int(np.ceil(ratio * 32))} px a side" in pm.figure_shrink_limit_warning(
+    assert f"pad the image to about {int(np.ceil(ratio * 32))} px a side" in pm.figure_scale_limit_warning(
         ratio, most, 32, (72, 72)
     )
     # 1.75-2.5x left: scaled as far as it goes, within the sizes the model saw, no warning
-    assert pm.figure_shrink_limit_warning(2.2 * most, most, 32, (72, 72)) is None
+    assert pm.figure_scale_limit_warning(2.2 * most, most, 32, (72, 72)) is None
     with warnings.catch_warnings():  # the full 128 px scene shrinks 4x: 1.6x left, within the band
         warnings.simplefilter("error")
         assert edit_with_info(pair.source, pair.mask, pose=pair.target_pose, model=tiny_pose_model, seed=0).scale == 4.0
+
+
+def test_a_tiny_figure_is_enlarged_only_while_the_masks_box_holds_the_token_budget(tiny_pose_model):
+    """A figure whose bones are a fraction of a pixel (a slip of the mouse, or a crowd seen from
+    far) would ask "auto" for an image hundreds of times larger, and an edit that never ends. It
+    is enlarged only until the mask's box holds FIGURE_ENLARGE_MAX_TOKENS tokens, with a warning
+    that says what is left; a small figure within that reach is enlarged to the training
+    figures' size, without one."""
+    import warnings
+
+    from napari_ilat import edit_with_info
+    from napari_ilat.data.pose_scenes import make_edit_pair
+
+    pair = make_edit_pair(151, 128)
+    image, mask = pair.source[32:96, 32:96], np.zeros((64, 64), bool)
+    mask[12:52, 14:50] = True  # 40 x 36 px
+    f = tiny_pose_model.config.vqgan.factor
+    most = np.sqrt(40 * 36 / pm.FIGURE_ENLARGE_MAX_TOKENS) / f  # ~0.15: 64 x 64 tokens of 4 px
+    for shrink in (0.01, 0.06):  # the 128 px figure drawn 100x / 17x smaller around the mask's centre
+        pose = pair.target_pose.copy()
+        pose[:, :2] = (pose[:, :2] - 64) * shrink + 32
+        ratio = pm.figure_ratio(pose, 32)
+        if shrink == 0.01:
+            assert ratio / most < 1 / pm.FIGURE_SCALE_WARN  # still smaller than any figure it saw
+            with pytest.warns(UserWarning, match=rf"enlarges the image only {1 / most:.1f}x .* enlarge the crop about"):
+                r = edit_with_info(image, mask, pose=pose, model=tiny_pose_model, seed=0)
+            assert r.scale == pytest.approx(most, rel=0.05)  # whole tokens round the window
+        else:
+            assert most < ratio < 1 / pm.FIGURE_SCALE_BAND
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                r = edit_with_info(image, mask, pose=pose, model=tiny_pose_model, seed=0)
+            assert r.scale == pytest.approx(ratio, rel=0.05)
+        assert r.image.shape == image.shape and np.array_equal(r.image[~mask], image[~mask])

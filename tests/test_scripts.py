@@ -394,13 +394,14 @@ def test_sweep_seamless_pairs_the_fills_on_the_same_edits(monkeypatch):
 @pytest.mark.slow
 def test_pose_scale_edits_each_method_on_the_same_scaled_pair(tmp_path):
     """Validation scene 0 rendered 2x (its figure 1.4x the training figures: inside the band
-    'auto' leaves alone, so auto = native, while 'figure' scales it anyway)."""
+    'auto' leaves alone, so auto = native, while 'figure' scales it anyway, and 'figure<=1.2x'
+    part of the way)."""
     from napari_ilat.data.pose_scenes import make_edit_pair
     from napari_ilat.data.splits import split_seeds
     from napari_ilat.engine.pose_mask import figure_ratio
 
     out = tmp_path / "cases.json"
-    args = ["--n", "1", "--factors", "2", "--methods", "native,auto,figure", "--out", str(out)]
+    args = ["--n", "1", "--factors", "2", "--methods", "native,auto,figure,figure<=1.2x", "--out", str(out)]
     text = run_script("pose_scale.py", *args, "--examples", str(tmp_path / "grid.png"))
     rows = {r["method"]: r for r in map(json.loads, text.splitlines())}
     (case,) = json.loads(out.read_text())
@@ -410,7 +411,8 @@ def test_pose_scale_edits_each_method_on_the_same_scaled_pair(tmp_path):
     assert rows["auto"]["scale_median"] == 1.0 and rows["auto"]["psnr"] == rows["native"]["psnr"]
     assert rows["figure"]["scale_median"] == pytest.approx(case["ratio"], rel=0.05)
     assert rows["figure"]["psnr"] == pytest.approx(case["figure"], abs=1e-4) and case["figure"] != case["native"]
-    assert imread(tmp_path / "grid.png").shape == (256, 5 * 256 + 4 * 4, 3)  # input, truth, the 3 methods
+    assert rows["figure<=1.2x"]["scale_median"] == pytest.approx(1.2, rel=0.05)
+    assert imread(tmp_path / "grid.png").shape == (256, 6 * 256 + 5 * 4, 3)  # input, truth, the 4 methods
     assert rows["figure"]["image_px"] == 256 and rows["figure"]["psnr_vs_native"].startswith(
         f"{case['figure'] - case['native']:+.3f}"
     )

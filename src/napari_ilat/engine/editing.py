@@ -52,10 +52,11 @@ from napari_ilat.engine.model import ILATModel, load_model
 from napari_ilat.engine.modes import MODE_NAMES, get_mode
 from napari_ilat.engine.palette import allowed_codes, check_palette, colours_of, has_colours
 from napari_ilat.engine.pose_mask import (
+    FIGURE_ENLARGE_MAX_TOKENS,
     figure_off_scale,
     figure_ratio,
+    figure_scale_limit_warning,
     figure_scale_warning,
-    figure_shrink_limit_warning,
 )
 from napari_ilat.engine.region_decode import Box, decode_region, record_reference, region_plan
 from napari_ilat.engine.reuse import FIRST_STAGE_CACHE, first_stage_key
@@ -563,6 +564,18 @@ def scaled_window(
     return (r0, c0, h, w), (size[0], size[1])
 
 
+def _figure_scale(ratio: float, mask: np.ndarray, side: int, resolution: int, factor: int) -> float:
+    """The scale (image pixels per model pixel) "auto" edits a figure ``ratio`` times the
+    training figures' size at: ``ratio``, a large figure's at most the image's shorter ``side``
+    shrunk to one model window, a small one's at most enlarged until the mask's bounding box
+    holds FIGURE_ENLARGE_MAX_TOKENS tokens (neither past 1, the model's own scale)."""
+    if ratio > 1:
+        return max(1.0, min(ratio, side / resolution))
+    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    box = (rows[-1] + 1 - rows[0]) * (cols[-1] + 1 - cols[0])
+    return min(1.0, max(ratio, float(np.sqrt(box / FIGURE_ENLARGE_MAX_TOKENS)) / factor))
+
+
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
@@ -684,10 +697,10 @@ def edit_with_info(
     # "native" warns past FIGURE_SCALE_WARN, a size the model never saw (resized, the window sets
     # the scale)
     ratio = figure_ratio(pose, model.resolution) if pose is not None and resolution != "resize" else None
-    figure_scale = ratio if figure_off_scale(ratio) and resolution == "auto" else 1.0
-    if figure_scale > 1:  # at most the image shrunk to one model window
-        figure_scale = max(1.0, min(figure_scale, min(image.shape[:2]) / model.resolution))
-        limited = figure_shrink_limit_warning(ratio, figure_scale, model.resolution, image.shape)
+    figure_scale = 1.0
+    if resolution == "auto" and figure_off_scale(ratio):
+        figure_scale = _figure_scale(ratio, mask, min(image.shape[:2]), model.resolution, model.config.vqgan.factor)
+        limited = figure_scale_limit_warning(ratio, figure_scale, model.resolution, image.shape)
         if limited is not None:
             warnings.warn(limited, UserWarning, stacklevel=2)
     unseen = figure_scale_warning(pose, model.resolution) if pose is not None and resolution == "native" else None
@@ -970,7 +983,8 @@ def edit(
         either way. "auto" (default): "native", except a pose edit whose figure's median bone
         is more than FIGURE_SCALE_BAND (1.75) times longer or shorter than the pose model's
         training figures' (17.5 px at 128 px): that is edited as "native" on the image scaled
-        to make the figure's bones as long as theirs, and the result scaled back (a pose model
+        to make the figure's bones as long as theirs (a small figure's at most until the mask's
+        box holds FIGURE_ENLARGE_MAX_TOKENS tokens), and the result scaled back (a pose model
         draws limbs at the size it was trained on; "native" warns past 2.5x, a size the model
         never saw). ``edit_with_info(...).scale`` says the scale used.
     decode : "auto" (default): decode only the region of the mask and its feather band when

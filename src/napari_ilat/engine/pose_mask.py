@@ -22,9 +22,10 @@ __all__ = [
     "figure_ratio",
     "figure_off_scale",
     "figure_scale_warning",
-    "figure_shrink_limit_warning",
+    "figure_scale_limit_warning",
     "FIGURE_SCALE_BAND",
     "FIGURE_SCALE_WARN",
+    "FIGURE_ENLARGE_MAX_TOKENS",
     "RADIUS_PER_BONE",
     "RADIUS_MARGIN",
 ]
@@ -84,6 +85,11 @@ FIGURE_SCALE_BAND = 1.75
 #: Warned about (resolution="native", or a figure "auto" cannot shrink enough) past this factor:
 #: figures the model never saw (the training figures span 0.67-1.86x FIGURE_BONE's size).
 FIGURE_SCALE_WARN = 2.5
+#: "auto" enlarges a small figure's image only as far as the mask's bounding box stays within
+#: this many tokens at model scale (64 x 64: about 16 s of 2 CPU cores for a box the mask fills,
+#: docs/benchmarks.md): the edit's time grows with the square of the enlargement, and a figure
+#: whose bones are a pixel long would otherwise ask for an image hundreds of times larger.
+FIGURE_ENLARGE_MAX_TOKENS = 64 * 64
 
 
 def figure_ratio(pose, resolution: int) -> float | None:
@@ -100,7 +106,7 @@ def figure_off_scale(ratio: float | None, band: float = FIGURE_SCALE_BAND) -> bo
 
 
 def _figure_is(ratio: float) -> str:
-    return f"the figure is about {ratio:.1f}x the size of the pose model's training figures"
+    return f"the figure is about {ratio:.2g}x the size of the pose model's training figures"
 
 
 def figure_scale_warning(pose, resolution: int) -> str | None:
@@ -118,12 +124,22 @@ def figure_scale_warning(pose, resolution: int) -> str | None:
     )
 
 
-def figure_shrink_limit_warning(ratio: float, scale: float, resolution: int, shape) -> str | None:
-    """A warning when a figure :func:`figure_ratio` times the training size could be shrunk only
-    ``scale`` times (the image shrunk to one model window of ``resolution`` px) and is still off
-    scale (past FIGURE_SCALE_WARN: a size the model never saw), or None."""
+def figure_scale_limit_warning(ratio: float, scale: float, resolution: int, shape) -> str | None:
+    """A warning when a figure :func:`figure_ratio` times the training size could be rescaled only
+    ``scale`` times (image pixels per model pixel: a large figure's image at most shrunk to one
+    model window of ``resolution`` px, a small one's enlarged at most until the mask's box holds
+    FIGURE_ENLARGE_MAX_TOKENS tokens) and is still off scale (past FIGURE_SCALE_WARN: a size the
+    model never saw), or None."""
     if not figure_off_scale(ratio / scale, FIGURE_SCALE_WARN):
         return None
+    if ratio < 1:
+        enlarged = f"enlarges the image only {1 / scale:.1f}x" if scale < 1 else "cannot enlarge the image"
+        return (
+            f"{_figure_is(ratio)}, and for a mask this large the edit {enlarged} (at most "
+            f"{FIGURE_ENLARGE_MAX_TOKENS} tokens in the mask's box): the limbs come back about "
+            f"{scale / ratio:.1f}x too thick for it; mask only around the figure, or crop around it and "
+            f"enlarge the crop about {1 / ratio:.0f}x"
+        )
     shrinks = (
         f"shrinks only {scale:.1f}x (to the model's {resolution} px window)"
         if scale > 1

@@ -18,7 +18,7 @@ and scored in the mask against the ground truth (PSNR, SSIM), with the median se
 
     OMP_NUM_THREADS=1 python scripts/pose_scale.py --n 50 --split validation --factors 2,3,4
     OMP_NUM_THREADS=1 python scripts/pose_scale.py --n 50 --split validation --factors 0.33,0.5
-    OMP_NUM_THREADS=1 python scripts/pose_scale.py --n 30 --factors 0.12,0.2 --methods native,figure,figure<=4x
+    OMP_NUM_THREADS=1 python scripts/pose_scale.py --n 30 --factors 0.12,0.2 --methods "native,figure,figure<=4x"
 
 Prints one JSON line per factor and method: means, the paired difference from ``native`` (+- one
 standard error), the scale each edit used (image pixels per model pixel, median) and seconds;

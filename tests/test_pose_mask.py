@@ -363,3 +363,5 @@ def test_a_tiny_figure_is_enlarged_only_while_the_masks_box_holds_the_token_budg
                 r = edit_with_info(image, mask, pose=pose, model=tiny_pose_model, seed=0)
             assert r.scale == pytest.approx(ratio, rel=0.05)
         assert r.image.shape == image.shape and np.array_equal(r.image[~mask], image[~mask])
+    # a mask too large to enlarge at all (its box past 64 x 64 tokens at the image's scale)
+    assert "the edit cannot enlarge the image" in pm.figure_scale_limit_warning(0.1, 1.0, 32, (600, 600))

@@ -86,8 +86,8 @@ FIGURE_SCALE_BAND = 1.75
 #: figures the model never saw (the training figures span 0.67-1.86x FIGURE_BONE's size).
 FIGURE_SCALE_WARN = 2.5
 #: "auto" enlarges a small figure's image only as far as the mask's bounding box stays within
-#: this many tokens at model scale (64 x 64: about 16 s of 2 CPU cores for a box the mask fills,
-#: docs/benchmarks.md): the edit's time grows with the square of the enlargement, and a figure
+#: this many tokens at model scale (64 x 64: 15-23 s of a 2-core CPU for a box the mask fills,
+#: `bench native`, docs/benchmarks.md): the edit's time grows with the square of the enlargement, and a figure
 #: whose bones are a pixel long would otherwise ask for an image hundreds of times larger.
 FIGURE_ENLARGE_MAX_TOKENS = 64 * 64
 

@@ -322,6 +322,25 @@ def test_pose_made_for_a_smaller_image_warns(tiny_pose_model):
     assert [w for w in caught if "smaller image" in str(w.message)] == [] and caught
 
 
+def test_a_pose_in_normalised_coordinates_is_refused_with_the_factors(tiny_pose_model):
+    """MediaPipe and normalised COCO exports give keypoints as fractions of the image: read as
+    pixels, the figure is a dot in the corner (and "auto" would enlarge the image for it). An
+    error says so and names the factors; keypoints on pixel 0 or 1 (an OpenPose file's
+    missing keypoints at 0, 0 are hidden by their confidence) are no such pose."""
+    from napari_ilat.data.pose_scenes import make_edit_pair
+
+    pair = make_edit_pair(151, 128)
+    mask = pair.mask
+    pose = pair.target_pose.copy()
+    pose[:, :2] /= 128
+    with pytest.raises(ValueError, match=r"normalised coordinates\? .* x times its width \(128\), y times its height"):
+        edit(pair.source, mask, pose, model=tiny_pose_model, seed=0)
+    corner = np.full((18, 3), -1.0)
+    corner[:3] = [(0, 0, 1), (1, 0, 1), (1, 1, 1)]  # whole pixels: a (tiny) figure in the corner
+    with pytest.warns(UserWarning, match="made for a smaller image"):
+        edit(pair.source, mask, corner, model=tiny_pose_model, seed=0)
+
+
 # ---------------------------------------------------------------- one label, grown
 
 

@@ -365,3 +365,18 @@ def test_a_tiny_figure_is_enlarged_only_while_the_masks_box_holds_the_token_budg
         assert r.image.shape == image.shape and np.array_equal(r.image[~mask], image[~mask])
     # a mask too large to enlarge at all (its box past 64 x 64 tokens at the image's scale)
     assert "the edit cannot enlarge the image" in pm.figure_scale_limit_warning(0.1, 1.0, 32, (600, 600))
+
+
+def test_cli_refuses_a_pose_file_in_normalised_coordinates(tmp_path, tiny_pose_model_path, capsys):
+    """A pose file from MediaPipe (keypoints as fractions of the image): exit status 2, the
+    reason and the factors on stderr, no output file."""
+    from napari_ilat.data.pose_scenes import make_edit_pair
+
+    pair = make_edit_pair(151, 128)
+    _pose_files(tmp_path, pair)
+    (tmp_path / "norm.json").write_text(json.dumps({"keypoints": (pair.target_pose / [128, 128, 1]).tolist()}))
+    args = ["edit", str(tmp_path / "scene.png"), "--pose", str(tmp_path / "norm.json"), "--seed", "0"]
+    args += ["--mask-from-pose", str(tmp_path / "old.json"), "--model", str(tiny_pose_model_path)]
+    assert main([*args, "-o", str(tmp_path / "out.png")]) == 2
+    assert "normalised coordinates? Give keypoints in this image's pixels" in capsys.readouterr().err
+    assert not (tmp_path / "out.png").exists()

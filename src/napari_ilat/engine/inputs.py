@@ -24,7 +24,8 @@ The rules (docs/api.md):
   than one image width / height outside the image is an error (a pose in other units or for
   another image); one just outside the image is fine (a limb leaving the frame). When every
   visible keypoint lies in the top-left third of the image, a ``UserWarning`` says the pose
-  was probably made for a smaller image.
+  was probably made for a smaller image; when they all lie within 0-1, not all on whole
+  pixels, it is an error (normalised coordinates, as MediaPipe writes them).
 """
 
 from __future__ import annotations
@@ -225,7 +226,16 @@ def _check_pose_in_image(kp: np.ndarray, shape: tuple[int, int]) -> None:
             f"{h}x{w} image (more than its size beyond the edge); give keypoints in this image's pixels "
             "(x = column, y = row), or mark it invisible with x = y = -1"
         )
-    if vis.sum() >= 2 and kp[vis, 0].max() < w / 3 and kp[vis, 1].max() < h / 3:
+    shown = kp[vis, :2]
+    if len(shown) >= 2 and shown.max() <= 1 and ((shown > 0) & (shown < 1)).any():
+        # fractions of the image (MediaPipe, normalised COCO exports): the figure would be a
+        # pixel in the corner, and the edit would ignore it
+        raise ValueError(
+            f"every visible pose keypoint lies within 0-1 (x up to {shown[:, 0].max():g}, y up to "
+            f"{shown[:, 1].max():g}): normalised coordinates? Give keypoints in this image's pixels: "
+            f"x times its width ({w}), y times its height ({h})"
+        )
+    if len(shown) >= 2 and shown[:, 0].max() < w / 3 and shown[:, 1].max() < h / 3:
         warnings.warn(
             f"every pose keypoint lies in the top-left third of the {h}x{w} image: was the pose made "
             "for a smaller image? Keypoints are in this image's pixels (x = column, y = row).",

@@ -113,6 +113,18 @@ def test_a_mask_over_the_whole_image_is_a_warning_notification(pose_viewer, erro
     assert any("covers the whole image" in m for m in errors["warning"])
 
 
+def test_a_pose_in_normalised_coordinates_is_an_error_notification(pose_viewer, errors):
+    """Keypoints as fractions of the image (a MediaPipe pose pasted into the points layer): an
+    error notification that names the factors, nothing added, every layer as it was."""
+    viewer, widget = pose_viewer
+    points = viewer.layers["pose"]
+    points.data = points.data / 128
+    before, n = _snapshot(viewer), len(viewer.layers)
+    widget.generate()
+    assert len(viewer.layers) == n and any("normalised coordinates?" in m for m in errors["error"])
+    _unchanged(before, viewer)
+
+
 def test_candidates_beyond_free_memory_are_an_error_notification(pose_viewer, errors, monkeypatch):
     """Candidates that would not fit in memory: a notification, nothing added, napari lives."""
     import napari_ilat.engine.editing as editing

@@ -237,10 +237,12 @@ def test_skeleton_follows_points_and_auto_mask(pose_viewer, errors):
     covered = (auto & arm).sum() / arm.sum()
     assert covered > 0.95, covered  # is inside the auto mask (the pair's own mask is dilated beyond it)
     assert auto.mean() < 0.2
+    assert widget.mask_radius.native.text() == "auto"  # 0, from the figure: not "0.00"
     said = float(widget.status.value.rsplit("limb radius ", 1)[1].removesuffix(" px"))
     figure = default_mask_radius(auto.shape, pair.source_pose, pair.target_pose)  # (the drag's pose aside)
     assert said == pytest.approx(figure, abs=0.3) and abs(said - 0.06 * 128) > 0.5, widget.status.value
     widget.mask_radius.value = 5.5
+    assert widget.mask_radius.native.text() == "5.50"
     assert widget.auto_mask() is layer and widget.status.value.endswith("limb radius 5.5 px")
     assert (layer.data != 0).sum() < auto.sum()
     widget.mask_radius.value = 0

@@ -380,6 +380,9 @@ class ILATWidget(Container):
             tooltip="auto mask capsule half-width in pixels (0 = from the figure: 0.25 x its median bone + 2)",
         )
         self.auto_mask_btn = PushButton(text="Auto mask from moved keypoints")
+        # 0 means "from the figure": say so rather than show a radius of 0.00 px (the seed's and
+        # top-k's boxes, superqt's large-int spin boxes, have no such text; their tooltips say it)
+        self.mask_radius.native.setSpecialValueText("auto")
         self.extend(
             [
                 self.image,

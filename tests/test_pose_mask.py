@@ -150,6 +150,9 @@ def test_a_figure_far_from_the_training_scale_is_warned_about(tiny_pose_model):
     ratio = 4 * pm.median_bone_length(pair.target_pose) / (pm.FIGURE_BONE * 128)
     assert f"downscale the image about {ratio:.1f}x" in pm.figure_scale_warning(big, 128)
     assert "upscale the image about" in pm.figure_scale_warning(pair.target_pose / 4, 128)
+    huge = pair.target_pose * np.array([100.0, 100.0, 1.0])  # sizes in whole numbers, not 1.3e+02
+    assert f"the figure is about {100 * ratio / 4:.0f}x the size" in pm.figure_scale_warning(huge, 128)
+    assert "the figure is about 0.011x the size" in pm.figure_scale_warning(pair.target_pose / (ratio / 4 / 0.011), 128)
     piled = np.tile([20.0, 20.0, 1.0], (18, 1))  # every keypoint on one pixel: no figure to measure
     assert pm.median_bone_length(piled) is None and pm.figure_scale_warning(piled, 128) is None
     assert pm.default_mask_radius((100, 100), piled) == 6.0

@@ -106,7 +106,8 @@ def figure_off_scale(ratio: float | None, band: float = FIGURE_SCALE_BAND) -> bo
 
 
 def _figure_is(ratio: float) -> str:
-    return f"the figure is about {ratio:.2g}x the size of the pose model's training figures"
+    size = f"{ratio:.2g}" if ratio < 10 else f"{ratio:.0f}"  # 0.011, 0.55, 5.9, 170 (not 1.7e+02)
+    return f"the figure is about {size}x the size of the pose model's training figures"
 
 
 def figure_scale_warning(pose, resolution: int) -> str | None:

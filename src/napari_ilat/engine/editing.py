@@ -47,7 +47,7 @@ from napari_ilat.engine.blend import BLENDS, seamless
 from napari_ilat.engine.conditions import normalize_keypoints
 from napari_ilat.engine.defaults import DEFAULT_GUIDANCE, DEFAULT_TOP_K
 from napari_ilat.engine.imagebart import default_imagebart_model, is_imagebart, sample_imagebart_grid
-from napari_ilat.engine.inputs import check_image, check_pose, normalize_mask, normalize_sketch
+from napari_ilat.engine.inputs import bounding_box, check_image, check_pose, normalize_mask, normalize_sketch
 from napari_ilat.engine.model import ILATModel, load_model
 from napari_ilat.engine.modes import MODE_NAMES, get_mode
 from napari_ilat.engine.palette import allowed_codes, check_palette, colours_of, has_colours
@@ -510,8 +510,7 @@ def edit_window(mask: np.ndarray, resolution: int, context: int) -> tuple[int, i
     resolution), and large enough to hold the mask's bounding box plus ``context`` pixels
     each side (then it is resized to the model's resolution).
     """
-    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
-    r_lo, r_hi, c_lo, c_hi = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    r_lo, r_hi, c_lo, c_hi = bounding_box(mask)
     side = max(resolution, r_hi - r_lo + 2 * context, c_hi - c_lo + 2 * context)
     h, w = min(side, mask.shape[0]), min(side, mask.shape[1])
 
@@ -542,9 +541,9 @@ def scaled_window(
     ``resolution``, holding the mask's bounding box plus ``context`` model pixels each side where
     the image allows). None when the shrunk image is smaller than ``resolution`` in a dimension or
     no whole-token window holds the mask."""
-    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    r0, r1, c0, c1 = bounding_box(mask)
     box, size = [], []
-    for lo, hi, extent in ((rows[0], rows[-1] + 1, mask.shape[0]), (cols[0], cols[-1] + 1, mask.shape[1])):
+    for lo, hi, extent in ((r0, r1, mask.shape[0]), (c0, c1, mask.shape[1])):
         # the bounding box and the image at model scale (exact integers at scale 1)
         # (ext_m: an image shrunk to exactly one window is one window, whatever the rounding)
         lo_m, hi_m, ext_m = int(np.floor(lo / scale)), int(np.ceil(hi / scale)), int(np.floor(extent / scale + 1e-9))
@@ -571,8 +570,8 @@ def _figure_scale(ratio: float, mask: np.ndarray, side: int, resolution: int, fa
     holds FIGURE_ENLARGE_MAX_TOKENS tokens (neither past 1, the model's own scale)."""
     if ratio > 1:
         return max(1.0, min(ratio, side / resolution))
-    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
-    box = (rows[-1] + 1 - rows[0]) * (cols[-1] + 1 - cols[0])
+    r0, r1, c0, c1 = bounding_box(mask)
+    box = (r1 - r0) * (c1 - c0)
     return min(1.0, max(ratio, float(np.sqrt(box / FIGURE_ENLARGE_MAX_TOKENS)) / factor))
 
 
@@ -788,8 +787,7 @@ def edit_with_info(
     touched = alpha > 0
     # seamless blending compares generated and input on a ring of pixels around the mask
     decoded = touched | ndimage.binary_dilation(mask_w, iterations=3) if blend == "seamless" else touched
-    rows, cols = np.nonzero(decoded.any(1))[0], np.nonzero(decoded.any(0))[0]
-    roi = Box(int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)  # window pixels
+    roi = Box(*bounding_box(decoded))  # window pixels
     roi_win = (slice(roi.r0, roi.r1), slice(roi.c0, roi.c1))
     a = alpha[roi_win][..., None]
     touched = touched[roi_win]

@@ -36,7 +36,7 @@ import numpy as np
 
 from napari_ilat.engine.skeleton import NUM_KEYPOINTS
 
-__all__ = ["check_image", "normalize_mask", "normalize_sketch", "check_pose", "label_mask", "grow_mask"]
+__all__ = ["check_image", "normalize_mask", "normalize_sketch", "check_pose", "label_mask", "grow_mask", "bounding_box"]
 
 
 def check_image(image) -> np.ndarray:
@@ -93,6 +93,12 @@ def _plane(a, shape, what: str) -> np.ndarray:
     if not _real(a.dtype):
         raise ValueError(f"{what} must hold real numbers or bool, got dtype {a.dtype}")
     return a
+
+
+def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(r0, r1, c0, c1): the half-open bounding box of a non-empty 2D mask."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
 def normalize_mask(mask, shape=None) -> np.ndarray:

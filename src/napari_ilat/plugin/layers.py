@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from napari_ilat.engine.inputs import grow_mask, label_mask, normalize_mask
+from napari_ilat.engine.inputs import bounding_box, grow_mask, label_mask, normalize_mask
 from napari_ilat.engine.pose_mask import moved_joint_mask
 from napari_ilat.engine.skeleton import KEYPOINT_NAMES
 from napari_ilat.engine.skeleton import NUM_KEYPOINTS as N_KEYPOINTS
@@ -546,8 +546,8 @@ def _region(box: tuple[int, int, int, int], plane: tuple[int, int], grow) -> tup
 
 def mask_bbox(m: np.ndarray) -> tuple[int, int, int, int]:
     """(r0, c0, r1, c1): the bounding box of a non-empty 2D mask."""
-    rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
-    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+    r0, r1, c0, c1 = bounding_box(m)
+    return r0, c0, r1, c1
 
 
 def _grow(m: np.ndarray, grow: float, notes: list[str]) -> np.ndarray:

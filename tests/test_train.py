@@ -26,16 +26,7 @@ from napari_ilat.train.stage1 import train as train1
 from napari_ilat.train.stage2 import Stage2Config
 from napari_ilat.train.stage2 import train as train2
 
-TINY_VQ = VQGANConfig(
-    resolution=32,
-    ch=32,
-    ch_mult=(1, 2, 2),
-    num_res_blocks=1,
-    attn_resolutions=(8,),
-    z_channels=16,
-    embed_dim=16,
-    n_embed=64,
-)
+TINY_VQ = VQGANConfig.tiny(32)
 TINY_TF = dict(n_layer=2, n_head=2, n_embd=32)
 QUIET = dict(log_every=1, val_every=0, sample_every=0, save_every=1000, val_size=4)
 

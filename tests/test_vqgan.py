@@ -12,16 +12,7 @@ from torch import nn
 from napari_ilat.engine import vqgan
 from napari_ilat.engine.vqgan import VQGANConfig, VQModel
 
-TINY = VQGANConfig(
-    resolution=32,
-    ch=32,
-    ch_mult=(1, 2, 2),
-    num_res_blocks=1,
-    attn_resolutions=(8,),
-    z_channels=16,
-    embed_dim=16,
-    n_embed=64,
-)
+TINY = VQGANConfig.tiny(32)
 
 
 @pytest.fixture(scope="module")

@@ -97,7 +97,9 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--sketch", help="stroke image (white strokes on black), or a folder")
     p.add_argument(
-        "--model", help="bundled model name or path to NAME.json (default: 'pose' with --pose, else 'natural')"
+        "--model",
+        help="bundled model name or path to NAME.json (default: 'pose' with --pose, else 'natural'; "
+        "with --mode imagebart the bundled ImageBART model, 'natural-imagebart')",
     )
     p.add_argument(
         "--mode",

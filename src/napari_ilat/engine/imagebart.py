@@ -420,16 +420,7 @@ class ImageBARTModel(nn.Module):
     def tiny(cls, resolution: int = 32, seed: int = 0, **kw) -> ImageBARTModel:
         """A small randomly initialised model (tests)."""
         torch.manual_seed(seed)
-        vq = VQGANConfig(
-            resolution=resolution,
-            ch=32,
-            ch_mult=(1, 2, 2),
-            num_res_blocks=1,
-            attn_resolutions=(resolution // 4,),
-            z_channels=16,
-            embed_dim=16,
-            n_embed=64,
-        )
+        vq = VQGANConfig.tiny(resolution)
         b = dict(vocab_size=vq.n_embed, grid=vq.grid, n_stages=3, n_enc_layer=1, n_dec_layer=2, n_head=2, n_embd=32)
         b["sketch_patch"] = vq.factor
         b.update(kw)

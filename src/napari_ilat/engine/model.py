@@ -99,16 +99,7 @@ class ILATModel(nn.Module):
     def tiny(cls, cond: str = "none", resolution: int = 32, seed: int = 0, **tf) -> ILATModel:
         """A small randomly initialised model (tests, speed scripts)."""
         torch.manual_seed(seed)
-        vq = VQGANConfig(
-            resolution=resolution,
-            ch=32,
-            ch_mult=(1, 2, 2),
-            num_res_blocks=1,
-            attn_resolutions=(resolution // 4,),
-            z_channels=16,
-            embed_dim=16,
-            n_embed=64,
-        )
+        vq = VQGANConfig.tiny(resolution)
         t = dict(vocab_size=vq.n_embed, grid=vq.grid, n_layer=2, n_head=2, n_embd=32, cond=cond, sketch_patch=vq.factor)
         t.update(tf)
         return cls(ModelConfig(vq, TransformerConfig(**t), name="tiny")).eval()

@@ -81,6 +81,20 @@ class VQGANConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"VQGANConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
+    @classmethod
+    def tiny(cls, resolution: int = 32) -> VQGANConfig:
+        """A small first stage (f = 4, 64 codes of 16): the tiny test models' and the tests'."""
+        return cls(
+            resolution=resolution,
+            ch=32,
+            ch_mult=(1, 2, 2),
+            num_res_blocks=1,
+            attn_resolutions=(resolution // 4,),
+            z_channels=16,
+            embed_dim=16,
+            n_embed=64,
+        )
+
     @property
     def decoder_ch_mult(self) -> tuple[int, ...]:
         return self.ch_mult if self.ch_mult_dec is None else self.ch_mult_dec

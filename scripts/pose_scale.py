@@ -11,7 +11,8 @@ the bundled pose model (sampling seed = case index, as ``train eval``) by
   more than ``FIGURE_SCALE_BAND`` x off),
 - ``figure``: the figure's scale whatever the figure's size (to place the threshold),
 - ``figure<=Nx`` (any N): the same, rescaled at most N times either way (what enlarging a small
-  figure only part of the way is worth),
+  figure only part of the way is worth; also where that leaves the figure below
+  ``FIGURE_ENLARGE_MIN_SIZE``, at which "auto" does not enlarge),
 - ``resize``: one window resized to the model's resolution,
 
 and scored in the mask against the ground truth (PSNR, SSIM), with the median seconds per edit.
@@ -78,6 +79,7 @@ def main():
     model = load_model("pose")
     methods = args.methods.split(",")
     off_scale, figure_scale = editing.figure_off_scale, editing._figure_scale
+    min_size = editing.FIGURE_ENLARGE_MIN_SIZE
     cases, examples = [], []
     for k in (float(x) for x in args.factors.split(",")):
         scores = {m: {"psnr": [], "ssim": [], "scale": [], "s": []} for m in methods}
@@ -94,6 +96,8 @@ def main():
                 editing._figure_scale = (
                     partway(figure_scale, float(m[8:-1])) if m.startswith("figure<=") else figure_scale
                 )
+                # part of the way means part of the way, even when that leaves the figure small
+                editing.FIGURE_ENLARGE_MIN_SIZE = 0.0 if m.startswith("figure<=") else min_size
                 t0 = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # "native" warns about the figure's size
@@ -117,6 +121,7 @@ def main():
             if shown is not None:
                 examples.append(shown)
         editing.figure_off_scale, editing._figure_scale = off_scale, figure_scale
+        editing.FIGURE_ENLARGE_MIN_SIZE = min_size
         for m in methods:
             row = {"factor": k, "method": m, "n": args.n, "split": args.split, "image_px": src.shape[0]}
             for key in ("psnr", "ssim"):

@@ -338,8 +338,10 @@ def test_a_tiny_figure_is_enlarged_only_while_the_masks_box_holds_the_token_budg
     """A figure whose bones are a fraction of a pixel (a slip of the mouse, or a crowd seen from
     far) would ask "auto" for an image hundreds of times larger, and an edit that never ends. It
     is enlarged only until the mask's box holds FIGURE_ENLARGE_MAX_TOKENS tokens, with a warning
-    that says what is left; a small figure within that reach is enlarged to the training
-    figures' size, without one."""
+    that says what is left, and not at all when that would leave it below
+    FIGURE_ENLARGE_MIN_SIZE of the training size (part of the way measured worse than none); a
+    small figure within the budget's reach is enlarged to the training figures' size, without
+    a warning."""
     import warnings
 
     from napari_ilat import edit_with_info
@@ -350,22 +352,38 @@ def test_a_tiny_figure_is_enlarged_only_while_the_masks_box_holds_the_token_budg
     mask[12:52, 14:50] = True  # 40 x 36 px
     f = tiny_pose_model.config.vqgan.factor
     most = np.sqrt(40 * 36 / pm.FIGURE_ENLARGE_MAX_TOKENS) / f  # ~0.15: 64 x 64 tokens of 4 px
-    for shrink in (0.01, 0.06):  # the 128 px figure drawn 100x / 17x smaller around the mask's centre
+
+    def shrunk(k):  # the 128 px figure drawn k times smaller around the mask's centre
         pose = pair.target_pose.copy()
-        pose[:, :2] = (pose[:, :2] - 64) * shrink + 32
-        ratio = pm.figure_ratio(pose, 32)
-        if shrink == 0.01:
-            assert ratio / most < 1 / pm.FIGURE_SCALE_WARN  # still smaller than any figure it saw
-            with pytest.warns(UserWarning, match=rf"enlarges the image only {1 / most:.1f}x .* enlarge the crop about"):
-                r = edit_with_info(image, mask, pose=pose, model=tiny_pose_model, seed=0)
-            assert r.scale == pytest.approx(most, rel=0.05)  # whole tokens round the window
-        else:
-            assert most < ratio < 1 / pm.FIGURE_SCALE_BAND
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")
-                r = edit_with_info(image, mask, pose=pose, model=tiny_pose_model, seed=0)
-            assert r.scale == pytest.approx(ratio, rel=0.05)
-        assert r.image.shape == image.shape and np.array_equal(r.image[~mask], image[~mask])
+        pose[:, :2] = (pose[:, :2] - 64) * k + 32
+        return pose
+
+    unit = pm.figure_ratio(shrunk(0.01), 32) / 0.01  # (the whole figure lies inside the image)
+    # 200x smaller: the budget's enlargement would leave it far below the training size
+    pose = shrunk(0.005)
+    ratio = pm.figure_ratio(pose, 32)
+    assert ratio / most < pm.FIGURE_ENLARGE_MIN_SIZE
+    with pytest.warns(UserWarning, match=rf"could enlarge the image only {1 / most:.1f}x.* own scale.* about"):
+        r = edit_with_info(image, mask, pose=pose, model=tiny_pose_model, seed=0)
+    assert r.scale == 1.0
+    assert r.image.shape == image.shape and np.array_equal(r.image[~mask], image[~mask])
+    # small enough to stay unlike the training figures, large enough to be worth enlarging
+    pose = shrunk(0.35 * most / unit)
+    ratio = pm.figure_ratio(pose, 32)
+    assert pm.FIGURE_ENLARGE_MIN_SIZE < ratio / most < 1 / pm.FIGURE_SCALE_WARN
+    with pytest.warns(UserWarning, match=rf"enlarges the image only {1 / most:.1f}x .* enlarge the crop about"):
+        r = edit_with_info(image, mask, pose=pose, model=tiny_pose_model, seed=0)
+    assert r.scale == pytest.approx(most, rel=0.05)  # whole tokens round the window
+    assert np.array_equal(r.image[~mask], image[~mask])
+    # 17x smaller: within the budget's reach, enlarged to the training size
+    pose = shrunk(0.06)
+    ratio = pm.figure_ratio(pose, 32)
+    assert most < ratio < 1 / pm.FIGURE_SCALE_BAND
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = edit_with_info(image, mask, pose=pose, model=tiny_pose_model, seed=0)
+    assert r.scale == pytest.approx(ratio, rel=0.05)
+    assert np.array_equal(r.image[~mask], image[~mask])
     # a mask too large to enlarge at all (its box past 64 x 64 tokens at the image's scale)
     assert "the edit cannot enlarge the image" in pm.figure_scale_limit_warning(0.1, 1.0, 32, (600, 600))
 

@@ -416,3 +416,9 @@ def test_pose_scale_edits_each_method_on_the_same_scaled_pair(tmp_path):
     assert rows["figure"]["image_px"] == 256 and rows["figure"]["psnr_vs_native"].startswith(
         f"{case['figure'] - case['native']:+.3f}"
     )
+    # a figure 10x smaller enlarged only 1.2x stays far below the training size, where "auto"
+    # would not enlarge it at all (FIGURE_ENLARGE_MIN_SIZE): the script's cap still enlarges
+    text = run_script("pose_scale.py", "--n", "1", "--factors", "0.1", "--methods", "native,figure<=1.2x")
+    rows = {r["method"]: r for r in map(json.loads, text.splitlines())}
+    assert rows["native"]["scale_median"] == 1.0
+    assert rows["figure<=1.2x"]["scale_median"] == pytest.approx(1 / 1.2, rel=0.05)

@@ -53,6 +53,7 @@ from napari_ilat.engine.modes import MODE_NAMES, get_mode
 from napari_ilat.engine.palette import allowed_codes, check_palette, colours_of, has_colours
 from napari_ilat.engine.pose_mask import (
     FIGURE_ENLARGE_MAX_TOKENS,
+    FIGURE_ENLARGE_MIN_SIZE,
     figure_off_scale,
     figure_ratio,
     figure_scale_limit_warning,
@@ -699,7 +700,12 @@ def edit_with_info(
     figure_scale = 1.0
     if resolution == "auto" and figure_off_scale(ratio):
         figure_scale = _figure_scale(ratio, mask, min(image.shape[:2]), model.resolution, model.config.vqgan.factor)
-        limited = figure_scale_limit_warning(ratio, figure_scale, model.resolution, image.shape)
+        declined = None
+        if figure_scale < 1 and ratio / figure_scale < FIGURE_ENLARGE_MIN_SIZE:
+            # the token budget stopped the enlargement far short of the training size: part of the
+            # way, measured worse than not at all (pose_mask.FIGURE_ENLARGE_MIN_SIZE)
+            declined, figure_scale = figure_scale, 1.0
+        limited = figure_scale_limit_warning(ratio, figure_scale, model.resolution, image.shape, declined)
         if limited is not None:
             warnings.warn(limited, UserWarning, stacklevel=2)
     unseen = figure_scale_warning(pose, model.resolution) if pose is not None and resolution == "native" else None
@@ -982,7 +988,8 @@ def edit(
         is more than FIGURE_SCALE_BAND (1.75) times longer or shorter than the pose model's
         training figures' (17.5 px at 128 px): that is edited as "native" on the image scaled
         to make the figure's bones as long as theirs (a small figure's at most until the mask's
-        box holds FIGURE_ENLARGE_MAX_TOKENS tokens), and the result scaled back (a pose model
+        box holds FIGURE_ENLARGE_MAX_TOKENS tokens, and not at all when that would leave it
+        below FIGURE_ENLARGE_MIN_SIZE, 0.3, of their size), and the result scaled back (a pose model
         draws limbs at the size it was trained on; "native" warns past 2.5x, a size the model
         never saw). ``edit_with_info(...).scale`` says the scale used.
     decode : "auto" (default): decode only the region of the mask and its feather band when

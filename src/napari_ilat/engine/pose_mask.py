@@ -26,6 +26,7 @@ __all__ = [
     "FIGURE_SCALE_BAND",
     "FIGURE_SCALE_WARN",
     "FIGURE_ENLARGE_MAX_TOKENS",
+    "FIGURE_ENLARGE_MIN_SIZE",
     "RADIUS_PER_BONE",
     "RADIUS_MARGIN",
 ]
@@ -90,6 +91,13 @@ FIGURE_SCALE_WARN = 2.5
 #: `bench native`, docs/benchmarks.md): the edit's time grows with the square of the enlargement, and a figure
 #: whose bones are a pixel long would otherwise ask for an image hundreds of times larger.
 FIGURE_ENLARGE_MAX_TOKENS = 64 * 64
+#: When that budget stops the enlargement part of the way, "auto" enlarges at all only if the
+#: figure then reaches this fraction of the training figures' size; smaller, the edit stays at
+#: the image's own scale. Measured (scripts/pose_scale.py, 100 test pairs shrunk 0.1-0.2x, each
+#: enlarged at most 1.5, 2 or 3x or fully; docs/benchmarks.md "Very small figures"): against not
+#: enlarging, a figure brought to 0.2-0.3x the training size lost 0.44 +- 0.11 dB in the mask,
+#: one left below 0.2x 0.16 +- 0.11, 0.3-0.4x +0.05 +- 0.14, 0.4-0.5x +0.40, fully enlarged +2.2.
+FIGURE_ENLARGE_MIN_SIZE = 0.3
 
 
 def figure_ratio(pose, resolution: int) -> float | None:
@@ -125,19 +133,31 @@ def figure_scale_warning(pose, resolution: int) -> str | None:
     )
 
 
-def figure_scale_limit_warning(ratio: float, scale: float, resolution: int, shape) -> str | None:
+def figure_scale_limit_warning(
+    ratio: float, scale: float, resolution: int, shape, declined: float | None = None
+) -> str | None:
     """A warning when a figure :func:`figure_ratio` times the training size could be rescaled only
     ``scale`` times (image pixels per model pixel: a large figure's image at most shrunk to one
     model window of ``resolution`` px, a small one's enlarged at most until the mask's box holds
     FIGURE_ENLARGE_MAX_TOKENS tokens) and is still off scale (past FIGURE_SCALE_WARN: a size the
-    model never saw), or None."""
+    model never saw), or None. ``declined``: the scale the budget allowed a small figure, not
+    used since it left the figure below FIGURE_ENLARGE_MIN_SIZE (``scale`` is then 1)."""
     if not figure_off_scale(ratio / scale, FIGURE_SCALE_WARN):
         return None
     if ratio < 1:
-        enlarged = f"enlarges the image only {1 / scale:.1f}x" if scale < 1 else "cannot enlarge the image"
+        budget = f"(at most {FIGURE_ENLARGE_MAX_TOKENS} tokens in the mask's box)"
+        if declined is not None:
+            done = (
+                f"could enlarge the image only {1 / declined:.1f}x {budget}, which would leave the figure "
+                f"about {ratio / declined:.2g}x the training figures' size: too small for enlarging to "
+                f"help (measured worse than not enlarging), so it is edited at the image's own scale,"
+            )
+        elif scale < 1:
+            done = f"enlarges the image only {1 / scale:.1f}x {budget}:"
+        else:
+            done = f"cannot enlarge the image {budget}:"
         return (
-            f"{_figure_is(ratio)}, and for a mask this large the edit {enlarged} (at most "
-            f"{FIGURE_ENLARGE_MAX_TOKENS} tokens in the mask's box): the limbs come back about "
+            f"{_figure_is(ratio)}, and for a mask this large the edit {done} the limbs come back about "
             f"{scale / ratio:.1f}x too thick for it; mask only around the figure, or crop around it and "
             f"enlarge the crop about {1 / ratio:.0f}x"
         )

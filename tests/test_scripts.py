@@ -422,3 +422,22 @@ def test_pose_scale_edits_each_method_on_the_same_scaled_pair(tmp_path):
     rows = {r["method"]: r for r in map(json.loads, text.splitlines())}
     assert rows["native"]["scale_median"] == 1.0
     assert rows["figure<=1.2x"]["scale_median"] == pytest.approx(1 / 1.2, rel=0.05)
+
+
+def test_against_biharmonic_pairs_the_default_edit_with_the_fill_on_the_same_cases():
+    from napari_ilat import edit
+    from napari_ilat.evaluation.metrics import all_metrics
+    from napari_ilat.evaluation.quality import box_cases, classical_methods
+
+    lines = run_script("against_biharmonic.py", "--sets", "box", "--n", "2", "--every", "1").splitlines()
+    running, final = (json.loads(line) for line in lines)  # after the first case, then at the end
+    assert running["n"] == 1 and final["n"] == 2 and final["set"] == "box" and final["split"] == "test"
+    model, fill = load_model("natural"), classical_methods()["biharmonic"]
+    ours, theirs = [], []
+    for seed, src, tgt, mask, cond in box_cases(2, 128):
+        ours.append(all_metrics(edit(src, mask, model=model, seed=seed, **cond), tgt, mask)["psnr_mask"])
+        theirs.append(all_metrics(fill(src, mask), tgt, mask)["psnr_mask"])
+    assert running["model"] == pytest.approx(ours[0], abs=1e-3)
+    assert final["model"] == pytest.approx(np.mean(ours), abs=1e-3)
+    assert final["biharmonic"] == pytest.approx(np.mean(theirs), abs=1e-3)
+    assert final["difference"] == pytest.approx(np.mean(ours) - np.mean(theirs), abs=2e-3) and final["se"] > 0

@@ -424,6 +424,7 @@ def test_pose_scale_edits_each_method_on_the_same_scaled_pair(tmp_path):
     assert rows["figure<=1.2x"]["scale_median"] == pytest.approx(1 / 1.2, rel=0.05)
 
 
+@pytest.mark.slow
 def test_against_biharmonic_pairs_the_default_edit_with_the_fill_on_the_same_cases():
     from napari_ilat import edit
     from napari_ilat.evaluation.metrics import all_metrics

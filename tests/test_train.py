@@ -621,6 +621,8 @@ def test_cli_eval_pose_following(tmp_path, monkeypatch):
     for wrong in ("source", "other"):
         wins, ties = res[f"true_beats_{wrong}_pose"], res[f"ties_{wrong}_pose"]
         assert wins in (0, 1 / 3, 2 / 3, 1) and ties in (0, 1 / 3, 2 / 3, 1) and wins + ties <= 1
+        assert res[f"true_beats_{wrong}_pose_se"] == pytest.approx(np.sqrt(wins * (1 - wins) / 3))
+    assert res["psnr_mask_true_pose_se"] > 0  # three pairs, three different PSNRs
     assert (
         main(
             [
@@ -670,6 +672,17 @@ def test_cli_eval_pose_following(tmp_path, monkeypatch):
     res = pose_following(model, 3)
     assert res["ties_source_pose"] == res["ties_other_pose"] == 0.0
     assert res["true_beats_source_pose"] == res["true_beats_other_pose"] == 1.0
+    assert res["true_beats_source_pose_se"] == 0.0  # every pair won: no spread
+    # one pair of two won: the binomial standard error of 1/2 over 2 pairs
+    calls = iter(range(100))
+
+    def every_other(source, mask, pose, **kw):  # the true pose wins pair 0 only
+        i = next(calls)
+        return targets.get(np.asarray(pose).tobytes(), source).copy() if i == 0 else source.copy()
+
+    monkeypatch.setattr(ev, "edit", every_other)
+    res = pose_following(model, 2, wrong=("source",))
+    assert res["true_beats_source_pose"] == 0.5 and res["true_beats_source_pose_se"] == pytest.approx(0.5 / np.sqrt(2))
     # a wrong-pose name that is not understood is an error, not a silently empty check
     with pytest.raises(ValueError, match="wrong poses"):
         pose_following(model, 2, wrong=("both",))

@@ -71,22 +71,38 @@ def pose_following(
             p_other.append(c)
         if progress:
             progress(i + 1, n)
-    out = {"n": n, "psnr_mask_true_pose": float(np.mean(p_true))}
+    # each rate and mean with its standard error (binomial; of the mean): a 200-pair rate moves
+    # about 2 points between samplings, so a goal "met by half a point" is not met yet
+    out = {"n": n, "psnr_mask_true_pose": float(np.mean(p_true)), "psnr_mask_true_pose_se": _se(p_true)}
     if p_src:
         out.update(
             true_beats_source_pose=wins_src / n,
+            true_beats_source_pose_se=_rate_se(wins_src, n),
             ties_source_pose=ties_src / n,
             psnr_mask_source_pose=float(np.mean(p_src)),
         )
     if p_other:
         out.update(
             true_beats_other_pose=wins_other / n,
+            true_beats_other_pose_se=_rate_se(wins_other, n),
             ties_other_pose=ties_other / n,
             psnr_mask_other_pose=float(np.mean(p_other)),
         )
     if per_case:
         out["cases"] = {"true": p_true, "source": p_src, "other": p_other}
     return out
+
+
+def _rate_se(hits: int, n: int) -> float:
+    """The binomial standard error of the rate hits / n."""
+    p = hits / n
+    return float(np.sqrt(p * (1 - p) / n))
+
+
+def _se(values) -> float:
+    """The standard error of the mean of ``values`` (0 for one value)."""
+    v = np.asarray(values, float)
+    return float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
 
 
 def edit_speed(model, n: int = 11, rate: float = 0.3, mode: str = "ilat", blend: str = "seamless") -> dict:

@@ -71,8 +71,8 @@ def pose_following(
             p_other.append(c)
         if progress:
             progress(i + 1, n)
-    # each rate and mean with its standard error (binomial; of the mean): a 200-pair rate moves
-    # about 2 points between samplings, so a goal "met by half a point" is not met yet
+    # each rate and mean with its standard error (binomial; of the mean): a rate near 90% over
+    # 200 pairs is uncertain by about 2 points, so "met by half a point" there settles nothing
     out = {"n": n, "psnr_mask_true_pose": float(np.mean(p_true)), "psnr_mask_true_pose_se": _se(p_true)}
     if p_src:
         out.update(

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -669,10 +670,13 @@ def test_cli_eval_pose_following(tmp_path, monkeypatch):
     assert res["ties_source_pose"] == res["ties_other_pose"] == 1.0
     assert res["true_beats_source_pose"] == res["true_beats_other_pose"] == 0.0
     monkeypatch.setattr(ev, "edit", oracle)
-    res = pose_following(model, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # exact edits (infinite PSNR): no numpy warning either
+        res = pose_following(model, 3)
     assert res["ties_source_pose"] == res["ties_other_pose"] == 0.0
     assert res["true_beats_source_pose"] == res["true_beats_other_pose"] == 1.0
     assert res["true_beats_source_pose_se"] == 0.0  # every pair won: no spread
+    assert res["psnr_mask_true_pose"] == np.inf and np.isnan(res["psnr_mask_true_pose_se"])  # exact edits
     # one pair of two won: the binomial standard error of 1/2 over 2 pairs
     calls = iter(range(100))
 

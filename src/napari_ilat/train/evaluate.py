@@ -100,9 +100,12 @@ def _rate_se(hits: int, n: int) -> float:
 
 
 def _se(values) -> float:
-    """The standard error of the mean of ``values`` (0 for one value)."""
+    """The standard error of the mean of ``values`` (0 for one value; nan when one is infinite,
+    an edit equal to its target, whose mean is infinite too)."""
     v = np.asarray(values, float)
-    return float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+    if len(v) < 2:
+        return 0.0
+    return float(v.std(ddof=1) / np.sqrt(len(v))) if np.isfinite(v).all() else float("nan")
 
 
 def edit_speed(model, n: int = 11, rate: float = 0.3, mode: str = "ilat", blend: str = "seamless") -> dict:

@@ -79,7 +79,6 @@ def main():
     model = load_model("pose")
     methods = args.methods.split(",")
     off_scale, figure_scale = editing.figure_off_scale, editing._figure_scale
-    min_size = editing.FIGURE_ENLARGE_MIN_SIZE
     cases, examples = [], []
     for k in (float(x) for x in args.factors.split(",")):
         scores = {m: {"psnr": [], "ssim": [], "scale": [], "s": []} for m in methods}
@@ -96,8 +95,6 @@ def main():
                 editing._figure_scale = (
                     partway(figure_scale, float(m[8:-1])) if m.startswith("figure<=") else figure_scale
                 )
-                # part of the way means part of the way, even when that leaves the figure small
-                editing.FIGURE_ENLARGE_MIN_SIZE = 0.0 if m.startswith("figure<=") else min_size
                 t0 = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # "native" warns about the figure's size
@@ -121,7 +118,6 @@ def main():
             if shown is not None:
                 examples.append(shown)
         editing.figure_off_scale, editing._figure_scale = off_scale, figure_scale
-        editing.FIGURE_ENLARGE_MIN_SIZE = min_size
         for m in methods:
             row = {"factor": k, "method": m, "n": args.n, "split": args.split, "image_px": src.shape[0]}
             for key in ("psnr", "ssim"):
@@ -139,8 +135,14 @@ def main():
 
 
 def partway(figure_scale, most: float):
-    """``editing._figure_scale`` rescaling at most ``most`` times either way."""
-    return lambda ratio, *args: min(max(figure_scale(ratio, *args), 1 / most), most)
+    """``editing._figure_scale`` rescaling at most ``most`` times either way, part of the way
+    whatever that leaves (never declined as too short, as "auto" may)."""
+
+    def scale(ratio, *args):
+        s, declined = figure_scale(ratio, *args)
+        return min(max(declined or s, 1 / most), most), None
+
+    return scale
 
 
 def thumb(a, side: int = 256):

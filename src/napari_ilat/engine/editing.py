@@ -564,16 +564,24 @@ def scaled_window(
     return (r0, c0, h, w), (size[0], size[1])
 
 
-def _figure_scale(ratio: float, mask: np.ndarray, side: int, resolution: int, factor: int) -> float:
-    """The scale (image pixels per model pixel) "auto" edits a figure ``ratio`` times the
-    training figures' size at: ``ratio``, a large figure's at most the image's shorter ``side``
-    shrunk to one model window, a small one's at most enlarged until the mask's bounding box
-    holds FIGURE_ENLARGE_MAX_TOKENS tokens (neither past 1, the model's own scale)."""
+def _figure_scale(
+    ratio: float, mask: np.ndarray, side: int, resolution: int, factor: int
+) -> tuple[float, float | None]:
+    """(scale, declined): the scale (image pixels per model pixel) "auto" edits a figure ``ratio``
+    times the training figures' size at: ``ratio``, a large figure's at most the image's shorter
+    ``side`` shrunk to one model window, a small one's at most enlarged until the mask's bounding
+    box holds FIGURE_ENLARGE_MAX_TOKENS tokens (neither past 1, the model's own scale), and not
+    enlarged at all (1) when that would leave it below FIGURE_ENLARGE_MIN_SIZE of the training
+    size: part of the way, that short, measured worse than not at all. ``declined`` is then the
+    scale the budget allowed (for the warning), else None."""
     if ratio > 1:
-        return max(1.0, min(ratio, side / resolution))
+        return max(1.0, min(ratio, side / resolution)), None
     r0, r1, c0, c1 = bounding_box(mask)
     box = (r1 - r0) * (c1 - c0)
-    return min(1.0, max(ratio, float(np.sqrt(box / FIGURE_ENLARGE_MAX_TOKENS)) / factor))
+    scale = min(1.0, max(ratio, float(np.sqrt(box / FIGURE_ENLARGE_MAX_TOKENS)) / factor))
+    if scale < 1 and ratio / scale < FIGURE_ENLARGE_MIN_SIZE:
+        return 1.0, scale
+    return scale, None
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -699,12 +707,8 @@ def edit_with_info(
     ratio = figure_ratio(pose, model.resolution) if pose is not None and resolution != "resize" else None
     figure_scale = 1.0
     if resolution == "auto" and figure_off_scale(ratio):
-        figure_scale = _figure_scale(ratio, mask, min(image.shape[:2]), model.resolution, model.config.vqgan.factor)
-        declined = None
-        if figure_scale < 1 and ratio / figure_scale < FIGURE_ENLARGE_MIN_SIZE:
-            # the token budget stopped the enlargement far short of the training size: part of the
-            # way, measured worse than not at all (pose_mask.FIGURE_ENLARGE_MIN_SIZE)
-            declined, figure_scale = figure_scale, 1.0
+        side, factor = min(image.shape[:2]), model.config.vqgan.factor
+        figure_scale, declined = _figure_scale(ratio, mask, side, model.resolution, factor)
         limited = figure_scale_limit_warning(ratio, figure_scale, model.resolution, image.shape, declined)
         if limited is not None:
             warnings.warn(limited, UserWarning, stacklevel=2)

@@ -102,6 +102,47 @@ def test_stage1_resume_matches_uninterrupted(tmp_path, reuse, decoder_only):
     assert_same(weights(a), weights(b))  # vqgan and discriminator, bit for bit
 
 
+def test_hue_loss_measures_the_chroma_direction_of_coloured_pixels():
+    from skimage import data as skdata
+
+    from napari_ilat.data.natural import rotate_hue
+    from napari_ilat.train.losses import hue_loss
+
+    img = skdata.astronaut()[::4, ::4]
+
+    def t(a):
+        return torch.from_numpy(a).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+    x = t(img)
+    assert hue_loss(x, x).item() < 1e-3
+    # a darker copy keeps every pixel's chroma direction; a hue rotation of 30 degrees turns it
+    # by about 30 degrees (a unit-vector distance of 2 sin 15 = 0.52), 90 degrees by about 1.41
+    assert hue_loss(t((img * 0.8).astype(np.uint8)), x).item() < 0.05
+    assert 0.4 < hue_loss(t(rotate_hue(img, 30)), x).item() < 0.6
+    assert 1.2 < hue_loss(t(rotate_hue(img, 90)), x).item() < 1.5
+    # only coloured reference pixels count: nothing to say about a grey reference
+    grey = t(np.repeat(img.mean(-1, keepdims=True), 3, -1).astype(np.uint8))
+    assert hue_loss(x, grey).item() == 0
+    # the gradient stays finite where the decoded chroma is zero
+    flat = grey.clone().requires_grad_(True)
+    hue_loss(flat, x).backward()
+    assert torch.isfinite(flat.grad).all() and flat.grad.abs().sum() > 0
+
+
+def test_stage1_hue_weight_adds_the_hue_loss(tmp_path):
+    runs = {}
+    for w in (0.0, 1.0):
+        out = tmp_path / f"h{w}"
+        train1(s1cfg(steps=2, disc_start=100, hue_weight=w), TINY_VQ, out, device="cpu", quiet=True)
+        log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+        runs[w] = (weights(out), log)
+    assert all(r["hue"] == 0 for r in runs[0.0][1]) and all(r["hue"] > 0 for r in runs[1.0][1])
+    assert [r["loss"] > r["l1"] + r["structural"] for r in runs[1.0][1]] == [True, True]
+    first = runs[0.0][1][0], runs[1.0][1][0]  # the same first batch and weights: the term alone differs
+    assert first[1]["loss"] == pytest.approx(first[0]["loss"] + first[1]["hue"], rel=1e-5)
+    assert any(not torch.equal(runs[0.0][0][k], runs[1.0][0][k]) for k in runs[0.0][0])
+
+
 def test_decoder_only_steps_decode_as_an_edit_does(tmp_path, monkeypatch):
     """Masked steps feed the decoder the codes inside the token mask and the two-stream
     encoder's continuous latents outside it (what edit() decodes); unmasked steps the codes."""
@@ -146,10 +187,27 @@ def test_decoder_only_keeps_every_code_so_the_transformer_stays_valid(tmp_path, 
     assert main(["train", "vqgan", "--out", str(tmp_path / "x"), "--decoder-only"] + common) == 2
     assert "--init" in capsys.readouterr().err
     assert (
-        main(["train", "vqgan", "--out", str(run), "--init", str(base), "--decoder-only", "--reuse", "2"] + common) == 0
+        main(
+            [
+                "train",
+                "vqgan",
+                "--out",
+                str(run),
+                "--init",
+                str(base),
+                "--decoder-only",
+                "--reuse",
+                "2",
+                "--hue-weight",
+                "0.5",
+            ]
+            + common
+        )
+        == 0
     )
     recorded = json.loads((run / "run.json").read_text())["train"]
     assert recorded["decoder_only"] and recorded["reuse"] == 2 and recorded["restart_every"] == 0
+    assert recorded["hue_weight"] == 0.5
     before, after = load_model(base).vqgan.state_dict(), C.load_weights(run, "vqgan")
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert any(k.startswith("decoder.") for k in changed)

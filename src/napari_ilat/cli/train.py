@@ -103,6 +103,12 @@ def add_arguments(parser: argparse.ArgumentParser):
     p.add_argument("--disc-start", type=int, default=None, help="step at which the PatchGAN loss starts")
     p.add_argument("--disc-weight", type=float, default=None)
     p.add_argument(
+        "--hue-weight",
+        type=float,
+        default=None,
+        help="weight of a loss on the chroma direction of coloured pixels (the hue; default 0: off)",
+    )
+    p.add_argument(
         "--restart-every",
         type=int,
         default=None,
@@ -429,7 +435,17 @@ def run(args) -> int:
         _set(
             cfg,
             args,
-            _COMMON + ("crop", "mask_prob", "reuse", "perceptual_weight", "disc_start", "disc_weight", "restart_every"),
+            _COMMON
+            + (
+                "crop",
+                "mask_prob",
+                "reuse",
+                "perceptual_weight",
+                "disc_start",
+                "disc_weight",
+                "hue_weight",
+                "restart_every",
+            ),
         )
         cfg.plain = cfg.plain or args.plain
         cfg.decoder_only = cfg.decoder_only or args.decoder_only

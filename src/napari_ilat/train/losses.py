@@ -62,6 +62,33 @@ def structural_loss(x: torch.Tensor, y: torch.Tensor, scales: int = 3) -> torch.
     return loss
 
 
+# RGB -> the (I, Q) chroma plane of YIQ, whose angle is the hue (as data.natural rotates it)
+_CHROMA = ((0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+
+
+def hue_loss(x: torch.Tensor, y: torch.Tensor, min_saturation: float = 0.15, eps: float = 0.01) -> torch.Tensor:
+    """Mean distance between the unit chroma directions of ``x`` and the reference ``y``
+    (about the hue angle in radians for small errors), over the pixels where ``y`` is coloured
+    (HSV saturation and value >= ``min_saturation``: the pixels `evaluation.metrics.hue_error`
+    counts). Inputs in [-1, 1].
+
+    Why a loss of its own: L1 and SSIM weigh an error by its size in RGB, and the chroma of a
+    pale or dark pixel is small, so turning a pale blue sky brown costs them little while
+    every such pixel counts in full towards the hue error. ``eps`` (in chroma units of [0, 1]
+    images) keeps the direction's gradient finite where the decoded chroma is near zero."""
+    x, y = (x + 1) / 2, (y + 1) / 2
+    m = torch.tensor(_CHROMA, device=x.device, dtype=x.dtype)
+    cx, cy = torch.einsum("kc,bchw->bkhw", m, x), torch.einsum("kc,bchw->bkhw", m, y)
+
+    def unit(c):
+        return c / torch.sqrt((c * c).sum(1, keepdim=True) + eps * eps)
+
+    vmax, vmin = y.amax(1), y.amin(1)
+    coloured = (vmax >= min_saturation) & ((vmax - vmin) >= min_saturation * vmax)
+    d = (unit(cx) - unit(cy.detach())).square().sum(1).add(1e-12).sqrt()
+    return (d * coloured).sum() / coloured.sum().clamp_min(1)
+
+
 class PatchDiscriminator(nn.Module):
     """PatchGAN (pix2pix / taming NLayerDiscriminator layout) with GroupNorm instead of
     BatchNorm, so it behaves the same under DDP and with tiny per-GPU batches."""

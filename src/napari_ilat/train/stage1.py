@@ -1,7 +1,8 @@
 """Stage 1: train the two-stream VQGAN (DESIGN.md section 2).
 
 loss = L1 + w_p * structural ("perceptual", see losses.py) + codebook/commitment (beta 0.25,
-returned by the quantizer) + w_d * hinge PatchGAN generator loss (from ``disc_start`` on).
+returned by the quantizer) + w_d * hinge PatchGAN generator loss (from ``disc_start`` on)
++ w_h * hue (the chroma direction's error on coloured pixels, see losses.py; off by default).
 
 A fraction ``mask_prob`` of the steps runs the encoder in two-stream mode with random masks
 (``VQModel.forward(x, mask)``), so the decoder learns to decode tokens computed without the
@@ -36,7 +37,7 @@ from napari_ilat.engine.vqgan import VQGANConfig, VQModel
 from napari_ilat.evaluation.metrics import hue_error, psnr, thumbnail_code
 from napari_ilat.train import common as C
 from napari_ilat.train.data import Stage1Images, loader
-from napari_ilat.train.losses import PatchDiscriminator, hinge_d_loss, structural_loss
+from napari_ilat.train.losses import PatchDiscriminator, hinge_d_loss, hue_loss, structural_loss
 
 
 @dataclass
@@ -52,6 +53,7 @@ class Stage1Config:
     perceptual_weight: float = 1.0
     disc_start: int = 10000  # step at which the PatchGAN loss starts (taming starts late too)
     disc_weight: float = 0.1
+    hue_weight: float = 0.0  # weight of losses.hue_loss (0 = off, as every bundled model was trained)
     restart_every: int = 200  # 0 = never re-initialise dead codes
     # the extra restarts at steps 1-100 that initialise a fresh codebook from the data; train()
     # turns them off for a warm start (``init_weights``: its codes already carry a
@@ -282,6 +284,8 @@ def train(
         rec = (xrec - x).abs().mean()
         perc = structural_loss(xrec, x)
         loss = rec + cfg.perceptual_weight * perc + qloss.float()
+        hue = hue_loss(xrec, x) if cfg.hue_weight > 0 else torch.zeros((), device=dev)
+        loss = loss + cfg.hue_weight * hue
         gloss = torch.zeros((), device=dev)
         if use_disc:
             disc.requires_grad_(False)  # the generator's loss must not train D
@@ -321,6 +325,7 @@ def train(
                     "loss": loss.item(),
                     "l1": rec.item(),
                     "structural": perc.item(),
+                    "hue": hue.item(),
                     "codebook": qloss.item(),
                     "g": gloss.item(),
                     "d": dloss.item(),

@@ -143,6 +143,30 @@ def test_stage1_hue_weight_adds_the_hue_loss(tmp_path):
     assert any(not torch.equal(runs[0.0][0][k], runs[1.0][0][k]) for k in runs[0.0][0])
 
 
+def test_cli_resume_without_steps_keeps_the_runs_schedule(tmp_path):
+    """`--resume` without --steps goes on to the run's own step count with its own learning
+    rate schedule (it used to take the default 20000 steps, stretching the cosine decay)."""
+    from napari_ilat.cli import main
+
+    tiny = ["--resolution", "32", "--ch", "32", "--ch-mult", "1,2,2", "--attn-resolutions", "8"]
+    tiny += ["--z-channels", "16", "--embed-dim", "16", "--n-embed", "64", "--data", "pose"]
+    common = tiny + ["--steps", "4", "--batch-size", "2", "--lr", "1e-3", "--warmup", "1", "--threads", "1"]
+    common += ["--val-every", "0", "--sample-every", "0", "--disc-start", "100", "--log-every", "1", "--quiet"]
+    whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
+    assert main(["train", "vqgan", "--out", whole] + common) == 0
+    assert main(["train", "vqgan", "--out", parts, "--stop-at", "2"] + common) == 0
+    # --stop-at 4 stops a resumed run here whatever it believes its length to be
+    assert main(["train", "vqgan", "--out", parts, "--resume", "--stop-at", "4", "--quiet"]) == 0
+    run = json.loads((tmp_path / "parts" / "run.json").read_text())
+    assert run["step"] == 4 and run["train"]["steps"] == 4
+    lrs = [
+        [json.loads(line)["lr"] for line in (tmp_path / d / "log.jsonl").read_text().splitlines()]
+        for d in ("whole", "parts")
+    ]
+    assert lrs[0] == lrs[1] and len(lrs[0]) == 4
+    assert_same(weights(tmp_path / "whole"), weights(tmp_path / "parts"))
+
+
 def test_decoder_only_steps_decode_as_an_edit_does(tmp_path, monkeypatch):
     """Masked steps feed the decoder the codes inside the token mask and the two-stream
     encoder's continuous latents outside it (what edit() decodes); unmasked steps the codes."""

@@ -398,13 +398,17 @@ _COMMON = (
 
 
 def _check_out(args):
-    from napari_ilat.train.common import has_checkpoint
+    """Check --out against --resume / --overwrite; a resume without --steps keeps the run's
+    own step count (the default would silently stretch its schedule to 20000 steps)."""
+    from napari_ilat.train.common import has_checkpoint, read_run
 
     out = Path(args.out)
     if args.resume and not has_checkpoint(out):
         raise FileNotFoundError(f"--resume: no checkpoint in {out}")
     if not args.resume and has_checkpoint(out) and not args.overwrite:
         raise ValueError(f"{out} already holds a checkpoint; pass --resume to continue it or --overwrite")
+    if args.resume and args.steps is None:
+        args.steps = read_run(out)["train"]["steps"]
 
 
 def _run_options(args) -> dict:

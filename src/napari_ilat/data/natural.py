@@ -31,8 +31,8 @@ HOLDOUT = 0.2  # right fraction of each training photograph's width kept for val
 HUE_ROTATION_P = 0.5  # training patches whose hue is rotated
 
 # RGB <-> YIQ (NTSC): Y is luma, (I, Q) the chroma plane whose angle is the hue
-_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
-_RGB = np.linalg.inv(_YIQ).astype(np.float32)
+YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
+_RGB = np.linalg.inv(YIQ).astype(np.float32)
 
 
 def rotate_hue(image: np.ndarray, degrees: float) -> np.ndarray:
@@ -40,7 +40,7 @@ def rotate_hue(image: np.ndarray, degrees: float) -> np.ndarray:
     chroma plane, so luma and chroma magnitude are kept (up to clipping to 0-255)."""
     a = np.deg2rad(degrees)
     rot = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]], np.float32)
-    m = _RGB @ rot @ _YIQ
+    m = _RGB @ rot @ YIQ
     out = image.astype(np.float32) @ m.T
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 

@@ -65,12 +65,21 @@ def ssim(a, b, mask=None) -> float:
     return float(smap[mask].mean() if mask is not None else smap.mean())
 
 
+def standard_error(values) -> float:
+    """The standard error of the mean of ``values``: 0 for one value; nan, without numpy's
+    warning, when one is not finite (an edit equal to its target has an infinite PSNR, and the
+    mean is infinite too)."""
+    v = np.asarray(values, float)
+    if len(v) < 2:
+        return 0.0
+    return float(v.std(ddof=1) / np.sqrt(len(v))) if np.isfinite(v).all() else float("nan")
+
+
 def paired_difference(a, b) -> tuple[float, float]:
     """The mean of ``a - b`` over cases measured both ways (same cases, same seeds) and its
     standard error (0 for a single case): how the sweeps report one setting against another."""
     d = np.asarray(a, float) - np.asarray(b, float)
-    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
-    return float(d.mean()), se
+    return float(d.mean()), standard_error(d)
 
 
 def all_metrics(result, target, mask) -> dict:

@@ -25,7 +25,7 @@ from napari_ilat import edit  # the public API (lazy attribute of the package)
 from napari_ilat.data import make_edit_pair, random_mask, split_seeds
 from napari_ilat.engine.model import load_model
 from napari_ilat.engine.vqgan import VQModel
-from napari_ilat.evaluation.metrics import psnr
+from napari_ilat.evaluation.metrics import psnr, standard_error
 from napari_ilat.train.stage1 import evaluate_reconstruction
 from napari_ilat.train.stage2 import Stage2Pairs, perplexity, tokenize_items
 
@@ -73,7 +73,7 @@ def pose_following(
             progress(i + 1, n)
     # each rate and mean with its standard error (binomial; of the mean): a rate near 90% over
     # 200 pairs is uncertain by about 2 points, so "met by half a point" there settles nothing
-    out = {"n": n, "psnr_mask_true_pose": float(np.mean(p_true)), "psnr_mask_true_pose_se": _se(p_true)}
+    out = {"n": n, "psnr_mask_true_pose": float(np.mean(p_true)), "psnr_mask_true_pose_se": standard_error(p_true)}
     if p_src:
         out.update(
             true_beats_source_pose=wins_src / n,
@@ -97,15 +97,6 @@ def _rate_se(hits: int, n: int) -> float:
     """The binomial standard error of the rate hits / n."""
     p = hits / n
     return float(np.sqrt(p * (1 - p) / n))
-
-
-def _se(values) -> float:
-    """The standard error of the mean of ``values`` (0 for one value; nan when one is infinite,
-    an edit equal to its target, whose mean is infinite too)."""
-    v = np.asarray(values, float)
-    if len(v) < 2:
-        return 0.0
-    return float(v.std(ddof=1) / np.sqrt(len(v))) if np.isfinite(v).all() else float("nan")
 
 
 def edit_speed(model, n: int = 11, rate: float = 0.3, mode: str = "ilat", blend: str = "seamless") -> dict:

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from napari_ilat.data.natural import YIQ
+
 
 def _gaussian_window(size: int = 7, sigma: float = 1.5, device=None, dtype=None):
     x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
@@ -62,10 +64,6 @@ def structural_loss(x: torch.Tensor, y: torch.Tensor, scales: int = 3) -> torch.
     return loss
 
 
-# RGB -> the (I, Q) chroma plane of YIQ, whose angle is the hue (as data.natural rotates it)
-_CHROMA = ((0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
-
-
 def hue_loss(x: torch.Tensor, y: torch.Tensor, min_saturation: float = 0.15, eps: float = 0.01) -> torch.Tensor:
     """Mean distance between the unit chroma directions of ``x`` and the reference ``y``
     (about the hue angle in radians for small errors), over the pixels where ``y`` is coloured
@@ -77,7 +75,8 @@ def hue_loss(x: torch.Tensor, y: torch.Tensor, min_saturation: float = 0.15, eps
     every such pixel counts in full towards the hue error. ``eps`` (in chroma units of [0, 1]
     images) keeps the direction's gradient finite where the decoded chroma is near zero."""
     x, y = (x + 1) / 2, (y + 1) / 2
-    m = torch.tensor(_CHROMA, device=x.device, dtype=x.dtype)
+    # RGB -> YIQ's (I, Q) chroma plane, whose angle is the hue (the plane data.natural rotates)
+    m = torch.as_tensor(YIQ[1:], device=x.device, dtype=x.dtype)
     cx, cy = torch.einsum("kc,bchw->bkhw", m, x), torch.einsum("kc,bchw->bkhw", m, y)
 
     def unit(c):

@@ -13,6 +13,12 @@ user's; the palette then compares grey levels, engine/palette.py):
 
     OMP_NUM_THREADS=1 python scripts/sweep_palette.py --n 200 --split test --sets box,brush --grey
 
+The support rule (twenty-sixth session: a code needs PALETTE_SUPPORT of the band's pixels
+within tau, before then any one pixel): the default against the palette with another support,
+both on, the same cases and seeds ("off" in the output is that other rule):
+
+    OMP_NUM_THREADS=1 python scripts/sweep_palette.py --n 200 --split test --sets box,brush --against-support 0
+
 A user's case, as a picture: a 400 x 300 px hole in scikit-image's astronaut photograph
 upscaled to 2048 x 2048 (generated at the model's pixel scale), with and without it:
 
@@ -26,6 +32,8 @@ its standard error, per compositing.
 """
 
 import argparse
+import contextlib
+import functools
 import json
 
 import numpy as np
@@ -33,6 +41,8 @@ import torch
 from sweep_topk import CASES
 
 from napari_ilat import edit, load_model
+from napari_ilat.engine import editing, palette
+from napari_ilat.engine.reuse import FIRST_STAGE_CACHE
 from napari_ilat.evaluation.metrics import PSNR_CAP, paired_difference, psnr
 
 
@@ -56,6 +66,23 @@ def greyscale(image):
     return np.rint(rgb2gray(image) * 255).astype(np.uint8)
 
 
+@contextlib.contextmanager
+def other_support(support):
+    """edit()'s palette with ``support`` (None: the default) for the duration; the first-stage
+    cache, which keeps an input's palette, emptied before and after, so neither rule sees the
+    other's."""
+    if support is None:
+        yield
+        return
+    FIRST_STAGE_CACHE.clear()
+    editing.allowed_codes = functools.partial(palette.allowed_codes, support=support)
+    try:
+        yield
+    finally:
+        editing.allowed_codes = palette.allowed_codes
+        FIRST_STAGE_CACHE.clear()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100)
@@ -64,6 +91,11 @@ def main():
     ap.add_argument("--ilat-model", default="natural", help="the natural iLAT model (default: the bundled one)")
     ap.add_argument("--grey", action="store_true", help="the cases' images made greyscale (2D)")
     ap.add_argument("--example", help="also write the astronaut example here (PNG): input, without, with")
+    ap.add_argument(
+        "--against-support",
+        type=float,
+        help="compare with the palette whose codes need this share of the band's pixels (0: any one) instead of none",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.example:
@@ -76,9 +108,17 @@ def main():
             if args.grey:
                 src, tgt = greyscale(src), greyscale(tgt)
             for (p, b), scores in res.items():
-                out = edit(src, mask, model=model, mode=mode, seed=seed, palette=p, blend=b, **cond)
+                with other_support(args.against_support if p == "off" else None):
+                    use = "on" if args.against_support is not None else p
+                    out = edit(src, mask, model=model, mode=mode, seed=seed, palette=use, blend=b, **cond)
                 scores.append(psnr(out, tgt, mask, cap=PSNR_CAP))
-        row = {"set": name, "n": args.n, "split": args.split, "grey": args.grey}
+        row = {
+            "set": name,
+            "n": args.n,
+            "split": args.split,
+            "grey": args.grey,
+            "against_support": args.against_support,
+        }
         for b, label in (("seamless", "seamless"), ("alpha", "pasted")):
             off, on = np.array(res["off", b]), np.array(res["on", b])
             diff, se = paired_difference(on, off)

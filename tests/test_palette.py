@@ -13,6 +13,7 @@ from napari_ilat.engine import editing, sampler, sliding
 from napari_ilat.engine import imagebart as ib_module
 from napari_ilat.engine.editing import edit_with_info
 from napari_ilat.engine.palette import (
+    PALETTE_BAND,
     allowed_codes,
     code_colours,
     colours_from_json,
@@ -65,6 +66,25 @@ def test_allowed_codes_are_those_near_the_band_colours():
     keep = allowed_codes(table, rgb, mask, tau=1, min_codes=5)
     assert np.flatnonzero(keep).tolist() == [48, 49, 50, 51, 52]
     assert allowed_codes(table, rgb, np.ones((40, 40), bool)) is None  # no known pixel: no palette
+
+
+def test_a_few_band_pixels_do_not_admit_their_colours():
+    # a light band (red 180) with a thin dark line in it (red 20, 7% of the band's pixels):
+    # by default a code needs 30% of the band within tau, so the dark codes stay out
+    table = np.zeros((100, 3), np.uint8)
+    table[:, 0] = np.arange(100) * 2  # red 0, 2, ..., 198
+    rgb = np.zeros((40, 40, 3))
+    rgb[..., 0] = 180 / 255
+    rgb[:, 12:14, 0] = 20 / 255  # the dark line, 4 px from the mask's left edge
+    mask = np.zeros((40, 40), bool)
+    mask[10:30, 18:30] = True
+    ring = ndimage.binary_dilation(mask, iterations=PALETTE_BAND) & ~mask
+    assert 0.05 < (rgb[ring, 0] < 0.5).mean() < 0.1  # the line's share of the band
+    light = list(range(80, 100))  # red 160..198
+    assert np.flatnonzero(allowed_codes(table, rgb, mask, tau=20, min_codes=3)).tolist() == light
+    # any one pixel (support 0, the rule before): the line's colours too
+    dark = list(range(0, 21))  # red 0..40
+    assert np.flatnonzero(allowed_codes(table, rgb, mask, tau=20, min_codes=3, support=0)).tolist() == dark + light
 
 
 def test_a_grey_image_compares_codes_by_their_grey_level():

@@ -337,10 +337,15 @@ def test_natural_without_sketch_prints_each_setting_and_draws_the_grid(tmp_path)
 
 
 @pytest.mark.slow
-def test_sweep_palette_pairs_the_same_edits_with_and_without_it():
+def test_sweep_palette_pairs_the_same_edits_with_and_without_it(monkeypatch):
+    import functools
+
     from skimage.color import rgb2gray
 
     from napari_ilat import edit
+    from napari_ilat.engine import editing
+    from napari_ilat.engine.palette import allowed_codes
+    from napari_ilat.engine.reuse import FIRST_STAGE_CACHE
     from napari_ilat.evaluation.metrics import PSNR_CAP, psnr
     from napari_ilat.evaluation.quality import box_cases
 
@@ -362,6 +367,23 @@ def test_sweep_palette_pairs_the_same_edits_with_and_without_it():
     s, t = (np.rint(rgb2gray(a) * 255).astype(np.uint8) for a in (s, t))
     assert row["seamless"]["on"] == pytest.approx(
         psnr(edit(s, m, model=model, seed=seed), t, m, cap=PSNR_CAP), abs=1e-3
+    )
+    # --against-support 0: the default palette against the rule before (any one band pixel)
+    out = run_script("sweep_palette.py", "--n", "2", "--sets", "box", "--against-support", "0")
+    (row,) = [json.loads(line) for line in out.splitlines()]
+    cases = list(box_cases(2, 128, "validation"))
+    before = []
+    for seed, s, t, m, _ in cases:
+        FIRST_STAGE_CACHE.clear()  # it keeps an input's palette
+        with monkeypatch.context() as mp:
+            mp.setattr(editing, "allowed_codes", functools.partial(allowed_codes, support=0))
+            before.append(psnr(edit(s, m, model=model, seed=seed, palette="on"), t, m, cap=PSNR_CAP))
+        FIRST_STAGE_CACHE.clear()
+    now = [psnr(edit(s, m, model=model, seed=seed), t, m, cap=PSNR_CAP) for seed, s, t, m, _ in cases]
+    assert row["against_support"] == 0 and abs(np.mean(before) - np.mean(now)) > 0.01  # the cases tell them apart
+    assert (row["seamless"]["off"], row["seamless"]["on"]) == (
+        pytest.approx(np.mean(before), abs=1e-3),
+        pytest.approx(np.mean(now), abs=1e-3),
     )
 
 

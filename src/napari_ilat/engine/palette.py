@@ -4,10 +4,11 @@ Without a sketch or pose to follow, the bundled natural model's most likely code
 fields in colours the photograph may not have (near-black, near-white, saturated magenta:
 docs/benchmarks.md, "Natural edits without a sketch"). The palette is a sampling rule, no
 training: every code has a colour (its decode, below), and at every sampled token only the
-codes whose colour lies within ``tau`` of some known pixel in a band around the mask may be
-drawn. Measured on held-out patches it helps fills without guidance and hurts sketch-guided
-ones, which draw strokes in colours the band may lack; so ``edit(palette="auto")`` uses it
-only without a pose or sketch (docs/benchmarks.md, "Sampling: the context palette").
+codes whose colour lies within ``tau`` of a share (``support``, 30%) of the known pixels in a
+band around the mask may be drawn. Measured on held-out patches it helps fills without
+guidance and hurts sketch-guided ones, which draw strokes in colours the band may lack; so
+``edit(palette="auto")`` uses it only without a pose or sketch (docs/benchmarks.md,
+"Sampling: the context palette").
 
 A code's colour is the mean of the centre of a uniform ``size`` x ``size`` token map of it,
 decoded: the decoder's convolutions mix neighbouring codes, so a code alone or in a small map
@@ -30,7 +31,13 @@ from scipy import ndimage
 from napari_ilat.engine.sampler import EditCancelled, is_cancelled
 
 COLOUR_MAP_SIZE = 16  # tokens a side of the uniform map a code's colour is read from
-PALETTE_TAU = 20.0  # RGB distance, 0-255 levels, from a code's colour to the nearest band pixel
+PALETTE_TAU = 20.0  # RGB distance, 0-255 levels, from a code's colour to the band's pixels
+# the share of the band's pixels a code's colour must lie within PALETTE_TAU of. Any one pixel
+# (0, before the twenty-sixth session) let a few dark pixels (a shadow line, wood grain) admit
+# the dark codes, and the fill of a hole in a light photograph sometimes came out a dark blob;
+# chosen on validation box holes and brush strokes (docs/benchmarks.md, "Sampling: the context
+# palette")
+PALETTE_SUPPORT = 0.3
 PALETTE_BAND = 16  # pixels around the mask, at the model's scale, whose colours count
 PALETTE_MIN_CODES = 40  # the nearest codes allowed whatever tau says (a band of one colour)
 PALETTE_PIXELS = 2000  # band pixels compared (a fixed-seed subsample of larger bands)
@@ -124,10 +131,12 @@ def allowed_codes(
     tau: float = PALETTE_TAU,
     band: int = PALETTE_BAND,
     min_codes: int = PALETTE_MIN_CODES,
+    support: float = PALETTE_SUPPORT,
 ) -> np.ndarray | None:
-    """(n_embed,) bool: the codes whose colour lies within ``tau`` of a known pixel of
-    ``rgb`` ((H, W, 3) in [0, 1]) at most ``band`` pixels from ``mask`` ((H, W) bool), and
-    always the ``min_codes`` nearest. None when no known pixel lies in the band (nothing
+    """(n_embed,) bool: the codes whose colour lies within ``tau`` of at least a share
+    ``support`` of the known pixels of ``rgb`` ((H, W, 3) in [0, 1]) at most ``band`` pixels
+    from ``mask`` ((H, W) bool; ``support`` 0: of any one of them), and always the
+    ``min_codes`` nearest by that measure. None when no known pixel lies in the band (nothing
     to match).
 
     ``grey``: the edit's output keeps no colour (a greyscale image; the generated RGB is
@@ -145,7 +154,9 @@ def allowed_codes(
     colours = table.astype(np.float32)
     if grey:
         colours = np.repeat(colours.mean(1, keepdims=True), 3, axis=1)
-    d = np.sqrt(((colours[:, None, :] - px[None]) ** 2).sum(-1)).min(1)  # each code to its nearest pixel
+    dist = np.sqrt(((colours[:, None, :] - px[None]) ** 2).sum(-1))  # (codes, pixels)
+    # each code's distance to the nearest ``support`` share of the pixels (0: the nearest pixel)
+    d = dist.min(1) if support <= 0 else np.quantile(dist, support, axis=1)
     keep = d <= tau
     k = min(min_codes, len(d))
     if keep.sum() < k:

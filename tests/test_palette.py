@@ -85,6 +85,14 @@ def test_a_few_band_pixels_do_not_admit_their_colours():
     # any one pixel (support 0, the rule before): the line's colours too
     dark = list(range(0, 21))  # red 0..40
     assert np.flatnonzero(allowed_codes(table, rgb, mask, tau=20, min_codes=3, support=0)).tolist() == dark + light
+    # a grey image keeps the rule of any one pixel (PALETTE_SUPPORT_GREY): grey codes, the same band
+    grey_table = np.repeat(table[:, :1], 3, axis=1)
+    grey_rgb = np.repeat(rgb[..., :1], 3, axis=2)
+    grey_keep = allowed_codes(grey_table, grey_rgb, mask, grey=True, tau=20, min_codes=3)
+    assert grey_keep[10] and grey_keep[90]  # the line's grey (20) and the band's (180)
+    assert np.array_equal(
+        grey_keep, allowed_codes(grey_table, grey_rgb, mask, grey=True, tau=20, min_codes=3, support=0)
+    )
 
 
 def test_a_grey_image_compares_codes_by_their_grey_level():

@@ -166,7 +166,9 @@ def add_arguments(p) -> None:
         "--palette",
         default="auto",
         choices=("auto", "on", "off"),
-        help="the context palette: draw only codes whose colour the pixels around the mask have. 'auto' uses it "
+        help="the context palette: draw only codes whose colour the pixels around the mask have (in a colour "
+        "image at least 30%% of them). "
+        "'auto' uses it "
         "without --pose / --sketch, with a model that carries a colour table (the bundled ones do) "
         "(default: %(default)s)",
     )

@@ -38,6 +38,10 @@ PALETTE_TAU = 20.0  # RGB distance, 0-255 levels, from a code's colour to the ba
 # chosen on validation box holes and brush strokes (docs/benchmarks.md, "Sampling: the context
 # palette")
 PALETTE_SUPPORT = 0.3
+# a grey image's codes (compared by grey level, ``allowed_codes(grey=True)``) keep the rule of
+# any one pixel: on grey validation cases the share cost brush strokes 0.23 dB and box holes
+# 0.37 (docs/benchmarks.md)
+PALETTE_SUPPORT_GREY = 0.0
 PALETTE_BAND = 16  # pixels around the mask, at the model's scale, whose colours count
 PALETTE_MIN_CODES = 40  # the nearest codes allowed whatever tau says (a band of one colour)
 PALETTE_PIXELS = 2000  # band pixels compared (a fixed-seed subsample of larger bands)
@@ -131,13 +135,13 @@ def allowed_codes(
     tau: float = PALETTE_TAU,
     band: int = PALETTE_BAND,
     min_codes: int = PALETTE_MIN_CODES,
-    support: float = PALETTE_SUPPORT,
+    support: float | None = None,
 ) -> np.ndarray | None:
     """(n_embed,) bool: the codes whose colour lies within ``tau`` of at least a share
     ``support`` of the known pixels of ``rgb`` ((H, W, 3) in [0, 1]) at most ``band`` pixels
-    from ``mask`` ((H, W) bool; ``support`` 0: of any one of them), and always the
-    ``min_codes`` nearest by that measure. None when no known pixel lies in the band (nothing
-    to match).
+    from ``mask`` ((H, W) bool; ``support`` 0: of any one of them; None: PALETTE_SUPPORT, or
+    PALETTE_SUPPORT_GREY with ``grey``), and always the ``min_codes`` nearest by that measure.
+    None when no known pixel lies in the band (nothing to match).
 
     ``grey``: the edit's output keeps no colour (a greyscale image; the generated RGB is
     averaged into it), so a code counts by its grey level, the mean of its colour, as the
@@ -151,6 +155,8 @@ def allowed_codes(
         return None
     if len(px) > PALETTE_PIXELS:  # a fixed subsample: the same inputs give the same palette
         px = px[np.random.default_rng(0).choice(len(px), PALETTE_PIXELS, replace=False)]
+    if support is None:
+        support = PALETTE_SUPPORT_GREY if grey else PALETTE_SUPPORT
     colours = table.astype(np.float32)
     if grey:
         colours = np.repeat(colours.mean(1, keepdims=True), 3, axis=1)

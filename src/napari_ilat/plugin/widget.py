@@ -328,10 +328,10 @@ class ILATWidget(Container):
             label="colours",
             choices=[("auto", "auto"), ("from the surroundings", "on"), ("any", "off")],
             tooltip="'from the surroundings' (the context palette) draws only codes whose colour the pixels "
-            "around the mask have: fewer stray colours in fills; 'auto' uses it without a pose or sketch "
-            "(it would cost a sketch's strokes their colours) when the model carries a colour table (the "
-            "bundled ones do; for another, 'from the surroundings' computes it first, a minute or more on a "
-            "CPU); 'any': every code",
+            "around the mask have (in a colour image at least 30% of them): fewer stray colours in fills; "
+            "'auto' uses it without a pose or sketch (it would cost a sketch's strokes their colours) when "
+            "the model carries a colour table (the bundled ones do; for another, 'from the surroundings' "
+            "computes it first, a minute or more on a CPU); 'any': every code",
         )
         self.device = ComboBox(label="device", choices=available_devices())
         self.samples = SpinBox(

@@ -464,3 +464,28 @@ def test_against_biharmonic_pairs_the_default_edit_with_the_fill_on_the_same_cas
     assert final["model"] == pytest.approx(np.mean(ours), abs=1e-3)
     assert final["biharmonic"] == pytest.approx(np.mean(theirs), abs=1e-3)
     assert final["difference"] == pytest.approx(np.mean(ours) - np.mean(theirs), abs=2e-3) and final["se"] > 0
+
+
+@pytest.mark.slow
+def test_thin_strokes_pairs_each_sketch_with_the_edit_without_one():
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        from thin_strokes import thin_strokes
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    from napari_ilat import edit
+    from napari_ilat.evaluation.metrics import PSNR_CAP, psnr
+    from napari_ilat.evaluation.quality import natural_cases
+
+    (row,) = [json.loads(line) for line in run_script("thin_strokes.py", "--n", "1").splitlines()]
+    ((seed, s, t, m, cond),) = natural_cases(1, 128, True, "validation")
+    model = load_model("natural")
+    thin = thin_strokes(cond["sketch"], m, 4)
+    # thin lines inside the mask only, far less ink than the XDoG map
+    assert not thin[~m].any() and 0 < row["ink"]["thin4"] < row["ink"]["xdog"] and row["ink"]["none"] == 0
+    for key, sketch in (("none", None), ("xdog", cond["sketch"]), ("thin4", thin)):
+        expected = psnr(edit(s, m, model=model, seed=seed, sketch=sketch), t, m, cap=PSNR_CAP)
+        assert row["seamless"][key]["mean"] == pytest.approx(expected, abs=1e-3)
+    assert row["seamless"]["thin4"]["diff"] == pytest.approx(
+        row["seamless"]["thin4"]["mean"] - row["seamless"]["none"]["mean"], abs=2e-3
+    )

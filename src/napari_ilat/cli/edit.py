@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_ilat.engine.defaults import DEFAULT_GUIDANCE, DEFAULT_TOP_K
+from napari_ilat.engine.defaults import DEFAULT_GUIDANCE, DEFAULT_TOP_K, PALETTE_SUPPORT
 from napari_ilat.engine.inputs import grow_mask, label_mask, normalize_mask, normalize_sketch
 from napari_ilat.engine.modes import MODE_NAMES
 from napari_ilat.engine.pose_json import read_pose
@@ -167,8 +167,7 @@ def add_arguments(p) -> None:
         default="auto",
         choices=("auto", "on", "off"),
         help="the context palette: draw only codes whose colour the pixels around the mask have (in a colour "
-        "image at least 30%% of them). "
-        "'auto' uses it "
+        f"image at least {PALETTE_SUPPORT * 100:.0f}%% of them). 'auto' uses it "
         "without --pose / --sketch, with a model that carries a colour table (the bundled ones do) "
         "(default: %(default)s)",
     )

@@ -15,3 +15,10 @@ DEFAULT_TOP_K = 20
 # the mask within 0.05 dB, the true pose beating another pair's pose less often) and worse
 # sketch edits (the sketch's gain over no sketch +0.47 dB at 1, +0.17 at 2, -1.06 at 5).
 DEFAULT_GUIDANCE = 1.0
+
+# The context palette (engine/palette.py) allows a code only when its colour lies within
+# PALETTE_TAU of at least this share of the known pixels around the mask (in a colour image;
+# a grey one keeps the rule of any one pixel). Any one pixel let a thin shadow line admit the
+# dark codes; 0.3 was chosen on validation box holes and brush strokes (docs/benchmarks.md,
+# "Sampling: the context palette").
+PALETTE_SUPPORT = 0.3

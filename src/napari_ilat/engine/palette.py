@@ -28,16 +28,15 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from napari_ilat.engine.defaults import PALETTE_SUPPORT
 from napari_ilat.engine.sampler import EditCancelled, is_cancelled
 
 COLOUR_MAP_SIZE = 16  # tokens a side of the uniform map a code's colour is read from
 PALETTE_TAU = 20.0  # RGB distance, 0-255 levels, from a code's colour to the band's pixels
-# the share of the band's pixels a code's colour must lie within PALETTE_TAU of. Any one pixel
-# (0, before the twenty-sixth session) let a few dark pixels (a shadow line, wood grain) admit
-# the dark codes, and the fill of a hole in a light photograph sometimes came out a dark blob;
-# chosen on validation box holes and brush strokes (docs/benchmarks.md, "Sampling: the context
-# palette")
-PALETTE_SUPPORT = 0.3
+# PALETTE_SUPPORT (engine/defaults.py, which the CLI's help and the widget read): the share of
+# the band's pixels a code's colour must lie within PALETTE_TAU of; any one pixel (0, before
+# the twenty-sixth session) let a few dark pixels (a shadow line, wood grain) admit the dark
+# codes, and the fill of a hole in a light photograph sometimes came out a dark blob
 # a grey image's codes (compared by grey level, ``allowed_codes(grey=True)``) keep the rule of
 # any one pixel: on grey validation cases the share cost brush strokes 0.23 dB and box holes
 # 0.37 (docs/benchmarks.md)
@@ -178,6 +177,7 @@ def check_palette(palette) -> str:
 
 __all__ = [
     "PALETTES",
+    "PALETTE_SUPPORT",
     "allowed_codes",
     "check_palette",
     "code_colours",

@@ -43,7 +43,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, QObject, QTimer
 from qtpy.QtWidgets import QApplication, QSizePolicy
 
-from napari_ilat.engine.defaults import DEFAULT_GUIDANCE, DEFAULT_TOP_K
+from napari_ilat.engine.defaults import DEFAULT_GUIDANCE, DEFAULT_TOP_K, PALETTE_SUPPORT
 from napari_ilat.engine.modes import MODES
 from napari_ilat.engine.pose_mask import FIGURE_SCALE_BAND, default_mask_radius, moved_joint_mask
 from napari_ilat.plugin import layers as _layers
@@ -328,10 +328,10 @@ class ILATWidget(Container):
             label="colours",
             choices=[("auto", "auto"), ("from the surroundings", "on"), ("any", "off")],
             tooltip="'from the surroundings' (the context palette) draws only codes whose colour the pixels "
-            "around the mask have (in a colour image at least 30% of them): fewer stray colours in fills; "
-            "'auto' uses it without a pose or sketch (it would cost a sketch's strokes their colours) when "
-            "the model carries a colour table (the bundled ones do; for another, 'from the surroundings' "
-            "computes it first, a minute or more on a CPU); 'any': every code",
+            f"around the mask have (in a colour image at least {PALETTE_SUPPORT:.0%} of them): fewer stray "
+            "colours in fills; 'auto' uses it without a pose or sketch (it would cost a sketch's strokes "
+            "their colours) when the model carries a colour table (the bundled ones do; for another, 'from "
+            "the surroundings' computes it first, a minute or more on a CPU); 'any': every code",
         )
         self.device = ComboBox(label="device", choices=available_devices())
         self.samples = SpinBox(

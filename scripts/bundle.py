@@ -114,10 +114,18 @@ def bundle(new_json: Path, name: str, gpu: str, command: str, weights: Path = WE
     text = re.sub(r"/tmp/[^\s\"']*?\.json", f"run {n - 1}'s model", json.dumps(new, indent=2))
     new = {**json.loads(text), "files": files}
     new_t = new.setdefault("training", {})
+    if beside:  # the run before it is bundled with this one: its weights are in the same commit
+        runs[-1].setdefault("weights_in_git", f"the commit that bundles run {n}, beside it")
     runs[-1].setdefault("weights_in_git", f"{_in_git(weights, name)} (src/napari_ilat/weights/{name}.*)")
     runs.append(_run_entry(n, new_t, gpu, command))
     if beside:  # the same device minutes as the run before it: counted once in the total
         runs[-1]["beside_run"] = n - 1
+        if new_t.get("decoder_only"):
+            # its export carries the decoder run's record alone; the transformer bundled just
+            # before is the one this model samples with, so its record stays the model's and
+            # the decoder run becomes the first stage's record
+            record = dict(new_t, note=f"decoder-only run {n}, beside run {n - 1}: encoder and codebook kept")
+            new_t = new["training"] = {k: v for k, v in old_t.items() if k != "lineage"} | {"first_stage": record}
     stage1 = old["files"].get("stage1", {}).get("sha256")
     if stage1 == new["files"].get("stage1", {}).get("sha256") and "first_stage" in old_t:
         kept = old_t["first_stage"]  # a record (iLAT) or where it came from (ImageBART)

@@ -26,6 +26,10 @@
 #   SEED=5 IMAGEBART_MIN=5 MODELS=pose STAGE1_SHARE=0 ... continue
 #                                                         the bundled natural-imagebart goes on beside
 #                                                         the pose transformer (`train imagebart --init`)
+#   MODELS= IMAGEBART_STAGES=5 IMAGEBART_MIN=7 ... continue a new ImageBART of 5 stages from scratch on
+#                                                         the bundled natural first stage (issue 15's longer
+#                                                         schedule); $OUT takes 8 files: with the pose run
+#                                                         beside it, at most 4 stages unless MODELS= (none)
 #   POOL=120000 ... continue                              the transformer cycles over the first 120,000
 #                                                         training items, each made once by the data
 #                                                         workers as first drawn: after the first pass
@@ -88,7 +92,8 @@ collect() {  # $OUT takes 8 files: only what changed, JSONs (ablation: all in re
     for d in "$RUN"/*/; do
         n=$(basename "$d")
         case $n in
-            *imagebart) files="bart1 bart2 bart3" ;;  # its first stage is the bundled natural one
+            *imagebart) files=$(cd "$d" && ls "$n".bart*.safetensors 2>/dev/null | sed "s/^$n\.//; s/\.safetensors$//") ;;
+                # its stages only: its first stage is the bundled natural one
             *-decoder) files=stage1 ;;  # its stage2 is NAME's; its JSON only in records.tgz (8 files)
             *) if [ "$MODE" = ablation ] || [ "${STAGE1_SHARE:-0.6}" = 0 ]; then files=stage2
                else files="stage1 stage2"; fi ;;
@@ -121,7 +126,7 @@ if [ "$MODE" = continue ]; then
     # MODELS: which bundled models go on (default both, side by side); each model's data
     # workers: WORKERS_POSE / WORKERS_NATURAL (defaults 10 / 4 side by side; one model alone
     # should take most of the cores: the scene generators, not the GPU, set the pace)
-    for m in ${MODELS:-pose natural}; do
+    for m in ${MODELS-pose natural}; do
         case $m in
             pose) w=${WORKERS_POSE:-10} ;;
             natural) w=${WORKERS_NATURAL:-4} ;;
@@ -137,11 +142,18 @@ if [ "$MODE" = continue ]; then
         [ -n "${DECODER_MIN:-}" ] && decoder "$m"
     done
     # IMAGEBART_MIN > 0: the bundled natural-imagebart goes on beside them (its stages and
-    # first stage, a fresh optimiser and schedule over these minutes)
-    [ -n "${IMAGEBART_MIN:-}" ] && imagebart --init natural-imagebart
+    # first stage, a fresh optimiser and schedule over these minutes); with IMAGEBART_STAGES=N
+    # a new ImageBART of N stages (a longer schedule: each stage redraws less) from scratch on
+    # the bundled natural first stage instead, the bundled model's sizes
+    if [ -n "${IMAGEBART_MIN:-}" ] && [ -n "${IMAGEBART_STAGES:-}" ]; then
+        imagebart --first-stage natural --n-stages "$IMAGEBART_STAGES" --n-embd 256 --n-head 8 \
+            --n-enc-layer 2 --n-dec-layer 4
+    elif [ -n "${IMAGEBART_MIN:-}" ]; then
+        imagebart --init natural-imagebart
+    fi
     wait_all
     if [ -n "${DECODER_MIN:-}" ]; then  # each continued transformer with its new decoder
-        for m in ${MODELS:-pose natural}; do
+        for m in ${MODELS-pose natural}; do
             python3 -m napari_ilat.cli train export --transformer "$RUN/$m/$m.json" \
                 --first-stage "$RUN/$m-decoder/run" --out "$RUN/$m-decoder/$m-decoder" --name "$m" \
                 >>"$RUN/$m-decoder.log" 2>&1

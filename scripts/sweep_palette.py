@@ -19,6 +19,10 @@ both on, the same cases and seeds ("off" in the output is that other rule):
 
     OMP_NUM_THREADS=1 python scripts/sweep_palette.py --n 200 --split test --sets box,brush --against-support 0
 
+With --grey the two arms are the same rule: grey images keep support 0
+(engine.palette.PALETTE_SUPPORT_GREY); set that to 0.3 first to repeat the grey measurement
+of docs/benchmarks.md.
+
 A user's case, as a picture: a 400 x 300 px hole in scikit-image's astronaut photograph
 upscaled to 2048 x 2048 (generated at the model's pixel scale), with and without it:
 

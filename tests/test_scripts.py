@@ -238,6 +238,10 @@ def test_bundle_appends_the_run_to_the_lineage_and_keeps_a_shared_first_stage(tm
     assert got["files"]["stage1"]["file"] == "pose.stage1.safetensors" and got["files"]["stage2"] == stage2_before
     assert (weights / "shared.stage1.safetensors").read_bytes() == stage1_bytes  # the shared file untouched
     assert torch.equal(load_model(out).vqgan.decoder.conv_out.bias, new.vqgan.decoder.conv_out.bias)
+    # the transformer's record stays the model's; the decoder run's is its first stage's
+    assert runs[1]["weights_in_git"] == "the commit that bundles run 3, beside it"
+    assert got["training"]["steps"] == 5 and got["training"]["exported_step"] == 4
+    assert got["training"]["first_stage"]["decoder_only"] and got["training"]["first_stage"]["steps"] == 3
 
 
 def test_imagebart_chain_skip_variants_start_below_the_noise_stage():

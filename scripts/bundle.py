@@ -114,9 +114,9 @@ def bundle(new_json: Path, name: str, gpu: str, command: str, weights: Path = WE
     text = re.sub(r"/tmp/[^\s\"']*?\.json", f"run {n - 1}'s model", json.dumps(new, indent=2))
     new = {**json.loads(text), "files": files}
     new_t = new.setdefault("training", {})
-    if beside:  # the run before it is bundled with this one: its weights are in the same commit
-        runs[-1].setdefault("weights_in_git", f"the commit that bundles run {n}, beside it")
-    runs[-1].setdefault("weights_in_git", f"{_in_git(weights, name)} (src/napari_ilat/weights/{name}.*)")
+    if "weights_in_git" not in runs[-1]:  # beside: the run before is bundled in this same commit
+        where = f"the commit that bundles run {n}, beside it" if beside else _in_git(weights, name)
+        runs[-1]["weights_in_git"] = where if beside else f"{where} (src/napari_ilat/weights/{name}.*)"
     runs.append(_run_entry(n, new_t, gpu, command))
     if beside:  # the same device minutes as the run before it: counted once in the total
         runs[-1]["beside_run"] = n - 1

@@ -111,6 +111,8 @@ decoder() {  # model: its bundled first stage's decoder trains alone for DECODER
         --val-size 64 --sample-every 0 --save-every 500 >"$RUN/$1-decoder.log" 2>&1 &
     pids+=("decoder $1:$!")
 }
+# a new ImageBART's sizes (the bundled model's): 256 wide, 8 heads, 2 encoder + 4 decoder blocks
+IB_SIZES="--n-embd 256 --n-head 8 --n-enc-layer 2 --n-dec-layer 4"
 imagebart() {  # trains ImageBART for IMAGEBART_MIN minutes beside the other runs; extra args:
     # its start (the recipe's sizes from scratch, or --init MODEL)
     mkdir -p "$RUN/natural-imagebart"
@@ -146,8 +148,7 @@ if [ "$MODE" = continue ]; then
     # a new ImageBART of N stages (a longer schedule: each stage redraws less) from scratch on
     # the bundled natural first stage instead, the bundled model's sizes
     if [ -n "${IMAGEBART_MIN:-}" ] && [ -n "${IMAGEBART_STAGES:-}" ]; then
-        imagebart --first-stage natural --n-stages "$IMAGEBART_STAGES" --n-embd 256 --n-head 8 \
-            --n-enc-layer 2 --n-dec-layer 4
+        imagebart --first-stage natural --n-stages "$IMAGEBART_STAGES" $IB_SIZES
     elif [ -n "${IMAGEBART_MIN:-}" ]; then
         imagebart --init natural-imagebart
     fi
@@ -175,8 +176,7 @@ if [ "$MODE" = continue ]; then
 elif [ "$MODE" = ablation ]; then
     nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv -l 30 >"$RUN/gpu.log" 2>&1 &
     STAGE1_SHARE=0  # both keep the bundled first stage: only the transformers train
-    [ -n "${IMAGEBART_MIN:-}" ] && imagebart --first-stage natural --n-stages 3 --n-embd 256 --n-head 8 \
-        --n-enc-layer 2 --n-dec-layer 4
+    [ -n "${IMAGEBART_MIN:-}" ] && imagebart --first-stage natural --n-stages 3 $IB_SIZES
     recipe pose "${WORKERS_POSE:-6}" --data pose --init pose --seed "${SEED:-1}" &
     pids+=("pose:$!")
     recipe pose-plain "${WORKERS_POSE:-6}" --data pose --init pose --seed "${SEED:-1}" --plain &

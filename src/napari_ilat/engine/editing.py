@@ -1007,8 +1007,9 @@ def edit(
         decoded, with the feather band cross-fading.
     palette : "auto" (default), "on" or "off": the context palette (napari_ilat.engine.palette)
         draws only codes whose decoded colour lies within 20 levels (0-255 RGB distance) of at
-        least 30% of the known pixels at most 16 px (model scale) around the mask (a grey
-        image: of any one, by grey level), or the 40 nearest. "auto":
+        least a share PALETTE_SUPPORT (engine.defaults, 30%) of the known pixels at most 16 px
+        (model scale) around the mask (a grey image: of any one, by grey level), or the 40
+        nearest. "auto":
         on for edits without a pose or sketch, with a model that carries a colour table (the
         bundled ones do; `napari-ilat train export` writes it); "on": also with guidance, and
         a model without a table gets one computed first (about a minute of a CPU at the

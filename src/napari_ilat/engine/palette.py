@@ -36,8 +36,8 @@ PALETTE_TAU = 20.0  # RGB distance, 0-255 levels, from a code's colour to the ba
 # PALETTE_SUPPORT (engine/defaults.py, which the CLI's help and the widget read): the share of
 # the band's pixels a code's colour must lie within PALETTE_TAU of; any one pixel (0, before
 # the twenty-sixth session) let a few dark pixels (a shadow line, wood grain) admit the dark
-# codes, and the fill of a hole in a light photograph sometimes came out a dark blob
-# a grey image's codes (compared by grey level, ``allowed_codes(grey=True)``) keep the rule of
+# codes, and the fill of a hole in a light photograph sometimes came out a dark blob.
+# PALETTE_SUPPORT_GREY: a grey image's codes (compared by grey level, ``allowed_codes(grey=True)``) keep the rule of
 # any one pixel: on grey validation cases the share cost brush strokes 0.23 dB and box holes
 # 0.37 (docs/benchmarks.md)
 PALETTE_SUPPORT_GREY = 0.0

@@ -37,6 +37,9 @@
 #   COND_DROPOUT=0.5 ... continue                         half the transformer's steps without the pose /
 #                                                         sketch: the branch a natural edit without a
 #                                                         sketch runs (the recipe's default 0.2)
+#   THIN_STROKES=0.5 MODELS=natural ... continue           half the natural transformer's training sketches
+#                                                         drawn as thin lines inside the mask, as a user
+#                                                         draws (`--thin-strokes`), not the dense XDoG map
 #   DECODER_MIN=7 MODELS=pose STAGE1_SHARE=0 ... continue
 #                                                         the bundled pose first stage's decoder trains
 #                                                         alone beside the transformer (`train vqgan
@@ -138,8 +141,11 @@ if [ "$MODE" = continue ]; then
         # POOL=N: the transformer cycles over the first N training items, made once by the
         # workers as first drawn (later passes at the GPU's pace, not the scene generator's)
         # COND_DROPOUT=F: fraction of steps without the pose / sketch (the recipe's 0.2)
+        # THIN_STROKES=F (natural): that share of its training sketches as thin lines, as a user draws
+        thin=()
+        [ "$m" = natural ] && [ -n "${THIN_STROKES:-}" ] && thin=(--thin-strokes "$THIN_STROKES")
         recipe "$m" "$w" --data "$m" --init "$m" --seed "${SEED:-1}" --val-edits "${VAL_EDITS:-64}" \
-            ${POOL:+--token-pool "$POOL"} ${COND_DROPOUT:+--cond-dropout "$COND_DROPOUT"} &
+            ${POOL:+--token-pool "$POOL"} ${COND_DROPOUT:+--cond-dropout "$COND_DROPOUT"} "${thin[@]}" &
         pids+=("recipe $m:$!")
         [ -n "${DECODER_MIN:-}" ] && decoder "$m"
     done

@@ -6,7 +6,7 @@ held-out patches, the same cases and seeds in every column; in-mask PSNR of no s
 XDoG map, and the thin strokes at L = 4 and 16, each paired against no sketch
 (docs/benchmarks.md, "Thin strokes").
 
-    OMP_NUM_THREADS=1 python scripts/thin_strokes.py --n 100 --split validation
+    OMP_NUM_THREADS=1 python scripts/thin_strokes.py --n 100 --split validation [--model M.json]
 
 Prints one JSON line: the share of the mask each sketch inks, and per compositing and sketch
 the mean, the paired difference from no sketch and its standard error.
@@ -17,30 +17,23 @@ import json
 
 import numpy as np
 import torch
-from skimage.morphology import dilation, remove_small_objects, skeletonize
 
 from napari_ilat import edit, load_model
+from napari_ilat.engine.sketch import thin_strokes
 from napari_ilat.evaluation.metrics import PSNR_CAP, paired_difference, psnr
 from napari_ilat.evaluation.quality import natural_cases
 
 SKETCHES = ("none", "xdog", "thin4", "thin16")
 
 
-def thin_strokes(edges: np.ndarray, mask: np.ndarray, drop_up_to: int) -> np.ndarray:
-    """The edge map's ink inside ``mask`` as 2 px lines: skeleton, pieces of at most
-    ``drop_up_to`` px dropped."""
-    skeleton = skeletonize((edges > 0.5) & mask)
-    skeleton = remove_small_objects(skeleton, max_size=drop_up_to, connectivity=2)
-    return dilation(skeleton, np.ones((2, 2), bool)).astype(np.float32)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--split", default="validation")
+    ap.add_argument("--model", default="natural", help="a sketch model: bundled name or NAME.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    model = load_model("natural")
+    model = load_model(args.model)
     scores = {(k, b): [] for k in SKETCHES for b in ("seamless", "alpha")}
     ink = {k: [] for k in SKETCHES}
     for seed, src, tgt, mask, cond in natural_cases(args.n, 128, True, args.split):
@@ -56,7 +49,12 @@ def main():
         for (k, b), out in scores.items():
             edited = edit(src, mask, model=model, seed=seed, blend=b, sketch=sketches[k])
             out.append(psnr(edited, tgt, mask, cap=PSNR_CAP))
-    row = {"n": args.n, "split": args.split, "ink": {k: round(float(np.mean(v)), 3) for k, v in ink.items()}}
+    row = {
+        "n": args.n,
+        "split": args.split,
+        "model": args.model,
+        "ink": {k: round(float(np.mean(v)), 3) for k, v in ink.items()},
+    }
     for b, label in (("seamless", "seamless"), ("alpha", "pasted")):
         base = np.array(scores["none", b])
         row[label] = {}

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 from torch.utils.data import DataLoader
 
 from napari_ilat.data import backgrounds, natural
@@ -181,3 +182,35 @@ def test_hue_rotation_keeps_luma_and_turns_hue():
     seeds = split_seeds("train", 40)
     hues = [rgb2hsv(natural.natural_patch(int(s), 32)[0]).mean() for s in seeds]
     assert len(set(np.round(hues, 6))) == 40
+
+
+def test_stage2_thin_strokes_change_only_the_sketch_inside_the_mask():
+    from napari_ilat.engine.sketch import xdog
+    from napari_ilat.train.data import Stage2Pairs
+
+    dense = Stage2Pairs("natural", "train", 64, 40, "sketch")
+    half = Stage2Pairs("natural", "train", 64, 40, "sketch", thin_frac=0.5)
+    thin = Stage2Pairs("natural", "train", 64, 40, "sketch", thin_frac=1.0)
+    changed, ink = 0, [0, 0]
+    for i in range(40):
+        a, b, c = dense[i], half[i], thin[i]
+        for k in ("image", "mask", "causal"):  # the tokens to learn are the same
+            assert torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]), k
+        m = a["mask"][0].numpy()
+        sa, sb, sc = (x["sketch"][0].numpy() for x in (a, b, c))
+        assert np.array_equal(sa[~m], sc[~m])  # outside the mask the known pixels' XDoG
+        edges = xdog(tensor_to_image(a["image"]))
+        assert np.array_equal(sa[m], edges[m])
+        # thin lines: on the XDoG ink (widened by at most 3 px), and less ink over all items
+        near = ndimage.binary_dilation(edges > 0.5, np.ones((5, 5), bool))
+        assert not (sc[m] > 0.5)[~near[m]].any()
+        assert np.array_equal(sb, sa) or np.array_equal(sb, sc)  # 0 < thin_frac < 1: one or the other
+        changed += not np.array_equal(sb, sa)
+        ink[0] += (sa[m] > 0.5).sum()
+        ink[1] += (sc[m] > 0.5).sum()
+    assert ink[1] < 0.6 * ink[0]
+    assert 10 <= changed <= 30  # about half the items
+    with pytest.raises(ValueError, match="thin-strokes"):
+        Stage2Pairs("natural", "train", 64, 4, "sketch", thin_frac=1.5)
+    with pytest.raises(ValueError, match="thin-strokes"):
+        Stage2Pairs("pose", "train", 64, 4, "pose", thin_frac=0.5)

@@ -3,7 +3,7 @@
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from napari_ilat.engine.sketch import compose_sketch, rasterize_strokes, to_grey255, xdog
+from napari_ilat.engine.sketch import compose_sketch, rasterize_strokes, thin_strokes, to_grey255, xdog
 
 
 def _expected_edges(grey):
@@ -88,3 +88,22 @@ def test_compose_sketch_uses_strokes_inside_and_never_the_masked_pixels():
     assert np.array_equal(s1[mask], strokes[mask])
     assert np.array_equal(s1[~mask], xdog(img, valid=~mask)[~mask])
     assert s1.dtype == np.float32 and s1.min() >= 0 and s1.max() <= 1
+
+
+def test_thin_strokes_are_the_inks_skeleton_inside_the_mask_without_short_pieces():
+    edges = np.zeros((40, 40), np.float32)
+    edges[10:15, 5:35] = 1  # a 5 px thick bar, 30 px long
+    edges[30:33, 20:23] = 1  # a blob whose skeleton is a few pixels
+    edges[20:25, 5:35] = 0.4  # below the ink threshold
+    mask = np.zeros((40, 40), bool)
+    mask[:, :30] = True
+    one = thin_strokes(edges, mask, drop_up_to=4, width=1)
+    assert one.dtype == np.float32 and set(np.unique(one)) <= {0.0, 1.0}
+    assert not one[:, 30:].any() and not one[20:25].any()  # outside the mask / not ink: nothing
+    assert not one[28:35].any()  # the blob's short skeleton is dropped
+    rows = one[8:17, 8:26].sum(axis=0)
+    assert np.all(rows == 1)  # the bar is one line, one pixel thick
+    kept = thin_strokes(edges, mask, drop_up_to=0, width=1)
+    assert kept[28:35].any()  # nothing dropped: the blob's skeleton stays
+    two = thin_strokes(edges, mask, drop_up_to=4, width=2)
+    assert np.all(two[8:17, 8:26].sum(axis=0) == 2) and not two[:, 31:].any()

@@ -116,8 +116,9 @@ def test_recipe_trains_imagebart_alike_on_the_same_first_stage(tmp_path, decodes
     from napari_ilat.engine.imagebart import is_imagebart
 
     ib = dict(ib_n_stages=2, ib_n_embd=32, ib_n_head=2, ib_n_enc_layer=1, ib_n_dec_layer=1, token_pool=16)
-    cfg = RecipeConfig(data="natural", minutes=0.2, imagebart_share=0.3, **TINY, **ib)
+    cfg = RecipeConfig(data="natural", minutes=0.2, imagebart_share=0.3, thin_strokes=0.5, **TINY, **ib)
     rec = run_recipe(cfg, tmp_path / "r", device="cpu", quiet=True)
+    assert json.loads((tmp_path / "r" / "stage2" / "run.json").read_text())["train"]["thin_strokes"] == 0.5
     assert rec["phases"]["imagebart"]["steps"] > 0 and rec["phases"]["imagebart"]["validation"] is not None
     ilat, bart = load_model(tmp_path / "r" / "natural.json"), load_model(tmp_path / "r" / "natural-imagebart.json")
     assert is_imagebart(bart) and bart.config.imagebart.n_stages == 2
@@ -130,6 +131,8 @@ def test_recipe_trains_imagebart_alike_on_the_same_first_stage(tmp_path, decodes
     assert rec["eval_imagebart"] == json.loads((tmp_path / "r" / "recipe.json").read_text())["eval_imagebart"]
     with pytest.raises(ValueError, match="imagebart_share"):
         plan(RecipeConfig(imagebart_share=1.0), torch.device("cpu"))
+    with pytest.raises(ValueError, match="thin-strokes"):
+        plan(RecipeConfig(data="pose", thin_strokes=0.5), torch.device("cpu"))
 
 
 @pytest.mark.slow

@@ -472,12 +472,8 @@ def test_against_biharmonic_pairs_the_default_edit_with_the_fill_on_the_same_cas
 
 @pytest.mark.slow
 def test_thin_strokes_pairs_each_sketch_with_the_edit_without_one():
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        from thin_strokes import thin_strokes
-    finally:
-        sys.path.remove(str(SCRIPTS))
     from napari_ilat import edit
+    from napari_ilat.engine.sketch import thin_strokes
     from napari_ilat.evaluation.metrics import PSNR_CAP, psnr
     from napari_ilat.evaluation.quality import natural_cases
 

@@ -602,11 +602,14 @@ def test_cli_train_and_eval(tmp_path, capsys):
                 "2",
                 "--n-embd",
                 "32",
+                "--thin-strokes",
+                "0.5",
             ]
             + common
         )
         == 0
     )
+    assert json.loads((tmp_path / "tf" / "run.json").read_text())["train"]["thin_strokes"] == 0.5
     assert main(["train", "transformer", "--out", tf, "--resume", "--steps", "2", "--quiet"]) == 0
     assert json.loads((tmp_path / "tf" / "run.json").read_text())["step"] == 2
     assert main(["train", "export", "--transformer", tf, "--out", str(tmp_path / "nat")]) == 0

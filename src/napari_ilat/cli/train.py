@@ -156,6 +156,13 @@ def add_arguments(parser: argparse.ArgumentParser):
     p.add_argument("--cond-dropout", type=float, default=None, help="fraction of unconditional steps")
     p.add_argument("--causal-frac", type=float, default=None, help="fraction of plain raster sequences")
     p.add_argument(
+        "--thin-strokes",
+        type=float,
+        default=None,
+        help="sketch models: fraction of training sketches drawn as thin lines inside the mask, as a "
+        "user draws, rather than the dense XDoG map (default 0)",
+    )
+    p.add_argument(
         "--token-pool",
         type=int,
         default=None,
@@ -264,6 +271,13 @@ def add_arguments(parser: argparse.ArgumentParser):
         default=None,
         help="fraction of stage-2 steps without the pose / sketch (default 0.2): the unconditional "
         "branch edits without a sketch",
+    )
+    p.add_argument(
+        "--thin-strokes",
+        type=float,
+        default=None,
+        help="natural data: fraction of stage-2 sketches drawn as thin lines inside the mask, as a user "
+        "draws, rather than the dense XDoG map (default 0)",
     )
     p.add_argument("--workers", type=int, default=None, help="data worker processes (default by device)")
     p.add_argument(
@@ -474,7 +488,7 @@ def run(args) -> int:
 
         _check_out(args)
         cfg = Stage2Config()
-        _set(cfg, args, _COMMON + ("cond", "cond_dropout", "causal_frac", "token_pool", "val_edits"))
+        _set(cfg, args, _COMMON + ("cond", "cond_dropout", "causal_frac", "thin_strokes", "token_pool", "val_edits"))
         cfg.plain = cfg.plain or args.plain
         if not args.resume and not args.first_stage and not args.init:
             raise ValueError("--first-stage is required (a stage-1 run directory or a VQGAN checkpoint)")
@@ -547,6 +561,7 @@ def run(args) -> int:
                 "stage1_lr",
                 "stage2_lr",
                 "cond_dropout",
+                "thin_strokes",
                 "workers",
                 "reuse1",
                 "token_pool",

@@ -155,3 +155,27 @@ def compose_sketch(image: np.ndarray, mask: np.ndarray, strokes_map: np.ndarray)
         raise ValueError(f"strokes_map shape {strokes_map.shape} != mask shape {mask.shape}")
     outside = xdog(image, valid=~mask)
     return np.where(mask, np.clip(strokes_map, 0.0, 1.0), outside).astype(np.float32)
+
+
+def thin_strokes(edges: np.ndarray, mask: np.ndarray, drop_up_to: int = 4, width: int = 2) -> np.ndarray:
+    """The ink of ``edges`` inside ``mask`` drawn as a user draws it, float32 HxW in {0, 1}.
+
+    XDoG maps are dense (a third of a brush mask's pixels are ink, dark regions count as
+    ink); a user draws a few thin lines. Stand-in: the ink's 1 px skeleton, its pieces of at
+    most ``drop_up_to`` px (8-connected) dropped, widened to ``width`` px by a square. Used
+    to train on user-like strokes (``train transformer --thin-strokes``) and to measure them
+    (scripts/thin_strokes.py).
+    """
+    from skimage.measure import label
+    from skimage.morphology import skeletonize
+
+    mask = np.asarray(mask, bool)
+    skeleton = skeletonize((np.asarray(edges) > 0.5) & mask)
+    if drop_up_to > 0:
+        pieces = label(skeleton, connectivity=2)
+        sizes = np.bincount(pieces.ravel())
+        skeleton = sizes[pieces] > drop_up_to
+        skeleton[pieces == 0] = False
+    if width > 1:
+        skeleton = ndimage.binary_dilation(skeleton, np.ones((width, width), bool))
+    return skeleton.astype(np.float32)

@@ -30,6 +30,7 @@ from napari_ilat.data import (
 )
 from napari_ilat.data.datasets import image_to_tensor
 from napari_ilat.engine.conditions import normalize_keypoints
+from napari_ilat.engine.sketch import thin_strokes
 
 SOURCES = ("pose", "natural")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -189,12 +190,18 @@ class Stage2Pairs(Dataset):
         cond: str,
         causal_frac: float = 0.15,
         rate_range=(0.05, 0.5),
+        thin_frac: float = 0.0,
     ):
         self.source = _source(source, split)
         self.split, self.resolution, self.length = split, resolution, length
         self.cond, self.causal_frac, self.rate_range = cond, causal_frac, rate_range
+        self.thin_frac = thin_frac
         if cond == "pose" and self.source != "pose":
             raise ValueError("a pose-conditioned transformer needs --data pose")
+        if not 0.0 <= thin_frac <= 1.0:
+            raise ValueError(f"--thin-strokes must lie in [0, 1], got {thin_frac}")
+        if thin_frac > 0 and cond != "sketch":
+            raise ValueError("--thin-strokes is for sketch-conditioned transformers (--cond sketch)")
 
     def __len__(self):
         return self.length
@@ -221,14 +228,20 @@ class Stage2Pairs(Dataset):
             image = self.source.crop(i, R)
             mask = random_mask(rng, (R, R), None, rng.uniform(*self.rate_range))
             sketch_mask = mask
+        item["causal"] = torch.tensor(bool(rng.random() < self.causal_frac))
         if self.cond == "sketch":
             # the edit-time condition: XDoG of the known pixels outside the mask, the target's
-            # own XDoG (standing in for the user's strokes) inside it
-            sk = compose_sketch(image, sketch_mask, xdog(image))
+            # own XDoG (standing in for the user's strokes) inside it; for ~thin_frac of the
+            # items that XDoG's ink thinned to lines of 1-3 px with pieces of up to 0-16 px
+            # dropped, as a user draws (the dense map alone taught the model that thin strokes
+            # mean little ink: docs/benchmarks.md, "Thin strokes")
+            strokes = xdog(image)
+            if self.thin_frac > 0 and rng.random() < self.thin_frac:
+                strokes = thin_strokes(strokes, sketch_mask, int(rng.integers(0, 17)), int(rng.integers(1, 4)))
+            sk = compose_sketch(image, sketch_mask, strokes)
             item["sketch"] = torch.from_numpy(sk)[None]
         item["image"] = image_to_tensor(image)
         item["mask"] = torch.from_numpy(np.ascontiguousarray(mask))[None]
-        item["causal"] = torch.tensor(bool(rng.random() < self.causal_frac))
         return item
 
 

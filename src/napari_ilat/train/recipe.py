@@ -83,6 +83,8 @@ class RecipeConfig:
     # unconditional branch is what a natural edit without a sketch runs: at 0.2 it got a
     # fifth of the steps (docs/benchmarks.md, "Natural edits without a sketch")
     cond_dropout: float | None = None
+    # sketch models: the share of stage-2 items with thin-line sketches (Stage2Config)
+    thin_strokes: float = 0.0
     # ImageBART (second engine) on the same first stage, unconditional; 0 = not trained
     imagebart_share: float = 0.0  # of the training time
     ib_n_stages: int = 3
@@ -138,6 +140,8 @@ def plan(cfg: RecipeConfig, device: torch.device) -> dict:
         raise ValueError(f"stage1_share must be in [0, 1), got {cfg.stage1_share}")
     if cfg.val_edits < 0 or (cfg.val_edits and cfg.data not in ("pose", "natural")):
         raise ValueError(f"--val-edits needs --data pose or natural and a count >= 0, got {cfg.val_edits}")
+    if not 0 <= cfg.thin_strokes <= 1 or (cfg.thin_strokes and cfg.data == "pose"):
+        raise ValueError(f"--thin-strokes is for sketch models (not --data pose), in [0, 1]; got {cfg.thin_strokes}")
     if cfg.stage1_share == 0 and cfg.init is None:
         # share 0 keeps a warm start's first stage; from scratch there is none to keep
         raise ValueError("stage1_share 0 keeps the first stage of --init: give --init MODEL or a share > 0")
@@ -300,6 +304,7 @@ def run(cfg: RecipeConfig, out, *, device="auto", precision="auto", quiet=False)
         plain=cfg.plain,
         val_edits=cfg.val_edits,
         val_edits_every=VAL_EDITS_EVERY,
+        thin_strokes=cfg.thin_strokes,
         **({} if cfg.cond_dropout is None else {"cond_dropout": cfg.cond_dropout}),
     )
     arch = dict(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, cond_map=cfg.cond_map)

@@ -49,6 +49,9 @@ class Stage2Config:
     weight_decay: float = 0.01
     cond_dropout: float = 0.2
     causal_frac: float = 0.15
+    # sketch models: the share of training items whose sketch inside the mask is thin lines
+    # (engine.sketch.thin_strokes) rather than the dense XDoG map, as a user draws
+    thin_strokes: float = 0.0
     # > 0: cycle over the first token_pool items, each encoded once: up front (and saved) with
     # workers = 0, else as the workers first make it (the first pass trains meanwhile)
     token_pool: int = 0
@@ -249,7 +252,9 @@ def train(
     val_ds = Stage2Pairs(cfg.data, "validation", R, max(cfg.val_size, 4), tf_cfg.cond, causal_frac=0.0)
     val = tokenize_items(vq, val_ds, list(range(cfg.val_size)), cfg.plain, dev) if D.main else None
     val_items = [val_ds[i] for i in range(4)] if D.main else None
-    train_ds = Stage2Pairs(cfg.data, "train", R, cfg.train_length, tf_cfg.cond, causal_frac=cfg.causal_frac)
+    train_ds = Stage2Pairs(
+        cfg.data, "train", R, cfg.train_length, tf_cfg.cond, causal_frac=cfg.causal_frac, thin_frac=cfg.thin_strokes
+    )
     batches = C.training_batches(train_ds, cfg, D, start, lambda b: tokenize(vq, b, cfg.plain, dev), out, quiet)
 
     edit_model = edit_cases = sketch_cases = None

@@ -174,8 +174,8 @@ def thin_strokes(edges: np.ndarray, mask: np.ndarray, drop_up_to: int = 4, width
     if drop_up_to > 0:
         pieces = label(skeleton, connectivity=2)
         sizes = np.bincount(pieces.ravel())
+        sizes[0] = 0  # the background, never a piece
         skeleton = sizes[pieces] > drop_up_to
-        skeleton[pieces == 0] = False
     if width > 1:
         skeleton = ndimage.binary_dilation(skeleton, np.ones((width, width), bool))
     return skeleton.astype(np.float32)

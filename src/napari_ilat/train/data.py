@@ -228,6 +228,7 @@ class Stage2Pairs(Dataset):
             image = self.source.crop(i, R)
             mask = random_mask(rng, (R, R), None, rng.uniform(*self.rate_range))
             sketch_mask = mask
+        # drawn before the thin-stroke draw, so --thin-strokes leaves every other draw as it was
         item["causal"] = torch.tensor(bool(rng.random() < self.causal_frac))
         if self.cond == "sketch":
             # the edit-time condition: XDoG of the known pixels outside the mask, the target's
